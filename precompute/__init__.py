@@ -1,0 +1,1 @@
+"""Offline precompute: CLIP / Kandinsky-prior activations and the atlas the app browses."""

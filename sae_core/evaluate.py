@@ -1,0 +1,68 @@
+"""Evaluate trained SAEs on (held-out) activations: `clipsae metrics --acts PATH --sae DIR`.
+
+    clipsae metrics --acts heldout.npy --sae saes/            # every SAE of a sweep
+    clipsae metrics --acts cache/ --sae saes/l1_0.01 --out metrics.md
+
+Prints a seed-001 style Markdown table; `--out` also writes it (and a `.json` beside it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import io
+from .data import ActivationSource
+from .metrics import MetricsAccumulator, markdown_table
+from .progress import Progress
+from .sae import SparseAutoencoder
+from .train import resolve_device
+
+
+@torch.no_grad()
+def evaluate_sae(sae: SparseAutoencoder, source: ActivationSource, batch_size: int = 8192,
+                 device: torch.device | str = "cpu", max_rows: int | None = None) -> dict[str, float]:
+    """Stream rows in order (no shuffling) through the SAE and return every metric."""
+    if sae.cfg.d_in != source.d:
+        raise ValueError(f"SAE d_in={sae.cfg.d_in} but {source.path} has width {source.d}")
+    sae = sae.to(device).eval()
+    acc = MetricsAccumulator(sae.cfg.d_in, sae.cfg.d_sae)
+    n = source.n_rows if max_rows is None else min(max_rows, source.n_rows)
+    bar = Progress(n, "metrics", unit="rows")
+    for start in range(0, n, batch_size):
+        x = torch.from_numpy(source.read(start, min(n, start + batch_size))).to(device)
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{source.path}: rows {start}..{start + len(x)} contain NaN or inf")
+        out = sae(x)
+        acc.update(out.x_norm_bd, out.x_hat_norm_bd, out.f_bs)
+        bar.update(len(x))
+    bar.close()
+    return acc.result()
+
+
+def describe(sae: SparseAutoencoder, name: str) -> dict[str, str]:
+    cfg = sae.cfg
+    sparsity = f"k={cfg.k}" if cfg.k is not None else f"λ={cfg.metadata.get('l1_coefficient', '?')}"
+    return {"SAE": name, "Arch": cfg.architecture, "Sparsity": sparsity, "Dict size": str(cfg.d_sae)}
+
+
+def metrics_main(acts: str, sae_path: str, out: str | None = None, batch_size: int = 8192,
+                 device: str = "auto", max_rows: int | None = None) -> str:
+    """Evaluate every SAE under `sae_path` on `acts`; return (and optionally write) the table."""
+    source = ActivationSource(acts)
+    dev = resolve_device(device)
+    rows, records = [], []
+    root = Path(sae_path)
+    for d in io.find_sae_dirs(root):
+        sae = io.load_sae(d, device=dev)
+        name = d.name if d != root else root.name
+        m = evaluate_sae(sae, source, batch_size=batch_size, device=dev, max_rows=max_rows)
+        rows.append((describe(sae, name), m))
+        records.append({"sae": str(d), **describe(sae, name), **m})
+    table = markdown_table(rows)
+    if out:
+        io.atomic_write_text(out, table + "\n")
+        io.atomic_write_text(Path(out).with_suffix(".json"), json.dumps(records, indent=2))
+    return table

@@ -1,0 +1,136 @@
+"""SAE quality metrics: pure functions over one batch and a float64 streaming accumulator.
+
+Definitions (what users compare against ViT-Prisma, SAELens and the seeds):
+- mse                 mean over inputs × dims of (x̂ − x)²
+- l1                  mean over inputs × latents of |f|
+- l0                  mean number of non-zero latents per input
+- explained_variance  1 − Σ‖x − x̂‖² / (Σ‖x‖² − ‖Σx‖²/N), accumulated in float64
+- cosine_similarity   mean over inputs of cos(x, x̂)
+- alive_fraction      fraction of latents that fired at least once
+- mean_activation     mean of the non-zero activations
+- activation_entropy  entropy (nats) of the firing distribution p_i = count_i / Σ count;
+                      its maximum is ln(d_sae)
+- expansion           d_sae / d_in (dictionary size relative to the hidden size)
+- active_fraction     l0 / d_sae (seed 000's "dict size / hidden size" column)
+All are measured in the space the SAE reconstructs (after `normalize_activations`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def mse(x_bd: Tensor, x_hat_bd: Tensor) -> float:
+    return float((x_hat_bd.double() - x_bd.double()).pow(2).mean())
+
+
+def l1(f_bs: Tensor) -> float:
+    return float(f_bs.double().abs().mean())
+
+
+def l0(f_bs: Tensor) -> float:
+    return float((f_bs != 0).sum(dim=-1).double().mean())
+
+
+def explained_variance(x_bd: Tensor, x_hat_bd: Tensor) -> float:
+    x = x_bd.double()
+    sse = (x_hat_bd.double() - x).pow(2).sum()
+    sst = x.pow(2).sum() - x.sum(dim=0).pow(2).sum() / x.shape[0]
+    return float(1 - sse / sst)
+
+
+def cosine_similarity(x_bd: Tensor, x_hat_bd: Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(x_bd.double(), x_hat_bd.double(), dim=-1).mean())
+
+
+def alive_fraction(fire_count_s: np.ndarray) -> float:
+    return float((fire_count_s > 0).mean())
+
+
+def activation_entropy(fire_count_s: np.ndarray) -> float:
+    total = fire_count_s.sum()
+    if total == 0:
+        return 0.0
+    p = fire_count_s[fire_count_s > 0] / total
+    return float(-(p * np.log(p)).sum())
+
+
+class MetricsAccumulator:
+    """Streams batches (x, x̂, f) and returns every metric above; sums in float64."""
+
+    def __init__(self, d_in: int, d_sae: int):
+        self.d_in, self.d_sae = d_in, d_sae
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = 0
+        self.sum_sq_err = 0.0
+        self.sum_x_sq = 0.0
+        self.sum_x_d = np.zeros(self.d_in, dtype=np.float64)
+        self.sum_abs_f = 0.0
+        self.n_active = 0
+        self.sum_cos = 0.0
+        self.fire_count_s = np.zeros(self.d_sae, dtype=np.int64)
+
+    @torch.no_grad()
+    def update(self, x_bd: Tensor, x_hat_bd: Tensor, f_bs: Tensor) -> None:
+        x, x_hat, f = x_bd.double(), x_hat_bd.double(), f_bs.double()
+        self.n += x.shape[0]
+        self.sum_sq_err += float((x_hat - x).pow(2).sum())
+        self.sum_x_sq += float(x.pow(2).sum())
+        self.sum_x_d += x.sum(dim=0).cpu().numpy()
+        self.sum_abs_f += float(f.abs().sum())
+        active = f != 0
+        self.n_active += int(active.sum())
+        self.sum_cos += float(torch.nn.functional.cosine_similarity(x, x_hat, dim=-1).sum())
+        self.fire_count_s += active.sum(dim=0).cpu().numpy()
+
+    def result(self) -> dict[str, float]:
+        if self.n == 0:
+            raise ValueError("no inputs were accumulated")
+        sst = self.sum_x_sq - float((self.sum_x_d**2).sum()) / self.n
+        l0_mean = self.n_active / self.n
+        return {
+            "n_inputs": float(self.n),
+            "mse": self.sum_sq_err / (self.n * self.d_in),
+            "l1": self.sum_abs_f / (self.n * self.d_sae),
+            "l0": l0_mean,
+            "explained_variance": 1 - self.sum_sq_err / sst if sst > 0 else float("nan"),
+            "cosine_similarity": self.sum_cos / self.n,
+            "alive_fraction": alive_fraction(self.fire_count_s),
+            "mean_activation": self.sum_abs_f / self.n_active if self.n_active else 0.0,
+            "activation_entropy": activation_entropy(self.fire_count_s),
+            "max_entropy": math.log(self.d_sae),
+            "expansion": self.d_sae / self.d_in,
+            "active_fraction": l0_mean / self.d_sae,
+        }
+
+
+COLUMNS: list[tuple[str, str, str]] = [
+    ("l0", "Avg. L0", "{:.2f}"),
+    ("mse", "MSE", "{:.6g}"),
+    ("l1", "L1", "{:.6g}"),
+    ("explained_variance", "R² (expl. var.)", "{:.4f}"),
+    ("cosine_similarity", "Cos sim", "{:.4f}"),
+    ("alive_fraction", "% alive", "{:.1%}"),
+    ("mean_activation", "Mean act.", "{:.4g}"),
+    ("activation_entropy", "Entropy (nats)", "{:.3f}"),
+    ("active_fraction", "L0 / d_sae", "{:.2%}"),
+]
+
+
+def markdown_table(rows: list[tuple[dict[str, str], dict[str, float]]]) -> str:
+    """A seed-001 style table: leading descriptive columns, then the metric columns."""
+    if not rows:
+        return ""
+    lead = list(rows[0][0].keys())
+    header = lead + [title for _, title, _ in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for desc, m in rows:
+        cells = [desc[k] for k in lead] + [fmt.format(m[key]) for key, _, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

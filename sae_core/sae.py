@@ -1,0 +1,275 @@
+"""The sparse autoencoder: encode, decode, forward with loss terms, for four architectures.
+
+Conventions (shape suffixes: b = batch, d = d_in, s = d_sae):
+- pre-activation  h = (norm(x) − b_dec) @ W_enc + b_enc
+- relu       f = relu(h)                          sparsity term: mean_{b,s} |f|·‖W_dec[s]‖
+- topk       f = relu(h) on the k largest h per input, 0 elsewhere
+- batchtopk  training: the k·B largest relu(h) over the whole batch; inference:
+             f = h·[h > θ] with one fixed θ (EMA of the smallest kept activation)
+- jumprelu   f = h·[h > θ_s] with learned θ_s; sparsity term mean_{b,s} [h > θ_s]
+             (straight-through estimator with a rectangle kernel of width ε)
+- x̂ = denorm(f @ W_dec + b_dec); the MSE term is the mean over batch × d_in of
+  (x̂ − x)² measured in the normalised space.
+
+Means over elements (not sums) make λ comparable with the seeds' tables (seed 001's
+`--l1 1e-3,1e-2,3e-2` on unit-norm CLIP embeddings).
+
+Not handled here: the training loop, dead-latent bookkeeping and file I/O
+(see `train.py`, `io.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import SAEConfig
+
+_EPS = 1e-6
+
+
+def _rectangle(z: Tensor) -> Tensor:
+    return ((z > -0.5) & (z < 0.5)).to(z.dtype)
+
+
+class _JumpReLU(torch.autograd.Function):
+    """f = h·[h > θ]; ∂f/∂h = [h > θ]; ∂f/∂θ = −(θ/ε)·rect((h − θ)/ε)."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(h, threshold)
+        ctx.bandwidth = bandwidth
+        return h * (h > threshold)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        h, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        grad_h = grad_out * (h > threshold)
+        grad_t = (-(threshold / bw) * _rectangle((h - threshold) / bw) * grad_out).sum(dim=0)
+        return grad_h, grad_t, None
+
+
+class _Step(torch.autograd.Function):
+    """H(h − θ) with ∂/∂θ = −(1/ε)·rect((h − θ)/ε) and no gradient to h."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(h, threshold)
+        ctx.bandwidth = bandwidth
+        return (h > threshold).to(h.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        h, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        grad_t = (-(1.0 / bw) * _rectangle((h - threshold) / bw) * grad_out).sum(dim=0)
+        return torch.zeros_like(h), grad_t, None
+
+
+@dataclass
+class NormContext:
+    """Per-input statistics needed to undo the input normalisation on the output."""
+
+    scale_b1: Tensor | None = None
+    shift_b1: Tensor | None = None
+
+
+@dataclass
+class SAEOutput:
+    """What `forward` returns: reconstruction, latents and the loss terms (scalars)."""
+
+    x_hat_bd: Tensor
+    """Reconstruction in the input space (normalisation undone)."""
+    f_bs: Tensor
+    """Latent activations."""
+    h_bs: Tensor
+    """Pre-activations (before the sparsifying non-linearity)."""
+    mse: Tensor
+    """Mean over batch × d_in of the squared error, in the normalised space."""
+    sparsity: Tensor
+    """relu: mean |f|·‖W_dec‖; jumprelu: mean [h > θ] (STE); 0 for topk/batchtopk."""
+    x_norm_bd: Tensor
+    """The normalised input (what the SAE reconstructs)."""
+    x_hat_norm_bd: Tensor
+    """The reconstruction in the normalised space."""
+
+
+class SparseAutoencoder(nn.Module):
+    """One SAE. Weights follow the SAELens layout: W_enc [d_in, d_sae], W_dec [d_sae, d_in]."""
+
+    def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None):
+        super().__init__()
+        self.cfg = cfg
+        d, s = cfg.d_in, cfg.d_sae
+        w_dec = torch.randn(s, d, generator=generator)
+        w_dec /= w_dec.norm(dim=1, keepdim=True)
+        # Tied initialisation (encoder = decoder transpose) speeds up early training.
+        self.W_dec = nn.Parameter(w_dec)
+        self.W_enc = nn.Parameter(w_dec.T.clone())
+        self.b_enc = nn.Parameter(torch.zeros(s))
+        self.b_dec = nn.Parameter(torch.zeros(d))
+        if cfg.architecture == "jumprelu":
+            # θ itself (not log θ) is the parameter, so the file's `threshold` round-trips bit-exactly.
+            self.threshold = nn.Parameter(torch.full((s,), 1e-3))
+        if cfg.architecture == "batchtopk":
+            # 0 until training has seen a batch; then the EMA of the smallest kept value.
+            self.register_buffer("threshold", torch.zeros(s))
+
+    # ------------------------------------------------------------------ normalisation
+    def normalize(self, x_bd: Tensor) -> tuple[Tensor, NormContext]:
+        """Apply the configured input normalisation; return the context that undoes it."""
+        mode = self.cfg.normalize_activations
+        if mode == "none":
+            return x_bd, NormContext()
+        if mode == "unit_norm":
+            scale = x_bd.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+            return x_bd / scale, NormContext(scale_b1=scale)
+        if mode == "layer_norm":
+            mu = x_bd.mean(dim=-1, keepdim=True)
+            std = x_bd.std(dim=-1, keepdim=True, unbiased=False) + _EPS
+            return (x_bd - mu) / std, NormContext(scale_b1=std, shift_b1=mu)
+        # expected_average_only_in: one constant fitted on the training data
+        factor = self.cfg.norm_scaling_factor
+        if factor is None:
+            raise ValueError("normalize_activations=expected_average_only_in needs cfg.norm_scaling_factor")
+        return x_bd * factor, NormContext(scale_b1=torch.full_like(x_bd[..., :1], 1.0 / factor))
+
+    @staticmethod
+    def denormalize(y_bd: Tensor, ctx: NormContext) -> Tensor:
+        if ctx.scale_b1 is not None:
+            y_bd = y_bd * ctx.scale_b1
+        if ctx.shift_b1 is not None:
+            y_bd = y_bd + ctx.shift_b1
+        return y_bd
+
+    # ------------------------------------------------------------------ encode / decode
+    @property
+    def threshold_s(self) -> Tensor | None:
+        """Per-latent inference threshold (jumprelu, batchtopk), else None."""
+        if self.cfg.architecture in ("jumprelu", "batchtopk"):
+            return self.threshold
+        return None
+
+    def pre_activation(self, x_norm_bd: Tensor) -> Tensor:
+        return (x_norm_bd - self.b_dec) @ self.W_enc + self.b_enc
+
+    def activate(self, h_bs: Tensor) -> Tensor:
+        """The sparsifying non-linearity; batchtopk uses the batch rule only in training mode."""
+        arch = self.cfg.architecture
+        if arch == "relu":
+            return F.relu(h_bs)
+        if arch == "topk":
+            vals, idx = h_bs.topk(self.cfg.k, dim=-1, sorted=False)
+            return torch.zeros_like(h_bs).scatter_(-1, idx, F.relu(vals))
+        if arch == "batchtopk":
+            if self.training:
+                flat = F.relu(h_bs).flatten()
+                n_keep = min(self.cfg.k * h_bs.shape[0], flat.numel())
+                vals, idx = flat.topk(n_keep, sorted=False)
+                return torch.zeros_like(flat).scatter_(0, idx, vals).view_as(h_bs)
+            return F.relu(h_bs) * (h_bs > self.threshold)
+        return _JumpReLU.apply(h_bs, self.threshold, self.cfg.jumprelu_bandwidth)
+
+    def encode(self, x_bd: Tensor) -> Tensor:
+        """Latent activations f [B, d_sae] of raw inputs x [B, d_in]."""
+        x_norm, _ = self.normalize(x_bd)
+        return self.activate(self.pre_activation(x_norm))
+
+    def decode(self, f_bs: Tensor, ctx: NormContext | None = None) -> Tensor:
+        """Reconstruction from latents; with `ctx` (from `normalize`) in the input space."""
+        y = f_bs @ self.W_dec + self.b_dec
+        return self.denormalize(y, ctx) if ctx is not None else y
+
+    def forward(self, x_bd: Tensor) -> SAEOutput:
+        x_norm, ctx = self.normalize(x_bd)
+        h = self.pre_activation(x_norm)
+        f = self.activate(h)
+        y_norm = f @ self.W_dec + self.b_dec
+        mse = (y_norm - x_norm).pow(2).mean()
+        arch = self.cfg.architecture
+        if arch == "relu":
+            sparsity = (f * self.W_dec.norm(dim=1)).mean()
+        elif arch == "jumprelu":
+            sparsity = _Step.apply(h, self.threshold, self.cfg.jumprelu_bandwidth).mean()
+        else:
+            sparsity = torch.zeros((), device=x_bd.device)
+        return SAEOutput(
+            x_hat_bd=self.denormalize(y_norm, ctx),
+            f_bs=f,
+            h_bs=h,
+            mse=mse,
+            sparsity=sparsity,
+            x_norm_bd=x_norm,
+            x_hat_norm_bd=y_norm,
+        )
+
+    # ------------------------------------------------------------------ training helpers
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Scale decoder rows to unit norm."""
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(_EPS)
+
+    @torch.no_grad()
+    def clamp_threshold_(self, minimum: float = 1e-6) -> None:
+        """Keep JumpReLU thresholds positive after an optimiser step."""
+        if self.cfg.architecture == "jumprelu":
+            self.threshold.clamp_(min=minimum)
+
+    @torch.no_grad()
+    def remove_parallel_grads_(self) -> None:
+        """Drop the gradient component parallel to each (unit) decoder row."""
+        if self.W_dec.grad is None:
+            return
+        parallel_s1 = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
+        self.W_dec.grad -= parallel_s1 * self.W_dec
+
+    @torch.no_grad()
+    def update_batchtopk_threshold_(self, f_bs: Tensor, momentum: float) -> None:
+        """EMA of the smallest activation kept by the batch top-k (batchtopk only)."""
+        active = f_bs[f_bs > 0]
+        if active.numel() == 0:
+            return
+        low = active.min()
+        if bool((self.threshold == 0).all()):
+            self.threshold.fill_(low)
+        else:
+            self.threshold.mul_(momentum).add_((1 - momentum) * low)
+
+
+def auxk_loss(sae: SparseAutoencoder, out: SAEOutput, dead_s: Tensor, k_aux: int) -> Tensor:
+    """AuxK: reconstruct the residual from the k_aux largest *dead* pre-activations.
+
+    Normalised by the residual's variance (an FVU) and scaled by min(n_dead / k_aux, 1)
+    so that it fades as latents revive.
+    """
+    n_dead = int(dead_s.sum())
+    if n_dead == 0:
+        return torch.zeros((), device=out.h_bs.device)
+    k = min(k_aux, n_dead)
+    residual_bd = (out.x_norm_bd - out.x_hat_norm_bd).detach()
+    h_dead = out.h_bs.masked_fill(~dead_s, float("-inf"))
+    vals, idx = h_dead.topk(k, dim=-1, sorted=False)
+    f_aux = torch.zeros_like(out.h_bs).scatter_(-1, idx, F.relu(vals))
+    e_hat = f_aux @ sae.W_dec
+    denom = (residual_bd - residual_bd.mean(dim=0)).pow(2).sum().clamp_min(_EPS)
+    fvu = (e_hat - residual_bd).pow(2).sum() / denom
+    return fvu * min(n_dead / k_aux, 1.0)
+
+
+def geometric_median(x_nd: Tensor, max_iter: int = 200, tol: float = 1e-7) -> Tensor:
+    """Weiszfeld's algorithm in float64: the point minimising the sum of Euclidean distances."""
+    x = x_nd.double()
+    y = x.mean(dim=0)
+    for _ in range(max_iter):
+        dist = (x - y).norm(dim=1).clamp_min(1e-12)
+        w = 1.0 / dist
+        y_next = (w[:, None] * x).sum(dim=0) / w.sum()
+        if (y_next - y).norm() <= tol * max(1.0, float(y.norm())):
+            y = y_next
+            break
+        y = y_next
+    return y.to(x_nd.dtype)

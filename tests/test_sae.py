@@ -1,0 +1,129 @@
+"""SparseAutoencoder: each architecture's activation rule, normalisation, decoder-norm upkeep."""
+
+import pytest
+import torch
+
+from sae_core.config import ARCHITECTURES, NORMALIZATIONS, SAEConfig
+from sae_core.sae import SparseAutoencoder, auxk_loss, geometric_median
+
+
+def make(arch: str, d: int = 8, s: int = 32, k: int | None = 4, **kw) -> SparseAutoencoder:
+    return SparseAutoencoder(
+        SAEConfig(d_in=d, d_sae=s, architecture=arch, k=k if arch in ("topk", "batchtopk") else None, **kw),
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_forward_shapes_and_reconstruction_formula(arch):
+    sae = make(arch)
+    x = torch.randn(10, 8)
+    out = sae(x)
+    assert out.x_hat_bd.shape == (10, 8) and out.f_bs.shape == (10, 32)
+    # reconstruction is exactly f @ W_dec + b_dec (no normalisation configured)
+    torch.testing.assert_close(out.x_hat_bd, out.f_bs @ sae.W_dec + sae.b_dec)
+    torch.testing.assert_close(out.mse, ((out.x_hat_bd - x) ** 2).mean())
+    assert (out.f_bs >= 0).all()
+
+
+def test_topk_keeps_the_k_largest_positive_preactivations():
+    sae = make("topk", k=4)
+    x = torch.randn(50, 8)
+    f = sae.encode(x)
+    h = sae.pre_activation(x)
+    assert ((f > 0).sum(dim=1) <= 4).all()
+    expected = torch.zeros_like(h)
+    vals, idx = h.sort(dim=1, descending=True)
+    expected.scatter_(1, idx[:, :4], vals[:, :4].clamp_min(0))
+    torch.testing.assert_close(f, expected)
+
+
+def test_batchtopk_keeps_k_times_batch_in_training_and_uses_threshold_at_inference():
+    sae = make("batchtopk", k=3)
+    x = torch.randn(20, 8)
+    sae.train()
+    f = sae.encode(x)
+    h = sae.pre_activation(x)
+    assert int((f > 0).sum()) == min(60, int((h > 0).sum()))
+    # the kept values are the 60 largest of relu(h) over the whole batch
+    kept = f[f > 0].sort().values
+    torch.testing.assert_close(kept, h.flatten().sort().values[-60:])
+    sae.update_batchtopk_threshold_(f, momentum=0.9)
+    theta = float(kept.min())
+    assert torch.allclose(sae.threshold, torch.full_like(sae.threshold, theta))
+    sae.eval()
+    f_inf = sae.encode(x)
+    torch.testing.assert_close(f_inf, h * (h > theta))
+
+
+def test_jumprelu_threshold_and_straight_through_gradient():
+    sae = make("jumprelu")
+    with torch.no_grad():
+        sae.threshold.fill_(0.1)
+    x = torch.randn(64, 8)
+    out = sae(x)
+    h = sae.pre_activation(x)
+    torch.testing.assert_close(out.f_bs, h * (h > 0.1))
+    torch.testing.assert_close(out.sparsity, (h > 0.1).float().mean())
+    (out.mse + out.sparsity).backward()
+    # the threshold receives a gradient only through the rectangle-kernel estimator
+    assert sae.threshold.grad is not None and sae.threshold.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", NORMALIZATIONS)
+def test_normalisation_is_undone_on_the_output(mode):
+    kw = {"norm_scaling_factor": 2.5} if mode == "expected_average_only_in" else {}
+    sae = make("relu", normalize_activations=mode, **kw)
+    x = torch.randn(6, 8) * 3 + 1
+    x_norm, ctx = sae.normalize(x)
+    torch.testing.assert_close(sae.denormalize(x_norm, ctx), x, rtol=1e-5, atol=1e-5)
+    if mode == "unit_norm":
+        torch.testing.assert_close(x_norm.norm(dim=1), torch.ones(6))
+
+
+def test_parallel_gradient_removed_and_decoder_renormalised():
+    sae = make("relu")
+    sae(torch.randn(16, 8)).mse.backward()
+    sae.remove_parallel_grads_()
+    dots = (sae.W_dec.grad * sae.W_dec).sum(dim=1)
+    assert dots.abs().max() < 1e-6
+    with torch.no_grad():
+        sae.W_dec.mul_(3.0)
+    sae.normalize_decoder_()
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(32))
+
+
+def test_auxk_uses_only_dead_latents():
+    sae = make("topk", k=2)
+    out = sae(torch.randn(16, 8))
+    dead = torch.zeros(32, dtype=torch.bool)
+    assert float(auxk_loss(sae, out, dead, k_aux=4)) == 0.0
+    dead[:5] = True
+    loss = auxk_loss(sae, out, dead, k_aux=4)
+    loss.backward()
+    # only the dead latents' encoder columns receive gradient from the aux loss
+    assert sae.W_enc.grad[:, 5:].abs().sum() == 0
+    assert sae.W_enc.grad[:, :5].abs().sum() > 0
+
+
+def test_geometric_median_is_robust_to_outliers():
+    x = torch.zeros(101, 3)
+    x[:, 0] = torch.linspace(-1, 1, 101)
+    x[-5:] = 1000.0  # outliers drag the mean, not the median
+    gm = geometric_median(x)
+    assert gm.norm() < 0.2 < x.mean(dim=0).norm()
+
+
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"architecture": "gated"}, "architecture must be one of"),
+        ({"architecture": "topk"}, "needs 0 < k"),
+        ({"architecture": "relu", "k": 4}, "only used by topk"),
+        ({"normalize_activations": "zscore"}, "normalize_activations must be one of"),
+        ({"d_sae": 0}, "must be positive"),
+    ],
+)
+def test_config_rejects_bad_values(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        SAEConfig(**{"d_in": 8, "d_sae": 16, **kw})
