@@ -78,16 +78,26 @@ class MetricsAccumulator:
 
     @torch.no_grad()
     def update(self, x_bd: Tensor, x_hat_bd: Tensor, f_bs: Tensor) -> None:
-        x, x_hat, f = x_bd.double(), x_hat_bd.double(), f_bs.double()
+        """Add a batch given dense latents."""
+        f = f_bs.detach()
+        self.update_stats(x_bd, x_hat_bd, float(f.abs().sum()), (f != 0).sum(dim=0))
+
+    @torch.no_grad()
+    def update_stats(self, x_bd: Tensor, x_hat_bd: Tensor, abs_sum: float, fire_count_s: Tensor) -> None:
+        """Add a batch given Σ|f| and the per-latent non-zero counts (cheap for sparse latents).
+
+        Inputs are promoted to float64; the latent sums come in as float32 reductions,
+        which avoids a float64 copy of the [B, d_sae] latent matrix."""
+        x, x_hat = x_bd.detach().double(), x_hat_bd.detach().double()
         self.n += x.shape[0]
         self.sum_sq_err += float((x_hat - x).pow(2).sum())
         self.sum_x_sq += float(x.pow(2).sum())
         self.sum_x_d += x.sum(dim=0).cpu().numpy()
-        self.sum_abs_f += float(f.abs().sum())
-        active = f != 0
-        self.n_active += int(active.sum())
+        self.sum_abs_f += abs_sum
+        counts = fire_count_s.cpu().numpy().astype(np.int64)
+        self.n_active += int(counts.sum())
         self.sum_cos += float(torch.nn.functional.cosine_similarity(x, x_hat, dim=-1).sum())
-        self.fire_count_s += active.sum(dim=0).cpu().numpy()
+        self.fire_count_s += counts
 
     def result(self) -> dict[str, float]:
         if self.n == 0:

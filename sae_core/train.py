@@ -155,13 +155,13 @@ class _Run:
         self.opt.step()
         self.sae.normalize_decoder_()
         self.sae.clamp_threshold_()
-        f = out.f_bs.detach()
         if self.spec.cfg.architecture == "batchtopk":
-            self.sae.update_batchtopk_threshold_(f, cfg.batchtopk_threshold_momentum)
-        fired_s = (f > 0).any(dim=0)
+            kept = out.coords[2] if out.coords is not None else out.f_bs
+            self.sae.update_batchtopk_threshold_(kept.detach(), cfg.batchtopk_threshold_momentum)
+        abs_sum, fire_count_s = out.latent_stats()
         self.since_fired_s += x_bd.shape[0]
-        self.since_fired_s[fired_s] = 0
-        self.acc.update(out.x_norm_bd.detach(), out.x_hat_norm_bd.detach(), f)
+        self.since_fired_s[fire_count_s > 0] = 0
+        self.acc.update_stats(out.x_norm_bd, out.x_hat_norm_bd, abs_sum, fire_count_s)
         self.last_loss = float(loss.detach())
         if self.dead_mode == "resample" and (step + 1) % cfg.resample_every == 0:
             self.resample_dead_(out, dead_after)
@@ -195,25 +195,40 @@ class _Run:
         log.info("%s: resampled %d dead latents", self.spec.name, n_dead)
 
 
-def _init_runs(runs: list[_Run], source: ActivationSource, cfg: TrainConfig, device: torch.device) -> None:
-    """Fit the normalisation constant and the decoder bias on a sample of the first block."""
-    sample = torch.from_numpy(sample_rows(source, cfg.init_rows, cfg.seed))
-    if not torch.isfinite(sample).all():
-        raise ValueError(f"{source.path}: the activations contain NaN or inf values; re-run the extraction")
+def init_runs(runs: list[_Run], sample_nd: torch.Tensor, cfg: TrainConfig) -> None:
+    """Fit, on a sample of the data: the normalisation constant, the decoder bias, and the
+    encoder scale.
+
+    The encoder starts as the decoder's transpose. ReLU and top-k selection commute with a
+    positive scale α of the encoder, so the α minimising ‖x_c − α·dec(f)‖² has the closed form
+    α = ⟨x_c, g⟩ / ⟨g, g⟩ with g = f @ W_dec: the first steps start from the best
+    reconstruction of that family instead of overshooting.
+    """
+    if not torch.isfinite(sample_nd).all():
+        raise ValueError("the activations contain NaN or inf values; re-run the extraction")
     for run in runs:
         sae = run.sae
+        device = sae.W_enc.device
         if sae.cfg.normalize_activations == "expected_average_only_in":
-            factor = math.sqrt(sae.cfg.d_in) / float(sample.norm(dim=1).mean())
+            factor = math.sqrt(sae.cfg.d_in) / float(sample_nd.norm(dim=1).mean())
             sae.cfg = SAEConfig.from_dict({**sae.cfg.to_dict(), "norm_scaling_factor": factor})
-        x_norm, _ = sae.normalize(sample)
+        x_norm, _ = sae.normalize(sample_nd.to(device))
         if cfg.b_dec_init == "geometric_median":
             b = geometric_median(x_norm)
         elif cfg.b_dec_init == "mean":
             b = x_norm.mean(dim=0)
         else:
-            b = torch.zeros(sae.cfg.d_in)
+            b = torch.zeros(sae.cfg.d_in, device=device)
         with torch.no_grad():
-            sae.b_dec.copy_(b.to(device))
+            sae.b_dec.copy_(b)
+            if sae.cfg.architecture != "jumprelu":  # its threshold breaks the scale invariance
+                x_c = x_norm - sae.b_dec
+                g = sae.activate(x_c @ sae.W_enc + sae.b_enc) @ sae.W_dec
+                denom = float(g.pow(2).sum())
+                if denom > 0:
+                    alpha = float((x_c * g).sum()) / denom
+                    if alpha > 0:
+                        sae.W_enc.mul_(alpha)
 
 
 def _save_checkpoint(out: Path, runs: list[_Run], step: int, meta: dict) -> None:
@@ -305,7 +320,10 @@ def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: Train
         step = int(state["step"])
         log.info("resumed from %s at step %d/%d", ckpt, step, total)
     else:
-        _init_runs(runs, source, cfg, device)
+        try:
+            init_runs(runs, torch.from_numpy(sample_rows(source, cfg.init_rows, cfg.seed)), cfg)
+        except ValueError as exc:
+            raise ValueError(f"{source.path}: {exc}") from None
     io.atomic_write_text(out / "train_config.json", json.dumps(meta, indent=2))
     log.info("training %d SAE(s) on %d rows x %d, %d steps (%d per epoch) on %s",
              len(runs), source.n_rows, source.d, total, per_epoch, device)
