@@ -90,7 +90,7 @@ class _GatherPreact(torch.autograd.Function):
         n_batch, d_sae = x_c.shape[0], W_enc.shape[1]
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[1]:
-            g_sb = torch.sparse_coo_tensor(torch.stack([cols, rows]), g_n, (d_sae, n_batch))
+            g_sb = torch.sparse_coo_tensor(torch.stack([cols, rows]), g_n, (d_sae, n_batch), check_invariants=False)
             grad_w = torch.sparse.mm(g_sb, x_c).T
         if ctx.needs_input_grad[2]:
             grad_b = torch.zeros(d_sae, dtype=g_n.dtype, device=g_n.device).index_add_(0, cols, g_n)

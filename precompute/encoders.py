@@ -1,0 +1,234 @@
+"""Image encoders whose activations we cache: OpenCLIP ViTs (any hook) and the image
+encoder of the Kandinsky 2.2 prior (the 1280-d space Kandinsky conditions on).
+
+Hooks (OpenCLIP):
+- `embed`                 the projected image embedding, exactly `model.encode_image`
+- `blocks.L.resid_post`   output of residual block L            [B, T, width]
+- `blocks.L.mlp_out`      the MLP branch as added to the stream  [B, T, width]
+- `blocks.L.attn_out`     the attention branch as added          [B, T, width]
+Token 0 is CLS; `tokens` picks cls (token 0), spatial (1..T-1) or all. For `embed`,
+`patch_tokens=True` also returns the patch tokens mapped into the embedding space,
+`ln_post(tokens) @ proj` (exact for the CLS token, which is the embedding itself).
+
+Weights: an OpenCLIP pretrained tag (resolved by OpenCLIP: Hugging Face hub or its
+cache), a local checkpoint file, or `none` for random weights fixed by `seed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+from torch import nn
+
+Tokens = Literal["cls", "spatial", "all"]
+KANDINSKY_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
+KANDINSKY_ALIASES = {"kandinsky-2-2-prior", "kandinsky", KANDINSKY_PRIOR}
+_HOOK_RE = re.compile(r"^blocks\.(\d+)\.(resid_post|mlp_out|attn_out)$")
+
+
+class _StopForward(Exception):
+    """Raised from a hook to skip the layers after the one we need."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Which model, weights, hook and tokens to extract."""
+
+    model: str = "ViT-B-32"
+    """OpenCLIP model name, a local OpenCLIP config `.json`, or `kandinsky-2-2-prior` / a local
+    diffusers prior folder."""
+    pretrained: str = "laion2b_s34b_b79k"
+    """OpenCLIP pretrained tag, a local checkpoint path, or `none` (random weights)."""
+    hook: str = "embed"
+    tokens: Tokens = "cls"
+    patch_tokens: bool = False
+    """For `embed`: also return patch tokens mapped into the embedding space."""
+    seed: int = 0
+    """Seed of the random weights when pretrained is `none`."""
+
+    def __post_init__(self) -> None:
+        if self.hook != "embed" and not _HOOK_RE.match(self.hook):
+            raise ValueError(f"--hook must be embed or blocks.L.{{resid_post|mlp_out|attn_out}}; got {self.hook!r}")
+        if self.tokens not in ("cls", "spatial", "all"):
+            raise ValueError(f"--tokens must be cls, spatial or all; got {self.tokens!r}")
+        if self.hook == "embed" and self.tokens != "cls":
+            raise ValueError("hook `embed` is one vector per image: use --tokens cls (or a blocks.L hook for tokens)")
+        if self.patch_tokens and self.hook != "embed":
+            raise ValueError("--patch-tokens maps patch tokens into the embedding space; it needs --hook embed")
+
+    @property
+    def is_kandinsky(self) -> bool:
+        return self.model in KANDINSKY_ALIASES or (Path(self.model) / "image_encoder").is_dir()
+
+
+@dataclass
+class Encoder:
+    """A loaded encoder: `preprocess` (PIL -> tensor, picklable) and `encode` (batch -> rows)."""
+
+    spec: EncoderSpec
+    module: nn.Module
+    preprocess: Any
+    dim: int
+    token_indices: list[int]
+    n_patches: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    _capture: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def tokens_per_image(self) -> int:
+        return len(self.token_indices)
+
+    @torch.inference_mode()
+    def encode(self, pixels_bchw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Rows [B, tokens_per_image, dim] and, with patch_tokens, patches [B, n_patches, dim]."""
+        device = next(self.module.parameters()).device
+        pixels = pixels_bchw.to(device, non_blocking=True)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else _null()
+        with autocast:
+            return self._encode(pixels)
+
+    def _encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.spec.is_kandinsky:
+            return self.module(pixel_values=pixels).image_embeds.float()[:, None, :], None
+        self._capture.clear()
+        if self.spec.hook == "embed":
+            emb = self.module.encode_image(pixels).float()
+            patches = None
+            if self.spec.patch_tokens:
+                visual = self.module.visual
+                tokens = self._capture["last"]
+                patches = (visual.ln_post(tokens[:, 1:]) @ visual.proj).float()
+            return emb[:, None, :], patches
+        try:
+            self.module.encode_image(pixels)
+        except _StopForward:
+            pass
+        acts = self._capture["hook"].float()
+        return acts[:, self.token_indices], None
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _batch_first(out: torch.Tensor, transformer: nn.Module) -> torch.Tensor:
+    return out if getattr(transformer, "batch_first", True) else out.transpose(0, 1)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_open_clip(spec: EncoderSpec, device: torch.device) -> Encoder:
+    import open_clip
+
+    name = spec.model
+    if name.endswith(".json") and Path(name).is_file():
+        open_clip.add_model_config(name)  # a local model config, registered under its file stem
+        name = Path(name).stem
+    if name not in open_clip.list_models():
+        raise ValueError(f"unknown OpenCLIP model {spec.model!r}; see open_clip.list_models() or pass a config .json")
+    meta: dict[str, Any] = {"model_name": name, "pretrained": spec.pretrained}
+    try:
+        if spec.pretrained == "none":
+            torch.manual_seed(spec.seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
+            meta["random_weights"] = True
+            meta["seed"] = spec.seed
+        else:
+            if os.path.isfile(spec.pretrained):
+                meta["weights_sha256"] = sha256_file(spec.pretrained)
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=spec.pretrained)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ValueError(
+            f"could not load pretrained weights {spec.pretrained!r} for {name}: {exc}. "
+            "Without network access, pass a local checkpoint with --pretrained PATH "
+            "(or have it in the Hugging Face cache), or --pretrained none for random weights."
+        ) from None
+    model = model.to(device).eval()
+    visual = model.visual
+    transformer = visual.transformer
+    n_tokens = visual.grid_size[0] * visual.grid_size[1] + 1
+    enc = Encoder(spec, model, preprocess, dim=0, token_indices=[0], n_patches=n_tokens - 1, metadata=meta)
+    capture = enc._capture
+    if spec.hook == "embed":
+        enc.dim = int(model.visual.output_dim)
+        if spec.patch_tokens:
+            last = transformer.resblocks[-1]
+            last.register_forward_hook(lambda m, i, o: capture.__setitem__("last", _batch_first(o, transformer)))
+    else:
+        layer, site = _HOOK_RE.match(spec.hook).groups()  # type: ignore[union-attr]
+        layer = int(layer)
+        if layer >= len(transformer.resblocks):
+            raise ValueError(f"--hook {spec.hook}: {name} has {len(transformer.resblocks)} blocks (0..{len(transformer.resblocks) - 1})")
+        block = transformer.resblocks[layer]
+        target = {"resid_post": block, "mlp_out": block.ls_2, "attn_out": block.ls_1}[site]
+
+        def hook(module, inputs, output):
+            capture["hook"] = _batch_first(output, transformer)
+            if site != "attn_out":  # attn_out's block still has to finish; later ones are skipped
+                raise _StopForward
+
+        target.register_forward_hook(hook)
+        if site == "attn_out":
+            block.register_forward_hook(lambda m, i, o: (_ for _ in ()).throw(_StopForward()))
+        enc.dim = int(transformer.width)
+        enc.token_indices = {"cls": [0], "spatial": list(range(1, n_tokens)), "all": list(range(n_tokens))}[spec.tokens]
+    meta.update({"hook_name": spec.hook, "tokens": spec.tokens, "image_size": int(visual.image_size[0]),
+                 "preprocessing": repr(preprocess)})
+    return enc
+
+
+class _HFPreprocess:
+    """CLIPImageProcessor as a picklable PIL -> tensor callable (for decode workers)."""
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+def _load_kandinsky_prior(spec: EncoderSpec, device: torch.device) -> Encoder:
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    if spec.hook != "embed":
+        raise ValueError("the Kandinsky prior encoder has one hook: embed (its 1280-d image_embeds)")
+    source = KANDINSKY_PRIOR if spec.model in KANDINSKY_ALIASES else spec.model
+    try:
+        model = CLIPVisionModelWithProjection.from_pretrained(source, subfolder="image_encoder")
+        processor = CLIPImageProcessor.from_pretrained(source, subfolder="image_processor")
+    except OSError as exc:
+        raise ValueError(
+            f"could not load the Kandinsky 2.2 prior image encoder from {source!r}: {exc}. "
+            "Without network access, pass a local diffusers folder (with image_encoder/ and "
+            "image_processor/) as --model, or have it in the Hugging Face cache."
+        ) from None
+    model = model.to(device).eval()
+    meta = {"model_name": source, "pretrained": "diffusers", "hook_name": "embed", "tokens": "cls",
+            "image_size": int(model.config.image_size), "preprocessing": processor.to_json_string()}
+    return Encoder(spec, model, _HFPreprocess(processor), dim=int(model.config.projection_dim),
+                   token_indices=[0], n_patches=0, metadata=meta)
+
+
+def load_encoder(spec: EncoderSpec, device: torch.device | str = "cpu") -> Encoder:
+    """Load the model named by `spec` on `device`, with its hook installed."""
+    device = torch.device(device)
+    if spec.is_kandinsky:
+        return _load_kandinsky_prior(spec, device)
+    return _load_open_clip(spec, device)

@@ -1,0 +1,50 @@
+"""Builders for tiny real models and image files used across the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 3, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def write_tiny_clip_config(folder: Path) -> str:
+    """An OpenCLIP config of a 3-block, 32-wide ViT on 32 px images (4x4 patches + CLS)."""
+    path = folder / "clipsae-tiny-vit.json"
+    path.write_text(json.dumps(TINY_CLIP))
+    return str(path)
+
+
+def write_tiny_kandinsky_prior(folder: Path) -> str:
+    """A folder laid out like kandinsky-2-2-prior's image_encoder/ + image_processor/, random weights."""
+    import torch
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=37, projection_dim=24, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=32, patch_size=8)
+    CLIPVisionModelWithProjection(cfg).eval().save_pretrained(folder / "image_encoder")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        folder / "image_processor")
+    return str(folder)
+
+
+def write_images(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (40, 48)) -> list[Path]:
+    """n random RGB images, alternating PNG and JPEG, some in a sub-folder."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        sub = folder / ("sub" if i % 3 == 0 else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+        p = sub / f"img_{i:03d}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(arr).save(p)
+        paths.append(p)
+    return paths
