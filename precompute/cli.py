@@ -30,4 +30,19 @@ def _run_export(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_embed, _add_export]
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="build (once) and report the embedded demo: bundled photos, CLIP, an SAE")
+    p.add_argument("--cache-dir", default="demo_cache", help="where the demo is built and cached")
+    p.add_argument("--rebuild", action="store_true", help="delete the cached demo and build it again")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(a: argparse.Namespace) -> int:
+    from .demo import demo_main
+
+    print(demo_main(a.cache_dir, rebuild=a.rebuild, device=a.device))
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_embed, _add_export, _add_demo]
