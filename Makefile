@@ -14,7 +14,7 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade -q pip
+	$(PY) -m pip install --upgrade -q pip "setuptools>=69" wheel
 	$(PY) -m pip install -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	$(PY) -c "import torch, torchvision, open_clip, diffusers, gradio, faiss; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"

@@ -256,8 +256,19 @@ class SparseAutoencoder(nn.Module):
         y = f_bs @ self.W_dec + self.b_dec
         return self.denormalize(y, ctx) if ctx is not None else y
 
+    SPARSE_RELU_DENSITY = 0.05
+    """ReLU trains on the sparse path when the last batch had fewer active latents than this."""
+    _relu_density = 1.0
+
+    def note_density(self, active_fraction: float) -> None:
+        """Tell the model the fraction of active latents of the last training batch (the
+        trainer has it from its statistics), which picks ReLU's dense or sparse path."""
+        self._relu_density = active_fraction
+
     def forward(self, x_bd: Tensor) -> SAEOutput:
-        if self.training and self.cfg.architecture in ("topk", "batchtopk"):
+        arch = self.cfg.architecture
+        if self.training and (arch in ("topk", "batchtopk") or
+                              (arch == "relu" and self._relu_density < self.SPARSE_RELU_DENSITY)):
             return self._forward_sparse(x_bd)
         x_norm, ctx = self.normalize(x_bd)
         x_c = x_norm - self.b_dec
@@ -286,17 +297,21 @@ class SparseAutoencoder(nn.Module):
         )
 
     def _forward_sparse(self, x_bd: Tensor) -> SAEOutput:
-        """Training forward of topk/batchtopk that never builds a dense latent gradient.
+        """Training forward that never builds a dense latent gradient (topk, batchtopk, and
+        relu once its codes are sparse).
 
-        Same values as the dense forward (tested); the encoder matmul runs without
-        autograd and only the kept (row, latent) pairs carry gradients.
+        Same values and gradients as the dense forward (tested): the encoder matmul runs
+        without autograd and only the kept (row, latent) pairs carry gradients, which is
+        exact because no other latent passes a gradient through the non-linearity.
         """
         x_norm, ctx = self.normalize(x_bd)
         x_c = x_norm - self.b_dec
         n_batch = x_bd.shape[0]
         with torch.no_grad():
             h = torch.addmm(self.b_enc, x_c, self.W_enc)
-            if self.cfg.architecture == "topk":
+            if self.cfg.architecture == "relu":
+                rows, cols = (h > 0).nonzero(as_tuple=True)  # row-major, so sorted by row
+            elif self.cfg.architecture == "topk":
                 cols = h.topk(self.cfg.k, dim=-1, sorted=False).indices.flatten()
                 rows = torch.arange(n_batch, device=h.device).repeat_interleave(self.cfg.k)
             else:
@@ -310,7 +325,7 @@ class SparseAutoencoder(nn.Module):
             coords=(rows, cols, vals),
             h_bs=h,
             mse=(y_norm - x_norm).pow(2).mean(),
-            sparsity=torch.zeros((), device=x_bd.device),
+            sparsity=vals.sum() / h.numel() if self.cfg.architecture == "relu" else torch.zeros((), device=x_bd.device),
             x_norm_bd=x_norm,
             x_hat_norm_bd=y_norm,
             x_c_bd=x_c,

@@ -159,6 +159,7 @@ class _Run:
             kept = out.coords[2] if out.coords is not None else out.f_bs
             self.sae.update_batchtopk_threshold_(kept.detach(), cfg.batchtopk_threshold_momentum)
         abs_sum, fire_count_s = out.latent_stats()
+        self.sae.note_density(float(fire_count_s.sum()) / out.h_bs.numel())
         self.since_fired_s += x_bd.shape[0]
         self.since_fired_s[fire_count_s > 0] = 0
         self.acc.update_stats(out.x_norm_bd, out.x_hat_norm_bd, abs_sum, fire_count_s)

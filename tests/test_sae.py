@@ -169,3 +169,28 @@ def test_sparse_training_path_matches_dense_reference(arch):
     torch.testing.assert_close(loss, ref_loss)
     for name, a, b in zip(["W_enc", "b_enc", "W_dec", "b_dec"], grads, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=f"{arch} grad {name}")
+
+
+def test_sparse_relu_path_matches_dense_path():
+    """Once ReLU codes are sparse, training switches to the sparse path; values and
+    gradients (MSE + L1) must equal the dense path's."""
+    g = torch.Generator().manual_seed(0)
+    sae = make("relu", d=16, s=64)
+    with torch.no_grad():
+        sae.b_enc.fill_(-2.0)  # most latents off: a realistic trained density
+        sae.b_dec.copy_(torch.randn(16, generator=g))
+    x = torch.randn(40, 16, generator=g)
+    sae.train()
+    dense = sae(x)
+    density = float((dense.f_bs > 0).float().mean())
+    assert dense.f_dense_bs is not None and 0 < density < 0.2
+    sae.note_density(density / 10)  # below SPARSE_RELU_DENSITY: the next forward is sparse
+    sparse = sae(x)
+    assert sparse.coords is not None
+    params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]
+    g_dense = torch.autograd.grad(dense.mse + 0.5 * dense.sparsity, params)
+    g_sparse = torch.autograd.grad(sparse.mse + 0.5 * sparse.sparsity, params)
+    torch.testing.assert_close(sparse.f_bs, dense.f_bs.detach())
+    torch.testing.assert_close(sparse.sparsity, dense.sparsity)
+    for a, b in zip(g_sparse, g_dense, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
