@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--rounds", type=int, default=3, help="alternating bare/pipeline rounds; medians reported")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
     try:
@@ -51,23 +52,31 @@ def main() -> None:
         _, refs = list_images(tmp / "imgs")
         x = torch.stack([enc.preprocess(load_image(r.abs_path)[0]) for r in refs])
         enc.encode(x[: a.batch_size])  # warm-up
-        if a.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for i in range(0, a.n, a.batch_size):
-            enc.encode(x[i : i + a.batch_size])
-        if a.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        bare = a.n / (time.perf_counter() - t0)
+        sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
 
-        cfg = EmbedConfig(images=str(tmp / "imgs"), out=str(tmp / "cache"), encoder=spec, batch_size=a.batch_size,
-                          workers=a.workers, shard_size=a.n, device=a.device)
-        check_or_write_settings(Path(cfg.out), settings_of(cfg, refs, torch.device(a.device)))
-        t0 = time.perf_counter()
-        _extract(cfg, refs, enc, [0], Path(cfg.out))
-        pipe = a.n / (time.perf_counter() - t0)
+        def bare_rate() -> float:
+            sync()
+            t0 = time.perf_counter()
+            for i in range(0, a.n, a.batch_size):
+                enc.encode(x[i : i + a.batch_size])
+            sync()
+            return a.n / (time.perf_counter() - t0)
+
+        def pipeline_rate(r: int) -> float:
+            cfg = EmbedConfig(images=str(tmp / "imgs"), out=str(tmp / f"cache{r}"), encoder=spec,
+                              batch_size=a.batch_size, workers=a.workers, shard_size=a.n, device=a.device)
+            check_or_write_settings(Path(cfg.out), settings_of(cfg, refs, torch.device(a.device)))
+            t0 = time.perf_counter()
+            _extract(cfg, refs, enc, [0], Path(cfg.out))
+            return a.n / (time.perf_counter() - t0)
+
+        bares, pipes = [], []
+        for r in range(a.rounds):  # alternate, so drifts of the machine hit both alike
+            bares.append(bare_rate())
+            pipes.append(pipeline_rate(r))
+        bare, pipe = float(np.median(bares)), float(np.median(pipes))
         print(f"{a.model} random weights, {a.device}, {torch.get_num_threads()} threads, batch {a.batch_size}, "
-              f"{a.workers} workers, {a.n} JPEGs 500x375")
+              f"{a.workers} workers, {a.n} JPEGs 500x375, median of {a.rounds} alternating rounds")
         print("| path | images/s |\n|---|---|")
         print(f"| bare forward (pre-decoded tensors) | {bare:.1f} |")
         print(f"| clipsae embed pipeline | {pipe:.1f} |")

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", default=e.tokens, choices=["cls", "spatial", "all"])
     p.add_argument("--patch-tokens", action="store_true", help="with --hook embed: also store patch tokens mapped to the embedding space")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--workers", type=int, default=d.workers, help="decode worker processes")
+    p.add_argument("--workers", type=int, default=d.workers, help="decode worker processes (default: cores - 1, at most 8)")
     p.add_argument("--shard-size", type=int, default=d.shard_size, help="images per shard (unit of resuming)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", default=d.dtype, choices=["float16", "float32"], help="storage dtype")
