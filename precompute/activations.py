@@ -292,7 +292,7 @@ def finalize(out: Path, cfg: EmbedConfig, root: Path, n_shards: int) -> dict[str
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         **{k: enc[k] for k in ("model_name", "pretrained", "hook_name", "tokens", "image_size", "preprocessing")},
-        **{k: enc[k] for k in ("weights_sha256", "random_weights", "seed") if k in enc},
+        **{k: enc[k] for k in ("weights_sha256", "random_weights", "seed", "model_config_path") if k in enc},
         "dim": enc["dim"],
         "dtype": cfg.dtype,
         "token_indices": enc["token_indices"],

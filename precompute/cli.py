@@ -30,6 +30,24 @@ def _run_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_link(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("link", help="for each latent of A, the latents of B that co-activate most (and the reverse)")
+    p.add_argument("atlas_a", help="an atlas (e.g. the CLIP one)")
+    p.add_argument("atlas_b", help="an atlas of the same images (e.g. the Kandinsky-prior one)")
+    p.add_argument("--top", type=int, default=5, help="linked latents kept per latent")
+    p.add_argument("--budget-mb", type=float, default=1024, help="memory for the correlation accumulators")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_run_link)
+
+
+def _run_link(a: argparse.Namespace) -> int:
+    from .link import link
+
+    r = link(a.atlas_a, a.atlas_b, top=a.top, budget_mb=a.budget_mb, device=a.device)
+    print(f"linked {r['a']} <-> {r['b']} over {r['shared_images']} shared images (top {r['top']})")
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build (once) and report the embedded demo: bundled photos, CLIP, an SAE")
     p.add_argument("--cache-dir", default="demo_cache", help="where the demo is built and cached")
@@ -45,4 +63,38 @@ def _run_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_embed, _add_export, _add_demo]
+def _add_atlas(sub: argparse._SubParsersAction) -> None:
+    from .atlas import AtlasConfig
+
+    d = AtlasConfig(acts="", sae="", out="")
+    p = sub.add_parser("atlas", help="top-k images per latent, patch masks, stats, labels, faiss indexes",
+                       description="Build the atlas folder the app browses (written atomically, manifest last).")
+    p.add_argument("--acts", required=True, help="activation cache folder (or a plain .npy: no image parts)")
+    p.add_argument("--sae", required=True, help="SAE folder")
+    p.add_argument("--out", required=True, help="atlas folder")
+    p.add_argument("--k", type=int, default=d.k, help="top images per latent")
+    p.add_argument("--images-root", default=None, help="where the images live (default: the cache's images_root)")
+    p.add_argument("--score", choices=["max", "mean", "cls"], default=d.score, help="image score for token caches")
+    p.add_argument("--stats-images", type=int, default=d.stats_images, help="images used for histograms/quantiles")
+    p.add_argument("--block-mb", type=int, default=d.block_mb, help="memory budget of one block")
+    p.add_argument("--vocab", default=None, help="label vocabulary file (one concept per line)")
+    p.add_argument("--no-masks", action="store_true")
+    p.add_argument("--no-labels", action="store_true")
+    p.add_argument("--device", default=d.device)
+    p.set_defaults(func=_run_atlas)
+
+
+def _run_atlas(a: argparse.Namespace) -> int:
+    from .atlas import AtlasConfig, build_atlas
+
+    cfg = AtlasConfig(acts=a.acts, sae=a.sae, out=a.out, k=a.k, score=a.score, block_mb=a.block_mb,
+                      stats_images=a.stats_images, images_root=a.images_root, masks=not a.no_masks,
+                      labels=not a.no_labels, vocab=a.vocab, device=a.device)
+    m = build_atlas(cfg)
+    print(f"atlas: {m['d_sae']} latents, top-{m['k']} of {m['n_images']} images, {m['n_dead']} dead -> {a.out}")
+    for note in m["notes"]:
+        print(f"  note: {note}")
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_embed, _add_export, _add_atlas, _add_link, _add_demo]

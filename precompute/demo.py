@@ -1,5 +1,6 @@
 """The embedded demo: real photos that ship inside scikit-image and scikit-learn, CLIP
-activations, an SAE, and its metrics — built once into a cache folder, no download needed.
+activations, an SAE, its metrics and its atlas — built once into a cache folder, no
+download needed.
 
     clipsae demo                      # build (first run) and report
     clipsae demo --rebuild            # start over
@@ -103,6 +104,10 @@ class DemoPaths:
         return self.root / "clip_sae"
 
     @property
+    def clip_atlas(self) -> Path:
+        return self.root / "clip_atlas"
+
+    @property
     def info(self) -> Path:
         return self.root / "demo.json"
 
@@ -114,6 +119,7 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
     from sae_core.train import make_specs, train
 
     from .activations import EmbedConfig, run_embed
+    from .atlas import AtlasConfig, build_atlas
     from .encoders import EncoderSpec
 
     paths = DemoPaths(Path(root))
@@ -131,12 +137,13 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
                                  workers=1, shard_size=256, device=device))
     sae_cfg = SAEConfig(d_in=meta["dim"], d_sae=1024, architecture="relu", normalize_activations="unit_norm")
     # Measured on the demo set (random weights): L0 ≈ 24 of 1024 at explained variance ≈ 0.99.
-    train_cfg = TrainConfig(batch_size=32, epochs=100, lr=3e-3, lr_warmup_steps=20, checkpoint_every=0,
-                            log_every=50, device=device, init_rows=4096, resample_every=200,
-                            dead_after_samples=2000)
+    train_cfg = TrainConfig(batch_size=32, epochs=100, lr=3e-3, checkpoint_every=0, device=device)
     train(paths.clip_cache, paths.clip_sae, make_specs(sae_cfg, [1e-2], [None]), train_cfg, overwrite=True)
+    # Labels need ~2k CLIP text embeddings (minutes on a CPU) and mean nothing with random weights.
+    build_atlas(AtlasConfig(acts=str(paths.clip_cache), sae=str(paths.clip_sae), out=str(paths.clip_atlas),
+                            labels=not random_weights, device=device))
     info = {"n_images": meta["n_images"], "clip_weights": weights, "random_weights": random_weights,
-            "clip_cache": str(paths.clip_cache), "clip_sae": str(paths.clip_sae)}
+            "clip_cache": str(paths.clip_cache), "clip_sae": str(paths.clip_sae), "clip_atlas": str(paths.clip_atlas)}
     atomic_write_text(paths.info, json.dumps(info, indent=2))
     return info
 
@@ -149,4 +156,24 @@ def demo_main(root: str = "demo_cache", rebuild: bool = False, device: str = "au
     banner = ("CLIP ViT-B-32 with RANDOM weights (no pretrained weights in the cache and no network): "
               "features are not meaningful" if info["random_weights"] else f"CLIP ViT-B-32 weights: {info['clip_weights']}")
     table = metrics_main(info["clip_cache"], info["clip_sae"], device=device)
-    return f"Demo: {info['n_images']} images bundled with scikit-image/scikit-learn.\n{banner}\n\n{table}\n"
+    return (f"Demo: {info['n_images']} images bundled with scikit-image/scikit-learn.\n{banner}\n\n{table}\n\n"
+            f"{atlas_summary(info['clip_atlas'])}\n")
+
+
+def atlas_summary(atlas: str | Path, n_latents: int = 5) -> str:
+    """The most frequent latents of an atlas with their top images (a text preview of the app)."""
+    import numpy as np
+
+    atlas = Path(atlas)
+    manifest = json.loads((atlas / "manifest.json").read_text())
+    freq = np.load(atlas / "frequency.npy")
+    ids = np.load(atlas / "topk_ids.npy")
+    vals = np.load(atlas / "topk_values.npy")
+    images = [json.loads(line)["path"] for line in (atlas / "images.jsonl").read_text().splitlines()]
+    labels = json.loads((atlas / "labels.json").read_text()) if manifest["labels"] else None
+    lines = [f"Atlas {atlas}: {manifest['d_sae']} latents, {manifest['n_dead']} dead; most frequent latents:"]
+    for lat in np.argsort(-freq)[:n_latents]:
+        top = ", ".join(f"{images[i]} ({v:.3g})" for i, v in zip(ids[lat][:3], vals[lat][:3]) if i >= 0)
+        label = f" [{', '.join(labels[lat]['words'][:3])}]" if labels else ""
+        lines.append(f"  latent {lat}{label}: fires on {freq[lat]:.0%} of images; top: {top}")
+    return "\n".join(lines)

@@ -138,12 +138,16 @@ def _load_open_clip(spec: EncoderSpec, device: torch.device) -> Encoder:
     import open_clip
 
     name = spec.model
+    config_path = None
     if name.endswith(".json") and Path(name).is_file():
+        config_path = str(Path(name).resolve())
         open_clip.add_model_config(name)  # a local model config, registered under its file stem
         name = Path(name).stem
     if name not in open_clip.list_models():
         raise ValueError(f"unknown OpenCLIP model {spec.model!r}; see open_clip.list_models() or pass a config .json")
     meta: dict[str, Any] = {"model_name": name, "pretrained": spec.pretrained}
+    if config_path:
+        meta["model_config_path"] = config_path
     try:
         if spec.pretrained == "none":
             torch.manual_seed(spec.seed)

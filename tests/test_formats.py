@@ -57,3 +57,20 @@ def test_sae_tensor_table_matches_files(tmp_path, arch):
         keys = set(fh.keys())
     assert keys <= set(doc) and (keys == set(doc)) == (arch == "jumprelu")
     assert json.loads((tmp_path / "s/cfg.json").read_text())["format_version"] == 1
+
+
+def test_atlas_manifest_matches_format_page(tmp_path):
+    import numpy as np
+
+    from precompute.atlas import AtlasConfig, build_atlas
+    from sae_core.io import save_sae
+    from sae_core.sae import SparseAutoencoder
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
+    save_sae(SparseAutoencoder(SAEConfig(d_in=4, d_sae=8)), tmp_path / "s")
+    m = build_atlas(AtlasConfig(acts=str(tmp_path / "x.npy"), sae=str(tmp_path / "s"), out=str(tmp_path / "a"), k=2))
+    doc = table_fields(REPO / "precompute/ATLAS.md", "manifest.json")
+    assert set(doc) == set(m), f"doc vs manifest: {set(doc) ^ set(m)}"
+    tree = (REPO / "precompute/ATLAS.md").read_text()
+    for p in (tmp_path / "a").iterdir():
+        assert p.name in tree, f"{p.name} is written but not documented"

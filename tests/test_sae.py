@@ -49,7 +49,7 @@ def test_batchtopk_keeps_k_times_batch_in_training_and_uses_threshold_at_inferen
     kept = f[f > 0].sort().values
     torch.testing.assert_close(kept, h.flatten().sort().values[-60:])
     sae.update_batchtopk_threshold_(f, momentum=0.9)
-    theta = float(kept.min())
+    theta = float(kept.detach().min())
     assert torch.allclose(sae.threshold, torch.full_like(sae.threshold, theta))
     sae.eval()
     f_inf = sae.encode(x)
