@@ -1,0 +1,153 @@
+"""Read-only access to an atlas folder for the app: memory-mapped arrays, no recomputation,
+no gradio. Opening costs the same whatever the number of images (arrays are mapped, the
+image table is read lazily).
+
+Refuses a folder without manifest.json, of another format or a newer version, or whose
+SAE copy does not match the manifest's hash.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from precompute.atlas import ATLAS_FORMAT, ATLAS_VERSION, sae_hash
+from precompute.indexes import FlatIndex
+
+
+@dataclass
+class LatentPage:
+    """Everything the Browse tab shows for one latent."""
+
+    latent: int
+    label: list[str]
+    frequency: float
+    mean_activation: float
+    max_activation: float
+    dead: bool
+    top: list[dict[str, Any]]  # {"image": index, "path", "value", "mask": [P] or None}
+    mask_scale: float
+    histogram: list[int]
+    histogram_max: float
+    quantiles: list[list[dict[str, Any]]]  # 5 bands × up to 4 {"image", "path", "value"}
+    neighbours: list[tuple[int, float]]
+    links: dict[str, list[tuple[int, float]]]
+
+
+class Atlas:
+    """One atlas, opened read-only."""
+
+    def __init__(self, path: str | Path, verify_sae: bool = True):
+        self.path = Path(path)
+        mpath = self.path / "manifest.json"
+        if not mpath.exists():
+            raise FileNotFoundError(f"{self.path} is not an atlas: manifest.json is missing (build one with clipsae atlas)")
+        m = json.loads(mpath.read_text())
+        if m.get("format") != ATLAS_FORMAT:
+            raise ValueError(f"{mpath} is not a clipsae atlas manifest (format {m.get('format')!r})")
+        if m.get("format_version", 0) > ATLAS_VERSION:
+            raise ValueError(f"{mpath} has format_version {m['format_version']}; this clipsae reads up to {ATLAS_VERSION}")
+        if verify_sae and sae_hash(self.path / "sae") != m["sae_sha256"]:
+            raise ValueError(f"{self.path}/sae does not match the manifest's SAE hash; rebuild the atlas")
+        self.manifest = m
+        self.n_latents = int(m["d_sae"])
+        load = lambda name: np.load(self.path / name, mmap_mode="r")  # noqa: E731
+        self.topk_ids = load("topk_ids.npy")
+        self.topk_values = load("topk_values.npy")
+        self.frequency = load("frequency.npy")
+        self.mean_activation = load("mean_activation.npy")
+        self.max_activation = load("max_activation.npy")
+        self.histogram = load("histogram.npy")
+        self.quantile_ids = load("quantile_ids.npy")
+        self.quantile_values = load("quantile_values.npy")
+        self.masks = load("masks.npy") if m["masks"] else None
+        self.mask_scale = load("mask_scale.npy") if m["masks"] else None
+        self.labels = json.loads((self.path / "labels.json").read_text()) if m["labels"] else None
+        self.latent_index = FlatIndex.read(self.path / "latents.faiss")
+        self.image_index = FlatIndex.read(self.path / "images.faiss") if m["image_index"] else None
+        self.images_root = Path(m["images_root"]) if m.get("images_root") else None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @cached_property
+    def image_paths(self) -> list[str]:
+        """Relative image paths by image index (read on first use)."""
+        if not self.manifest["has_images"]:
+            return []
+        return [json.loads(line)["path"] for line in (self.path / "images.jsonl").read_text().splitlines()]
+
+    def check_latent(self, latent: Any) -> int:
+        """The latent id as an int, or a ValueError saying what is allowed."""
+        try:
+            value = float(str(latent).strip())
+        except ValueError:
+            raise ValueError(f"latent must be a whole number from 0 to {self.n_latents - 1}; got {latent!r}") from None
+        if not value.is_integer() or not 0 <= value < self.n_latents:
+            raise ValueError(f"latent must be a whole number from 0 to {self.n_latents - 1}; got {latent!r}")
+        return int(value)
+
+    def image_path(self, index: int) -> Path | None:
+        """Absolute path of an image, only if it lies inside the images root (no escapes)."""
+        if self.images_root is None or not 0 <= index < len(self.image_paths):
+            return None
+        root = self.images_root.resolve()
+        p = (root / self.image_paths[index]).resolve()
+        return p if p.is_relative_to(root) and p.is_file() else None
+
+    def label(self, latent: int) -> list[str]:
+        return list(self.labels[latent]["words"]) if self.labels else []
+
+    def neighbours(self, latent: int, n: int = 8) -> list[tuple[int, float]]:
+        vec = self.latent_index.index.reconstruct(latent)
+        cos, ids = self.latent_index.search(vec, n + 1)
+        return [(int(i), float(c)) for i, c in zip(ids[0], cos[0]) if i != latent and i >= 0][:n]
+
+    def links(self, latent: int) -> dict[str, list[tuple[int, float]]]:
+        out = {}
+        for meta in sorted((self.path / "links").glob("*.json")) if (self.path / "links").exists() else []:
+            name = meta.name[: -len(".json")]
+            ids = np.load(meta.with_name(f"{name}.ids.npy"), mmap_mode="r")[latent]
+            corr = np.load(meta.with_name(f"{name}.corr.npy"), mmap_mode="r")[latent]
+            out[name] = [(int(i), float(c)) for i, c in zip(ids, corr)]
+        return out
+
+    def page(self, latent: Any) -> LatentPage:
+        s = self.check_latent(latent)
+        top = []
+        for slot, (img, val) in enumerate(zip(self.topk_ids[s], self.topk_values[s])):
+            if img < 0:
+                continue
+            mask = self.masks[s, slot].astype(np.float32).tolist() if self.masks is not None else None
+            path = self.image_paths[img] if self.image_paths else None
+            top.append({"image": int(img), "path": path, "value": float(val), "mask": mask})
+        quantiles = [[{"image": int(i), "path": self.image_paths[i] if self.image_paths else None, "value": float(v)}
+                      for i, v in zip(self.quantile_ids[s, b], self.quantile_values[s, b]) if i >= 0]
+                     for b in range(self.quantile_ids.shape[1])]
+        return LatentPage(
+            latent=s, label=self.label(s), frequency=float(self.frequency[s]),
+            mean_activation=float(self.mean_activation[s]), max_activation=float(self.max_activation[s]),
+            dead=bool(self.frequency[s] == 0), top=top,
+            mask_scale=float(self.mask_scale[s]) if self.mask_scale is not None else 0.0,
+            histogram=[int(c) for c in self.histogram[s]], histogram_max=float(self.max_activation[s]),
+            quantiles=quantiles, neighbours=self.neighbours(s), links=self.links(s))
+
+    def ranked(self, by: str = "frequency", n: int = 100, descending: bool = True) -> list[int]:
+        """Latent ids sorted by frequency or max activation."""
+        key = {"frequency": self.frequency, "max_activation": self.max_activation}[by]
+        order = np.argsort(-np.asarray(key) if descending else np.asarray(key), kind="stable")
+        return [int(i) for i in order[:n]]
+
+    def search_labels(self, text: str, n: int = 20) -> list[int]:
+        """Latents whose label words contain the text (case-insensitive), best-ranked word first."""
+        text = text.strip().lower()
+        if not text or not self.labels:
+            return []
+        hits = [(rank, s) for s, lab in enumerate(self.labels) for rank, w in enumerate(lab["words"]) if text in w.lower()]
+        return [s for _, s in sorted(hits)[:n]]

@@ -1,0 +1,82 @@
+"""The app's read-only atlas: pages match the arrays; bad ids, manifests and paths are refused."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from app.atlas import Atlas
+from helpers import write_images, write_tiny_clip_config
+from precompute.activations import EmbedConfig, run_embed
+from precompute.atlas import AtlasConfig, build_atlas
+from precompute.encoders import EncoderSpec
+from sae_core.config import SAEConfig
+from sae_core.io import save_sae
+from sae_core.sae import SparseAutoencoder
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    d = tmp_path_factory.mktemp("appatlas")
+    write_images(d / "imgs", 10)
+    spec = EncoderSpec(model=write_tiny_clip_config(d), pretrained="none", patch_tokens=True)
+    run_embed(EmbedConfig(images=str(d / "imgs"), out=str(d / "cache"), encoder=spec, workers=0))
+    sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=24), generator=torch.Generator().manual_seed(0))
+    save_sae(sae, d / "sae")
+    build_atlas(AtlasConfig(acts=str(d / "cache"), sae=str(d / "sae"), out=str(d / "atlas"), k=4, labels=False))
+    return d
+
+
+def test_page_matches_the_arrays(built):
+    atlas = Atlas(built / "atlas")
+    s = int(np.argmax(np.load(built / "atlas/frequency.npy")))
+    page = atlas.page(str(s))
+    ids = np.load(built / "atlas/topk_ids.npy")[s]
+    assert [t["image"] for t in page.top] == [int(i) for i in ids if i >= 0]
+    assert page.frequency == pytest.approx(float(np.load(built / "atlas/frequency.npy")[s]))
+    assert len(page.top[0]["mask"]) == 16 and page.mask_scale > 0
+    assert atlas.image_path(page.top[0]["image"]).is_file()
+    assert sum(page.histogram) > 0 and len(page.quantiles) == 5
+    assert all(n != s for n, _ in page.neighbours)
+    assert atlas.ranked("frequency", n=1) == [s]
+
+
+@pytest.mark.parametrize("bad", ["-1", "24", "abc", "3.5", "", "nan", "1e9"])
+def test_bad_latent_ids_are_refused(built, bad):
+    with pytest.raises(ValueError, match="whole number from 0 to 23"):
+        Atlas(built / "atlas").page(bad)
+
+
+def test_missing_or_mismatched_manifest_is_refused(built, tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest.json is missing"):
+        Atlas(tmp_path)
+    import shutil
+
+    copy = tmp_path / "atlas"
+    shutil.copytree(built / "atlas", copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["format_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="format_version 99"):
+        Atlas(copy)
+    m["format_version"] = 1
+    m["sae_sha256"] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="does not match"):
+        Atlas(copy)
+
+
+def test_image_paths_cannot_escape_the_images_root(built, tmp_path):
+    import shutil
+
+    copy = tmp_path / "atlas"
+    shutil.copytree(built / "atlas", copy)
+    secret = built / "secret.png"
+    secret.write_bytes(b"x")
+    lines = (copy / "images.jsonl").read_text().splitlines()
+    lines[0] = json.dumps({"id": "x", "path": "../secret.png"})
+    (copy / "images.jsonl").write_text("\n".join(lines) + "\n")
+    atlas = Atlas(copy)
+    assert atlas.image_path(0) is None and atlas.image_path(1) is not None
+    assert atlas.image_path(-1) is None and atlas.image_path(10**6) is None
