@@ -48,6 +48,29 @@ def _run_link(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="the app: browse an atlas, inspect images, steer Kandinsky 2.2")
+    p.add_argument("--atlas", required=True, help="an atlas folder (clipsae atlas)")
+    p.add_argument("--steer-atlas", default=None, help="an atlas of a Kandinsky-prior SAE (enables the Steer tab)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--prior", default="kandinsky-community/kandinsky-2-2-prior", help="hub id or local folder")
+    p.add_argument("--decoder", default="kandinsky-community/kandinsky-2-2-decoder", help="hub id or local folder")
+    p.add_argument("--tiny-kandinsky", action="store_true", help="tiny random Kandinsky components (CPU demo)")
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(a: argparse.Namespace) -> int:
+    from app.server import serve
+
+    print(f"serving {a.atlas} on http://{a.host}:{a.port}")
+    serve(a.atlas, a.steer_atlas, host=a.host, port=a.port, share=a.share, prior=a.prior, decoder=a.decoder,
+          tiny_kandinsky=a.tiny_kandinsky, device=a.device)
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build (once) and report the embedded demo: bundled photos, CLIP, an SAE")
     p.add_argument("--cache-dir", default="demo_cache", help="where the demo is built and cached")
@@ -97,4 +120,4 @@ def _run_atlas(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_embed, _add_export, _add_atlas, _add_link, _add_demo]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_embed, _add_export, _add_atlas, _add_link, _add_serve, _add_demo]

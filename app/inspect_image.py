@@ -1,0 +1,62 @@
+"""Inspect an uploaded image with the atlas's own encoder and SAE (no gradio): its most
+active latents, a per-patch map for one latent, and the nearest dataset images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from precompute.encoders import EncoderSpec, load_encoder
+from sae_core.io import load_sae
+
+from .atlas import Atlas
+
+
+class Inspector:
+    """Encoder + SAE of one atlas, loaded once."""
+
+    def __init__(self, atlas: Atlas, device: str = "cpu"):
+        acts = Path(atlas.manifest["config"]["acts"])
+        meta_path = acts / "metadata.json"
+        if not meta_path.exists():
+            raise ValueError("the atlas was built from a plain matrix: no encoder is known, so images cannot be inspected")
+        meta = json.loads(meta_path.read_text())
+        self.meta = meta
+        hook = meta["hook_name"]
+        spec = EncoderSpec(model=meta.get("model_config_path", meta["model_name"]), pretrained=meta["pretrained"],
+                           hook=hook, tokens=meta["tokens"] if hook != "embed" else "cls",
+                           patch_tokens=hook == "embed" and not meta["model_name"].startswith("kandinsky"),
+                           seed=int(meta.get("seed", 0)))
+        self.encoder = load_encoder(spec, device)
+        self.sae = load_sae(atlas.path / "sae", device=device)
+        self.atlas = atlas
+        self.lock = __import__("threading").Lock()
+
+    @torch.inference_mode()
+    def run(self, image: Image.Image, n: int = 20) -> dict[str, Any]:
+        """{"top": [(latent, value)], "patches": [P, F] array or None, "embedding": [d]}."""
+        x = self.encoder.preprocess(image.convert("RGB"))[None]
+        with self.lock:
+            rows, patches = self.encoder.encode(x)
+            f_t = self.sae.encode(rows[0])  # [T, F]
+            score = f_t.amax(dim=0)
+            patch_f = None
+            if patches is not None:
+                patch_f = self.sae.encode(patches[0]).cpu().numpy()
+            elif rows.shape[1] > 1:
+                spatial = [i for i, t in enumerate(self.encoder.token_indices) if t >= 1]
+                patch_f = f_t[spatial].cpu().numpy() if spatial else None
+        vals, idx = score.topk(min(n, score.numel()))
+        top = [(int(i), float(v)) for v, i in zip(vals, idx) if v > 0]
+        return {"top": top, "patches": patch_f, "embedding": rows[0, 0].cpu().numpy()}
+
+    def nearest_images(self, embedding: np.ndarray, n: int = 8) -> list[tuple[int, float]]:
+        if self.atlas.image_index is None:
+            return []
+        cos, ids = self.atlas.image_index.search(embedding, n)
+        return [(int(i), float(c)) for i, c in zip(ids[0], cos[0]) if i >= 0]

@@ -1,0 +1,53 @@
+"""Pure image helpers for the UI: patch-mask overlays and placeholders (no gradio)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from precompute.images import BadImage, load_image
+
+log = logging.getLogger(__name__)
+THUMB = 224
+
+
+def placeholder(text: str = "image unavailable", size: int = THUMB) -> Image.Image:
+    im = Image.new("RGB", (size, size), (235, 235, 235))
+    ImageDraw.Draw(im).text((10, size // 2 - 6), text, fill=(90, 90, 90))
+    return im
+
+
+def open_thumb(path: Path | None, size: int = THUMB) -> Image.Image:
+    """A square centre-cropped thumbnail, or a placeholder (with a log line) if the file is
+    missing or unreadable: a broken image never breaks a page."""
+    if path is None:
+        return placeholder("no image file", size)
+    try:
+        im, _ = load_image(path)
+    except BadImage as exc:
+        log.warning("cannot show %s: %s", path, exc)
+        return placeholder("unreadable image", size)
+    w, h = im.size
+    side = min(w, h)
+    im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+    return im.resize((size, size), Image.BICUBIC)
+
+
+def overlay(image: Image.Image, values_p: list[float] | np.ndarray | None, scale: float,
+            color: tuple[int, int, int] = (255, 40, 0)) -> Image.Image:
+    """Tint each patch with opacity value / scale (one scale per latent); darken inactive patches."""
+    if values_p is None or scale <= 0:
+        return image
+    v = np.asarray(values_p, dtype=np.float32)
+    grid = int(round(np.sqrt(v.size)))
+    if grid * grid != v.size:
+        return image
+    alpha = np.clip(v.reshape(grid, grid) / scale, 0, 1)
+    a = Image.fromarray((alpha * 255).astype(np.uint8), "L").resize(image.size, Image.NEAREST)
+    tint = Image.new("RGB", image.size, color)
+    dark = Image.blend(image, Image.new("RGB", image.size, (0, 0, 0)), 0.35)
+    base = Image.composite(image, dark, a.point(lambda p: 255 if p > 0 else 0))
+    return Image.composite(tint, base, a.point(lambda p: int(p * 0.55)))

@@ -1,0 +1,225 @@
+"""Gradio layout and event wiring. The logic lives in atlas.py / steer.py / inspect_image.py;
+handlers here format results, and are the only place errors become `gr.Error`.
+
+API names (usable from gradio_client): latent_page, inspect, steer, steer_strip.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from precompute.images import DEFAULT_MAX_PIXELS, BadImage, decode_image
+
+from .atlas import Atlas
+from .inspect_image import Inspector
+from .render import open_thumb, overlay
+from .steer import Edit, Steerer
+
+log = logging.getLogger(__name__)
+MAX_UPLOAD = "20mb"
+
+
+def parse_edits(text: str) -> list[tuple[int, float]]:
+    """'12:2.5, 40:0' -> [(12, 2.5), (40, 0.0)]; a clear ValueError for anything else."""
+    out = []
+    for part in (text or "").replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if ":" not in part:
+            raise ValueError(f"write edits as latent:value pairs, e.g. 12:2.5, 40:0; got {part!r}")
+        lat, val = (p.strip() for p in part.split(":", 1))
+        try:
+            latent, value = int(lat), float(val)
+        except ValueError:
+            raise ValueError(f"write edits as latent:value pairs with numbers; got {part!r}") from None
+        out.append((latent, value))
+    return out
+
+
+@dataclass
+class Handlers:
+    """Everything the UI calls; plain Python in, plain Python out."""
+
+    atlas: Atlas
+    steerer: Steerer | None = None
+    steer_atlas: Atlas | None = None
+    inspector: Inspector | None = None
+    notices: list[str] = field(default_factory=list)
+
+    # ---------------------------------------------------------------- browse
+    def latent_page(self, latent: Any) -> tuple[str, list, pd.DataFrame, list, dict]:
+        page = self.atlas.page(latent)
+        label = f" — {', '.join(page.label)}" if page.label else ""
+        lines = [f"## Latent {page.latent}{label}",
+                 f"fires on **{page.frequency:.2%}** of {self.atlas.manifest['n_images']} images · mean "
+                 f"{page.mean_activation:.4g} · max {page.max_activation:.4g}" + (" · **dead**" if page.dead else "")]
+        if page.neighbours:
+            lines.append("Nearest latents: " + ", ".join(f"[{n}](?latent={n}) ({c:.2f})" for n, c in page.neighbours))
+        for name, linked in page.links.items():
+            lines.append(f"Co-activates with **{name}** latents (steer them in the Steer tab): "
+                         + ", ".join(f"{j} (r={c:.2f})" for j, c in linked))
+        gallery = [(overlay(open_thumb(self.atlas.image_path(t["image"])), t["mask"], page.mask_scale),
+                    f"{t['path'] or t['image']} · {t['value']:.3g}") for t in page.top]
+        edges = np.linspace(0, page.histogram_max, len(page.histogram) + 1)
+        hist = pd.DataFrame({"activation": [f"{(a + b) / 2:.3g}" for a, b in zip(edges[:-1], edges[1:])],
+                             "images": page.histogram})
+        quantiles = [(open_thumb(self.atlas.image_path(q["image"]), 128), f"band {b + 1}/5 · {q['value']:.3g}")
+                     for b, band in enumerate(page.quantiles) for q in band]
+        data = {"latent": page.latent, "label": page.label, "frequency": page.frequency,
+                "mean_activation": page.mean_activation, "max_activation": page.max_activation, "dead": page.dead,
+                # "image_path", not "path": gradio_client would take a dict with "path" for a file to fetch
+                "top": [{"image": t["image"], "image_path": t["path"], "value": t["value"]} for t in page.top],
+                "neighbours": page.neighbours, "links": page.links}
+        return "\n\n".join(lines), gallery, hist, quantiles, data
+
+    def random_latent(self) -> int:
+        alive = np.flatnonzero(np.asarray(self.atlas.frequency) > 0)
+        return int(random.choice(alive)) if alive.size else 0
+
+    def search(self, text: str) -> list[list[Any]]:
+        ids = self.atlas.search_labels(text) if text.strip() else self.atlas.ranked("frequency", 50)
+        return [[i, ", ".join(self.atlas.label(i)[:3]), round(float(self.atlas.frequency[i]), 4),
+                 round(float(self.atlas.max_activation[i]), 4)] for i in ids]
+
+    # ---------------------------------------------------------------- inspect
+    def inspect(self, image: Image.Image | None, latent: Any = None) -> tuple[str, Image.Image | None, list, dict]:
+        if self.inspector is None:
+            raise ValueError("inspecting images needs the atlas's encoder, which is not available for this atlas")
+        if image is None:
+            raise ValueError("upload an image first")
+        w, h = image.size
+        if w * h > DEFAULT_MAX_PIXELS:
+            raise ValueError(f"the image is too large ({w}x{h}); the limit is {DEFAULT_MAX_PIXELS} pixels")
+        res = self.inspector.run(image)
+        top = res["top"]
+        rows = [f"| {s} | {v:.4g} | {', '.join(self.atlas.label(s)[:3])} |" for s, v in top]
+        md = "| latent | activation | label |\n|---|---|---|\n" + "\n".join(rows) if rows else "No latent fires."
+        chosen = self.atlas.check_latent(latent) if latent not in (None, "") else (top[0][0] if top else None)
+        heat = None
+        if chosen is not None and res["patches"] is not None:
+            vals = np.maximum(res["patches"][:, chosen], 0)
+            heat = overlay(image.convert("RGB").resize((336, 336)), vals, float(vals.max()) or 1.0)
+        near = [(open_thumb(self.atlas.image_path(i), 128), f"{self.atlas.image_paths[i] if self.atlas.image_paths else i} · {c:.2f}")
+                for i, c in self.inspector.nearest_images(res["embedding"])]
+        return md, heat, near, {"top": top, "latent": chosen}
+
+    # ---------------------------------------------------------------- steer
+    def steer(self, prompt: str, edits: str, mode: str = "multiply", seed: float = 0, steps: float = 25,
+              resolution: float = 512, image: Image.Image | None = None) -> tuple[Image.Image, Image.Image]:
+        if self.steerer is None:
+            raise ValueError("steering is not available: the Kandinsky 2.2 models or the steering SAE are not loaded")
+        parsed = [Edit(lat, mode, val) for lat, val in parse_edits(edits)]  # type: ignore[arg-type]
+        original, steered = self.steerer.steer(prompt, parsed, seed=int(seed), steps=int(steps), size=int(resolution),
+                                               prior_steps=int(steps), image=image)
+        return original, steered
+
+    def steer_strip(self, prompt: str, latent: float, amount: float = 10.0, seed: float = 0, steps: float = 25,
+                    resolution: float = 512) -> list:
+        """Seed 001's plus/minus strip: −amount · direction, original, +amount · direction."""
+        if self.steerer is None:
+            raise ValueError("steering is not available: the Kandinsky 2.2 models or the steering SAE are not loaded")
+        out = []
+        for sign, name in ((-1, "minus"), (0, "original"), (1, "plus")):
+            edits = [Edit(int(latent), "add", sign * float(amount))] if sign else []
+            _, img = self.steerer.steer(prompt, edits, seed=int(seed), steps=int(steps), size=int(resolution),
+                                        prior_steps=int(steps), with_original=False)
+            out.append((img, name))
+        return out
+
+
+def _guard(fn):
+    """Turn the library's clear errors into gr.Error (a message in the UI, never a trace)."""
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, BadImage, FileNotFoundError) as exc:
+            raise gr.Error(str(exc)) from None
+    wrapped.__name__ = fn.__name__
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+def _picked_latent(evt: gr.SelectData) -> float:
+    return float(evt.row_value[0]) if evt is not None and evt.row_value else 0.0
+
+
+def _deep_link(request: gr.Request) -> float:
+    q = dict(request.query_params) if request is not None else {}
+    return float(q.get("latent", 0) or 0)
+
+
+def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
+    a = h.atlas
+    with gr.Blocks(title="clipsae — what CLIP sees", analytics_enabled=False) as demo:
+        gr.Markdown(f"# clipsae · {a.name}\n{banner}")
+        with gr.Tab("Browse"):
+            with gr.Row():
+                # no min/max/precision here: the handler's check refuses bad ids with the valid range,
+                # where Gradio's would silently round 2.5 to a whole number
+                latent = gr.Number(label=f"Latent (0–{a.n_latents - 1})", value=0, elem_id="latent-input")
+                go = gr.Button("Show", variant="primary")
+                rnd = gr.Button("Random")
+                query = gr.Textbox(label="Search labels (empty: most frequent)", scale=2)
+            header = gr.Markdown(elem_id="latent-header")
+            gallery = gr.Gallery(label="Top images (patch masks share one scale per latent)", columns=8, height="auto")
+            hist = gr.BarPlot(x="activation", y="images", label="Activation histogram (non-zero images)", sort=None)
+            quant = gr.Gallery(label="Quantile samples (5 bands of the max)", columns=10, height="auto")
+            found = gr.Dataframe(headers=["latent", "label", "frequency", "max"], label="Latents", interactive=False)
+            page_json = gr.JSON(visible=False)
+            outs = [header, gallery, hist, quant, page_json]
+            go.click(_guard(h.latent_page), [latent], outs, api_name="latent_page")
+            latent.submit(_guard(h.latent_page), [latent], outs, api_name=False)
+            rnd.click(h.random_latent, None, latent, api_name=False).then(_guard(h.latent_page), [latent], outs,
+                                                                          api_name=False)
+            query.submit(_guard(h.search), [query], found, api_name="search")
+            found.select(_picked_latent, None, latent, api_name=False)
+            demo.load(_deep_link, None, latent, api_name=False).then(_guard(h.latent_page), [latent], outs,
+                                                                     api_name=False)
+        with gr.Tab("Inspect"):
+            with gr.Row():
+                up = gr.Image(type="pil", label="Upload an image", sources=["upload", "clipboard"])
+                heat = gr.Image(type="pil", label="Per-patch activation of the selected latent")
+            which = gr.Textbox(label="Latent for the heat map (empty: the most active)")
+            run = gr.Button("Inspect", variant="primary")
+            top_md = gr.Markdown()
+            near = gr.Gallery(label="Nearest dataset images", columns=8, height="auto")
+            ins_json = gr.JSON(visible=False)
+            run.click(_guard(h.inspect), [up, which], [top_md, heat, near, ins_json], api_name="inspect")
+        with gr.Tab("Steer"):
+            if h.steerer is None:
+                gr.Markdown("**Steering is unavailable**: the Kandinsky 2.2 models or the steering SAE are not loaded.")
+            elif h.steerer.pipes.tiny:
+                gr.Markdown("Steering runs **tiny random Kandinsky components on the CPU**: images are patterns, "
+                            "not pictures. With the real Kandinsky 2.2 and a GPU the same controls make real images.")
+            with gr.Row():
+                prompt = gr.Textbox(label="Prompt", value="a photo of a red boat on a lake", scale=3)
+                steer_img = gr.Image(type="pil", label="…or start from an image", sources=["upload"])
+            edits = gr.Textbox(label="Edits: latent:value pairs of the steering SAE", value="0:1.0")
+            mode = gr.Radio(["multiply", "set", "add"], value="multiply", label="Mode")
+            with gr.Row():
+                seed = gr.Number(label="Seed", value=0, precision=0)
+                steps = gr.Slider(1, 100, value=25, step=1, label="Steps")
+                res = gr.Dropdown([64, 128, 256, 512, 768], value=512, label="Resolution")
+            btn = gr.Button("Generate", variant="primary")
+            with gr.Row():
+                orig = gr.Image(label="Original")
+                steered = gr.Image(label="Steered")
+            strip_latent = gr.Number(label="Plus/minus strip: latent", value=0, precision=0)
+            amount = gr.Number(label="Amount added along its direction", value=10.0)
+            strip_btn = gr.Button("Plus / minus strip")
+            strip = gr.Gallery(label="−, original, +", columns=3)
+            btn.click(_guard(h.steer), [prompt, edits, mode, seed, steps, res, steer_img], [orig, steered],
+                      api_name="steer", concurrency_limit=1, concurrency_id="gpu")
+            strip_btn.click(_guard(h.steer_strip), [prompt, strip_latent, amount, seed, steps, res], strip,
+                            api_name="steer_strip", concurrency_limit=1, concurrency_id="gpu")
+    demo.queue(default_concurrency_limit=8)
+    return demo

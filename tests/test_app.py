@@ -1,0 +1,106 @@
+"""The app launched for real on 127.0.0.1 and driven through gradio_client, per API name."""
+
+import socket
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.kandinsky import TINY_DIM
+from app.server import make_handlers
+from app.ui import build_ui, parse_edits
+from helpers import write_images, write_tiny_clip_config
+from precompute.activations import EmbedConfig, run_embed
+from precompute.atlas import AtlasConfig, build_atlas
+from precompute.encoders import EncoderSpec
+from sae_core.config import SAEConfig
+from sae_core.io import save_sae
+from sae_core.sae import SparseAutoencoder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    d = tmp_path_factory.mktemp("app")
+    write_images(d / "imgs", 10)
+    spec = EncoderSpec(model=write_tiny_clip_config(d), pretrained="none", patch_tokens=True)
+    run_embed(EmbedConfig(images=str(d / "imgs"), out=str(d / "cache"), encoder=spec, workers=0))
+    g = torch.Generator().manual_seed(0)
+    save_sae(SparseAutoencoder(SAEConfig(d_in=16, d_sae=24), generator=g), d / "sae")
+    build_atlas(AtlasConfig(acts=str(d / "cache"), sae=str(d / "sae"), out=str(d / "atlas"), k=4, labels=False))
+    np.save(d / "k.npy", np.random.default_rng(0).normal(size=(50, TINY_DIM)).astype(np.float32))
+    ksae = SparseAutoencoder(SAEConfig(d_in=TINY_DIM, d_sae=40), generator=g)
+    with torch.no_grad():
+        ksae.b_enc.fill_(0.05)
+    save_sae(ksae, d / "ksae")
+    build_atlas(AtlasConfig(acts=str(d / "k.npy"), sae=str(d / "ksae"), out=str(d / "katlas"), k=4))
+    handlers, banner = make_handlers(d / "atlas", d / "katlas", tiny_kandinsky=True, device="cpu")
+    demo = build_ui(handlers, banner)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    from gradio_client import Client
+
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    yield client, d, handlers, port
+    demo.close()
+
+
+def test_banner_says_what_it_runs_on(running):
+    _, _, handlers, _ = running
+    text = " ".join(handlers.notices)
+    assert "RANDOM weights" in text and "tiny random Kandinsky" in text
+
+
+def test_latent_page_api(running):
+    client, d, _, _ = running
+    header, gallery, hist, quant, data = client.predict(3, api_name="/latent_page")
+    assert header.startswith("## Latent 3")
+    assert data["latent"] == 3 and len(gallery) == len(data["top"])
+    for bad in (-1, 24, 2.5):
+        with pytest.raises(Exception, match="whole number from 0 to 23"):
+            client.predict(bad, api_name="/latent_page")
+
+
+def test_inspect_api(running, tmp_path):
+    from gradio_client import handle_file
+
+    client, d, _, _ = running
+    img = next((d / "imgs").glob("*.png"))
+    md, heat, near, data = client.predict(handle_file(str(img)), "", api_name="/inspect")
+    assert md.startswith("| latent") and data["top"] and heat is not None
+    assert len(near) >= 1
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(Exception):
+        client.predict(handle_file(str(bad)), "", api_name="/inspect")
+
+
+def test_steer_api_identity_and_bad_values(running):
+    client, _, _, _ = running
+    orig, steered = client.predict("a red boat", "0:1.0, 5:1", "multiply", 1, 2, 64, None, api_name="/steer")
+    assert np.array_equal(np.asarray(Image.open(orig)), np.asarray(Image.open(steered)))
+    for edits, msg in (("0:nan", "finite"), ("0:1e9", "within"), ("99:2", "out of range"), ("x", "latent:value")):
+        with pytest.raises(Exception, match=msg):
+            client.predict("a red boat", edits, "multiply", 1, 2, 64, None, api_name="/steer")
+    with pytest.raises(Exception, match="prompt is empty"):
+        client.predict("", "0:2", "multiply", 1, 2, 64, None, api_name="/steer")
+    strip = client.predict("a red boat", 3, 10.0, 1, 2, 64, api_name="/steer_strip")
+    assert len(strip) == 3
+
+
+def test_server_binds_loopback_only(running):
+    _, _, _, port = running
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_parse_edits():
+    assert parse_edits("12:2.5, 40:0") == [(12, 2.5), (40, 0.0)]
+    with pytest.raises(ValueError):
+        parse_edits("12=2")
