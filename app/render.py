@@ -51,3 +51,40 @@ def overlay(image: Image.Image, values_p: list[float] | np.ndarray | None, scale
     dark = Image.blend(image, Image.new("RGB", image.size, (0, 0, 0)), 0.35)
     base = Image.composite(image, dark, a.point(lambda p: 255 if p > 0 else 0))
     return Image.composite(tint, base, a.point(lambda p: int(p * 0.55)))
+
+
+class RenderCache:
+    """Thumbnails and overlays rendered once to small JPEG files and reused by path, so a
+    latent page costs file lookups instead of decoding, resizing and re-encoding images.
+
+    Lives in the temp dir (which Gradio serves from by default), one folder per atlas.
+    """
+
+    def __init__(self, atlas, root: Path | None = None, size: int = 160):
+        import hashlib
+        import tempfile
+
+        key = hashlib.sha256(f"{atlas.path.resolve()}:{atlas.manifest['sae_sha256']}".encode()).hexdigest()[:16]
+        self.root = Path(root or tempfile.gettempdir()) / f"clipsae-render-{key}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.atlas, self.size = atlas, size
+
+    def _write(self, path: Path, im: Image.Image) -> str:
+        tmp = path.with_name(f".{path.name}.{id(im)}.tmp")
+        im.save(tmp, "JPEG", quality=85)
+        tmp.replace(path)  # atomic: concurrent requests never see half a file
+        return str(path)
+
+    def thumb(self, index: int, size: int | None = None) -> str:
+        size = size or self.size
+        path = self.root / f"img_{index}_{size}.jpg"
+        if path.exists():
+            return str(path)
+        return self._write(path, open_thumb(self.atlas.image_path(index), size))
+
+    def overlay(self, latent: int, slot: int, index: int, mask, scale: float) -> str:
+        path = self.root / f"lat_{latent}_{slot}_{index}.jpg"
+        if path.exists():
+            return str(path)
+        base = Image.open(self.thumb(index)).convert("RGB")
+        return self._write(path, overlay(base, mask, scale))

@@ -20,7 +20,7 @@ from precompute.images import DEFAULT_MAX_PIXELS, BadImage, decode_image
 
 from .atlas import Atlas
 from .inspect_image import Inspector
-from .render import open_thumb, overlay
+from .render import RenderCache, overlay
 from .steer import Edit, Steerer
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,11 @@ class Handlers:
     steer_atlas: Atlas | None = None
     inspector: Inspector | None = None
     notices: list[str] = field(default_factory=list)
+    render: RenderCache | None = None
+
+    def __post_init__(self) -> None:
+        if self.render is None:
+            self.render = RenderCache(self.atlas)
 
     # ---------------------------------------------------------------- browse
     def latent_page(self, latent: Any) -> tuple[str, list, pd.DataFrame, list, dict]:
@@ -67,12 +72,12 @@ class Handlers:
         for name, linked in page.links.items():
             lines.append(f"Co-activates with **{name}** latents (steer them in the Steer tab): "
                          + ", ".join(f"{j} (r={c:.2f})" for j, c in linked))
-        gallery = [(overlay(open_thumb(self.atlas.image_path(t["image"])), t["mask"], page.mask_scale),
-                    f"{t['path'] or t['image']} · {t['value']:.3g}") for t in page.top]
+        gallery = [(self.render.overlay(page.latent, slot, t["image"], t["mask"], page.mask_scale),
+                    f"{t['path'] or t['image']} · {t['value']:.3g}") for slot, t in enumerate(page.top)]
         edges = np.linspace(0, page.histogram_max, len(page.histogram) + 1)
         hist = pd.DataFrame({"activation": [f"{(a + b) / 2:.3g}" for a, b in zip(edges[:-1], edges[1:])],
                              "images": page.histogram})
-        quantiles = [(open_thumb(self.atlas.image_path(q["image"]), 128), f"band {b + 1}/5 · {q['value']:.3g}")
+        quantiles = [(self.render.thumb(q["image"], 96), f"band {b + 1}/5 · {q['value']:.3g}")
                      for b, band in enumerate(page.quantiles) for q in band]
         data = {"latent": page.latent, "label": page.label, "frequency": page.frequency,
                 "mean_activation": page.mean_activation, "max_activation": page.max_activation, "dead": page.dead,
@@ -108,7 +113,7 @@ class Handlers:
         if chosen is not None and res["patches"] is not None:
             vals = np.maximum(res["patches"][:, chosen], 0)
             heat = overlay(image.convert("RGB").resize((336, 336)), vals, float(vals.max()) or 1.0)
-        near = [(open_thumb(self.atlas.image_path(i), 128), f"{self.atlas.image_paths[i] if self.atlas.image_paths else i} · {c:.2f}")
+        near = [(self.render.thumb(i), f"{self.atlas.image_paths[i] if self.atlas.image_paths else i} · {c:.2f}")
                 for i, c in self.inspector.nearest_images(res["embedding"])]
         return md, heat, near, {"top": top, "latent": chosen}
 
@@ -176,11 +181,12 @@ def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
             found = gr.Dataframe(headers=["latent", "label", "frequency", "max"], label="Latents", interactive=False)
             page_json = gr.JSON(visible=False)
             outs = [header, gallery, hist, quant, page_json]
-            go.click(_guard(h.latent_page), [latent], outs, api_name="latent_page")
-            latent.submit(_guard(h.latent_page), [latent], outs, api_name=False)
+            # read-only, millisecond handlers skip the queue: a direct request is ~10x faster
+            go.click(_guard(h.latent_page), [latent], outs, api_name="latent_page", queue=False)
+            latent.submit(_guard(h.latent_page), [latent], outs, api_name=False, queue=False)
             rnd.click(h.random_latent, None, latent, api_name=False).then(_guard(h.latent_page), [latent], outs,
                                                                           api_name=False)
-            query.submit(_guard(h.search), [query], found, api_name="search")
+            query.submit(_guard(h.search), [query], found, api_name="search", queue=False)
             found.select(_picked_latent, None, latent, api_name=False)
             demo.load(_deep_link, None, latent, api_name=False).then(_guard(h.latent_page), [latent], outs,
                                                                      api_name=False)

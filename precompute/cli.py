@@ -75,14 +75,28 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build (once) and report the embedded demo: bundled photos, CLIP, an SAE")
     p.add_argument("--cache-dir", default="demo_cache", help="where the demo is built and cached")
     p.add_argument("--rebuild", action="store_true", help="delete the cached demo and build it again")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--no-serve", action="store_true", help="build and report, do not start the app")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(a: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from .demo import demo_main
 
     print(demo_main(a.cache_dir, rebuild=a.rebuild, device=a.device))
+    if a.no_serve:
+        return 0
+    from app.server import serve
+
+    info = json.loads((Path(a.cache_dir) / "demo.json").read_text())
+    print(f"serving the demo on http://{a.host}:{a.port} (Ctrl-C to stop)")
+    serve(info["clip_atlas"], info["kandinsky_atlas"], host=a.host, port=a.port,
+          tiny_kandinsky=info["kandinsky"] == "tiny", device=a.device)
     return 0
 
 

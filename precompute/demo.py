@@ -2,7 +2,8 @@
 activations, an SAE, its metrics and its atlas — built once into a cache folder, no
 download needed.
 
-    clipsae demo                      # build (first run) and report
+    clipsae demo                      # build (first run), report, then serve the app on 127.0.0.1:7860
+    clipsae demo --no-serve           # build and report only
     clipsae demo --rebuild            # start over
 
 ViT-B-32 / laion2b_s34b_b79k is used when its weights are in the Hugging Face cache (or
@@ -108,6 +109,22 @@ class DemoPaths:
         return self.root / "clip_atlas"
 
     @property
+    def prior_encoder(self) -> Path:
+        return self.root / "tiny_prior"
+
+    @property
+    def k_cache(self) -> Path:
+        return self.root / "kandinsky_acts"
+
+    @property
+    def k_sae(self) -> Path:
+        return self.root / "kandinsky_sae"
+
+    @property
+    def k_atlas(self) -> Path:
+        return self.root / "kandinsky_atlas"
+
+    @property
     def info(self) -> Path:
         return self.root / "demo.json"
 
@@ -121,6 +138,7 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
     from .activations import EmbedConfig, run_embed
     from .atlas import AtlasConfig, build_atlas
     from .encoders import EncoderSpec
+    from .link import link
 
     paths = DemoPaths(Path(root))
     if rebuild and paths.root.exists():
@@ -142,14 +160,37 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
     # Labels need ~2k CLIP text embeddings (minutes on a CPU) and mean nothing with random weights.
     build_atlas(AtlasConfig(acts=str(paths.clip_cache), sae=str(paths.clip_sae), out=str(paths.clip_atlas),
                             labels=not random_weights, device=device))
+    # The steering side: the Kandinsky prior's own image encoder (the real one when cached, else
+    # the tiny random one the app will steer with), a steering SAE on its embeddings, its atlas,
+    # and the link that maps CLIP latents to steerable ones.
+    from app.kandinsky import PRIOR_ID, make_tiny_pipelines
+    from app.server import _available
+
+    real_kandinsky = _available(PRIOR_ID) and _available("kandinsky-community/kandinsky-2-2-decoder")
+    if real_kandinsky:
+        prior_model = PRIOR_ID
+    else:
+        tiny = make_tiny_pipelines(seed=0)
+        tiny.prior.image_encoder.save_pretrained(paths.prior_encoder / "image_encoder")
+        tiny.prior.image_processor.save_pretrained(paths.prior_encoder / "image_processor")
+        prior_model = str(paths.prior_encoder)
+    kmeta = run_embed(EmbedConfig(images=str(paths.images), out=str(paths.k_cache),
+                                  encoder=EncoderSpec(model=prior_model, pretrained="none"),
+                                  batch_size=32, workers=1, shard_size=256, device=device))
+    ksae_cfg = SAEConfig(d_in=kmeta["dim"], d_sae=256, architecture="relu", normalize_activations="unit_norm")
+    train(paths.k_cache, paths.k_sae, make_specs(ksae_cfg, [1e-2], [None]), train_cfg, overwrite=True)
+    build_atlas(AtlasConfig(acts=str(paths.k_cache), sae=str(paths.k_sae), out=str(paths.k_atlas), labels=False,
+                            device=device))
+    link(paths.clip_atlas, paths.k_atlas)
     info = {"n_images": meta["n_images"], "clip_weights": weights, "random_weights": random_weights,
-            "clip_cache": str(paths.clip_cache), "clip_sae": str(paths.clip_sae), "clip_atlas": str(paths.clip_atlas)}
+            "clip_cache": str(paths.clip_cache), "clip_sae": str(paths.clip_sae), "clip_atlas": str(paths.clip_atlas),
+            "kandinsky": "real" if real_kandinsky else "tiny", "kandinsky_atlas": str(paths.k_atlas)}
     atomic_write_text(paths.info, json.dumps(info, indent=2))
     return info
 
 
 def demo_main(root: str = "demo_cache", rebuild: bool = False, device: str = "auto") -> str:
-    """Build the demo if needed and return its report (a Markdown metrics table)."""
+    """Build the demo if needed and return its report (metrics table + atlas preview)."""
     from sae_core.evaluate import metrics_main
 
     info = build_demo(root, rebuild=rebuild, device=device)

@@ -104,3 +104,13 @@ def test_parse_edits():
     assert parse_edits("12:2.5, 40:0") == [(12, 2.5), (40, 0.0)]
     with pytest.raises(ValueError):
         parse_edits("12=2")
+
+
+def test_deep_link_renders_that_latent_in_a_real_browser(running):
+    from browser import chromium, page_text
+
+    if chromium() is None:
+        pytest.skip("Debian chromium is not installed (make setup installs it where apt is usable as root)")
+    _, _, _, port = running
+    text = page_text(f"http://127.0.0.1:{port}/?latent=7", "#latent-header", "Latent 7")
+    assert "Latent 7" in text and "fires on" in text
