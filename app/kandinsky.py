@@ -44,9 +44,10 @@ def load_pipelines(prior: str = PRIOR_ID, decoder: str = DECODER_ID, device: str
             f"could not load Kandinsky 2.2 ({prior}, {decoder}): {exc}. Without network access, pass local "
             "diffusers folders or have them in the Hugging Face cache."
         ) from None
-    for p in (prior_pipe, decoder_pipe):
-        p.to(device)
-        p.set_progress_bar_config(disable=True)
+    prior_pipe.to(device)
+    prior_pipe.set_progress_bar_config(disable=True)
+    decoder_pipe.to(device)
+    decoder_pipe.set_progress_bar_config(leave=False)  # tqdm: the UI's progress bar follows it
     return KandinskyPipes(prior_pipe, decoder_pipe, tiny=False)
 
 
@@ -111,7 +112,8 @@ def make_tiny_pipelines(seed: int = 0, device: str = "cpu") -> KandinskyPipes:
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
                               thresholding=False)
     decoder_pipe = KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq)
-    for p in (prior_pipe, decoder_pipe):
-        p.to(device)
-        p.set_progress_bar_config(disable=True)
+    prior_pipe.to(device)
+    prior_pipe.set_progress_bar_config(disable=True)
+    decoder_pipe.to(device)
+    decoder_pipe.set_progress_bar_config(leave=False)  # tqdm: the UI's progress bar follows it
     return KandinskyPipes(prior_pipe, decoder_pipe, tiny=True)

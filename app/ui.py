@@ -86,6 +86,14 @@ class Handlers:
                 "neighbours": page.neighbours, "links": page.links}
         return "\n\n".join(lines), gallery, hist, quantiles, data
 
+    def linked_choices(self, latent: Any) -> list[str]:
+        """'j (r=0.94)' for each linked steering latent of this latent (empty without links)."""
+        try:
+            s = self.atlas.check_latent(latent)
+        except ValueError:
+            return []
+        return [f"{j} (r={c:.2f})" for links in self.atlas.links(s).values() for j, c in links]
+
     def random_latent(self) -> int:
         alive = np.flatnonzero(np.asarray(self.atlas.frequency) > 0)
         return int(random.choice(alive)) if alive.size else 0
@@ -96,11 +104,21 @@ class Handlers:
                  round(float(self.atlas.max_activation[i]), 4)] for i in ids]
 
     # ---------------------------------------------------------------- inspect
-    def inspect(self, image: Image.Image | None, latent: Any = None) -> tuple[str, Image.Image | None, list, dict]:
+    def inspect(self, image: Image.Image | None, latent: Any = None,
+                dataset_image: Any = None) -> tuple[str, Image.Image | None, list, list, dict]:
         if self.inspector is None:
             raise ValueError("inspecting images needs the atlas's encoder, which is not available for this atlas")
+        if image is None and dataset_image not in (None, ""):
+            try:
+                index = int(float(dataset_image))
+            except ValueError:
+                raise ValueError(f"dataset image must be an index; got {dataset_image!r}") from None
+            path = self.atlas.image_path(index)
+            if path is None:
+                raise ValueError(f"no dataset image {dataset_image!r} (0..{len(self.atlas.image_paths) - 1})")
+            image = decode_image(path.read_bytes())
         if image is None:
-            raise ValueError("upload an image first")
+            raise ValueError("upload an image (or give a dataset image index) first")
         w, h = image.size
         if w * h > DEFAULT_MAX_PIXELS:
             raise ValueError(f"the image is too large ({w}x{h}); the limit is {DEFAULT_MAX_PIXELS} pixels")
@@ -115,7 +133,9 @@ class Handlers:
             heat = overlay(image.convert("RGB").resize((336, 336)), vals, float(vals.max()) or 1.0)
         near = [(self.render.thumb(i), f"{self.atlas.image_paths[i] if self.atlas.image_paths else i} · {c:.2f}")
                 for i, c in self.inspector.nearest_images(res["embedding"])]
-        return md, heat, near, {"top": top, "latent": chosen}
+        examples = [(self.render.thumb(int(self.atlas.topk_ids[s, 0])), f"latent {s} · {v:.3g}")
+                    for s, v in top if self.atlas.topk_ids[s, 0] >= 0 and self.atlas.image_paths]
+        return md, heat, examples, near, {"top": top, "latent": chosen}
 
     # ---------------------------------------------------------------- steer
     def steer(self, prompt: str, edits: str, mode: str = "multiply", seed: float = 0, steps: float = 25,
@@ -126,6 +146,23 @@ class Handlers:
         original, steered = self.steerer.steer(prompt, parsed, seed=int(seed), steps=int(steps), size=int(resolution),
                                                prior_steps=int(steps), image=image)
         return original, steered
+
+    def steer_ui(self, prompt, edits, mode, seed, steps, resolution, image, *slots,
+                 progress=gr.Progress(track_tqdm=True)):
+        """The Steer tab's button: slider slots (latent, value) are added to the typed edits;
+        also lists the most active steering latents of the starting embedding."""
+        pairs = [f"{int(lat)}:{float(val)}" for lat, val in zip(slots[::2], slots[1::2])
+                 if lat not in (None, "") and not (isinstance(lat, float) and np.isnan(lat))]
+        all_edits = ", ".join([e for e in [(edits or "").strip()] if e] + pairs)
+        original, steered = self.steer(prompt, all_edits, mode, seed, steps, resolution, image)
+        if image is not None:
+            x, _ = self.steerer.image_embeds(image)
+        else:
+            x, _ = self.steerer.prior_embeds(prompt, int(seed), int(steps))
+        active = self.steerer.active_latents(x, n=12)
+        md = ("Most active steering latents of this " + ("image" if image is not None else "prompt") + ": "
+              + ", ".join(f"**{i}** ({v:.3g})" for i, v in active)) if active else "No steering latent is active."
+        return original, steered, md
 
     def steer_strip(self, prompt: str, latent: float, amount: float = 10.0, seed: float = 0, steps: float = 25,
                     resolution: float = 512) -> list:
@@ -166,66 +203,100 @@ def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
     a = h.atlas
     with gr.Blocks(title="clipsae — what CLIP sees", analytics_enabled=False) as demo:
         gr.Markdown(f"# clipsae · {a.name}\n{banner}")
-        with gr.Tab("Browse"):
-            with gr.Row():
-                # no min/max/precision here: the handler's check refuses bad ids with the valid range,
-                # where Gradio's would silently round 2.5 to a whole number
-                latent = gr.Number(label=f"Latent (0–{a.n_latents - 1})", value=0, elem_id="latent-input")
-                go = gr.Button("Show", variant="primary")
-                rnd = gr.Button("Random")
-                query = gr.Textbox(label="Search labels (empty: most frequent)", scale=2)
-            header = gr.Markdown(elem_id="latent-header")
-            gallery = gr.Gallery(label="Top images (patch masks share one scale per latent)", columns=8, height="auto")
-            hist = gr.BarPlot(x="activation", y="images", label="Activation histogram (non-zero images)", sort=None)
-            quant = gr.Gallery(label="Quantile samples (5 bands of the max)", columns=10, height="auto")
-            found = gr.Dataframe(headers=["latent", "label", "frequency", "max"], label="Latents", interactive=False)
-            page_json = gr.JSON(visible=False)
-            outs = [header, gallery, hist, quant, page_json]
-            # read-only, millisecond handlers skip the queue: a direct request is ~10x faster
-            go.click(_guard(h.latent_page), [latent], outs, api_name="latent_page", queue=False)
-            latent.submit(_guard(h.latent_page), [latent], outs, api_name=False, queue=False)
-            rnd.click(h.random_latent, None, latent, api_name=False).then(_guard(h.latent_page), [latent], outs,
-                                                                          api_name=False)
-            query.submit(_guard(h.search), [query], found, api_name="search", queue=False)
-            found.select(_picked_latent, None, latent, api_name=False)
-            demo.load(_deep_link, None, latent, api_name=False).then(_guard(h.latent_page), [latent], outs,
-                                                                     api_name=False)
-        with gr.Tab("Inspect"):
-            with gr.Row():
-                up = gr.Image(type="pil", label="Upload an image", sources=["upload", "clipboard"])
-                heat = gr.Image(type="pil", label="Per-patch activation of the selected latent")
-            which = gr.Textbox(label="Latent for the heat map (empty: the most active)")
-            run = gr.Button("Inspect", variant="primary")
-            top_md = gr.Markdown()
-            near = gr.Gallery(label="Nearest dataset images", columns=8, height="auto")
-            ins_json = gr.JSON(visible=False)
-            run.click(_guard(h.inspect), [up, which], [top_md, heat, near, ins_json], api_name="inspect")
-        with gr.Tab("Steer"):
-            if h.steerer is None:
-                gr.Markdown("**Steering is unavailable**: the Kandinsky 2.2 models or the steering SAE are not loaded.")
-            elif h.steerer.pipes.tiny:
-                gr.Markdown("Steering runs **tiny random Kandinsky components on the CPU**: images are patterns, "
-                            "not pictures. With the real Kandinsky 2.2 and a GPU the same controls make real images.")
-            with gr.Row():
-                prompt = gr.Textbox(label="Prompt", value="a photo of a red boat on a lake", scale=3)
-                steer_img = gr.Image(type="pil", label="…or start from an image", sources=["upload"])
-            edits = gr.Textbox(label="Edits: latent:value pairs of the steering SAE", value="0:1.0")
-            mode = gr.Radio(["multiply", "set", "add"], value="multiply", label="Mode")
-            with gr.Row():
-                seed = gr.Number(label="Seed", value=0, precision=0)
-                steps = gr.Slider(1, 100, value=25, step=1, label="Steps")
-                res = gr.Dropdown([64, 128, 256, 512, 768], value=512, label="Resolution")
-            btn = gr.Button("Generate", variant="primary")
-            with gr.Row():
-                orig = gr.Image(label="Original")
-                steered = gr.Image(label="Steered")
-            strip_latent = gr.Number(label="Plus/minus strip: latent", value=0, precision=0)
-            amount = gr.Number(label="Amount added along its direction", value=10.0)
-            strip_btn = gr.Button("Plus / minus strip")
-            strip = gr.Gallery(label="−, original, +", columns=3)
-            btn.click(_guard(h.steer), [prompt, edits, mode, seed, steps, res, steer_img], [orig, steered],
-                      api_name="steer", concurrency_limit=1, concurrency_id="gpu")
-            strip_btn.click(_guard(h.steer_strip), [prompt, strip_latent, amount, seed, steps, res], strip,
-                            api_name="steer_strip", concurrency_limit=1, concurrency_id="gpu")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Browse", id="browse"):
+                with gr.Row():
+                    # no min/max/precision here: the handler's check refuses bad ids with the valid range,
+                    # where Gradio's would silently round 2.5 to a whole number
+                    latent = gr.Number(label=f"Latent (0–{a.n_latents - 1})", value=0, elem_id="latent-input")
+                    go = gr.Button("Show", variant="primary")
+                    rnd = gr.Button("Random")
+                    query = gr.Textbox(label="Search labels (empty: most frequent)", scale=2)
+                header = gr.Markdown(elem_id="latent-header")
+                with gr.Row():
+                    linked = gr.Dropdown(label="Steering latents this one co-activates with", choices=[], scale=3)
+                    steer_this = gr.Button("Steer this", scale=1)
+                gallery = gr.Gallery(label="Top images (patch masks share one scale per latent)", columns=8, height="auto")
+                hist = gr.BarPlot(x="activation", y="images", label="Activation histogram (non-zero images)", sort=None)
+                quant = gr.Gallery(label="Quantile samples (5 bands of the max)", columns=10, height="auto")
+                found = gr.Dataframe(headers=["latent", "label", "frequency", "max"], label="Latents", interactive=False)
+                page_json = gr.JSON(visible=False)
+                outs = [header, gallery, hist, quant, page_json]
+                # read-only, millisecond handlers skip the queue: a direct request is ~10x faster
+                def show_links(value):
+                    choices = h.linked_choices(value)
+                    return gr.Dropdown(choices=choices, value=choices[0] if choices else None)
+
+                go.click(_guard(h.latent_page), [latent], outs, api_name="latent_page", queue=False).then(
+                    show_links, [latent], linked, api_name=False, queue=False)
+                latent.submit(_guard(h.latent_page), [latent], outs, api_name=False, queue=False).then(
+                    show_links, [latent], linked, api_name=False, queue=False)
+                rnd.click(h.random_latent, None, latent, api_name=False).then(_guard(h.latent_page), [latent], outs,
+                                                                              api_name=False).then(
+                    show_links, [latent], linked, api_name=False)
+                query.submit(_guard(h.search), [query], found, api_name="search", queue=False)
+                found.select(_picked_latent, None, latent, api_name=False)
+                demo.load(_deep_link, None, latent, api_name=False).then(_guard(h.latent_page), [latent], outs,
+                                                                         api_name=False).then(
+                    show_links, [latent], linked, api_name=False)
+            with gr.Tab("Inspect", id="inspect"):
+                with gr.Row():
+                    up = gr.Image(type="pil", label="Upload an image", sources=["upload", "clipboard"])
+                    heat = gr.Image(type="pil", label="Per-patch activation of the selected latent")
+                with gr.Row():
+                    which = gr.Textbox(label="Latent for the heat map (empty: the most active)")
+                    pick = gr.Textbox(label="…or a dataset image by index")
+                run = gr.Button("Inspect", variant="primary")
+                top_md = gr.Markdown()
+                examples = gr.Gallery(label="Each active latent's best dataset image", columns=10, height="auto")
+                near = gr.Gallery(label="Nearest dataset images", columns=8, height="auto")
+                ins_json = gr.JSON(visible=False)
+                run.click(_guard(h.inspect), [up, which, pick], [top_md, heat, examples, near, ins_json],
+                          api_name="inspect")
+            with gr.Tab("Steer", id="steer"):
+                if h.steerer is None:
+                    gr.Markdown("**Steering is unavailable**: the Kandinsky 2.2 models or the steering SAE are not loaded.")
+                elif h.steerer.pipes.tiny:
+                    gr.Markdown("Steering runs **tiny random Kandinsky components on the CPU**: images are patterns, "
+                                "not pictures. With the real Kandinsky 2.2 and a GPU the same controls make real images.")
+                with gr.Row():
+                    prompt = gr.Textbox(label="Prompt", value="a photo of a red boat on a lake", scale=3)
+                    steer_img = gr.Image(type="pil", label="…or start from an image", sources=["upload"])
+                mode = gr.Radio(["multiply", "set", "add"], value="multiply", label="Mode")
+                slots = []
+                with gr.Row():
+                    for i in range(4):
+                        with gr.Column(min_width=160):
+                            slots.append(gr.Number(label=f"Latent {i + 1}", value=None, precision=0))
+                            slots.append(gr.Slider(-20, 20, value=1.0, step=0.1, label="Multiplier / value"))
+                edits = gr.Textbox(label="More edits: latent:value pairs (for example 12:4, 40:0)", value="")
+                active_md = gr.Markdown()
+                with gr.Row():
+                    seed = gr.Number(label="Seed", value=0, precision=0)
+                    steps = gr.Slider(1, 100, value=25, step=1, label="Steps")
+                    res = gr.Dropdown([64, 128, 256, 512, 768], value=512, label="Resolution")
+                btn = gr.Button("Generate", variant="primary")
+                with gr.Row():
+                    orig = gr.Image(label="Original")
+                    steered = gr.Image(label="Steered")
+                strip_latent = gr.Number(label="Plus/minus strip: latent", value=0, precision=0)
+                amount = gr.Number(label="Amount added along its direction", value=10.0)
+                strip_btn = gr.Button("Plus / minus strip")
+                strip = gr.Gallery(label="−, original, +", columns=3)
+                btn.click(_guard(h.steer_ui), [prompt, edits, mode, seed, steps, res, steer_img, *slots],
+                          [orig, steered, active_md], api_name=False, concurrency_limit=1, concurrency_id="gpu")
+                api_steer = gr.Button(visible=False)  # the documented API: typed edits only
+                api_steer.click(_guard(h.steer), [prompt, edits, mode, seed, steps, res, steer_img], [orig, steered],
+                                api_name="steer", concurrency_limit=1, concurrency_id="gpu")
+                strip_btn.click(_guard(h.steer_strip), [prompt, strip_latent, amount, seed, steps, res], strip,
+                                api_name="steer_strip", concurrency_limit=1, concurrency_id="gpu")
+            def steer_linked(choice):
+                if not choice:
+                    raise gr.Error("this latent has no linked steering latents (run clipsae link on the two atlases)")
+                j = int(str(choice).split()[0])
+                return j, 4.0, j, gr.Tabs(selected="steer")
+
+            steer_this.click(steer_linked, [linked], [slots[0], slots[1], strip_latent, tabs], api_name=False,
+                             queue=False)
     demo.queue(default_concurrency_limit=8)
     return demo

@@ -25,8 +25,10 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def page_text(url: str, selector: str, until: str, timeout: float = 60.0) -> str:
-    """Open url, poll `document.querySelector(selector).innerText` until it contains `until`."""
+def page_text(url: str, selector: str, until: str, timeout: float = 120.0, reload_after: float = 30.0) -> str:
+    """Open url, poll `document.querySelector(selector).innerText` until it contains `until`;
+    reload the page once if it has not rendered after `reload_after` seconds (a slow first
+    connection on a loaded machine)."""
     import websockets
 
     port = _port()
@@ -46,8 +48,13 @@ def page_text(url: str, selector: str, until: str, timeout: float = 60.0) -> str
             async def poll() -> str:
                 async with websockets.connect(ws_url, max_size=None) as ws:
                     text, n = "", 0
+                    reload_at = time.time() + reload_after
                     while time.time() < deadline:
                         n += 1
+                        if reload_at and time.time() > reload_at:
+                            reload_at = 0
+                            await ws.send(json.dumps({"id": n, "method": "Page.reload", "params": {}}))
+                            n += 1
                         expr = f"(document.querySelector({json.dumps(selector)}) || {{}}).innerText || ''"
                         await ws.send(json.dumps({"id": n, "method": "Runtime.evaluate", "params": {"expression": expr}}))
                         while True:

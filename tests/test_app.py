@@ -72,13 +72,17 @@ def test_inspect_api(running, tmp_path):
 
     client, d, _, _ = running
     img = next((d / "imgs").glob("*.png"))
-    md, heat, near, data = client.predict(handle_file(str(img)), "", api_name="/inspect")
-    assert md.startswith("| latent") and data["top"] and heat is not None
+    md, heat, examples, near, data = client.predict(handle_file(str(img)), "", "", api_name="/inspect")
+    assert md.startswith("| latent") and data["top"] and heat is not None and examples
     assert len(near) >= 1
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     with pytest.raises(Exception):
-        client.predict(handle_file(str(bad)), "", api_name="/inspect")
+        client.predict(handle_file(str(bad)), "", "", api_name="/inspect")
+    md2, _, _, _, data2 = client.predict(None, "", "0", api_name="/inspect")  # a dataset image by index
+    assert data2["top"]
+    with pytest.raises(Exception, match="no dataset image"):
+        client.predict(None, "", "999", api_name="/inspect")
 
 
 def test_steer_api_identity_and_bad_values(running):
@@ -98,6 +102,15 @@ def test_server_binds_loopback_only(running):
     _, _, _, port = running
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_steer_tab_combines_sliders_and_typed_edits(running):
+    _, _, handlers, _ = running
+    original, steered, md = handlers.steer_ui("a red boat", "", "multiply", 1, 2, 64, None,
+                                              3, 1.0, None, 1.0, float("nan"), 1.0, None, 1.0)
+    assert np.array_equal(np.asarray(original), np.asarray(steered)) and "active steering latents" in md
+    _, changed, _ = handlers.steer_ui("a red boat", "", "add", 1, 2, 64, None, 3, 20.0, None, 1.0, None, 1.0, None, 1.0)
+    assert not np.array_equal(np.asarray(original), np.asarray(changed))
 
 
 def test_parse_edits():
