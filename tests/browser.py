@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -32,9 +34,10 @@ def page_text(url: str, selector: str, until: str, timeout: float = 120.0, reloa
     import websockets
 
     port = _port()
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
+        # its own process group: chromium's helper processes are stopped with it
         proc = subprocess.Popen([chromium(), *FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
-                                 url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             deadline = time.time() + timeout
             ws_url = None
@@ -71,5 +74,5 @@ def page_text(url: str, selector: str, until: str, timeout: float = 120.0, reloa
                 raise RuntimeError("chromium did not open a DevTools endpoint")
             return asyncio.run(poll())
         finally:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
