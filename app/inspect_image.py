@@ -4,6 +4,7 @@ active latents, a per-patch map for one latent, and the nearest dataset images."
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ class Inspector:
         self.encoder = load_encoder(spec, device)
         self.sae = load_sae(atlas.path / "sae", device=device)
         self.atlas = atlas
-        self.lock = __import__("threading").Lock()
+        self.lock = threading.Lock()
 
     @torch.inference_mode()
     def run(self, image: Image.Image, n: int = 20) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from sae_core.io import load_sae
+from sae_core.train import resolve_device
 
 from .atlas import Atlas
 from .inspect_image import Inspector
@@ -40,7 +41,7 @@ def _available(model: str) -> bool:
 def make_handlers(atlas: str | Path, steer_atlas: str | Path | None = None, prior: str = PRIOR_ID,
                   decoder: str = DECODER_ID, tiny_kandinsky: bool = False, device: str = "auto") -> tuple[Handlers, str]:
     """Open everything once; returns the handlers and the banner text shown on top of the app."""
-    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    dev = str(resolve_device(device))
     a = Atlas(atlas)
     notes = []
     if a.manifest.get("random_weights"):

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sae_core.io import atomic_write_text
+from sae_core.io import atomic_save_npy, atomic_write_text
 from sae_core.progress import Progress
+from sae_core.train import resolve_device
 
 from .encoders import Encoder, EncoderSpec, load_encoder
 from .images import DEFAULT_MAX_PIXELS, BadImage, ImageRef, image_id, list_images, load_image
@@ -110,23 +111,14 @@ def shard_done(out: Path, i: int) -> bool:
     return (out / SHARDS_DIR / f"shard_{shard_name(i)}.json").exists()
 
 
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _write_shard(out: Path, i: int, acts: np.ndarray, patches: np.ndarray | None,
                  images: list[dict], failures: list[dict]) -> None:
     """Data files first, the shard's JSON (its completion marker) last."""
     d = out / SHARDS_DIR
     name = shard_name(i)
-    _save_npy_atomic(d / f"acts_{name}.npy", acts)
+    atomic_save_npy(d / f"acts_{name}.npy", acts)
     if patches is not None:
-        _save_npy_atomic(d / f"patches_{name}.npy", patches)
+        atomic_save_npy(d / f"patches_{name}.npy", patches)
     atomic_write_text(d / f"images_{name}.jsonl", "".join(json.dumps(r) + "\n" for r in images))
     atomic_write_text(d / f"failures_{name}.jsonl", "".join(json.dumps(r) + "\n" for r in failures))
     marker = {"shard": i, "rows": int(acts.shape[0]), "images": len(images), "failed": len(failures)}
@@ -165,15 +157,6 @@ def check_or_write_settings(out: Path, settings: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(settings, indent=2))
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available; use --device cpu")
-    return dev
-
-
 # ---------------------------------------------------------------- the run
 def _shard_batches(n_images: int, shard_size: int, batch_size: int, shards: list[int]) -> list[list[int]]:
     batches = []
@@ -191,7 +174,7 @@ def run_embed(cfg: EmbedConfig, rank: int = 0, world_size: int = 1, barrier: Any
     """
     out = Path(cfg.out)
     root, refs = list_images(cfg.images)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     if world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", rank % torch.cuda.device_count())
     settings = settings_of(cfg, refs, device)

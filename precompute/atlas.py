@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from sae_core.data import ActivationSource
 from sae_core.io import CFG_FILE, WEIGHTS_FILE, atomic_write_dir, load_sae

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sae_core.data import ActivationSource
-from sae_core.io import atomic_write_text, load_sae
+from sae_core.io import atomic_save_npy, atomic_write_text, load_sae
 from sae_core.progress import Progress
 
 from .topk import empty_topk, image_scores, merge_topk
@@ -128,19 +127,12 @@ def link(atlas_a: str | Path, atlas_b: str | Path, top: int = 5, block_images: i
     return {"shared_images": n, "a": str(a.path), "b": str(b.path), "top": top}
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-    os.replace(tmp, path)
-
-
 def _store(atlas: Path, other: _AtlasSide, ids: np.ndarray, corr: np.ndarray, n_shared: int) -> None:
     d = atlas / "links"
     d.mkdir(exist_ok=True)
     name = other.path.resolve().name
-    _save_npy(d / f"{name}.ids.npy", ids)
-    _save_npy(d / f"{name}.corr.npy", corr)
+    atomic_save_npy(d / f"{name}.ids.npy", ids)
+    atomic_save_npy(d / f"{name}.corr.npy", corr)
     atomic_write_text(d / f"{name}.json", json.dumps({
         "other_atlas": str(other.path.resolve()), "other_sae_sha256": other.manifest["sae_sha256"],
         "other_model": other.manifest.get("model_name"), "shared_images": n_shared, "top": int(ids.shape[1]),

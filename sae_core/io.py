@@ -50,6 +50,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def atomic_save_npy(path: str | Path, array) -> None:
+    """np.save via a temporary file in the same folder, fsync, and an atomic rename."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, array)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def atomic_write_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
     """Build a folder in a temporary sibling, then swap it in; a crash leaves the old one intact."""
     path = Path(path)

@@ -48,3 +48,25 @@ def write_images(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (4
         Image.fromarray(arr).save(p)
         paths.append(p)
     return paths
+
+
+def build_tiny_clip_atlas(folder: Path, n_images: int = 10, d_sae: int = 24, k: int = 4) -> Path:
+    """Images -> tiny CLIP `embed` cache with patch tokens -> a random SAE -> its atlas (no labels).
+    Returns the atlas folder; the images, cache and SAE sit beside it."""
+    import torch
+
+    from precompute.activations import EmbedConfig, run_embed
+    from precompute.atlas import AtlasConfig, build_atlas
+    from precompute.encoders import EncoderSpec
+    from sae_core.config import SAEConfig
+    from sae_core.io import save_sae
+    from sae_core.sae import SparseAutoencoder
+
+    write_images(folder / "imgs", n_images)
+    spec = EncoderSpec(model=write_tiny_clip_config(folder), pretrained="none", patch_tokens=True)
+    run_embed(EmbedConfig(images=str(folder / "imgs"), out=str(folder / "cache"), encoder=spec, workers=0))
+    sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=d_sae), generator=torch.Generator().manual_seed(0))
+    save_sae(sae, folder / "sae")
+    build_atlas(AtlasConfig(acts=str(folder / "cache"), sae=str(folder / "sae"), out=str(folder / "atlas"), k=k,
+                            labels=False))
+    return folder / "atlas"

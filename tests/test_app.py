@@ -10,10 +10,8 @@ from PIL import Image
 from app.kandinsky import TINY_DIM
 from app.server import make_handlers
 from app.ui import build_ui, parse_edits
-from helpers import write_images, write_tiny_clip_config
-from precompute.activations import EmbedConfig, run_embed
+from helpers import build_tiny_clip_atlas
 from precompute.atlas import AtlasConfig, build_atlas
-from precompute.encoders import EncoderSpec
 from sae_core.config import SAEConfig
 from sae_core.io import save_sae
 from sae_core.sae import SparseAutoencoder
@@ -28,12 +26,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
     d = tmp_path_factory.mktemp("app")
-    write_images(d / "imgs", 10)
-    spec = EncoderSpec(model=write_tiny_clip_config(d), pretrained="none", patch_tokens=True)
-    run_embed(EmbedConfig(images=str(d / "imgs"), out=str(d / "cache"), encoder=spec, workers=0))
-    g = torch.Generator().manual_seed(0)
-    save_sae(SparseAutoencoder(SAEConfig(d_in=16, d_sae=24), generator=g), d / "sae")
-    build_atlas(AtlasConfig(acts=str(d / "cache"), sae=str(d / "sae"), out=str(d / "atlas"), k=4, labels=False))
+    build_tiny_clip_atlas(d)
+    g = torch.Generator().manual_seed(1)
     np.save(d / "k.npy", np.random.default_rng(0).normal(size=(50, TINY_DIM)).astype(np.float32))
     ksae = SparseAutoencoder(SAEConfig(d_in=TINY_DIM, d_sae=40), generator=g)
     with torch.no_grad():

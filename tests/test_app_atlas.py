@@ -4,27 +4,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from app.atlas import Atlas
-from helpers import write_images, write_tiny_clip_config
-from precompute.activations import EmbedConfig, run_embed
-from precompute.atlas import AtlasConfig, build_atlas
-from precompute.encoders import EncoderSpec
-from sae_core.config import SAEConfig
-from sae_core.io import save_sae
-from sae_core.sae import SparseAutoencoder
+from helpers import build_tiny_clip_atlas
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     d = tmp_path_factory.mktemp("appatlas")
-    write_images(d / "imgs", 10)
-    spec = EncoderSpec(model=write_tiny_clip_config(d), pretrained="none", patch_tokens=True)
-    run_embed(EmbedConfig(images=str(d / "imgs"), out=str(d / "cache"), encoder=spec, workers=0))
-    sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=24), generator=torch.Generator().manual_seed(0))
-    save_sae(sae, d / "sae")
-    build_atlas(AtlasConfig(acts=str(d / "cache"), sae=str(d / "sae"), out=str(d / "atlas"), k=4, labels=False))
+    build_tiny_clip_atlas(d)
     return d
 
 

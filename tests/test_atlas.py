@@ -1,7 +1,6 @@
 """Atlas: top-k and stats against brute force, merges, masks, labels, atomic builds."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,7 +119,6 @@ def test_full_build_masks_equal_direct_patch_computation(tmp_path, clip_cache):
     assert m["masks"] and m["n_patches"] == 16 and m["has_images"] and m["image_index"] and m["random_weights"]
     meta = json.loads((clip_cache / "cache/metadata.json").read_text())
     patches = np.load(clip_cache / "cache" / meta["shards"][0]["patches"])  # [12, 16, 16]
-    sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=32))
     from sae_core.io import load_sae
 
     sae = load_sae(clip_cache / "sae")
