@@ -56,6 +56,21 @@ class Inspector:
         top = [(int(i), float(v)) for v, i in zip(vals, idx) if v > 0]
         return {"top": top, "patches": patch_f, "embedding": rows[0, 0].cpu().numpy()}
 
+    @torch.inference_mode()
+    def text_to_latents(self, text: str, n: int = 20) -> list[tuple[int, float]]:
+        """Latents whose decoder direction is nearest the CLIP text embedding of `text`
+        (meaningful for SAEs on the CLIP `embed` space, where text and images share a space)."""
+        import open_clip
+
+        if self.meta["hook_name"] != "embed" or not hasattr(self.encoder.module, "encode_text"):
+            return []
+        name = self.meta["model_name"]
+        with self.lock:
+            tokens = open_clip.get_tokenizer(name)([text]).to(self.sae.W_enc.device)
+            emb = self.encoder.module.encode_text(tokens).float().cpu().numpy()
+        cos, ids = self.atlas.latent_index.search(emb, n)
+        return [(int(i), float(c)) for i, c in zip(ids[0], cos[0]) if i >= 0]
+
     def nearest_images(self, embedding: np.ndarray, n: int = 8) -> list[tuple[int, float]]:
         if self.atlas.image_index is None:
             return []

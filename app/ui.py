@@ -59,49 +59,76 @@ class Handlers:
     def __post_init__(self) -> None:
         if self.render is None:
             self.render = RenderCache(self.atlas)
+        self.browsable: dict[str, tuple[Atlas, RenderCache]] = {self.atlas.name: (self.atlas, self.render)}
+        if self.steer_atlas is not None and self.steer_atlas.name not in self.browsable:
+            self.browsable[self.steer_atlas.name] = (self.steer_atlas, RenderCache(self.steer_atlas))
+
+    def pick(self, sae: str | None) -> tuple[Atlas, RenderCache]:
+        """The browsable atlas named `sae` (default: the main one)."""
+        if not sae:
+            return self.browsable[self.atlas.name]
+        if sae not in self.browsable:
+            raise ValueError(f"unknown SAE {sae!r}; this app serves {', '.join(self.browsable)}")
+        return self.browsable[sae]
 
     # ---------------------------------------------------------------- browse
-    def latent_page(self, latent: Any) -> tuple[str, list, pd.DataFrame, list, dict]:
-        page = self.atlas.page(latent)
+    def latent_page(self, latent: Any, sae: str = "") -> tuple[str, list, pd.DataFrame, list, dict]:
+        atlas, render = self.pick(sae)
+        page = atlas.page(latent)
         label = f" — {', '.join(page.label)}" if page.label else ""
         lines = [f"## Latent {page.latent}{label}",
-                 f"fires on **{page.frequency:.2%}** of {self.atlas.manifest['n_images']} images · mean "
+                 f"fires on **{page.frequency:.2%}** of {atlas.manifest['n_images']} images · mean "
                  f"{page.mean_activation:.4g} · max {page.max_activation:.4g}" + (" · **dead**" if page.dead else "")]
         if page.neighbours:
-            lines.append("Nearest latents: " + ", ".join(f"[{n}](?latent={n}) ({c:.2f})" for n, c in page.neighbours))
+            lines.append("Nearest latents: " + ", ".join(f"[{n}](?sae={atlas.name}&latent={n}) ({c:.2f})"
+                                                         for n, c in page.neighbours))
         for name, linked in page.links.items():
             lines.append(f"Co-activates with **{name}** latents (steer them in the Steer tab): "
                          + ", ".join(f"{j} (r={c:.2f})" for j, c in linked))
-        gallery = [(self.render.overlay(page.latent, slot, t["image"], t["mask"], page.mask_scale),
+        gallery = [(render.overlay(page.latent, slot, t["image"], t["mask"], page.mask_scale),
                     f"{t['path'] or t['image']} · {t['value']:.3g}") for slot, t in enumerate(page.top)]
         edges = np.linspace(0, page.histogram_max, len(page.histogram) + 1)
         hist = pd.DataFrame({"activation": [f"{(a + b) / 2:.3g}" for a, b in zip(edges[:-1], edges[1:])],
                              "images": page.histogram})
-        quantiles = [(self.render.thumb(q["image"], 96), f"band {b + 1}/5 · {q['value']:.3g}")
+        quantiles = [(render.thumb(q["image"], 96), f"band {b + 1}/5 · {q['value']:.3g}")
                      for b, band in enumerate(page.quantiles) for q in band]
-        data = {"latent": page.latent, "label": page.label, "frequency": page.frequency,
+        data = {"sae": atlas.name, "latent": page.latent, "label": page.label, "frequency": page.frequency,
                 "mean_activation": page.mean_activation, "max_activation": page.max_activation, "dead": page.dead,
                 # "image_path", not "path": gradio_client would take a dict with "path" for a file to fetch
                 "top": [{"image": t["image"], "image_path": t["path"], "value": t["value"]} for t in page.top],
                 "neighbours": page.neighbours, "links": page.links}
         return "\n\n".join(lines), gallery, hist, quantiles, data
 
-    def linked_choices(self, latent: Any) -> list[str]:
+    def linked_choices(self, latent: Any, sae: str = "") -> list[str]:
         """'j (r=0.94)' for each linked steering latent of this latent (empty without links)."""
+        atlas, _ = self.pick(sae)
+        if self.steer_atlas is None or atlas is self.steer_atlas:
+            return []
         try:
-            s = self.atlas.check_latent(latent)
+            s = atlas.check_latent(latent)
         except ValueError:
             return []
-        return [f"{j} (r={c:.2f})" for links in self.atlas.links(s).values() for j, c in links]
+        links = atlas.links(s).get(self.steer_atlas.path.resolve().name, [])
+        return [f"{j} (r={c:.2f})" for j, c in links]
 
-    def random_latent(self) -> int:
-        alive = np.flatnonzero(np.asarray(self.atlas.frequency) > 0)
+    def random_latent(self, sae: str = "") -> int:
+        atlas, _ = self.pick(sae)
+        alive = np.flatnonzero(np.asarray(atlas.frequency) > 0)
         return int(random.choice(alive)) if alive.size else 0
 
-    def search(self, text: str) -> list[list[Any]]:
-        ids = self.atlas.search_labels(text) if text.strip() else self.atlas.ranked("frequency", 50)
-        return [[i, ", ".join(self.atlas.label(i)[:3]), round(float(self.atlas.frequency[i]), 4),
-                 round(float(self.atlas.max_activation[i]), 4)] for i in ids]
+    def search(self, text: str, sae: str = "") -> list[list[Any]]:
+        """Latents whose label contains the text, then (embed-space SAEs) the latents nearest
+        its CLIP text embedding; empty text lists the most frequent latents."""
+        atlas, _ = self.pick(sae)
+        text = (text or "").strip()
+        if not text:
+            ids = atlas.ranked("frequency", 50)
+        else:
+            ids = atlas.search_labels(text)
+            if atlas is self.atlas and self.inspector is not None:
+                ids += [i for i, _ in self.inspector.text_to_latents(text) if i not in ids]
+        return [[i, ", ".join(atlas.label(i)[:3]), round(float(atlas.frequency[i]), 4),
+                 round(float(atlas.max_activation[i]), 4)] for i in ids]
 
     # ---------------------------------------------------------------- inspect
     def inspect(self, image: Image.Image | None, latent: Any = None,
@@ -194,9 +221,14 @@ def _picked_latent(evt: gr.SelectData) -> float:
     return float(evt.row_value[0]) if evt is not None and evt.row_value else 0.0
 
 
-def _deep_link(request: gr.Request) -> float:
+def _deep_link(request: gr.Request) -> tuple[float, str | None]:
+    """?latent=N&sae=NAME from the page's URL."""
     q = dict(request.query_params) if request is not None else {}
-    return float(q.get("latent", 0) or 0)
+    try:
+        latent = float(q.get("latent", 0) or 0)
+    except ValueError:
+        latent = 0.0
+    return latent, q.get("sae") or None
 
 
 def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
@@ -205,10 +237,11 @@ def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
         gr.Markdown(f"# clipsae · {a.name}\n{banner}")
         with gr.Tabs() as tabs:
             with gr.Tab("Browse", id="browse"):
+                sae_pick = gr.Radio(list(h.browsable), value=a.name, label="SAE", visible=len(h.browsable) > 1)
                 with gr.Row():
                     # no min/max/precision here: the handler's check refuses bad ids with the valid range,
                     # where Gradio's would silently round 2.5 to a whole number
-                    latent = gr.Number(label=f"Latent (0–{a.n_latents - 1})", value=0, elem_id="latent-input")
+                    latent = gr.Number(label="Latent", value=0, elem_id="latent-input")
                     go = gr.Button("Show", variant="primary")
                     rnd = gr.Button("Random")
                     query = gr.Textbox(label="Search labels (empty: most frequent)", scale=2)
@@ -223,22 +256,23 @@ def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
                 page_json = gr.JSON(visible=False)
                 outs = [header, gallery, hist, quant, page_json]
                 # read-only, millisecond handlers skip the queue: a direct request is ~10x faster
-                def show_links(value):
-                    choices = h.linked_choices(value)
+                def show_links(value, sae):
+                    choices = h.linked_choices(value, sae)
                     return gr.Dropdown(choices=choices, value=choices[0] if choices else None)
 
-                go.click(_guard(h.latent_page), [latent], outs, api_name="latent_page", queue=False).then(
-                    show_links, [latent], linked, api_name=False, queue=False)
-                latent.submit(_guard(h.latent_page), [latent], outs, api_name=False, queue=False).then(
-                    show_links, [latent], linked, api_name=False, queue=False)
-                rnd.click(h.random_latent, None, latent, api_name=False).then(_guard(h.latent_page), [latent], outs,
-                                                                              api_name=False).then(
-                    show_links, [latent], linked, api_name=False)
-                query.submit(_guard(h.search), [query], found, api_name="search", queue=False)
+                page_in = [latent, sae_pick]
+                go.click(_guard(h.latent_page), page_in, outs, api_name="latent_page", queue=False).then(
+                    show_links, page_in, linked, api_name=False, queue=False)
+                latent.submit(_guard(h.latent_page), page_in, outs, api_name=False, queue=False).then(
+                    show_links, page_in, linked, api_name=False, queue=False)
+                sae_pick.change(_guard(h.latent_page), page_in, outs, api_name=False, queue=False).then(
+                    show_links, page_in, linked, api_name=False, queue=False)
+                rnd.click(h.random_latent, [sae_pick], latent, api_name=False).then(
+                    _guard(h.latent_page), page_in, outs, api_name=False).then(show_links, page_in, linked, api_name=False)
+                query.submit(_guard(h.search), [query, sae_pick], found, api_name="search", queue=False)
                 found.select(_picked_latent, None, latent, api_name=False)
-                demo.load(_deep_link, None, latent, api_name=False).then(_guard(h.latent_page), [latent], outs,
-                                                                         api_name=False).then(
-                    show_links, [latent], linked, api_name=False)
+                demo.load(_deep_link, None, [latent, sae_pick], api_name=False).then(
+                    _guard(h.latent_page), page_in, outs, api_name=False).then(show_links, page_in, linked, api_name=False)
             with gr.Tab("Inspect", id="inspect"):
                 with gr.Row():
                     up = gr.Image(type="pil", label="Upload an image", sources=["upload", "clipboard"])

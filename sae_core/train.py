@@ -143,7 +143,7 @@ class _Run:
             loss = loss + cfg.aux_coefficient * auxk_loss(self.sae, out, dead_s, cfg.aux_k)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"SAE {self.spec.name!r}: the loss became {float(loss)} at step {step}; nothing was saved "
+                f"SAE {self.spec.name!r}: the loss became {float(loss.detach())} at step {step}; nothing was saved "
                 f"for it. Try a lower --lr (now {cfg.lr:g}) or check the activations."
             )
         self.opt.zero_grad(set_to_none=True)

@@ -121,3 +121,19 @@ def test_deep_link_renders_that_latent_in_a_real_browser(running):
     _, _, _, port = running
     text = page_text(f"http://127.0.0.1:{port}/?latent=7", "#latent-header", "Latent 7")
     assert "Latent 7" in text and "fires on" in text
+
+
+def test_both_saes_are_browsable_and_deep_linkable(running):
+    from browser import chromium, page_text
+
+    client, _, handlers, port = running
+    assert set(handlers.browsable) == {"atlas", "katlas"}
+    header, _, _, _, data = client.predict(5, "katlas", api_name="/latent_page")
+    assert data["sae"] == "katlas" and header.startswith("## Latent 5")
+    with pytest.raises(Exception, match="not in the list of choices|unknown SAE"):
+        client.predict(5, "nope", api_name="/latent_page")
+    rows = client.predict("a photo of a dog", api_name="/search")  # text -> latents by CLIP text embedding
+    assert len(rows["data"]) > 0
+    if chromium() is not None:
+        text = page_text(f"http://127.0.0.1:{port}/?sae=katlas&latent=39", "#latent-header", "Latent 39")
+        assert "Latent 39" in text
