@@ -18,6 +18,7 @@ import numpy as np
 
 from precompute.atlas import ATLAS_FORMAT, ATLAS_VERSION, sae_hash
 from precompute.indexes import FlatIndex
+from sae_core.io import check_format
 
 
 @dataclass
@@ -47,11 +48,7 @@ class Atlas:
         mpath = self.path / "manifest.json"
         if not mpath.exists():
             raise FileNotFoundError(f"{self.path} is not an atlas: manifest.json is missing (build one with clipsae atlas)")
-        m = json.loads(mpath.read_text())
-        if m.get("format") != ATLAS_FORMAT:
-            raise ValueError(f"{mpath} is not a clipsae atlas manifest (format {m.get('format')!r})")
-        if m.get("format_version", 0) > ATLAS_VERSION:
-            raise ValueError(f"{mpath} has format_version {m['format_version']}; this clipsae reads up to {ATLAS_VERSION}")
+        m = check_format(json.loads(mpath.read_text()), ATLAS_FORMAT, ATLAS_VERSION, mpath, "atlas manifest")
         if verify_sae and sae_hash(self.path / "sae") != m["sae_sha256"]:
             raise ValueError(f"{self.path}/sae does not match the manifest's SAE hash; rebuild the atlas")
         self.manifest = m

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from sae_core.data import ActivationSource
-from sae_core.io import atomic_write_text
+from sae_core.io import atomic_write_text, check_format
 from sae_core.progress import Progress
 
 from .activations import FORMAT_NAME, FORMAT_VERSION
@@ -25,12 +25,7 @@ def read_metadata(cache: str | Path) -> dict[str, Any]:
     if not path.exists():
         hint = " (an unfinished run: repeat the clipsae embed command to resume)" if (Path(cache) / "settings.json").exists() else ""
         raise FileNotFoundError(f"{cache} has no metadata.json; expected a cache written by clipsae embed{hint}")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path} is not a clipsae activation cache (format {meta.get('format')!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} has format_version {meta['format_version']}; this clipsae reads up to {FORMAT_VERSION}")
-    return meta
+    return check_format(json.loads(path.read_text()), FORMAT_NAME, FORMAT_VERSION, path, "activation cache")
 
 
 def read_images(cache: str | Path) -> list[dict[str, str]]:

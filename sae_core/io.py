@@ -85,6 +85,15 @@ def atomic_write_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
     return path
 
 
+def check_format(meta: dict[str, Any], name: str, max_version: int, where: str | Path, what: str) -> dict[str, Any]:
+    """Refuse a JSON header of another format or of a newer version than this code reads."""
+    if meta.get("format") != name:
+        raise ValueError(f"{where} is not a clipsae {what} (format {meta.get('format')!r})")
+    if meta.get("format_version", 0) > max_version:
+        raise ValueError(f"{where} has format_version {meta['format_version']}; this clipsae reads up to {max_version}")
+    return meta
+
+
 # ---------------------------------------------------------------- save / load
 def sae_state_tensors(sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
     """The SAELens tensors of an SAE (contiguous CPU copies in the configured dtype)."""
