@@ -31,6 +31,16 @@ class KandinskyPipes:
         return int(self.prior.image_encoder.config.projection_dim)
 
 
+def kandinsky_available(prior: str = PRIOR_ID, decoder: str = DECODER_ID) -> bool:
+    """Both models are local diffusers folders or already in the HF cache (no network needed)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def one(model: str) -> bool:
+        return Path(model).is_dir() or isinstance(try_to_load_from_cache(model, "model_index.json"), str)
+
+    return one(prior) and one(decoder)
+
+
 def load_pipelines(prior: str = PRIOR_ID, decoder: str = DECODER_ID, device: str = "cpu",
                    dtype: torch.dtype = torch.float32) -> KandinskyPipes:
     """The real pipelines from hub ids (or the HF cache) or local diffusers folders."""

@@ -21,21 +21,12 @@ from sae_core.train import resolve_device
 
 from .atlas import Atlas
 from .inspect_image import Inspector
-from .kandinsky import DECODER_ID, PRIOR_ID, load_pipelines, make_tiny_pipelines
+from .kandinsky import DECODER_ID, PRIOR_ID, kandinsky_available, load_pipelines, make_tiny_pipelines
 from .steer import Steerer
 from .ui import MAX_UPLOAD, Handlers, build_ui
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-
-def _available(model: str) -> bool:
-    """A local diffusers folder, or a hub id already in the HF cache (no network needed)."""
-    if Path(model).is_dir():
-        return True
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(model, "model_index.json"), str)
 
 
 def make_handlers(atlas: str | Path, steer_atlas: str | Path | None = None, prior: str = PRIOR_ID,
@@ -60,7 +51,7 @@ def make_handlers(atlas: str | Path, steer_atlas: str | Path | None = None, prio
         pipes = None
         if tiny_kandinsky:
             pipes = make_tiny_pipelines(device=dev)
-        elif _available(prior) and _available(decoder):
+        elif kandinsky_available(prior, decoder):
             pipes = load_pipelines(prior, decoder, device=dev, dtype=torch.float16 if dev == "cuda" else torch.float32)
         else:
             notes.append(f"Steering is unavailable: Kandinsky 2.2 ({prior}, {decoder}) is neither a local folder nor "

@@ -8,12 +8,13 @@
 This delta form equals dec(f') + (x − dec(f)) — the SAE's error term is kept — and is
 bit-exact when nothing changes (f' − f is exactly zero), so multipliers of 1.0 give back
 the unsteered image for the same seed. `s` undoes the SAE's input normalisation.
-Prior outputs are cached per (prompt, negative prompt, seed, steps): moving a slider
-re-runs only the decoder.
+Starting embeddings are cached — prior outputs per (prompt, negative prompt, seed, steps),
+uploaded images by content — so moving a slider re-runs only the decoder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from collections import OrderedDict
@@ -98,14 +99,29 @@ class Steerer:
         prompt = (prompt or "").strip()
         if not prompt:
             raise ValueError("the prompt is empty; describe an image (for example: a red horse on a beach)")
-        key = (prompt, negative_prompt, int(seed), int(steps))
+        def run_prior() -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.pipes.prior(prompt, negative_prompt=negative_prompt or None, num_inference_steps=int(steps),
+                                   generator=torch.Generator().manual_seed(int(seed)))
+            self.prior_calls += 1
+            return out.image_embeds.detach(), out.negative_image_embeds.detach()
+
+        return self._cached(("prompt", prompt, negative_prompt, int(seed), int(steps)), run_prior)
+
+    def start_embeds(self, prompt: str, seed: int, prior_steps: int, negative_prompt: str = "",
+                     image: Image.Image | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedding steering starts from: the uploaded image's if given, else the prompt's
+        prior output. Both are cached, so asking again (the next slider move) costs nothing."""
+        if image is None:
+            return self.prior_embeds(prompt, seed, prior_steps, negative_prompt)
+        image = image.convert("RGB")
+        key = ("image", hashlib.sha256(image.tobytes()).hexdigest(), image.size)
+        return self._cached(key, lambda: self.image_embeds(image))
+
+    def _cached(self, key: tuple, compute) -> tuple[torch.Tensor, torch.Tensor]:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        out = self.pipes.prior(prompt, negative_prompt=negative_prompt or None, num_inference_steps=int(steps),
-                               generator=torch.Generator().manual_seed(int(seed)))
-        self.prior_calls += 1
-        value = (out.image_embeds.detach(), out.negative_image_embeds.detach())
+        value = compute()
         self._cache[key] = value
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -137,10 +153,7 @@ class Steerer:
               with_original: bool = True) -> tuple[Image.Image | None, Image.Image]:
         """(original, steered) images for the same seed; the original is None if not asked for."""
         validate_edits(edits, self.sae.cfg.d_sae)
-        if image is not None:
-            x, neg = self.image_embeds(image)
-        else:
-            x, neg = self.prior_embeds(prompt, seed, prior_steps, negative_prompt)
+        x, neg = self.start_embeds(prompt, seed, prior_steps, negative_prompt, image)
         x_steered = steer_embedding(self.sae, x.to(self.device), edits)
         original = self.decode(x, neg, seed, steps, size) if with_original else None
         return original, self.decode(x_steered, neg, seed, steps, size)

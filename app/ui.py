@@ -182,10 +182,7 @@ class Handlers:
                  if lat not in (None, "") and not (isinstance(lat, float) and np.isnan(lat))]
         all_edits = ", ".join([e for e in [(edits or "").strip()] if e] + pairs)
         original, steered = self.steer(prompt, all_edits, mode, seed, steps, resolution, image)
-        if image is not None:
-            x, _ = self.steerer.image_embeds(image)
-        else:
-            x, _ = self.steerer.prior_embeds(prompt, int(seed), int(steps))
+        x, _ = self.steerer.start_embeds(prompt, int(seed), int(steps), image=image)  # cached by steer()
         active = self.steerer.active_latents(x, n=12)
         md = ("Most active steering latents of this " + ("image" if image is not None else "prompt") + ": "
               + ", ".join(f"**{i}** ({v:.3g})" for i, v in active)) if active else "No steering latent is active."

@@ -27,6 +27,7 @@ from sae_core.io import CFG_FILE, WEIGHTS_FILE, atomic_write_dir, load_sae
 from sae_core.train import resolve_device
 
 from .atlas_stats import pass_distribution, pass_topk
+from .encoders import sha256_file
 from .masks import PatchReader, patch_masks
 from .topk import ScoreRule
 
@@ -66,25 +67,17 @@ class AtlasConfig:
             raise ValueError(f"--score must be max, mean or cls; got {self.score!r}")
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def sae_hash(sae_dir: Path) -> str:
     """SHA-256 over cfg.json and the weights: what the app checks the manifest against."""
     h = hashlib.sha256()
     for name in (CFG_FILE, WEIGHTS_FILE):
-        h.update(file_sha256(sae_dir / name).encode())
+        h.update(sha256_file(sae_dir / name).encode())
     return h.hexdigest()
 
 
 def cache_hash(acts: Path) -> str:
     """SHA-256 of a .npy file, or of a cache's metadata.json (which lists its shards)."""
-    return file_sha256(acts / "metadata.json" if acts.is_dir() else acts)
+    return sha256_file(acts / "metadata.json" if acts.is_dir() else acts)
 
 
 def _save(tmp: Path, name: str, array: np.ndarray) -> None:

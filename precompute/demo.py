@@ -163,10 +163,9 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
     # The steering side: the Kandinsky prior's own image encoder (the real one when cached, else
     # the tiny random one the app will steer with), a steering SAE on its embeddings, its atlas,
     # and the link that maps CLIP latents to steerable ones.
-    from app.kandinsky import PRIOR_ID, make_tiny_pipelines
-    from app.server import _available
+    from app.kandinsky import PRIOR_ID, kandinsky_available, make_tiny_pipelines
 
-    real_kandinsky = _available(PRIOR_ID) and _available("kandinsky-community/kandinsky-2-2-decoder")
+    real_kandinsky = kandinsky_available()
     if real_kandinsky:
         prior_model = PRIOR_ID
     else:

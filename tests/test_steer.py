@@ -108,3 +108,17 @@ def test_bad_prompt_resolution_and_dimensions_are_refused(pipes, steerer):
         steerer.steer("a red horse", [], **{**STEPS, "size": 100})
     with pytest.raises(ValueError, match="1280|32-d"):
         Steerer(pipes, make_sae(d=16))
+
+
+def test_uploaded_image_embedding_is_cached(pipes, monkeypatch):
+    s = Steerer(pipes, make_sae())
+    calls = []
+    real = s.image_embeds
+    monkeypatch.setattr(s, "image_embeds", lambda im: calls.append(1) or real(im))
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40, 3), np.uint8))
+    s.steer("", [Edit(0, "multiply", 2.0)], image=img, **STEPS)
+    s.steer("", [Edit(0, "multiply", 3.0)], image=img.copy(), **STEPS)  # same content: a slider moved
+    assert len(calls) == 1
+    other = Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 40, 3), np.uint8))
+    s.steer("", [], image=other, **STEPS)
+    assert len(calls) == 2
