@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from precompute.encoders import EncoderSpec, load_encoder
+from precompute.encoders import load_encoder, spec_from_metadata
 from sae_core.io import load_sae
 
 from .atlas import Atlas
@@ -28,12 +28,7 @@ class Inspector:
             raise ValueError("the atlas was built from a plain matrix: no encoder is known, so images cannot be inspected")
         meta = json.loads(meta_path.read_text())
         self.meta = meta
-        hook = meta["hook_name"]
-        spec = EncoderSpec(model=meta.get("model_config_path", meta["model_name"]), pretrained=meta["pretrained"],
-                           hook=hook, tokens=meta["tokens"] if hook != "embed" else "cls",
-                           patch_tokens=hook == "embed" and not meta["model_name"].startswith("kandinsky"),
-                           seed=int(meta.get("seed", 0)))
-        self.encoder = load_encoder(spec, device)
+        self.encoder = load_encoder(spec_from_metadata(meta, patch_tokens=True), device)
         self.sae = load_sae(atlas.path / "sae", device=device)
         self.atlas = atlas
         self.lock = threading.Lock()

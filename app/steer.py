@@ -5,9 +5,9 @@
     f' = edit(f)                      multiply / set a latent, or leave f and add a direction
     x' = x + s·(f' − f) @ W_dec [+ Σ v·s·W_dec[i] for "add"]
 
-This delta form equals dec(f') + (x − dec(f)) — the SAE's error term is kept — and is
-bit-exact when nothing changes (f' − f is exactly zero), so multipliers of 1.0 give back
-the unsteered image for the same seed. `s` undoes the SAE's input normalisation.
+This delta form (sae_core.edit) equals dec(f') + (x − dec(f)) — the SAE's error term is
+kept — and is bit-exact when nothing changes (f' − f is exactly zero), so multipliers of
+1.0 give back the unsteered image for the same seed. `s` undoes the SAE's input normalisation.
 Starting embeddings are cached — prior outputs per (prompt, negative prompt, seed, steps),
 uploaded images by content — so moving a slider re-runs only the decoder.
 """
@@ -15,70 +15,25 @@ uploaded images by content — so moving a slider re-runs only the decoder.
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Literal
 
-import numpy as np
 import torch
 from PIL import Image
 
+from sae_core.edit import Edit, apply_edits, validate_edits
 from sae_core.sae import SparseAutoencoder
 
 from .kandinsky import KandinskyPipes
 
-Mode = Literal["multiply", "set", "add"]
-MAX_ABS_VALUE = 1000.0
-"""Multipliers, set values and added amounts beyond this are refused (they only make noise)."""
 RESOLUTIONS = (64, 128, 256, 384, 512, 640, 768, 1024)
-
-
-@dataclass(frozen=True)
-class Edit:
-    """One latent edit: `multiply` f_i by value, `set` f_i to value, or `add` value × direction i."""
-
-    latent: int
-    mode: Mode
-    value: float
-
-
-def validate_edits(edits: list[Edit], d_sae: int) -> None:
-    """Refuse out-of-range latents, unknown modes and non-finite or huge values (ValueError)."""
-    for e in edits:
-        if isinstance(e.latent, bool) or not isinstance(e.latent, (int, np.integer)):
-            raise ValueError(f"latent id must be an integer; got {e.latent!r}")
-        if not 0 <= e.latent < d_sae:
-            raise ValueError(f"latent {e.latent} is out of range: this SAE has latents 0..{d_sae - 1}")
-        if e.mode not in ("multiply", "set", "add"):
-            raise ValueError(f"mode must be multiply, set or add; got {e.mode!r}")
-        if not isinstance(e.value, (int, float)) or not math.isfinite(e.value):
-            raise ValueError(f"the value for latent {e.latent} must be a finite number; got {e.value!r}")
-        if abs(e.value) > MAX_ABS_VALUE:
-            raise ValueError(f"the value for latent {e.latent} is {e.value:g}; keep it within ±{MAX_ABS_VALUE:g}")
 
 
 @torch.no_grad()
 def steer_embedding(sae: SparseAutoencoder, x_bd: torch.Tensor, edits: list[Edit]) -> torch.Tensor:
     """Apply the edits to embeddings x [B, d] in delta form (see the module docstring)."""
-    validate_edits(edits, sae.cfg.d_sae)
     sae.eval()
-    x = x_bd.float()
-    x_norm, ctx = sae.normalize(x)
-    f = sae.activate(sae.pre_activation(x_norm))
-    f_new = f.clone()
-    add = torch.zeros_like(x)
-    for e in edits:
-        if e.mode == "multiply":
-            f_new[:, e.latent] = f[:, e.latent] * e.value
-        elif e.mode == "set":
-            f_new[:, e.latent] = e.value
-        else:
-            add += e.value * sae.W_dec[e.latent]
-    delta_norm = (f_new - f) @ sae.W_dec + add
-    scale = ctx.scale_b1 if ctx.scale_b1 is not None else 1.0
-    return (x + scale * delta_norm).to(x_bd.dtype)
+    return apply_edits(sae, x_bd, edits)
 
 
 class Steerer:

@@ -33,6 +33,9 @@ KANDINSKY_ALIASES = {"kandinsky-2-2-prior", "kandinsky", KANDINSKY_PRIOR}
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.(resid_post|mlp_out|attn_out)$")
 
 
+_ARMED = "_armed"
+
+
 class _StopForward(Exception):
     """Raised from a hook to skip the layers after the one we need."""
 
@@ -98,6 +101,13 @@ class Encoder:
         if self.spec.is_kandinsky:
             return self.module(pixel_values=pixels).image_embeds.float()[:, None, :], None
         self._capture.clear()
+        self._capture[_ARMED] = True  # the capture hooks act only inside encode(): the module
+        try:                          # stays a plain model for everything else (evaluation, heat maps)
+            return self._encode_clip(pixels)
+        finally:
+            self._capture.clear()
+
+    def _encode_clip(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.spec.hook == "embed":
             emb = self.module.encode_image(pixels).float()
             patches = None
@@ -122,7 +132,24 @@ class _null:
         return False
 
 
-def _batch_first(out: torch.Tensor, transformer: nn.Module) -> torch.Tensor:
+def hook_module(model: nn.Module, hook: str) -> nn.Module:
+    """The sub-module of an OpenCLIP model whose output is the activation `hook` names:
+    `visual` for embed, else the block (resid_post), its ls_2 (mlp_out) or ls_1 (attn_out)."""
+    if hook == "embed":
+        return model.visual
+    m = _HOOK_RE.match(hook)
+    if not m:
+        raise ValueError(f"hook must be embed or blocks.L.{{resid_post|mlp_out|attn_out}}; got {hook!r}")
+    blocks = model.visual.transformer.resblocks
+    layer, site = int(m.group(1)), m.group(2)
+    if layer >= len(blocks):
+        raise ValueError(f"hook {hook}: the model has {len(blocks)} blocks (0..{len(blocks) - 1})")
+    block = blocks[layer]
+    return {"resid_post": block, "mlp_out": block.ls_2, "attn_out": block.ls_1}[site]
+
+
+def batch_first(out: torch.Tensor, transformer: nn.Module) -> torch.Tensor:
+    """Token activations as [B, T, D] whatever the transformer's layout (the transpose is its own inverse)."""
     return out if getattr(transformer, "batch_first", True) else out.transpose(0, 1)
 
 
@@ -174,23 +201,31 @@ def _load_open_clip(spec: EncoderSpec, device: torch.device) -> Encoder:
         enc.dim = int(model.visual.output_dim)
         if spec.patch_tokens:
             last = transformer.resblocks[-1]
-            last.register_forward_hook(lambda m, i, o: capture.__setitem__("last", _batch_first(o, transformer)))
+
+            def keep_last(module, inputs, output):
+                if capture.get(_ARMED):
+                    capture["last"] = batch_first(output, transformer)
+
+            last.register_forward_hook(keep_last)
     else:
-        layer, site = _HOOK_RE.match(spec.hook).groups()  # type: ignore[union-attr]
-        layer = int(layer)
-        if layer >= len(transformer.resblocks):
-            raise ValueError(f"--hook {spec.hook}: {name} has {len(transformer.resblocks)} blocks (0..{len(transformer.resblocks) - 1})")
-        block = transformer.resblocks[layer]
-        target = {"resid_post": block, "mlp_out": block.ls_2, "attn_out": block.ls_1}[site]
+        target = hook_module(model, spec.hook)
+        site = spec.hook.rsplit(".", 1)[1]
+        block = transformer.resblocks[int(spec.hook.split(".")[1])]
 
         def hook(module, inputs, output):
-            capture["hook"] = _batch_first(output, transformer)
+            if not capture.get(_ARMED):
+                return
+            capture["hook"] = batch_first(output, transformer)
             if site != "attn_out":  # attn_out's block still has to finish; later ones are skipped
                 raise _StopForward
 
         target.register_forward_hook(hook)
         if site == "attn_out":
-            block.register_forward_hook(lambda m, i, o: (_ for _ in ()).throw(_StopForward()))
+            def stop(module, inputs, output):
+                if capture.get(_ARMED):
+                    raise _StopForward
+
+            block.register_forward_hook(stop)
         enc.dim = int(transformer.width)
         enc.token_indices = {"cls": [0], "spatial": list(range(1, n_tokens)), "all": list(range(n_tokens))}[spec.tokens]
     meta.update({"hook_name": spec.hook, "tokens": spec.tokens, "image_size": int(visual.image_size[0]),
@@ -228,6 +263,21 @@ def _load_kandinsky_prior(spec: EncoderSpec, device: torch.device) -> Encoder:
             "image_size": int(model.config.image_size), "preprocessing": processor.to_json_string()}
     return Encoder(spec, model, _HFPreprocess(processor), dim=int(model.config.projection_dim),
                    token_indices=[0], n_patches=0, metadata=meta)
+
+
+def spec_from_metadata(meta: dict[str, Any], patch_tokens: bool = False) -> EncoderSpec:
+    """The EncoderSpec that reproduces an activation cache's (or an SAE cfg's) provenance:
+    model (or its local config file), weights, hook, tokens and the seed of random weights."""
+    if "model_name" not in meta or "hook_name" not in meta:
+        raise ValueError("no encoder is recorded (model_name / hook_name missing); name it with --model, "
+                         "--pretrained and --hook")
+    hook = meta["hook_name"]
+    kandinsky = str(meta["model_name"]).startswith("kandinsky") or meta.get("pretrained") == "diffusers"
+    return EncoderSpec(model=meta.get("model_config_path") or meta["model_name"],
+                       pretrained=str(meta.get("pretrained", "none")), hook=hook,
+                       tokens=meta.get("tokens", "cls") if hook != "embed" else "cls",
+                       patch_tokens=patch_tokens and hook == "embed" and not kandinsky,
+                       seed=int(meta.get("seed", 0)))
 
 
 def load_encoder(spec: EncoderSpec, device: torch.device | str = "cpu") -> Encoder:

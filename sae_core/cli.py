@@ -145,10 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommands that live in the other packages (precompute, app)."""
+    """Subcommands that live in the other packages (precompute, app, evaluation)."""
+    from evaluation.cli import add_eval
     from precompute.cli import COMMANDS as precompute_commands
 
-    return list(precompute_commands)
+    return [*precompute_commands, add_eval]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -378,7 +378,8 @@ def _diff(old: object, new: object) -> str:
 
 def _cfg_metadata(src_meta: dict) -> dict:
     """Carry the activation cache's provenance (model, weights, hook, tokens) into cfg.json."""
-    keys = ("model_name", "pretrained", "weights_sha256", "hook_name", "tokens", "image_size")
+    keys = ("model_name", "model_config_path", "pretrained", "random_weights", "seed", "weights_sha256",
+            "hook_name", "tokens", "image_size")
     return {k: src_meta[k] for k in keys if k in src_meta}
 
 
