@@ -1,5 +1,6 @@
 """Inspect an uploaded image with the atlas's own encoder and SAE (no gradio): its most
-active latents, a per-patch map for one latent, and the nearest dataset images."""
+active latents, a per-patch map for one latent, the nearest dataset images, and gradient
+heat maps of its similarity to a text with a latent removed or scaled (seed 003)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from evaluation.heatmap import HeatmapComparison, compare, scale_latents
+from evaluation.splice import SplicedClip
 from precompute.encoders import load_encoder, spec_from_metadata
 from sae_core.io import load_sae
 
@@ -32,6 +35,7 @@ class Inspector:
         self.sae = load_sae(atlas.path / "sae", device=device)
         self.atlas = atlas
         self.lock = threading.Lock()
+        self._clip: SplicedClip | None = None
 
     @torch.inference_mode()
     def run(self, image: Image.Image, n: int = 20) -> dict[str, Any]:
@@ -71,3 +75,25 @@ class Inspector:
             return []
         cos, ids = self.atlas.image_index.search(embedding, n)
         return [(int(i), float(c)) for i, c in zip(ids[0], cos[0]) if i >= 0]
+
+    @property
+    def can_explain(self) -> bool:
+        """Gradient heat maps need an OpenCLIP model (image and text towers)."""
+        return not self.encoder.spec.is_kandinsky and hasattr(self.encoder.module, "encode_text")
+
+    def gradient_heatmaps(self, image: Image.Image, text: str, latent: int, scale: float) -> HeatmapComparison:
+        """Saliency of cos(image, text) over the patches, as is and with `latent` × `scale`
+        spliced back in at the SAE's hook (0 removes it)."""
+        if not self.can_explain:
+            raise ValueError("gradient heat maps need an OpenCLIP atlas (image and text towers)")
+        text = (text or "").strip()
+        if not text:
+            raise ValueError("give a text to compare the image with (for example: a photo of a dog)")
+        edits = scale_latents([latent], scale)
+        with self.lock:
+            if self._clip is None:
+                tokens = self.meta.get("tokens", "cls") if self.meta["hook_name"] != "embed" else "cls"
+                self._clip = SplicedClip(self.encoder, self.meta["hook_name"], tokens)
+            clip = self._clip
+            pixels = self.encoder.preprocess(image.convert("RGB"))[None].to(clip.device)
+            return compare(clip, self.sae, pixels, clip.text_embedding(text), edits)

@@ -1,7 +1,7 @@
 """Gradio layout and event wiring. The logic lives in atlas.py / steer.py / inspect_image.py;
 handlers here format results, and are the only place errors become `gr.Error`.
 
-API names (usable from gradio_client): latent_page, inspect, steer, steer_strip.
+API names (usable from gradio_client): latent_page, inspect, heatmap, steer, steer_strip, search.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import pandas as pd
 from PIL import Image
 
 from precompute.images import DEFAULT_MAX_PIXELS, BadImage, decode_image
+
+from evaluation.heatmap import heat_overlay
 
 from .atlas import Atlas
 from .inspect_image import Inspector
@@ -131,8 +133,8 @@ class Handlers:
                  round(float(atlas.max_activation[i]), 4)] for i in ids]
 
     # ---------------------------------------------------------------- inspect
-    def inspect(self, image: Image.Image | None, latent: Any = None,
-                dataset_image: Any = None) -> tuple[str, Image.Image | None, list, list, dict]:
+    def _input_image(self, image: Image.Image | None, dataset_image: Any) -> Image.Image:
+        """The uploaded image, or dataset image number `dataset_image`; size-checked."""
         if self.inspector is None:
             raise ValueError("inspecting images needs the atlas's encoder, which is not available for this atlas")
         if image is None and dataset_image not in (None, ""):
@@ -149,7 +151,12 @@ class Handlers:
         w, h = image.size
         if w * h > DEFAULT_MAX_PIXELS:
             raise ValueError(f"the image is too large ({w}x{h}); the limit is {DEFAULT_MAX_PIXELS} pixels")
-        res = self.inspector.run(image)
+        return image
+
+    def inspect(self, image: Image.Image | None, latent: Any = None,
+                dataset_image: Any = None) -> tuple[str, Image.Image | None, list, list, dict]:
+        image = self._input_image(image, dataset_image)
+        res = self.inspector.run(image)  # type: ignore[union-attr]
         top = res["top"]
         rows = [f"| {s} | {v:.4g} | {', '.join(self.atlas.label(s)[:3])} |" for s, v in top]
         md = "| latent | activation | label |\n|---|---|---|\n" + "\n".join(rows) if rows else "No latent fires."
@@ -163,6 +170,28 @@ class Handlers:
         examples = [(self.render.thumb(int(self.atlas.topk_ids[s, 0])), f"latent {s} · {v:.3g}")
                     for s, v in top if self.atlas.topk_ids[s, 0] >= 0 and self.atlas.image_paths]
         return md, heat, examples, near, {"top": top, "latent": chosen}
+
+    def heatmap(self, image: Image.Image | None, text: str, latent: Any, scale: Any = 0.0,
+                dataset_image: Any = None) -> tuple[list, str]:
+        """Gradient heat maps of cos(image, text): as is, with `latent` × `scale`, and the difference."""
+        image = self._input_image(image, dataset_image)
+        if latent in (None, ""):
+            raise ValueError("name the latent to remove or scale (run Inspect to see the active ones)")
+        chosen = self.atlas.check_latent(latent)
+        try:
+            factor = float(scale)
+        except (TypeError, ValueError):
+            raise ValueError(f"the scale must be a number; got {scale!r}") from None
+        res = self.inspector.gradient_heatmaps(image, text, chosen, factor)  # type: ignore[union-attr]
+        vmax = float(max(res.base.max(), res.edited.max()))
+        shown = [(heat_overlay(image, res.base, vmax), f"saliency of “{text.strip()}”"),
+                 (heat_overlay(image, res.edited, vmax), f"latent {chosen} × {factor:g}"),
+                 (heat_overlay(image, res.difference, signed=True), "difference (red: more, blue: less)")]
+        change = float(np.abs(res.difference).sum() / max(float(np.abs(res.base).sum()), 1e-12))
+        md = (f"Similarity {res.sim_base:.4f} → **{res.sim_edited:.4f}** with latent {chosen} × {factor:g} "
+              f"(spliced back in at `{self.inspector.meta['hook_name']}`, SAE error kept). "  # type: ignore[union-attr]
+              f"Heat moved: Σ|Δ| / Σ = {change:.3f}.")
+        return shown, md
 
     # ---------------------------------------------------------------- steer
     def steer(self, prompt: str, edits: str, mode: str = "multiply", seed: float = 0, steps: float = 25,
@@ -284,6 +313,18 @@ def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
                 ins_json = gr.JSON(visible=False)
                 run.click(_guard(h.inspect), [up, which, pick], [top_md, heat, examples, near, ins_json],
                           api_name="inspect")
+                with gr.Accordion("Gradient heat map: what changes if this latent is removed?", open=False):
+                    gr.Markdown("Saliency of the image–text similarity over the patches, then the same with the "
+                                "latent scaled (0 removes it) and re-injected at the SAE's hook.")
+                    with gr.Row():
+                        g_text = gr.Textbox(label="Text to compare with", value="a photo of a dog", scale=3)
+                        g_latent = gr.Textbox(label="Latent", value="")
+                        g_scale = gr.Number(label="Scale (0 = remove)", value=0.0)
+                    g_btn = gr.Button("Compute heat maps")
+                    g_md = gr.Markdown()
+                    g_gallery = gr.Gallery(label="As is · edited · difference", columns=3, height="auto")
+                g_btn.click(_guard(h.heatmap), [up, g_text, g_latent, g_scale, pick], [g_gallery, g_md],
+                            api_name="heatmap", concurrency_limit=2)
             with gr.Tab("Steer", id="steer"):
                 if h.steerer is None:
                     gr.Markdown("**Steering is unavailable**: the Kandinsky 2.2 models or the steering SAE are not loaded.")

@@ -29,8 +29,8 @@ def features(clip: SplicedClip, sae: NamedSAE | None, data: LabelledImages, batc
     out: dict[str, list] = {"y": [], "clip": [], "clip_sae": [], "latents": []}
     for pixels, labels, _ in image_batches(data, clip.preprocess, batch_size, f"features {data.name}", failures):
         out["y"].append(labels)
-        out["clip"].append(clip.encode(pixels).cpu().numpy())
         if sae is None:
+            out["clip"].append(clip.encode(pixels).cpu().numpy())
             continue
         latents: list[torch.Tensor] = []
 
@@ -44,7 +44,9 @@ def features(clip: SplicedClip, sae: NamedSAE | None, data: LabelledImages, batc
             latents[-1] = latents[-1].reshape(acts.shape[0], acts.shape[1], -1).amax(dim=1)
             return y
 
-        out["clip_sae"].append(clip.encode(pixels, splice).cpu().numpy())
+        e0, er = clip.encode_variants(pixels, [None, splice])
+        out["clip"].append(e0.cpu().numpy())
+        out["clip_sae"].append(er.cpu().numpy())
         out["latents"].append(sp.csr_matrix(latents[-1].float().cpu().numpy()))
     if not out["y"]:
         raise ValueError(f"no readable images in {data.name}")

@@ -79,6 +79,15 @@ class SplicedClip:
             return self.model.encode_image(pixels.to(self.device)).float()
 
     @torch.no_grad()
+    def encode_variants(self, pixels: Tensor, fns: list[SpliceFn | None]) -> list[Tensor]:
+        """`encode(pixels, fn)` for each fn. At the `embed` hook the image tower runs once and
+        each fn maps its output (the same numbers as a spliced forward, at 1/len(fns) the cost)."""
+        if self.hook != "embed":
+            return [self.encode(pixels, fn) for fn in fns]
+        emb = self.encode(pixels)
+        return [emb if fn is None else fn(emb[:, None, :])[:, 0, :].float() for fn in fns]
+
+    @torch.no_grad()
     def text_classifier(self, classnames: list[str], templates: list[str], batch_size: int = 256) -> Tensor:
         """[C, d]: per class, the normalised mean of the normalised template embeddings."""
         import open_clip

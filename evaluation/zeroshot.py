@@ -57,12 +57,11 @@ def zeroshot(clip: SplicedClip, saes: list[NamedSAE], data: LabelledImages, clas
 
     for pixels, labels, _ in image_batches(data, clip.preprocess, batch_size, f"zero-shot {data.name}", failures):
         labels_all.append(labels)
-        e0 = clip.encode(pixels)
+        e0, ez, *recons = clip.encode_variants(
+            pixels, [None, zero_ablate, *(reconstruct(s.sae, stats[s.name]) for s in saes)])
         base.add(logits(e0), labels, e0, e0)
-        ez = clip.encode(pixels, zero_ablate)
         zero.add(logits(ez), labels, ez, e0)
-        for s in saes:
-            er = clip.encode(pixels, reconstruct(s.sae, stats[s.name]))
+        for s, er in zip(saes, recons):
             per_sae[s.name].add(logits(er), labels, er, e0)
     if not labels_all:
         raise ValueError(f"no readable images in {data.name}")

@@ -79,6 +79,22 @@ def test_inspect_api(running, tmp_path):
         client.predict(None, "", "999", api_name="/inspect")
 
 
+def test_heatmap_api_removes_a_latent(running):
+    client, d, _, _ = running
+    _, _, _, _, data = client.predict(None, "", "1", api_name="/inspect")
+    top = data["top"][0][0]
+    gallery, md = client.predict(None, "a photo of a cat", str(top), 0.0, "1", api_name="/heatmap")
+    assert len(gallery) == 3 and f"latent {top} × 0" in md
+    before, after = (float(v.strip("*")) for v in md.split("Similarity ")[1].split(" with")[0].split(" → "))
+    assert before != after  # removing the image's most active latent changes its similarity to the text
+    same_gallery, same_md = client.predict(None, "a photo of a cat", str(top), 1.0, "1", api_name="/heatmap")
+    assert "Σ|Δ| / Σ = 0.000" in same_md  # scale 1 is the untouched model
+    for args, msg in ((("", str(top), 0.0), "give a text"), (("cat", "", 0.0), "name the latent"),
+                      (("cat", "999", 0.0), "whole number"), (("cat", str(top), 1e9), "within")):
+        with pytest.raises(Exception, match=msg):
+            client.predict(None, *args, "1", api_name="/heatmap")
+
+
 def test_steer_api_identity_and_bad_values(running):
     client, _, _, _ = running
     orig, steered = client.predict("a red boat", "0:1.0, 5:1", "multiply", 1, 2, 64, None, api_name="/steer")

@@ -332,3 +332,15 @@ def test_cli_recon_zeroshot_probe_heatmap(tiny, tmp_path, small_npy, capsys):
         assert Image.open(out / f"004_heat_{key}.png").size == (336, 336)
     assert cli_main(["eval", "zeroshot", "--dataset", str(tmp_path / "nowhere"), *args]) == 2
     assert "expected one of these layouts" in capsys.readouterr().err
+
+
+def test_embed_shortcut_equals_the_spliced_forward(tiny):
+    sae = random_sae(EMBED, _meta(tiny, "embed"))
+    clip = _clip(tiny, sae)
+    pixels = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fast = clip.encode_variants(pixels, [None, zero_ablate, reconstruct(sae)])
+        slow = [clip.encode(pixels), clip.encode(pixels, zero_ablate), clip.encode(pixels, reconstruct(sae))]
+    for a, b in zip(fast, slow):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    assert not torch.allclose(fast[0], fast[2])
