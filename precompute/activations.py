@@ -166,6 +166,10 @@ def _shard_batches(n_images: int, shard_size: int, batch_size: int, shards: list
     return batches
 
 
+MAX_WORKER_RESTARTS = 3
+"""A dead decode worker restarts the unfinished shards (finished ones are on disk) this often."""
+
+
 def run_embed(cfg: EmbedConfig, rank: int = 0, world_size: int = 1, barrier: Any = None) -> dict[str, Any] | None:
     """Extract the shards of this rank; rank 0 then writes `metadata.json`.
 
@@ -197,7 +201,16 @@ def run_embed(cfg: EmbedConfig, rank: int = 0, world_size: int = 1, barrier: Any
         encoder_meta = {**encoder.metadata, "dim": encoder.dim,
                         "token_indices": encoder.token_indices, "n_patches": encoder.n_patches}
         atomic_write_text(out / "encoder.json", json.dumps(encoder_meta, indent=2))
-        _extract(cfg, refs, encoder, mine, out)
+        for attempt in range(MAX_WORKER_RESTARTS + 1):
+            try:
+                _extract(cfg, refs, encoder, mine, out)
+                break
+            except RuntimeError as exc:  # torch's message when a decode worker dies (OOM killer, SIGKILL)
+                if "DataLoader worker" not in str(exc) or attempt == MAX_WORKER_RESTARTS:
+                    raise
+                mine = [s for s in mine if not shard_done(out, s)]
+                log.warning("a decode worker died (%s); restarting the workers for the %d unfinished shards",
+                            exc, len(mine))
     if barrier is not None:
         barrier()
     if rank != 0:

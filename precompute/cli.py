@@ -100,6 +100,34 @@ def _run_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_up(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="serve the atlas mounted at DATA/atlas (+ DATA/katlas), or the demo if none",
+                       description="The container's command: DATA/atlas/manifest.json present -> clipsae serve "
+                                   "(with DATA/katlas as the steering atlas when present); absent -> clipsae demo.")
+    p.add_argument("--data", default="/data", help="folder holding atlas/ (and optionally katlas/)")
+    p.add_argument("--cache-dir", default="demo_cache", help="where the demo is built when no atlas is mounted")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run_up)
+
+
+def _run_up(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    data = Path(a.data)
+    if (data / "atlas" / "manifest.json").is_file():
+        steer = data / "katlas" if (data / "katlas" / "manifest.json").is_file() else None
+        print(f"serving {data / 'atlas'}" + (f" with steering atlas {steer}" if steer else " (no steering atlas)"))
+        from app.server import serve
+
+        serve(str(data / "atlas"), str(steer) if steer else None, host=a.host, port=a.port, device=a.device)
+        return 0
+    print(f"no atlas at {data / 'atlas'}: serving the embedded demo")
+    return _run_demo(argparse.Namespace(cache_dir=a.cache_dir, rebuild=False, host=a.host, port=a.port,
+                                        no_serve=False, device=a.device))
+
+
 def _add_atlas(sub: argparse._SubParsersAction) -> None:
     from .atlas import AtlasConfig
 
@@ -134,4 +162,5 @@ def _run_atlas(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_embed, _add_export, _add_atlas, _add_link, _add_serve, _add_demo]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_embed, _add_export, _add_atlas, _add_link, _add_serve, _add_demo, _add_up]

@@ -6,6 +6,7 @@ Each subcommand is a thin wrapper: parse flags, build the stage's config, call i
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable
@@ -162,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged) as exc:
         print(f"clipsae {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"clipsae {args.command}: error: no space left on the device ({exc.filename or exc}). Files are written "
+              "atomically, so nothing partial was kept: free some space and run the same command again "
+              "(embed resumes from its finished shards).", file=sys.stderr)
+        return 28
     except KeyboardInterrupt:
         print(f"clipsae {args.command}: interrupted", file=sys.stderr)
         return 130

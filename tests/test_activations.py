@@ -194,3 +194,65 @@ def test_export_round_trip(tmp_path, images, tiny):
     ids = (tmp_path / "x.ids.txt").read_text().splitlines()
     imgs = read_images(tmp_path / "c")
     assert ids == [im["id"] for im in imgs for _ in range(16)]
+
+
+def test_a_killed_decode_worker_is_restarted_and_the_cache_is_complete(tmp_path, tiny, monkeypatch, caplog):
+    import precompute.activations as acts
+
+    src = tmp_path / "imgs"
+    write_images(src, 24)
+    spec = EncoderSpec(model=tiny, pretrained="none")
+    common = dict(images=str(src), encoder=spec, shard_size=4, batch_size=2)
+    run_embed(EmbedConfig(out=str(tmp_path / "clean"), workers=0, **common))
+    marker = tmp_path / "killed_once"
+    original = acts._Images.__getitem__
+
+    def dies_once(self, i):  # runs inside the forked worker process
+        if i == 13 and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, i)
+
+    monkeypatch.setattr(acts._Images, "__getitem__", dies_once)
+    with caplog.at_level("WARNING", logger="precompute.activations"):
+        run_embed(EmbedConfig(out=str(tmp_path / "survived"), workers=1, **common))
+    assert marker.exists() and "a decode worker died" in caplog.text
+    assert _cache_files(tmp_path / "survived") == _cache_files(tmp_path / "clean")
+
+
+def test_a_full_disk_is_a_clear_error_and_the_rerun_completes(tmp_path, tiny, monkeypatch, capsys):
+    import errno
+
+    import precompute.activations as acts
+    from sae_core.cli import main
+
+    src = tmp_path / "imgs"
+    write_images(src, 12)
+    args = ["embed", "--images", str(src), "--model", tiny, "--pretrained", "none", "--workers", "0",
+            "--shard-size", "4", "--batch-size", "2"]
+    assert main([*args, "--out", str(tmp_path / "clean")]) == 0
+    real_save = acts.atomic_save_npy
+    calls = []
+
+    def fills_up(path, array):
+        calls.append(path)
+        if len(calls) == 2:  # the second shard: the disk fills up in the middle of the file
+            def partial_save(fh, arr):
+                fh.write(b"partial")
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+            with monkeypatch.context() as m:
+                m.setattr(np, "save", partial_save)
+                real_save(path, array)
+        real_save(path, array)
+
+    monkeypatch.setattr(acts, "atomic_save_npy", fills_up)
+    out = tmp_path / "full"
+    assert main([*args, "--out", str(out)]) == 28
+    err = capsys.readouterr().err
+    assert "no space left on the device" in err and "run the same command again" in err
+    assert (out / "shards/shard_000000.json").exists() and not (out / "shards/shard_000001.json").exists()
+    assert not (out / "metadata.json").exists() and not list(out.rglob("*.tmp"))  # nothing partial left
+    monkeypatch.setattr(acts, "atomic_save_npy", real_save)
+    assert main([*args, "--out", str(out)]) == 0
+    assert _cache_files(out) == _cache_files(tmp_path / "clean")

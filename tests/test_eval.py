@@ -23,7 +23,7 @@ from sae_core.cli import main as cli_main
 from sae_core.config import SAEConfig
 from sae_core.io import save_sae
 from sae_core.sae import SparseAutoencoder
-from tests.helpers import TINY_CLIP, write_tiny_clip_config
+from helpers import TINY_CLIP, write_tiny_clip_config
 
 EMBED = TINY_CLIP["embed_dim"]
 WIDTH = TINY_CLIP["vision_cfg"]["width"]
