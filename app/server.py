@@ -72,7 +72,12 @@ def serve(atlas: str | Path, steer_atlas: str | Path | None = None, host: str = 
           share: bool = False, prevent_thread_lock: bool = False, **kwargs):
     """Build the UI and launch it; returns the Blocks (running in the background if prevent_thread_lock)."""
     handlers, banner = make_handlers(atlas, steer_atlas, **kwargs)
-    demo = build_ui(handlers, banner)
+    return launch(build_ui(handlers, banner), host, port, share=share, prevent_thread_lock=prevent_thread_lock)
+
+
+def launch(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, prevent_thread_lock: bool = False):
+    """Launch the Blocks with the app's safety settings: the given interface only (127.0.0.1 by
+    default), no share link unless asked, uploads capped at MAX_UPLOAD, analytics off (env above)."""
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True,
                 prevent_thread_lock=prevent_thread_lock, quiet=True)
     return demo

@@ -29,7 +29,7 @@ def pct(ts: list[float]) -> tuple[float, float]:
 def main() -> None:
     from gradio_client import Client, handle_file
 
-    from app.server import make_handlers
+    from app.server import launch, make_handlers
     from app.ui import build_ui
     from precompute.demo import build_demo
 
@@ -40,7 +40,7 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    launch(demo, "127.0.0.1", port, prevent_thread_lock=True)
     url = f"http://127.0.0.1:{port}"
     rng = np.random.default_rng(0)
     n_latents = handlers.atlas.n_latents

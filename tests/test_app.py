@@ -1,5 +1,6 @@
 """The app launched for real on 127.0.0.1 and driven through gradio_client, per API name."""
 
+import shutil
 import socket
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 from PIL import Image
 
 from app.kandinsky import TINY_DIM
-from app.server import make_handlers
+from app.server import launch, make_handlers
 from app.ui import build_ui, parse_edits
 from helpers import build_tiny_clip_atlas
 from precompute.atlas import AtlasConfig, build_atlas
@@ -37,7 +38,7 @@ def running(tmp_path_factory):
     handlers, banner = make_handlers(d / "atlas", d / "katlas", tiny_kandinsky=True, device="cpu")
     demo = build_ui(handlers, banner)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    launch(demo, "127.0.0.1", port, prevent_thread_lock=True)
     from gradio_client import Client
 
     client = Client(f"http://127.0.0.1:{port}/", verbose=False)
@@ -153,3 +154,102 @@ def test_both_saes_are_browsable_and_deep_linkable(running):
     if chromium() is not None:
         text = page_text(f"http://127.0.0.1:{port}/?sae=katlas&latent=39", "#latent-header", "Latent 39")
         assert "Latent 39" in text
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_http_serves_no_file_outside_gradio_cache(running):
+    _, d, handlers, port = running
+    image = handlers.atlas.image_path(0)
+    assert image is not None
+    for target in ("/etc/passwd", str(image), str(d / "sae" / "cfg.json")):
+        for path in (f"/gradio_api/file={target}", f"/file={target}",
+                     f"/gradio_api/file=/tmp/gradio/..{target}", f"/gradio_api/file=%2e%2e/%2e%2e{target}"):
+            status, body = _get(port, path)
+            assert status != 200 or b"root:" not in body and b"d_sae" not in body, (path, status)
+            assert status in (403, 404, 400, 405) or status >= 400, (path, status)
+
+
+def test_uploads_over_the_cap_are_refused(running):
+    import urllib.error
+    import urllib.request
+
+    _, _, _, port = running
+    boundary = "clipsaeboundary"
+    payload = b"\0" * (21 * 1024 * 1024)
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/gradio_api/upload", data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=60)
+    assert err.value.code == 413
+
+
+def test_missing_and_corrupt_atlas_images_show_placeholders(running, caplog):
+    client, d, handlers, _ = running
+    atlas = handlers.atlas
+    latent = int(np.argmax(atlas.frequency))
+    ids = [int(i) for i in atlas.topk_ids[latent] if i >= 0]
+    assert len(ids) >= 2
+    gone, broken = atlas.image_path(ids[0]), atlas.image_path(ids[1])
+    saved = gone.read_bytes(), broken.read_bytes()
+    try:
+        gone.unlink()
+        broken.write_bytes(b"\xff\xd8 corrupt")
+        shutil.rmtree(handlers.render.root)  # thumbnails already rendered would hide the fault
+        handlers.render.root.mkdir()
+        with caplog.at_level("WARNING"):
+            header, top16, *_ = client.predict(latent, api_name="/latent_page")
+        assert len(top16) == len(ids)
+        assert "cannot show" in caplog.text or "unavailable" in caplog.text or "no image" in caplog.text
+        header2, *_ = client.predict((latent + 1) % atlas.n_latents, api_name="/latent_page")  # still serving
+        assert header2
+    finally:
+        gone.write_bytes(saved[0])
+        broken.write_bytes(saved[1])
+
+
+def test_a_cancelled_generation_leaves_the_app_serving(running):
+    client, _, _, _ = running
+    job = client.submit("a red boat", "0:2", "multiply", 3, 60, 64, None, api_name="/steer")
+    import time
+
+    time.sleep(1.0)
+    job.cancel()
+    t0 = time.perf_counter()
+    header, *_ = client.predict(1, api_name="/latent_page")  # browsing does not wait for the generation
+    assert header and time.perf_counter() - t0 < 5
+    orig, steered = client.predict("a red boat", "0:1", "multiply", 1, 2, 64, None, api_name="/steer")
+    assert np.array_equal(np.asarray(Image.open(orig)), np.asarray(Image.open(steered)))
+
+
+def test_without_a_steering_model_the_other_tabs_work(running):
+    from gradio_client import Client
+
+    _, d, _, _ = running
+    handlers, banner = make_handlers(d / "atlas", None, device="cpu")
+    assert handlers.steerer is None
+    with pytest.raises(ValueError, match="steering is not available"):
+        handlers.steer("a boat", "0:2")
+    demo = build_ui(handlers, banner)
+    assert any("Steering is unavailable" in str(getattr(b, "value", "")) for b in demo.blocks.values())
+    port = free_port()
+    launch(demo, "127.0.0.1", port, prevent_thread_lock=True)
+    try:
+        c = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        header, *_ = c.predict(3, api_name="/latent_page")
+        assert "3" in str(header)
+        with pytest.raises(Exception, match="steering is not available"):
+            c.predict("a boat", "0:2", "multiply", 1, 2, 64, None, api_name="/steer")
+    finally:
+        demo.close()
