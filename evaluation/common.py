@@ -76,8 +76,7 @@ def load_clip(saes: list[NamedSAE], choice: ModelChoice) -> SplicedClip:
     if choice.tokens:
         meta["tokens"] = choice.tokens
     if "model_name" not in meta:
-        meta.setdefault("model_name", "ViT-B-32")
-        meta.setdefault("pretrained", "laion2b_s34b_b79k")
+        meta.update(model_name="ViT-B-32", pretrained=meta.get("pretrained", "laion2b_s34b_b79k"))
         log.warning("the SAE's cfg.json names no model; assuming ViT-B-32 laion2b_s34b_b79k (override with --model)")
     meta.setdefault("hook_name", "embed")
     spec: EncoderSpec = spec_from_metadata(meta)
