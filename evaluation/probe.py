@@ -22,38 +22,43 @@ from .report import Column
 from .splice import SplicedClip, on_rows
 
 
-@torch.no_grad()
-def features(clip: SplicedClip, sae: NamedSAE | None, data: LabelledImages, batch_size: int,
-             failures: list[str]) -> dict[str, object]:
-    """{"y", "clip" [N,d], and with an SAE "clip_sae" [N,d], "latents" CSR [N,d_sae]}."""
-    out: dict[str, list] = {"y": [], "clip": [], "clip_sae": [], "latents": []}
-    for pixels, labels, _ in image_batches(data, clip.preprocess, batch_size, f"features {data.name}", failures):
-        out["y"].append(labels)
-        if sae is None:
-            out["clip"].append(clip.encode(pixels).cpu().numpy())
-            continue
-        latents: list[torch.Tensor] = []
+def _keep_latents(sae: NamedSAE, store: list[torch.Tensor]):
+    """A reconstruct splice that also records each image's latents (max over its tokens)."""
+    def splice(acts: torch.Tensor) -> torch.Tensor:
+        found: list[torch.Tensor] = []
 
         def keep(x: torch.Tensor) -> torch.Tensor:
             res = sae.sae(x)
-            latents.append(res.f_bs)
+            found.append(res.f_bs)
             return res.x_hat_bd
 
-        def splice(acts: torch.Tensor) -> torch.Tensor:
-            y = on_rows(keep)(acts)
-            latents[-1] = latents[-1].reshape(acts.shape[0], acts.shape[1], -1).amax(dim=1)
-            return y
+        y = on_rows(keep)(acts)
+        store.append(found[0].reshape(acts.shape[0], acts.shape[1], -1).amax(dim=1))
+        return y
+    return splice
 
-        e0, er = clip.encode_variants(pixels, [None, splice])
-        out["clip"].append(e0.cpu().numpy())
-        out["clip_sae"].append(er.cpu().numpy())
-        out["latents"].append(sp.csr_matrix(latents[-1].float().cpu().numpy()))
-    if not out["y"]:
+
+@torch.no_grad()
+def features(clip: SplicedClip, saes: list[NamedSAE], data: LabelledImages, batch_size: int,
+             failures: list[str]) -> dict[str, object]:
+    """One pass over the images: {"y", "clip" [N,d], and per SAE name (name, "clip_sae") [N,d],
+    (name, "latents") CSR [N,d_sae]}."""
+    ys, base = [], []
+    recon: dict[str, list[np.ndarray]] = {s.name: [] for s in saes}
+    latents: dict[str, list[torch.Tensor]] = {s.name: [] for s in saes}
+    splices = [_keep_latents(s, latents[s.name]) for s in saes]
+    for pixels, labels, _ in image_batches(data, clip.preprocess, batch_size, f"features {data.name}", failures):
+        ys.append(labels)
+        e0, *ers = clip.encode_variants(pixels, [None, *splices])
+        base.append(e0.cpu().numpy())
+        for s, er in zip(saes, ers):
+            recon[s.name].append(er.cpu().numpy())
+    if not ys:
         raise ValueError(f"no readable images in {data.name}")
-    res: dict[str, object] = {"y": np.concatenate(out["y"]), "clip": np.concatenate(out["clip"])}
-    if sae is not None:
-        res["clip_sae"] = np.concatenate(out["clip_sae"])
-        res["latents"] = sp.vstack(out["latents"]).tocsr()
+    res: dict[object, object] = {"y": np.concatenate(ys), "clip": np.concatenate(base)}
+    for s in saes:
+        res[(s.name, "clip_sae")] = np.concatenate(recon[s.name])
+        res[(s.name, "latents")] = sp.vstack([sp.csr_matrix(f.float().cpu().numpy()) for f in latents[s.name]]).tocsr()
     return res
 
 
@@ -77,19 +82,15 @@ def probe(clip: SplicedClip, saes: list[NamedSAE], train: LabelledImages, test: 
         raise ValueError("the train and test splits have different classes")
     n_classes = len(train.classnames)
     failures: list[str] = []
-    common = {"dataset": train.name, "hook": clip.hook, "n_train": 0, "n_test": 0}
-    rows = []
-    base_done = False
+    tr = features(clip, saes, train, batch_size, failures)
+    te = features(clip, saes, test, batch_size, failures)
+    common = {"dataset": train.name, "hook": clip.hook, "n_train": len(tr["y"]), "n_test": len(te["y"])}  # type: ignore[arg-type]
+    m = fit_and_score(tr["clip"], tr["y"], te["clip"], te["y"], n_classes, C, max_iter)
+    rows = [{"model": "CLIP", "sae": "", **common, **m}]
     for s in saes:
-        tr = features(clip, s, train, batch_size, failures)
-        te = features(clip, s, test, batch_size, failures)
-        common.update(n_train=len(tr["y"]), n_test=len(te["y"]))  # type: ignore[arg-type]
-        if not base_done:
-            m = fit_and_score(tr["clip"], tr["y"], te["clip"], te["y"], n_classes, C, max_iter)
-            rows.append({"model": "CLIP", "sae": "", **common, **m})
-            base_done = True
         for key, title in (("clip_sae", "CLIP + SAE"), ("latents", "SAE latents")):
-            m = fit_and_score(tr[key], tr["y"], te[key], te["y"], n_classes, C, max_iter)
+            k = (s.name, key)
+            m = fit_and_score(tr[k], tr["y"], te[k], te["y"], n_classes, C, max_iter)
             rows.append({"model": title, **s.describe(), **common, **m})
     return rows, failures
 
