@@ -157,7 +157,7 @@ def _run_heatmap(a: argparse.Namespace) -> int:
     from precompute.images import load_image
 
     from .heatmap import compare, heat_overlay, scale_latents
-    from .report import Column, write_table
+    from .report import Column, atomic_png, write_table
 
     saes, clip = _setup(a)
     sae = saes[0].sae
@@ -172,9 +172,7 @@ def _run_heatmap(a: argparse.Namespace) -> int:
     files = {"base": heat_overlay(image, result.base, vmax), "edited": heat_overlay(image, result.edited, vmax),
              "difference": heat_overlay(image, result.difference, signed=True)}
     for key, im in files.items():
-        tmp = out / f".{stem}_heat_{key}.png.tmp"
-        im.save(tmp, format="PNG")
-        tmp.replace(out / f"{stem}_heat_{key}.png")
+        atomic_png(out / f"{stem}_heat_{key}.png", lambda tmp, im=im: im.save(tmp, format="PNG"))
     row = {"image": a.image, "text": a.text, "latents": " ".join(map(str, latents)), "scale": a.scale,
            "sim_base": result.sim_base, "sim_edited": result.sim_edited,
            "heat_change": float(abs(result.difference).sum() / max(abs(result.base).sum(), 1e-12))}

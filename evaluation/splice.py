@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from precompute.encoders import Encoder, Tokens, batch_first, hook_module
+from precompute.encoders import Encoder, Tokens, batch_first, hook_module, token_indices
 from sae_core.edit import Edit, apply_edits
 from sae_core.metrics import MetricsAccumulator
 from sae_core.sae import SparseAutoencoder
@@ -43,7 +43,7 @@ class SplicedClip:
         visual = self.model.visual
         n_tokens = visual.grid_size[0] * visual.grid_size[1] + 1
         self.grid = tuple(int(g) for g in visual.grid_size)
-        self.token_index = {"cls": [0], "spatial": list(range(1, n_tokens)), "all": list(range(n_tokens))}[tokens]
+        self.token_index = token_indices(tokens, n_tokens)
         self.device = next(self.model.parameters()).device
         self.model.requires_grad_(False)
 

@@ -132,6 +132,11 @@ class _null:
         return False
 
 
+def token_indices(tokens: Tokens, n_tokens: int) -> list[int]:
+    """Token positions of a selection: cls (0), spatial (1..T-1) or all (0..T-1)."""
+    return {"cls": [0], "spatial": list(range(1, n_tokens)), "all": list(range(n_tokens))}[tokens]
+
+
 def hook_module(model: nn.Module, hook: str) -> nn.Module:
     """The sub-module of an OpenCLIP model whose output is the activation `hook` names:
     `visual` for embed, else the block (resid_post), its ls_2 (mlp_out) or ls_1 (attn_out)."""
@@ -227,7 +232,7 @@ def _load_open_clip(spec: EncoderSpec, device: torch.device) -> Encoder:
 
             block.register_forward_hook(stop)
         enc.dim = int(transformer.width)
-        enc.token_indices = {"cls": [0], "spatial": list(range(1, n_tokens)), "all": list(range(n_tokens))}[spec.tokens]
+        enc.token_indices = token_indices(spec.tokens, n_tokens)
     meta.update({"hook_name": spec.hook, "tokens": spec.tokens, "image_size": int(visual.image_size[0]),
                  "preprocessing": repr(preprocess)})
     return enc

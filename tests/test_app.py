@@ -219,11 +219,27 @@ def test_missing_and_corrupt_atlas_images_show_placeholders(running, caplog):
         broken.write_bytes(saved[1])
 
 
-def test_a_cancelled_generation_leaves_the_app_serving(running):
-    client, _, _, _ = running
-    job = client.submit("a red boat", "0:2", "multiply", 3, 60, 64, None, api_name="/steer")
+def test_a_cancelled_generation_leaves_the_app_serving(running, monkeypatch):
+    import threading
     import time
 
+    client, _, handlers, _ = running
+    steerer = handlers.steerer
+    decode = steerer.decode
+    in_flight = [0]
+    lock = threading.Lock()
+
+    def counted(*args, **kwargs):  # lets the test wait for the cancelled job's thread to finish
+        with lock:
+            in_flight[0] += 1
+        try:
+            return decode(*args, **kwargs)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(steerer, "decode", counted)
+    job = client.submit("a red boat", "0:2", "multiply", 3, 60, 64, None, api_name="/steer")
     time.sleep(1.0)
     job.cancel()
     t0 = time.perf_counter()
@@ -231,6 +247,19 @@ def test_a_cancelled_generation_leaves_the_app_serving(running):
     assert header and time.perf_counter() - t0 < 5
     orig, steered = client.predict("a red boat", "0:1", "multiply", 1, 2, 64, None, api_name="/steer")
     assert np.array_equal(np.asarray(Image.open(orig)), np.asarray(Image.open(steered)))
+    # Gradio cannot interrupt a running handler: the cancelled job finishes in the background.
+    # Wait for it, so no generation thread outlives the test (it would abort the interpreter at exit).
+    deadline, idle_since = time.time() + 120, None
+    while time.time() < deadline:
+        with lock:
+            busy = in_flight[0] > 0
+        if busy:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.time()
+        elif time.time() - idle_since > 1.5:  # longer than the gap between its two decodes
+            break
+        time.sleep(0.1)
 
 
 def test_without_a_steering_model_the_other_tabs_work(running):
