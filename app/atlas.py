@@ -18,7 +18,7 @@ import numpy as np
 
 from precompute.atlas import ATLAS_FORMAT, ATLAS_VERSION, sae_hash
 from precompute.indexes import FlatIndex
-from sae_core.io import check_format
+from sae_core.files import check_format
 
 
 @dataclass

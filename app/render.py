@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from precompute.images import BadImage, load_image
+from sae_core.files import atomic_write_with
 
 log = logging.getLogger(__name__)
 THUMB = 224
@@ -70,9 +71,7 @@ class RenderCache:
         self.atlas, self.size = atlas, size
 
     def _write(self, path: Path, im: Image.Image) -> str:
-        tmp = path.with_name(f".{path.name}.{id(im)}.tmp")
-        im.save(tmp, "JPEG", quality=85)
-        tmp.replace(path)  # atomic: concurrent requests never see half a file
+        atomic_write_with(path, lambda tmp: im.save(tmp, "JPEG", quality=85))  # never half a file
         return str(path)
 
     def thumb(self, index: int, size: int | None = None) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from sae_core.io import load_sae
-from sae_core.train import resolve_device
+from sae_core.device import resolve_device
 
 from .atlas import Atlas
 from .inspect_image import Inspector

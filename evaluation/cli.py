@@ -78,7 +78,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _setup(a: argparse.Namespace):
-    from sae_core.train import resolve_device
+    from sae_core.device import resolve_device
 
     from .common import ModelChoice, load_clip, load_saes
 
@@ -88,7 +88,7 @@ def _setup(a: argparse.Namespace):
 
 
 def _finish(a: argparse.Namespace, name: str, table: str, failures: list[str]) -> None:
-    from sae_core.io import atomic_write_text
+    from sae_core.files import atomic_write_text
 
     if failures:
         atomic_write_text(Path(a.out) / f"{name}_skipped.txt", "\n".join(failures) + "\n")
@@ -98,7 +98,7 @@ def _finish(a: argparse.Namespace, name: str, table: str, failures: list[str]) -
 
 
 def _run_recon(a: argparse.Namespace) -> int:
-    from sae_core.train import resolve_device
+    from sae_core.device import resolve_device
 
     from .common import load_saes
     from .recon import COLUMNS, recon
@@ -155,9 +155,10 @@ def _run_probe(a: argparse.Namespace) -> int:
 
 def _run_heatmap(a: argparse.Namespace) -> int:
     from precompute.images import load_image
+    from sae_core.files import atomic_write_with
 
     from .heatmap import compare, heat_overlay, scale_latents
-    from .report import Column, atomic_png, write_table
+    from .report import Column, write_table
 
     saes, clip = _setup(a)
     sae = saes[0].sae
@@ -172,7 +173,7 @@ def _run_heatmap(a: argparse.Namespace) -> int:
     files = {"base": heat_overlay(image, result.base, vmax), "edited": heat_overlay(image, result.edited, vmax),
              "difference": heat_overlay(image, result.difference, signed=True)}
     for key, im in files.items():
-        atomic_png(out / f"{stem}_heat_{key}.png", lambda tmp, im=im: im.save(tmp, format="PNG"))
+        atomic_write_with(out / f"{stem}_heat_{key}.png", lambda tmp, im=im: im.save(tmp, format="PNG"))
     row = {"image": a.image, "text": a.text, "latents": " ".join(map(str, latents)), "scale": a.scale,
            "sim_base": result.sim_base, "sim_edited": result.sim_edited,
            "heat_change": float(abs(result.difference).sum() / max(abs(result.base).sum(), 1e-12))}

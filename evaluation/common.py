@@ -18,7 +18,7 @@ from sae_core import io
 from sae_core.evaluate import describe
 from sae_core.progress import Progress
 from sae_core.sae import SparseAutoencoder
-from sae_core.train import resolve_device
+from sae_core.device import resolve_device
 
 from .datasets import LabelledImages
 from .splice import SplicedClip

@@ -6,12 +6,11 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sae_core.io import atomic_write_text
+from sae_core.files import atomic_write_text, atomic_write_with
 
 
 @dataclass(frozen=True)
@@ -75,18 +74,6 @@ def scatter_png(path: str | Path, points: list[tuple[float, float, str]], xlabel
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     try:
-        return atomic_png(path, lambda tmp: fig.savefig(tmp, format="png"))
+        return atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-
-
-def atomic_png(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """`write(tmp)` a PNG beside `path`, then rename it into place (no half-written plots)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

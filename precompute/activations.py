@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sae_core.io import atomic_save_npy, atomic_write_text
+from sae_core.files import atomic_save_npy, atomic_write_text
 from sae_core.progress import Progress
-from sae_core.train import resolve_device
+from sae_core.device import resolve_device
 
 from .encoders import Encoder, EncoderSpec, load_encoder
 from .images import DEFAULT_MAX_PIXELS, BadImage, ImageRef, image_id, list_images, load_image

@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sae_core.data import ActivationSource
-from sae_core.io import atomic_write_text, check_format
+from sae_core.files import atomic_write_text, atomic_write_with, check_format
 from sae_core.progress import Progress
 
 from .activations import FORMAT_NAME, FORMAT_VERSION
@@ -50,16 +49,18 @@ def export(cache: str | Path, out: str | Path, block_rows: int = 65_536) -> Path
     source = ActivationSource(cache)
     ids = row_ids(cache)
     assert len(ids) == source.n_rows, f"{len(ids)} ids for {source.n_rows} rows"
-    tmp = out.with_name(f".{out.name}.tmp")
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(source.n_rows, source.d))
-    bar = Progress(source.n_rows, "export", unit="rows")
-    for lo in range(0, source.n_rows, block_rows):
-        hi = min(source.n_rows, lo + block_rows)
-        arr[lo:hi] = source.read(lo, hi)
-        bar.update(hi - lo)
-    bar.close()
-    arr.flush()
-    del arr
-    os.replace(tmp, out)
+
+    def write(tmp: Path) -> None:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(source.n_rows, source.d))
+        bar = Progress(source.n_rows, "export", unit="rows")
+        for lo in range(0, source.n_rows, block_rows):
+            hi = min(source.n_rows, lo + block_rows)
+            arr[lo:hi] = source.read(lo, hi)
+            bar.update(hi - lo)
+        bar.close()
+        arr.flush()
+        del arr
+
+    atomic_write_with(out, write)
     atomic_write_text(out.with_suffix(".ids.txt"), "".join(i + "\n" for i in ids))
     return out

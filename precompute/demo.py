@@ -132,8 +132,9 @@ class DemoPaths:
 def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: str = "auto") -> dict:
     """Build (or reuse) the demo: images, ViT-B-32 `embed` activations with patch tokens, an SAE."""
     from sae_core.config import SAEConfig, TrainConfig
-    from sae_core.io import atomic_write_text
-    from sae_core.train import make_specs, train
+    from sae_core.files import atomic_write_text
+    from sae_core.sweep import make_specs
+    from sae_core.train import train
 
     from .activations import EmbedConfig, run_embed
     from .atlas import AtlasConfig, build_atlas

@@ -16,7 +16,6 @@ cache), a local checkpoint file, or `none` for random weights fixed by `seed`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 from torch import nn
+
+from sae_core.files import sha256_file
 
 Tokens = Literal["cls", "spatial", "all"]
 KANDINSKY_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
@@ -156,14 +157,6 @@ def hook_module(model: nn.Module, hook: str) -> nn.Module:
 def batch_first(out: torch.Tensor, transformer: nn.Module) -> torch.Tensor:
     """Token activations as [B, T, D] whatever the transformer's layout (the transpose is its own inverse)."""
     return out if getattr(transformer, "batch_first", True) else out.transpose(0, 1)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_open_clip(spec: EncoderSpec, device: torch.device) -> Encoder:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from sae_core.data import ActivationSource
-from sae_core.io import atomic_save_npy, atomic_write_text, load_sae
+from sae_core.files import atomic_save_npy, atomic_write_text
+from sae_core.io import load_sae
 from sae_core.progress import Progress
 
 from .topk import empty_topk, image_scores, merge_topk

@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 
 from . import io
+from .files import atomic_write_text
 from .data import ActivationSource
 from .metrics import MetricsAccumulator, markdown_table
 from .progress import Progress
 from .sae import SparseAutoencoder
-from .train import resolve_device
+from .device import resolve_device
 
 
 @torch.no_grad()
@@ -63,6 +64,6 @@ def metrics_main(acts: str, sae_path: str, out: str | None = None, batch_size: i
         records.append({"sae": str(d), **describe(sae, name), **m})
     table = markdown_table(rows)
     if out:
-        io.atomic_write_text(out, table + "\n")
-        io.atomic_write_text(Path(out).with_suffix(".json"), json.dumps(records, indent=2))
+        atomic_write_text(out, table + "\n")
+        atomic_write_text(Path(out).with_suffix(".json"), json.dumps(records, indent=2))
     return table

@@ -13,11 +13,7 @@ Converters read ViT-Prisma folders (`config.json` + `weights.pt`, via
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,77 +21,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import ARCHITECTURES, SAEConfig
+from .files import atomic_write_dir
 from .sae import SparseAutoencoder
 
 FORMAT_NAME = "clipsae-sae"
 FORMAT_VERSION = 1
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
-
-
-# ---------------------------------------------------------------- atomic writes
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_save_npy(path: str | Path, array) -> None:
-    """np.save via a temporary file in the same folder, fsync, and an atomic rename."""
-    import numpy as np
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
-    """Build a folder in a temporary sibling, then swap it in; a crash leaves the old one intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        fill(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
-
-
-def check_format(meta: dict[str, Any], name: str, max_version: int, where: str | Path, what: str) -> dict[str, Any]:
-    """Refuse a JSON header of another format or of a newer version than this code reads."""
-    if meta.get("format") != name:
-        raise ValueError(f"{where} is not a clipsae {what} (format {meta.get('format')!r})")
-    if meta.get("format_version", 0) > max_version:
-        raise ValueError(f"{where} has format_version {meta['format_version']}; this clipsae reads up to {max_version}")
-    return meta
 
 
 # ---------------------------------------------------------------- save / load
