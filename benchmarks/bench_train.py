@@ -24,7 +24,9 @@ import torch
 
 from sae_core.config import SAEConfig, TrainConfig
 from sae_core.metrics import MetricsAccumulator
-from sae_core.train import RunSpec, _Run, init_runs
+from sae_core.init import init_runs
+from sae_core.sweep import RunSpec
+from sae_core.trainer import SAETrainer
 
 
 def make_data(n: int, d: int, n_atoms: int, active: int, seed: int) -> np.ndarray:
@@ -47,7 +49,7 @@ Encode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # x -> (x_
 def ours(arch: str, d: int, s: int, k: int, lr: float, l1: float, init: torch.Tensor) -> tuple[Step, Encode]:
     cfg = TrainConfig(lr=lr, lr_warmup_steps=0, lr_decay="none", checkpoint_every=0, log_every=10**9)
     spec = RunSpec("bench", SAEConfig(d_in=d, d_sae=s, architecture=arch, k=k if arch == "topk" else None), l1)
-    run = _Run(spec, cfg, torch.device("cpu"))
+    run = SAETrainer(spec, cfg, torch.device("cpu"))
     init_runs([run], init, cfg)  # what `clipsae train` does: geometric-median b_dec, encoder scale
     counter = {"step": 0}
 

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from sae_core.data import ActivationSource
-from sae_core.io import CFG_FILE, WEIGHTS_FILE, atomic_write_dir, load_sae
-from sae_core.train import resolve_device
+from sae_core.files import atomic_write_dir, sha256_file
+from sae_core.io import CFG_FILE, WEIGHTS_FILE, load_sae
+from sae_core.device import resolve_device
 
 from .atlas_stats import pass_distribution, pass_topk
-from .encoders import sha256_file
 from .masks import PatchReader, patch_masks
 from .topk import ScoreRule
 

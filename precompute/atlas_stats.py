@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from sae_core.data import ActivationSource
+from sae_core import rules
 from sae_core.progress import Progress
 from sae_core.sae import SparseAutoencoder
 
@@ -49,17 +50,16 @@ class LatentStats:
 def encode_transposed(sae: SparseAutoencoder, x_rd: Tensor) -> Tensor:
     """Latent activations as [F, rows] (latents contiguous), the layout the top-k wants.
 
-    Element-wise rules (relu, jumprelu, batchtopk at inference) are applied in this layout
-    directly; topk's per-input competition goes through `sae.encode`."""
+    The SAE's own rule (`sae_core.rules`) in inference mode: element-wise rules (relu,
+    jumprelu, batchtopk) run in this layout, in place; topk's per-input competition goes
+    through `sae.encode`, where it runs along the contiguous axis."""
+    assert not sae.training, "the atlas encodes with the inference rule (sae.eval())"
     if sae.cfg.architecture == "topk":
         return sae.encode(x_rd).T.contiguous()
     x_norm, _ = sae.normalize(x_rd)
     x_c = x_norm - sae.b_dec
     h_sr = torch.addmm(sae.b_enc[:, None], sae.W_enc.T, x_c.T)
-    if sae.cfg.architecture == "relu":
-        return h_sr.clamp_min_(0)
-    theta = sae.threshold[:, None]
-    return torch.where(h_sr > theta, h_sr.clamp_min(0), torch.zeros((), device=h_sr.device))
+    return rules.elementwise(h_sr, sae.cfg.architecture, sae.threshold_s, latent_dim=0, inplace=True)
 
 
 def block_scores(sae: SparseAutoencoder, source: ActivationSource, tokens_per_image: int, block_images: int,

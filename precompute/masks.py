@@ -2,9 +2,11 @@
 
 Patch tokens come from the cache: for `embed` caches, the patch tokens mapped into the
 embedding space (`--patch-tokens`); for token caches, the spatial token rows. The value
-of a patch is the latent's own non-linearity applied to its pre-activation on that
-patch: exact for relu and jumprelu; for topk/batchtopk it is relu(h) (the top-k
-competition among latents is a per-input rule; per patch we show the latent's drive).
+of a patch is the SAE's element-wise rule (`sae_core.rules.elementwise`) applied to the
+latent's pre-activation on that patch: exact for relu, jumprelu and batchtopk (whose
+inference rule is the threshold the atlas scores use too); for topk it is relu(h), the
+latent's drive (the top-k competes over every latent of a patch, which a mask of one
+latent does not compute).
 Stored compactly as float16 [F, k, P] with one scale per latent (its max over the k
 masks), so a latent's images share one colour scale.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sae_core import rules
 from sae_core.progress import Progress
 from sae_core.sae import SparseAutoencoder
 
@@ -79,10 +82,8 @@ def patch_masks(sae: SparseAutoencoder, reader: PatchReader, topk_ids: np.ndarra
             pos[valid] = inverse
             w = sae.W_enc[:, l0:l1].T  # [C, d]
             h = torch.einsum("ckpd,cd->ckp", x_c[torch.from_numpy(pos).to(device)], w) + sae.b_enc[l0:l1, None, None]
-            if sae.cfg.architecture == "jumprelu":
-                vals = h * (h > sae.threshold[l0:l1, None, None])
-            else:
-                vals = h.clamp_min(0)
+            threshold = sae.threshold_s[l0:l1] if sae.threshold_s is not None else None
+            vals = rules.elementwise(h, sae.cfg.architecture, threshold, latent_dim=0)
             vals = vals * torch.from_numpy(valid).to(device)[..., None]
             masks[l0:l1] = vals.cpu().numpy().astype(np.float16)
             scale[l0:l1] = vals.flatten(1).amax(dim=1).cpu().numpy()

@@ -65,7 +65,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(a: argparse.Namespace) -> int:
     from .data import ActivationSource
-    from .train import make_specs, train
+    from .sweep import make_specs
+    from .train import train
 
     if a.arch in ("topk", "batchtopk"):
         if not a.k:

@@ -14,8 +14,9 @@ Conventions (shape suffixes: b = batch, d = d_in, s = d_sae):
 Means over elements (not sums) make λ comparable with the seeds' tables (seed 001's
 `--l1 1e-3,1e-2,3e-2` on unit-norm CLIP embeddings).
 
-Not handled here: the training loop, dead-latent bookkeeping and file I/O
-(see `train.py`, `io.py`).
+The rules themselves live in `rules.py` (one home, shared with the atlas and the masks);
+the sparse backward in `sparse_ops.py`. Not handled here: the training loop, dead-latent
+bookkeeping and file I/O (see `train.py`, `trainer.py`, `io.py`).
 """
 
 from __future__ import annotations
@@ -26,89 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import rules
 from .config import SAEConfig
+from .sparse_ops import sparse_decode, sparse_preact
 
-_EPS = 1e-6
-
-
-def _rectangle(z: Tensor) -> Tensor:
-    return ((z > -0.5) & (z < 0.5)).to(z.dtype)
-
-
-class _JumpReLU(torch.autograd.Function):
-    """f = h·[h > θ]; ∂f/∂h = [h > θ]; ∂f/∂θ = −(θ/ε)·rect((h − θ)/ε)."""
-
-    @staticmethod
-    def forward(ctx, h: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(h, threshold)
-        ctx.bandwidth = bandwidth
-        return h * (h > threshold)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        h, threshold = ctx.saved_tensors
-        bw = ctx.bandwidth
-        grad_h = grad_out * (h > threshold)
-        grad_t = (-(threshold / bw) * _rectangle((h - threshold) / bw) * grad_out).sum(dim=0)
-        return grad_h, grad_t, None
-
-
-class _Step(torch.autograd.Function):
-    """H(h − θ) with ∂/∂θ = −(1/ε)·rect((h − θ)/ε) and no gradient to h."""
-
-    @staticmethod
-    def forward(ctx, h: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(h, threshold)
-        ctx.bandwidth = bandwidth
-        return (h > threshold).to(h.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        h, threshold = ctx.saved_tensors
-        bw = ctx.bandwidth
-        grad_t = (-(1.0 / bw) * _rectangle((h - threshold) / bw) * grad_out).sum(dim=0)
-        return torch.zeros_like(h), grad_t, None
-
-
-class _GatherPreact(torch.autograd.Function):
-    """Values h[rows, cols] of h = x_c @ W_enc + b_enc, already computed without autograd,
-    with a backward that touches only those entries: O(n·d) instead of O(B·d_sae·d).
-
-    rows/cols are flat coordinates sorted by row; `cols_bk` is the same as a [B, K] index
-    when every row has K entries (topk, AuxK), which lets the input gradient be one
-    `embedding_bag`.
-    """
-
-    @staticmethod
-    def forward(ctx, x_c_bd, W_enc_ds, b_enc_s, rows_n, cols_n, vals_n):  # type: ignore[override]
-        ctx.save_for_backward(x_c_bd, W_enc_ds, rows_n, cols_n)
-        return vals_n.clone()
-
-    @staticmethod
-    def backward(ctx, g_n):  # type: ignore[override]
-        x_c, W_enc, rows, cols = ctx.saved_tensors
-        n_batch, d_sae = x_c.shape[0], W_enc.shape[1]
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[1]:
-            g_sb = torch.sparse_coo_tensor(torch.stack([cols, rows]), g_n, (d_sae, n_batch), check_invariants=False)
-            grad_w = torch.sparse.mm(g_sb, x_c).T
-        if ctx.needs_input_grad[2]:
-            grad_b = torch.zeros(d_sae, dtype=g_n.dtype, device=g_n.device).index_add_(0, cols, g_n)
-        if ctx.needs_input_grad[0]:
-            offsets = torch.searchsorted(rows, torch.arange(n_batch, device=rows.device))
-            grad_x = F.embedding_bag(cols, W_enc.T.contiguous(), offsets, mode="sum", per_sample_weights=g_n)
-        return grad_x, grad_w, grad_b, None, None, None
-
-
-def sparse_preact(sae: "SparseAutoencoder", x_c_bd: Tensor, h_bs: Tensor, rows_n: Tensor, cols_n: Tensor) -> Tensor:
-    """h[rows, cols] with gradients to W_enc, b_enc and x_c (see `_GatherPreact`)."""
-    return _GatherPreact.apply(x_c_bd, sae.W_enc, sae.b_enc, rows_n, cols_n, h_bs[rows_n, cols_n])
-
-
-def sparse_decode(W_dec_sd: Tensor, rows_n: Tensor, cols_n: Tensor, vals_n: Tensor, n_batch: int) -> Tensor:
-    """Σ_n vals·W_dec[cols] per row (rows sorted), without a dense [B, d_sae] matrix."""
-    offsets = torch.searchsorted(rows_n, torch.arange(n_batch, device=rows_n.device))
-    return F.embedding_bag(cols_n, W_dec_sd, offsets, mode="sum", per_sample_weights=vals_n)
+EPS = 1e-6
 
 
 @dataclass
@@ -188,6 +111,8 @@ class SparseAutoencoder(nn.Module):
         if cfg.architecture == "batchtopk":
             # 0 until training has seen a batch; then the EMA of the smallest kept value.
             self.register_buffer("threshold", torch.zeros(s))
+        # Fraction of active latents of the last training batch (picks ReLU's sparse path).
+        self.register_buffer("relu_density", torch.ones((), dtype=torch.float64))
 
     # ------------------------------------------------------------------ normalisation
     def normalize(self, x_bd: Tensor) -> tuple[Tensor, NormContext]:
@@ -196,11 +121,11 @@ class SparseAutoencoder(nn.Module):
         if mode == "none":
             return x_bd, NormContext()
         if mode == "unit_norm":
-            scale = x_bd.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+            scale = x_bd.norm(dim=-1, keepdim=True).clamp_min(EPS)
             return x_bd / scale, NormContext(scale_b1=scale)
         if mode == "layer_norm":
             mu = x_bd.mean(dim=-1, keepdim=True)
-            std = x_bd.std(dim=-1, keepdim=True, unbiased=False) + _EPS
+            std = x_bd.std(dim=-1, keepdim=True, unbiased=False) + EPS
             return (x_bd - mu) / std, NormContext(scale_b1=std, shift_b1=mu)
         # expected_average_only_in: one constant fitted on the training data
         factor = self.cfg.norm_scaling_factor
@@ -220,7 +145,7 @@ class SparseAutoencoder(nn.Module):
     @property
     def threshold_s(self) -> Tensor | None:
         """Per-latent inference threshold (jumprelu, batchtopk), else None."""
-        if self.cfg.architecture in ("jumprelu", "batchtopk"):
+        if self.cfg.architecture in rules.THRESHOLD_ARCHS:
             return self.threshold
         return None
 
@@ -229,22 +154,12 @@ class SparseAutoencoder(nn.Module):
         same function, but b_dec's gradient is a vector-matrix product, not a B×d×s matmul."""
         return torch.addmm(self.b_enc - self.b_dec @ self.W_enc, x_norm_bd, self.W_enc)
 
-    def activate(self, h_bs: Tensor) -> Tensor:
-        """The sparsifying non-linearity; batchtopk uses the batch rule only in training mode."""
-        arch = self.cfg.architecture
-        if arch == "relu":
-            return F.relu(h_bs)
-        if arch == "topk":
-            vals, idx = h_bs.topk(self.cfg.k, dim=-1, sorted=False)
-            return torch.zeros_like(h_bs).scatter_(-1, idx, F.relu(vals))
-        if arch == "batchtopk":
-            if self.training:
-                flat = F.relu(h_bs).flatten()
-                n_keep = min(self.cfg.k * h_bs.shape[0], flat.numel())
-                vals, idx = flat.topk(n_keep, sorted=False)
-                return torch.zeros_like(flat).scatter_(0, idx, vals).view_as(h_bs)
-            return F.relu(h_bs) * (h_bs > self.threshold)
-        return _JumpReLU.apply(h_bs, self.threshold, self.cfg.jumprelu_bandwidth)
+    def activate(self, h: Tensor, latent_dim: int = -1) -> Tensor:
+        """The sparsifying rule (`rules.activate`); batchtopk's batch rule and jumprelu's
+        straight-through gradient only in training mode. `latent_dim=0` for latent-major h."""
+        c = self.cfg
+        return rules.activate(h, c.architecture, c.k, self.threshold_s, self.training, latent_dim,
+                              c.jumprelu_bandwidth)
 
     def encode(self, x_bd: Tensor) -> Tensor:
         """Latent activations f [B, d_sae] of raw inputs x [B, d_in]."""
@@ -258,17 +173,21 @@ class SparseAutoencoder(nn.Module):
 
     SPARSE_RELU_DENSITY = 0.05
     """ReLU trains on the sparse path when the last batch had fewer active latents than this."""
-    _relu_density = 1.0
 
     def note_density(self, active_fraction: float) -> None:
         """Tell the model the fraction of active latents of the last training batch (the
-        trainer has it from its statistics), which picks ReLU's dense or sparse path."""
-        self._relu_density = active_fraction
+        trainer has it from its statistics), which picks ReLU's dense or sparse path. It is a
+        buffer, so checkpoints carry it and a resumed run takes the same path."""
+        self.relu_density.fill_(active_fraction)
+
+    def uses_sparse_path(self) -> bool:
+        """Whether the next training forward runs the sparse path."""
+        arch = self.cfg.architecture
+        return arch in ("topk", *rules.BATCH_ARCHS) or (
+            arch == "relu" and float(self.relu_density) < self.SPARSE_RELU_DENSITY)
 
     def forward(self, x_bd: Tensor) -> SAEOutput:
-        arch = self.cfg.architecture
-        if self.training and (arch in ("topk", "batchtopk") or
-                              (arch == "relu" and self._relu_density < self.SPARSE_RELU_DENSITY)):
+        if self.training and self.uses_sparse_path():
             return self._forward_sparse(x_bd)
         x_norm, ctx = self.normalize(x_bd)
         x_c = x_norm - self.b_dec
@@ -282,7 +201,7 @@ class SparseAutoencoder(nn.Module):
             # unit-norm and removes the gradient along them, which is all that factor would add.
             sparsity = f.sum() / f.numel()  # sum's backward is a broadcast view; mean's divides B·d_sae values
         elif arch == "jumprelu":
-            sparsity = _Step.apply(h, self.threshold, self.cfg.jumprelu_bandwidth).mean()
+            sparsity = rules.step_l0(h, self.threshold, self.cfg.jumprelu_bandwidth).mean()
         else:
             sparsity = torch.zeros((), device=x_bd.device)
         return SAEOutput(
@@ -309,16 +228,8 @@ class SparseAutoencoder(nn.Module):
         n_batch = x_bd.shape[0]
         with torch.no_grad():
             h = torch.addmm(self.b_enc, x_c, self.W_enc)
-            if self.cfg.architecture == "relu":
-                rows, cols = (h > 0).nonzero(as_tuple=True)  # row-major, so sorted by row
-            elif self.cfg.architecture == "topk":
-                cols = h.topk(self.cfg.k, dim=-1, sorted=False).indices.flatten()
-                rows = torch.arange(n_batch, device=h.device).repeat_interleave(self.cfg.k)
-            else:
-                n_keep = min(self.cfg.k * n_batch, h.numel())
-                flat = h.flatten().topk(n_keep, sorted=False).indices.sort().values
-                rows, cols = flat // h.shape[1], flat % h.shape[1]
-        vals = F.relu(sparse_preact(self, x_c, h, rows, cols))
+        rows, cols = rules.kept_coords(h, self.cfg.architecture, self.cfg.k)
+        vals = F.relu(sparse_preact(self.W_enc, self.b_enc, x_c, h, rows, cols))
         y_norm = sparse_decode(self.W_dec, rows, cols, vals, n_batch) + self.b_dec
         return SAEOutput(
             x_hat_bd=self.denormalize(y_norm, ctx),
@@ -335,7 +246,7 @@ class SparseAutoencoder(nn.Module):
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Scale decoder rows to unit norm."""
-        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(_EPS)
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(EPS)
 
     @torch.no_grad()
     def clamp_threshold_(self, minimum: float = 1e-6) -> None:
@@ -364,40 +275,3 @@ class SparseAutoencoder(nn.Module):
             self.threshold.fill_(low)
         else:
             self.threshold.mul_(momentum).add_((1 - momentum) * low)
-
-
-def auxk_loss(sae: SparseAutoencoder, out: SAEOutput, dead_s: Tensor, k_aux: int) -> Tensor:
-    """AuxK: reconstruct the residual from the k_aux largest *dead* pre-activations.
-
-    Normalised by the residual's variance (an FVU) and scaled by min(n_dead / k_aux, 1)
-    so that it fades as latents revive.
-    """
-    n_dead = int(dead_s.sum())
-    if n_dead == 0:
-        return torch.zeros((), device=out.h_bs.device)
-    k = min(k_aux, n_dead)
-    residual_bd = (out.x_norm_bd - out.x_hat_norm_bd).detach()
-    h = out.h_bs.detach()
-    n_batch = h.shape[0]
-    cols = h.masked_fill(~dead_s, float("-inf")).topk(k, dim=-1, sorted=False).indices.flatten()
-    rows = torch.arange(n_batch, device=h.device).repeat_interleave(k)
-    vals = F.relu(sparse_preact(sae, out.x_c_bd, h, rows, cols))
-    e_hat = sparse_decode(sae.W_dec, rows, cols, vals, n_batch)
-    denom = (residual_bd - residual_bd.mean(dim=0)).pow(2).sum().clamp_min(_EPS)
-    fvu = (e_hat - residual_bd).pow(2).sum() / denom
-    return fvu * min(n_dead / k_aux, 1.0)
-
-
-def geometric_median(x_nd: Tensor, max_iter: int = 200, tol: float = 1e-7) -> Tensor:
-    """Weiszfeld's algorithm in float64: the point minimising the sum of Euclidean distances."""
-    x = x_nd.double()
-    y = x.mean(dim=0)
-    for _ in range(max_iter):
-        dist = (x - y).norm(dim=1).clamp_min(1e-12)
-        w = 1.0 / dist
-        y_next = (w[:, None] * x).sum(dim=0) / w.sum()
-        if (y_next - y).norm() <= tol * max(1.0, float(y.norm())):
-            y = y_next
-            break
-        y = y_next
-    return y.to(x_nd.dtype)

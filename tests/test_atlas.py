@@ -138,6 +138,60 @@ def test_full_build_masks_equal_direct_patch_computation(tmp_path, clip_cache):
     assert len(images) == 12
 
 
+@pytest.mark.parametrize("arch", ["batchtopk", "jumprelu"])
+def test_threshold_masks_use_the_inference_threshold(tmp_path, clip_cache, arch):
+    """A patch's mask value is what the SAE gives that patch token at inference: patches with
+    0 < h <= θ are dark (they never count towards the image's score either)."""
+    sae = random_sae(arch, d=16, s=32, seed=5)
+    with torch.no_grad():
+        sae.b_enc.fill_(0.0)
+        sae.threshold.fill_(0.05)
+    save_sae(sae, tmp_path / "sae")
+    build_atlas(AtlasConfig(acts=str(clip_cache / "cache"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"), k=4,
+                            labels=False))
+    meta = json.loads((clip_cache / "cache/metadata.json").read_text())
+    patches = torch.from_numpy(np.load(clip_cache / "cache" / meta["shards"][0]["patches"]).astype(np.float32))
+    ids, masks = np.load(tmp_path / "a/topk_ids.npy"), np.load(tmp_path / "a/masks.npy")
+    with torch.no_grad():
+        expected = sae.eval().encode(patches.reshape(-1, 16)).reshape(12, 16, 32).numpy()  # [image, patch, latent]
+        h = (patches.reshape(-1, 16) @ sae.W_enc).reshape(12, 16, 32).numpy()
+    between = 0
+    for lat in range(32):
+        for slot, img in enumerate(ids[lat]):
+            if img >= 0:
+                np.testing.assert_allclose(masks[lat, slot].astype(np.float32), expected[img, :, lat],
+                                           rtol=2e-3, atol=2e-3)
+                between += int(((h[img, :, lat] > 0.01) & (h[img, :, lat] < 0.04)).sum())
+    assert between > 0, "the test needs patches with 0 < h < θ, which relu(h) would light"
+
+
+def test_the_three_forms_of_each_rule_agree():
+    """rules.activate (row- and latent-major), kept_coords (sparse training) and elementwise."""
+    from sae_core import rules
+
+    g = torch.Generator().manual_seed(7)
+    h = torch.randn(9, 40, generator=g)
+    theta = torch.rand(40, generator=g) * 0.5
+    for arch in ARCHITECTURES:
+        k = 4 if arch in ("topk", "batchtopk") else None
+        th = theta if arch in rules.THRESHOLD_ARCHS else None
+        f = rules.activate(h, arch, k, th)
+        torch.testing.assert_close(rules.activate(h.T.contiguous(), arch, k, th, latent_dim=0), f.T, rtol=0, atol=0)
+        if arch != "topk":  # element-wise at inference
+            torch.testing.assert_close(rules.elementwise(h, arch, th), f, rtol=0, atol=0)
+        if arch != "jumprelu":  # the sparse training path keeps exactly the dense rule's entries
+            f_train = rules.activate(h, arch, k, th, training=True)
+            rows, cols = rules.kept_coords(h, arch, k)
+            dense = torch.zeros_like(h)
+            dense[rows, cols] = h[rows, cols].clamp_min(0)
+            torch.testing.assert_close(dense, f_train, rtol=0, atol=0)
+            assert bool((rows[1:] >= rows[:-1]).all()), "coordinates are sorted by row"
+    # the known values, written out: topk keeps each row's 4 largest, jumprelu h·[h > θ]
+    top = rules.activate(h, "topk", 4)
+    assert ((top > 0).sum(1) <= 4).all() and torch.equal(top.topk(4, dim=1).values, h.topk(4, dim=1).values.clamp_min(0))
+    torch.testing.assert_close(rules.activate(h, "jumprelu", None, theta), h * (h > theta), rtol=0, atol=0)
+
+
 def test_labels_find_a_planted_direction(tmp_path, clip_cache):
     from precompute.labels import read_vocab, text_embeddings
 

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from sae_core.config import ARCHITECTURES, NORMALIZATIONS, SAEConfig
-from sae_core.sae import SparseAutoencoder, auxk_loss, geometric_median
+from sae_core.init import geometric_median
+from sae_core.losses import auxk_loss
+from sae_core.sae import SparseAutoencoder
 
 
 def make(arch: str, d: int = 8, s: int = 32, k: int | None = 4, **kw) -> SparseAutoencoder:

@@ -10,13 +10,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sae_core import train as train_mod
+from sae_core.trainer import SAETrainer
 from sae_core.config import SAEConfig, TrainConfig
 from sae_core.data import ActivationSource
 from sae_core.errors import TrainingDiverged
 from sae_core.evaluate import evaluate_sae
 from sae_core.io import load_sae
-from sae_core.train import make_specs, train
+from sae_core.sweep import make_specs
+from sae_core.train import train
 
 QUIET = dict(checkpoint_every=0, log_every=10**9, init_rows=4096)
 
@@ -65,19 +66,19 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, small_npy,
     specs = make_specs(base, [0.1], [k])
     [full] = train(small_npy, tmp_path / "full", specs, cfg)
 
-    real_step = train_mod._Run.step
+    real_step = SAETrainer.step
 
     def crash_at_25(self, x, step, *a, **kw):
         if step == 25:
             raise KeyboardInterrupt("simulated kill")
         return real_step(self, x, step, *a, **kw)
 
-    monkeypatch.setattr(train_mod._Run, "step", crash_at_25)
+    monkeypatch.setattr(SAETrainer, "step", crash_at_25)
     with pytest.raises(KeyboardInterrupt):
         train(small_npy, tmp_path / "resumed", specs, cfg)
     state = json.loads((tmp_path / "resumed/checkpoint/state.json").read_text())
     assert state["step"] == 20
-    monkeypatch.setattr(train_mod._Run, "step", real_step)
+    monkeypatch.setattr(SAETrainer, "step", real_step)
     with pytest.raises(FileExistsError, match="--resume"):
         train(small_npy, tmp_path / "resumed", specs, cfg)
     [resumed] = train(small_npy, tmp_path / "resumed", specs, cfg, resume=True)

@@ -1,0 +1,63 @@
+"""Data-dependent initialisation: the normalisation constant, the decoder bias (geometric
+median or mean) and the encoder scale, fitted on a sample of the training data."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .config import SAEConfig, TrainConfig
+from .trainer import SAETrainer
+
+
+def init_runs(runs: list[SAETrainer], sample_nd: torch.Tensor, cfg: TrainConfig) -> None:
+    """Fit, on a sample of the data: the normalisation constant, the decoder bias, and the
+    encoder scale.
+
+    The encoder starts as the decoder's transpose. ReLU and top-k selection commute with a
+    positive scale α of the encoder, so the α minimising ‖x_c − α·dec(f)‖² has the closed form
+    α = ⟨x_c, g⟩ / ⟨g, g⟩ with g = f @ W_dec: the first steps start from the best
+    reconstruction of that family instead of overshooting.
+    """
+    if not torch.isfinite(sample_nd).all():
+        raise ValueError("the activations contain NaN or inf values; re-run the extraction")
+    for run in runs:
+        sae = run.sae
+        device = sae.W_enc.device
+        if sae.cfg.normalize_activations == "expected_average_only_in":
+            factor = math.sqrt(sae.cfg.d_in) / float(sample_nd.norm(dim=1).mean())
+            sae.cfg = SAEConfig.from_dict({**sae.cfg.to_dict(), "norm_scaling_factor": factor})
+        x_norm, _ = sae.normalize(sample_nd.to(device))
+        if cfg.b_dec_init == "geometric_median":
+            b = geometric_median(x_norm)
+        elif cfg.b_dec_init == "mean":
+            b = x_norm.mean(dim=0)
+        else:
+            b = torch.zeros(sae.cfg.d_in, device=device)
+        with torch.no_grad():
+            sae.b_dec.copy_(b)
+            if sae.cfg.architecture != "jumprelu":  # its threshold breaks the scale invariance
+                x_c = x_norm - sae.b_dec
+                g = sae.activate(x_c @ sae.W_enc + sae.b_enc) @ sae.W_dec
+                denom = float(g.pow(2).sum())
+                if denom > 0:
+                    alpha = float((x_c * g).sum()) / denom
+                    if alpha > 0:
+                        sae.W_enc.mul_(alpha)
+
+
+def geometric_median(x_nd: Tensor, max_iter: int = 200, tol: float = 1e-7) -> Tensor:
+    """Weiszfeld's algorithm in float64: the point minimising the sum of Euclidean distances."""
+    x = x_nd.double()
+    y = x.mean(dim=0)
+    for _ in range(max_iter):
+        dist = (x - y).norm(dim=1).clamp_min(1e-12)
+        w = 1.0 / dist
+        y_next = (w[:, None] * x).sum(dim=0) / w.sum()
+        if (y_next - y).norm() <= tol * max(1.0, float(y.norm())):
+            y = y_next
+            break
+        y = y_next
+    return y.to(x_nd.dtype)

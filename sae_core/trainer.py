@@ -1,0 +1,122 @@
+"""One SAE under training: its optimiser step, dead-latent handling (AuxK or resampling)
+and the state a checkpoint needs to resume bit-exactly."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .config import TrainConfig
+from .errors import TrainingDiverged
+from .losses import auxk_loss
+from .metrics import MetricsAccumulator
+from .sae import SAEOutput, SparseAutoencoder
+from .schedule import l1_factor, lr_factor
+from .sweep import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+class SAETrainer:
+    """One SAE being trained: model, optimiser, dead-latent counters and a metrics window."""
+
+    def __init__(self, spec: RunSpec, cfg: TrainConfig, device: torch.device):
+        self.spec = spec
+        self.sae = SparseAutoencoder(spec.cfg, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+        self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+        self.since_fired_s = torch.zeros(spec.cfg.d_sae, dtype=torch.int64, device=device)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.acc = MetricsAccumulator(spec.cfg.d_in, spec.cfg.d_sae)
+        self.last_loss = float("nan")
+        self.last_metrics: dict[str, float] = {}
+        mode = cfg.dead_latents
+        if mode == "auto":
+            mode = "auxk" if spec.cfg.architecture in ("topk", "batchtopk") else "resample"
+        self.dead_mode = mode
+
+    # ---------------------------------------------------------------- checkpoint state
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        t = {f"sae.{k}": v.detach().cpu().contiguous() for k, v in self.sae.state_dict().items()}
+        t["since_fired"] = self.since_fired_s.cpu()
+        t["gen_state"] = self.gen.get_state()
+        for idx, st in self.opt.state_dict()["state"].items():
+            for key, v in st.items():
+                t[f"opt.{idx}.{key}"] = torch.as_tensor(v).detach().cpu().contiguous()
+        return t
+
+    def load_state_tensors(self, t: dict[str, torch.Tensor]) -> None:
+        device = self.since_fired_s.device
+        self.sae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("sae.")})
+        self.since_fired_s = t["since_fired"].to(device)
+        self.gen.set_state(t["gen_state"])
+        opt_state = self.opt.state_dict()
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in t.items():
+            if k.startswith("opt."):
+                _, idx, key = k.split(".", 2)
+                state.setdefault(int(idx), {})[key] = v if key == "step" else v.to(device)
+        opt_state["state"] = state
+        self.opt.load_state_dict(opt_state)
+
+    # ---------------------------------------------------------------- one step
+    def step(self, x_bd: torch.Tensor, step: int, total: int, cfg: TrainConfig, dead_after: int) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(step, total, cfg)
+        out: SAEOutput = self.sae(x_bd)
+        loss = out.mse + self.spec.l1_coefficient * l1_factor(step, cfg) * out.sparsity
+        dead_s = self.since_fired_s >= dead_after
+        if self.dead_mode == "auxk":
+            loss = loss + cfg.aux_coefficient * auxk_loss(self.sae, out, dead_s, cfg.aux_k)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"SAE {self.spec.name!r}: the loss became {float(loss.detach())} at step {step}; nothing was saved "
+                f"for it. Try a lower --lr (now {cfg.lr:g}) or check the activations."
+            )
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.sae.remove_parallel_grads_()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.sae.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.sae.normalize_decoder_()
+        self.sae.clamp_threshold_()
+        if self.spec.cfg.architecture == "batchtopk":
+            kept = out.coords[2] if out.coords is not None else out.f_bs
+            self.sae.update_batchtopk_threshold_(kept.detach(), cfg.batchtopk_threshold_momentum)
+        abs_sum, fire_count_s = out.latent_stats()
+        self.sae.note_density(float(fire_count_s.sum()) / out.h_bs.numel())
+        self.since_fired_s += x_bd.shape[0]
+        self.since_fired_s[fire_count_s > 0] = 0
+        self.acc.update_stats(out.x_norm_bd, out.x_hat_norm_bd, abs_sum, fire_count_s)
+        self.last_loss = float(loss.detach())
+        if self.dead_mode == "resample" and (step + 1) % cfg.resample_every == 0:
+            self.resample_dead_(out, dead_after)
+
+    @torch.no_grad()
+    def resample_dead_(self, out: SAEOutput, dead_after: int) -> None:
+        """Point dead latents at poorly reconstructed inputs of the last batch (Anthropic 2023)."""
+        dead_s = self.since_fired_s >= dead_after
+        n_dead = int(dead_s.sum())
+        if n_dead == 0:
+            return
+        sae = self.sae
+        residual_bd = out.x_norm_bd - out.x_hat_norm_bd.detach()
+        weights = residual_bd.pow(2).sum(dim=1).pow(2).cpu().double()
+        if not float(weights.sum()) > 0:
+            return
+        idx = torch.multinomial(weights, n_dead, replacement=True, generator=self.gen).to(residual_bd.device)
+        dirs = residual_bd[idx]
+        dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        alive = ~dead_s
+        enc_norm = float(sae.W_enc[:, alive].norm(dim=0).mean()) if bool(alive.any()) else 1.0
+        sae.W_dec[dead_s] = dirs
+        sae.W_enc[:, dead_s] = dirs.T * (0.2 * enc_norm)
+        sae.b_enc[dead_s] = 0.0
+        for p, sel in ((sae.W_dec, (dead_s, slice(None))), (sae.W_enc, (slice(None), dead_s)), (sae.b_enc, (dead_s,))):
+            st = self.opt.state.get(p, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in st:
+                    st[key][sel] = 0.0
+        self.since_fired_s[dead_s] = 0
+        log.info("%s: resampled %d dead latents", self.spec.name, n_dead)
