@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from precompute.atlas import ATLAS_FORMAT, ATLAS_VERSION, sae_hash
+from precompute.atlas_format import read_manifest, sae_hash
 from precompute.indexes import FlatIndex
-from sae_core.files import check_format
 
 
 @dataclass
@@ -35,7 +34,7 @@ class LatentPage:
     mask_scale: float
     histogram: list[int]
     histogram_max: float
-    quantiles: list[list[dict[str, Any]]]  # 5 bands × up to 4 {"image", "path", "value"}
+    bands: list[list[dict[str, Any]]]  # 5 bands × up to 4 {"image", "path", "value"}
     neighbours: list[tuple[int, float]]
     links: dict[str, list[tuple[int, float]]]
 
@@ -45,10 +44,7 @@ class Atlas:
 
     def __init__(self, path: str | Path, verify_sae: bool = True):
         self.path = Path(path)
-        mpath = self.path / "manifest.json"
-        if not mpath.exists():
-            raise FileNotFoundError(f"{self.path} is not an atlas: manifest.json is missing (build one with clipsae atlas)")
-        m = check_format(json.loads(mpath.read_text()), ATLAS_FORMAT, ATLAS_VERSION, mpath, "atlas manifest")
+        m = read_manifest(self.path)
         if verify_sae and sae_hash(self.path / "sae") != m["sae_sha256"]:
             raise ValueError(f"{self.path}/sae does not match the manifest's SAE hash; rebuild the atlas")
         self.manifest = m
@@ -60,8 +56,8 @@ class Atlas:
         self.mean_activation = load("mean_activation.npy")
         self.max_activation = load("max_activation.npy")
         self.histogram = load("histogram.npy")
-        self.quantile_ids = load("quantile_ids.npy")
-        self.quantile_values = load("quantile_values.npy")
+        self.band_ids = load("band_ids.npy")
+        self.band_values = load("band_values.npy")
         self.masks = load("masks.npy") if m["masks"] else None
         self.mask_scale = load("mask_scale.npy") if m["masks"] else None
         self.labels = json.loads((self.path / "labels.json").read_text()) if m["labels"] else None
@@ -124,16 +120,16 @@ class Atlas:
             mask = self.masks[s, slot].astype(np.float32).tolist() if self.masks is not None else None
             path = self.image_paths[img] if self.image_paths else None
             top.append({"image": int(img), "path": path, "value": float(val), "mask": mask})
-        quantiles = [[{"image": int(i), "path": self.image_paths[i] if self.image_paths else None, "value": float(v)}
-                      for i, v in zip(self.quantile_ids[s, b], self.quantile_values[s, b]) if i >= 0]
-                     for b in range(self.quantile_ids.shape[1])]
+        bands = [[{"image": int(i), "path": self.image_paths[i] if self.image_paths else None, "value": float(v)}
+                      for i, v in zip(self.band_ids[s, b], self.band_values[s, b]) if i >= 0]
+                     for b in range(self.band_ids.shape[1])]
         return LatentPage(
             latent=s, label=self.label(s), frequency=float(self.frequency[s]),
             mean_activation=float(self.mean_activation[s]), max_activation=float(self.max_activation[s]),
             dead=bool(self.frequency[s] == 0), top=top,
             mask_scale=float(self.mask_scale[s]) if self.mask_scale is not None else 0.0,
             histogram=[int(c) for c in self.histogram[s]], histogram_max=float(self.max_activation[s]),
-            quantiles=quantiles, neighbours=self.neighbours(s), links=self.links(s))
+            bands=bands, neighbours=self.neighbours(s), links=self.links(s))
 
     def ranked(self, by: str = "frequency", n: int = 100, descending: bool = True) -> list[int]:
         """Latent ids sorted by frequency or max activation."""

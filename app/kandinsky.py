@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-PRIOR_ID = "kandinsky-community/kandinsky-2-2-prior"
-DECODER_ID = "kandinsky-community/kandinsky-2-2-decoder"
+from precompute.hub_ids import KANDINSKY_DECODER as DECODER_ID
+from precompute.hub_ids import KANDINSKY_PRIOR as PRIOR_ID
 TINY_DIM = 32
 
 

@@ -92,14 +92,14 @@ class Handlers:
         edges = np.linspace(0, page.histogram_max, len(page.histogram) + 1)
         hist = pd.DataFrame({"activation": [f"{(a + b) / 2:.3g}" for a, b in zip(edges[:-1], edges[1:])],
                              "images": page.histogram})
-        quantiles = [(render.thumb(q["image"], 96), f"band {b + 1}/5 · {q['value']:.3g}")
-                     for b, band in enumerate(page.quantiles) for q in band]
+        bands = [(render.thumb(q["image"], 96), f"band {b + 1}/5 · {q['value']:.3g}")
+                     for b, band in enumerate(page.bands) for q in band]
         data = {"sae": atlas.name, "latent": page.latent, "label": page.label, "frequency": page.frequency,
                 "mean_activation": page.mean_activation, "max_activation": page.max_activation, "dead": page.dead,
                 # "image_path", not "path": gradio_client would take a dict with "path" for a file to fetch
                 "top": [{"image": t["image"], "image_path": t["path"], "value": t["value"]} for t in page.top],
                 "neighbours": page.neighbours, "links": page.links}
-        return "\n\n".join(lines), gallery, hist, quantiles, data
+        return "\n\n".join(lines), gallery, hist, bands, data
 
     def linked_choices(self, latent: Any, sae: str = "") -> list[str]:
         """'j (r=0.94)' for each linked steering latent of this latent (empty without links)."""
@@ -277,10 +277,10 @@ def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
                     steer_this = gr.Button("Steer this", scale=1)
                 gallery = gr.Gallery(label="Top images (patch masks share one scale per latent)", columns=8, height="auto")
                 hist = gr.BarPlot(x="activation", y="images", label="Activation histogram (non-zero images)", sort=None)
-                quant = gr.Gallery(label="Quantile samples (5 bands of the max)", columns=10, height="auto")
+                bands = gr.Gallery(label="Value bands: images from each fifth of (0, max], low to high", columns=10, height="auto")
                 found = gr.Dataframe(headers=["latent", "label", "frequency", "max"], label="Latents", interactive=False)
                 page_json = gr.JSON(visible=False)
-                outs = [header, gallery, hist, quant, page_json]
+                outs = [header, gallery, hist, bands, page_json]
                 # read-only, millisecond handlers skip the queue: a direct request is ~10x faster
                 def show_links(value, sae):
                     choices = h.linked_choices(value, sae)

@@ -31,7 +31,7 @@ def main() -> None:
 
     from app.server import launch, make_handlers
     from app.ui import build_ui
-    from precompute.demo import build_demo
+    from app.demo import build_demo
 
     info = build_demo("demo_cache")
     handlers, banner = make_handlers(info["clip_atlas"], info["kandinsky_atlas"],

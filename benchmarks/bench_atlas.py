@@ -53,7 +53,7 @@ def run_method(method: str, folder: Path, k: int) -> dict:
         from precompute.atlas import AtlasConfig, build_atlas
 
         build_atlas(AtlasConfig(acts=str(folder / "x.npy"), sae=str(folder / "sae"), out=str(folder / "atlas"),
-                                k=k, masks=False, labels=False))
+                                top_images=k, masks=False, labels=False))
     else:
         sae = load_sae(folder / "sae")
         x = np.load(folder / "x.npy", mmap_mode="r")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from precompute.hub_ids import CLIP_MODEL, CLIP_PRETRAINED
 from precompute.encoders import EncoderSpec, load_encoder, spec_from_metadata
 from precompute.images import BadImage
 from sae_core import io
@@ -76,8 +77,9 @@ def load_clip(saes: list[NamedSAE], choice: ModelChoice) -> SplicedClip:
     if choice.tokens:
         meta["tokens"] = choice.tokens
     if "model_name" not in meta:
-        meta.update(model_name="ViT-B-32", pretrained=meta.get("pretrained", "laion2b_s34b_b79k"))
-        log.warning("the SAE's cfg.json names no model; assuming ViT-B-32 laion2b_s34b_b79k (override with --model)")
+        meta.update(model_name=CLIP_MODEL, pretrained=meta.get("pretrained", CLIP_PRETRAINED))
+        log.warning("the SAE's cfg.json names no model; assuming %s %s (override with --model)", CLIP_MODEL,
+                    meta["pretrained"])
     meta.setdefault("hook_name", "embed")
     spec: EncoderSpec = spec_from_metadata(meta)
     tokens = meta.get("tokens", "cls") if spec.hook != "embed" else "cls"

@@ -21,7 +21,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from sae_core.files import atomic_save_npy, atomic_write_text
 from sae_core.progress import Progress
 from sae_core.device import resolve_device
+from sae_core.errors import BadActivations, Incomplete
 
 from .encoders import Encoder, EncoderSpec, load_encoder
 from .images import DEFAULT_MAX_PIXELS, BadImage, ImageRef, image_id, list_images, load_image
@@ -58,8 +59,8 @@ class EmbedConfig:
     """Images per shard (the unit of resuming)."""
     device: str = "auto"
     """auto, cpu, cuda, cuda:N."""
-    dtype: str = "float16"
-    """Storage dtype of the activations: float16 or float32."""
+    dtype: Literal["float16", "float32"] = "float16"
+    """Storage dtype of the activations."""
     max_pixels: int = DEFAULT_MAX_PIXELS
     """Images with more pixels are skipped (decompression-bomb guard)."""
 
@@ -253,7 +254,7 @@ def _extract(cfg: EmbedConfig, refs: list[ImageRef], encoder: Encoder, shards: l
         if ok:
             rows, patches = encoder.encode(torch.stack([x for _, x, _ in ok]))
             if not torch.isfinite(rows).all():
-                raise RuntimeError("the model produced NaN/inf activations; check the weights and --dtype")
+                raise BadActivations("the model produced NaN/inf activations; check the weights and --dtype")
             acts_parts.append(rows.reshape(-1, encoder.dim).cpu().numpy().astype(dtype))
             if patches is not None:
                 patch_parts.append(patches.cpu().numpy().astype(dtype))
@@ -269,7 +270,7 @@ def finalize(out: Path, cfg: EmbedConfig, root: Path, n_shards: int) -> dict[str
     """Once every shard is done: merge the row table and failures, write metadata.json last."""
     missing = [s for s in range(n_shards) if not shard_done(out, s)]
     if missing:
-        raise RuntimeError(f"{len(missing)} shards are not done (first: {missing[0]}); run the same command again")
+        raise Incomplete(f"{len(missing)} shards are not done (first: {missing[0]}); run the same command again")
     enc = json.loads((out / "encoder.json").read_text())
     shards, all_images, all_failures = [], [], []
     for s in range(n_shards):

@@ -4,7 +4,7 @@
     clipsae atlas --acts acts.npy --sae sae/ --out atlas/          # no images: top-k + stats only
 
 For every latent: the top-k images (exact, every architecture), their patch masks,
-frequency / mean / max, a 50-bin histogram and quantile samples, a label (embed-space
+frequency / mean / max, a 50-bin histogram and value-band samples, a label (embed-space
 SAEs), plus faiss indexes of images (by embedding) and latents (by decoder direction).
 The folder is built under a temporary name and swapped in, with `manifest.json` written
 last, so an interrupted build leaves the previous atlas intact. See precompute/ATLAS.md.
@@ -12,7 +12,6 @@ last, so an interrupted build leaves the previous atlas intact. See precompute/A
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -27,14 +26,13 @@ from sae_core.files import atomic_write_dir, sha256_file
 from sae_core.io import CFG_FILE, WEIGHTS_FILE, load_sae
 from sae_core.device import resolve_device
 
+from .atlas_format import ATLAS_FORMAT, ATLAS_VERSION, MANIFEST, read_manifest, sae_hash
 from .atlas_stats import pass_distribution, pass_topk
 from .masks import PatchReader, patch_masks
 from .topk import ScoreRule
 
 log = logging.getLogger(__name__)
 
-ATLAS_FORMAT = "clipsae-atlas"
-ATLAS_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -42,16 +40,19 @@ class AtlasConfig:
     """One atlas build (saved in the manifest)."""
 
     acts: str
+    """Activation cache folder (or a plain .npy: no image parts)."""
     sae: str
+    """SAE folder."""
     out: str
-    k: int = 16
-    """Top images per latent."""
+    """Atlas folder (written atomically, manifest last)."""
+    top_images: int = 16
+    """Top images kept per latent."""
     score: ScoreRule = "max"
     """Image score from token activations: max or mean over tokens, or the CLS token."""
     block_mb: int = 1024
     """Memory budget of one block of latent activations (larger blocks: faster matmuls)."""
     stats_images: int = 32_768
-    """Images used for histograms and quantile samples (the first ones of the cache)."""
+    """Images used for histograms and value-band samples (the first ones of the cache)."""
     images_root: str | None = None
     """Where the images live (default: the cache's images_root)."""
     masks: bool = True
@@ -61,18 +62,11 @@ class AtlasConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.k <= 0 or self.block_mb <= 0 or self.stats_images <= 0:
-            raise ValueError("k, block_mb and stats_images must be > 0")
+        for name in ("top_images", "block_mb", "stats_images"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
         if self.score not in ("max", "mean", "cls"):
             raise ValueError(f"--score must be max, mean or cls; got {self.score!r}")
-
-
-def sae_hash(sae_dir: Path) -> str:
-    """SHA-256 over cfg.json and the weights: what the app checks the manifest against."""
-    h = hashlib.sha256()
-    for name in (CFG_FILE, WEIGHTS_FILE):
-        h.update(sha256_file(sae_dir / name).encode())
-    return h.hexdigest()
 
 
 def cache_hash(acts: Path) -> str:
@@ -98,7 +92,7 @@ def build_atlas(cfg: AtlasConfig) -> dict[str, Any]:
     cls_pos = token_indices.index(0) if 0 in token_indices else None
     # float32 activations [F, b·T] plus a same-sized temporary of the encoder
     block_images = max(1, cfg.block_mb * 2**20 // (4 * sae.cfg.d_sae * t * 2))
-    stats = pass_topk(sae, source, cfg.k, t, block_images, cfg.score, cls_pos, device)
+    stats = pass_topk(sae, source, cfg.top_images, t, block_images, cfg.score, cls_pos, device)
     pass_distribution(stats, sae, source, t, block_images, cfg.stats_images, cfg.score, cls_pos, device)
 
     has_images = bool(meta) and (acts / "images.jsonl").exists()
@@ -132,8 +126,8 @@ def build_atlas(cfg: AtlasConfig) -> dict[str, Any]:
         _save(tmp, "mean_activation.npy", stats.mean_activation)
         _save(tmp, "max_activation.npy", stats.max_activation)
         _save(tmp, "histogram.npy", stats.histogram)
-        _save(tmp, "quantile_ids.npy", stats.quantile_ids)
-        _save(tmp, "quantile_values.npy", stats.quantile_values)
+        _save(tmp, "band_ids.npy", stats.band_ids)
+        _save(tmp, "band_values.npy", stats.band_values)
         if masks is not None:
             _save(tmp, "masks.npy", masks)
             _save(tmp, "mask_scale.npy", scale)
@@ -157,7 +151,7 @@ def build_atlas(cfg: AtlasConfig) -> dict[str, Any]:
             "d_sae": sae.cfg.d_sae,
             "d_in": sae.cfg.d_in,
             "architecture": sae.cfg.architecture,
-            "k": cfg.k,
+            "top_images": cfg.top_images,
             "score_rule": cfg.score if t > 1 else "single row per image",
             "n_images": stats.n_images,
             "stats_images": stats.stats_images,
@@ -174,10 +168,10 @@ def build_atlas(cfg: AtlasConfig) -> dict[str, Any]:
             "image_index": has_images and t == 1,
             "notes": notes,
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))  # last file of the folder
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # last file of the folder
 
     atomic_write_dir(cfg.out, fill)
-    manifest = json.loads((Path(cfg.out) / "manifest.json").read_text())
-    log.info("atlas: %d latents x top-%d over %d images -> %s (%d dead)%s", sae.cfg.d_sae, cfg.k, stats.n_images,
+    manifest = read_manifest(cfg.out)
+    log.info("atlas: %d latents x top-%d over %d images -> %s (%d dead)%s", sae.cfg.d_sae, cfg.top_images, stats.n_images,
              cfg.out, manifest["n_dead"], "".join(f"; {n}" for n in notes))
     return manifest

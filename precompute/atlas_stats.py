@@ -2,7 +2,7 @@
 
 Pass 1 (every image): exact top-k images, frequency, mean and max activation.
 Pass 2 (the first `stats_images` images): a 50-bin histogram of non-zero image scores
-on [0, max] and quantile samples (5 bands of the latent's max × 4 images), both of
+on [0, max] and value-band samples (5 equal-width bands of the latent's max × 4 images), both of
 which need the max from pass 1.
 Memory is bounded by the block (images × tokens × latents), never by N × F.
 """
@@ -33,7 +33,7 @@ DENSE_ABOVE = 0.05
 
 @dataclass
 class LatentStats:
-    """Per-latent results of pass 1 (+ histogram and quantiles from pass 2)."""
+    """Per-latent results of pass 1 (+ histogram and value bands from pass 2)."""
 
     topk_values: np.ndarray  # [F, k] float32, decreasing
     topk_ids: np.ndarray  # [F, k] int64 image indices, −1 where fewer than k images are active
@@ -42,8 +42,8 @@ class LatentStats:
     max_activation: np.ndarray  # [F]
     n_images: int
     histogram: np.ndarray | None = None  # [F, N_BINS] counts of non-zero scores on [0, max]
-    quantile_ids: np.ndarray | None = None  # [F, N_BANDS, PER_BAND] int64, −1 fill
-    quantile_values: np.ndarray | None = None  # [F, N_BANDS, PER_BAND] float32
+    band_ids: np.ndarray | None = None  # [F, N_BANDS, PER_BAND] int64, −1 fill
+    band_values: np.ndarray | None = None  # [F, N_BANDS, PER_BAND] float32
     stats_images: int = 0
 
 
@@ -118,7 +118,7 @@ def pass_topk(sae: SparseAutoencoder, source: ActivationSource, k: int, tokens_p
 def pass_distribution(stats: LatentStats, sae: SparseAutoencoder, source: ActivationSource, tokens_per_image: int,
                       block_images: int, stats_images: int, rule: ScoreRule = "max", cls_pos: int | None = None,
                       device: torch.device | str = "cpu") -> None:
-    """Fill `stats.histogram` and the quantile samples from the first `stats_images` images.
+    """Fill `stats.histogram` and the value-band samples from the first `stats_images` images.
 
     Quantile samples are the first images met in each band (deterministic); only the
     (latent, band) pairs that still need images are looked at."""
@@ -158,6 +158,6 @@ def pass_distribution(stats: LatentStats, sae: SparseAutoencoder, source: Activa
         q_vals[lat, bnd, slot] = v
         filled.view(-1).scatter_add_(0, lat * (N_BANDS + 1) + bnd, torch.ones_like(lat))
     stats.histogram = hist.view(f, N_BINS + 1)[:, :N_BINS].cpu().numpy()
-    stats.quantile_ids = q_ids.cpu().numpy()
-    stats.quantile_values = q_vals.cpu().numpy()
+    stats.band_ids = q_ids.cpu().numpy()
+    stats.band_values = q_vals.cpu().numpy()
     stats.stats_images = n

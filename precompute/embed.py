@@ -13,34 +13,23 @@ import logging
 import os
 import sys
 
+from sae_core.cliargs import add_config_flags, run_reporting
+from sae_core.cliargs import config_from_args as configs_from_args
+
 from .activations import EmbedConfig, run_embed
 from .encoders import EncoderSpec
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = EmbedConfig(images="", out="")
-    e = EncoderSpec()
-    p.add_argument("--images", required=True, help="folder of images (recursive) or a list file of paths")
-    p.add_argument("--out", required=True, help="cache folder (created; an unfinished one is resumed)")
-    p.add_argument("--model", default=e.model, help="OpenCLIP model name, or kandinsky-2-2-prior / a local prior folder")
-    p.add_argument("--pretrained", default=e.pretrained, help="OpenCLIP tag, local checkpoint path, or none (random weights)")
-    p.add_argument("--hook", default=e.hook, help="embed | blocks.L.resid_post | blocks.L.mlp_out | blocks.L.attn_out")
-    p.add_argument("--tokens", default=e.tokens, choices=["cls", "spatial", "all"])
-    p.add_argument("--patch-tokens", action="store_true", help="with --hook embed: also store patch tokens mapped to the embedding space")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--workers", type=int, default=d.workers, help="decode worker processes (default: cores - 1, at most 8)")
-    p.add_argument("--shard-size", type=int, default=d.shard_size, help="images per shard (unit of resuming)")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default=d.dtype, choices=["float16", "float32"], help="storage dtype")
-    p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="skip larger images")
-    p.add_argument("--seed", type=int, default=e.seed, help="seed of random weights (--pretrained none)")
+    """The flags of `clipsae embed` (= `torchrun -m precompute.embed`), from EmbedConfig + EncoderSpec."""
+    add_config_flags(p, EmbedConfig, skip=("encoder",), required=("images", "out"),
+                     helps={"images": "folder of images (recursive) or a list file of paths",
+                            "out": "cache folder (created; an unfinished one is resumed)"})
+    add_config_flags(p.add_argument_group("encoder"), EncoderSpec)
 
 
 def config_from_args(a: argparse.Namespace) -> EmbedConfig:
-    spec = EncoderSpec(model=a.model, pretrained=a.pretrained, hook=a.hook, tokens=a.tokens,
-                       patch_tokens=a.patch_tokens, seed=a.seed)
-    return EmbedConfig(images=a.images, out=a.out, encoder=spec, batch_size=a.batch_size, workers=a.workers,
-                       shard_size=a.shard_size, device=a.device, dtype=a.dtype, max_pixels=a.max_pixels)
+    return configs_from_args(EmbedConfig, a, encoder=configs_from_args(EncoderSpec, a))
 
 
 def run(a: argparse.Namespace) -> int:
@@ -69,11 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="precompute.embed", description=__doc__.splitlines()[0])
     add_arguments(p)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return run(p.parse_args(argv))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"embed: error: {exc}", file=sys.stderr)
-        return 2
+    args = p.parse_args(argv)
+    return run_reporting("precompute.embed", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ from torch import nn
 
 from sae_core.files import sha256_file
 
+from .hub_ids import CLIP_MODEL, CLIP_PRETRAINED, KANDINSKY_PRIOR
+
 Tokens = Literal["cls", "spatial", "all"]
-KANDINSKY_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
 KANDINSKY_ALIASES = {"kandinsky-2-2-prior", "kandinsky", KANDINSKY_PRIOR}
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.(resid_post|mlp_out|attn_out)$")
 
@@ -45,13 +46,15 @@ class _StopForward(Exception):
 class EncoderSpec:
     """Which model, weights, hook and tokens to extract."""
 
-    model: str = "ViT-B-32"
+    model: str = CLIP_MODEL
     """OpenCLIP model name, a local OpenCLIP config `.json`, or `kandinsky-2-2-prior` / a local
     diffusers prior folder."""
-    pretrained: str = "laion2b_s34b_b79k"
+    pretrained: str = CLIP_PRETRAINED
     """OpenCLIP pretrained tag, a local checkpoint path, or `none` (random weights)."""
     hook: str = "embed"
+    """embed | blocks.L.resid_post | blocks.L.mlp_out | blocks.L.attn_out."""
     tokens: Tokens = "cls"
+    """Token positions of a block hook: cls (token 0), spatial (1..T-1) or all."""
     patch_tokens: bool = False
     """For `embed`: also return patch tokens mapped into the embedding space."""
     seed: int = 0

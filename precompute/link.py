@@ -15,28 +15,51 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sae_core.data import ActivationSource
+from sae_core.device import resolve_device
 from sae_core.files import atomic_save_npy, atomic_write_text
 from sae_core.io import load_sae
 from sae_core.progress import Progress
 
+from .atlas_format import read_manifest
 from .topk import empty_topk, image_scores, merge_topk
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class LinkConfig:
+    """One `clipsae link` run."""
+
+    atlas_a: str
+    """An atlas (e.g. the CLIP one)."""
+    atlas_b: str
+    """An atlas of the same images (e.g. the Kandinsky-prior one)."""
+    top_links: int = 5
+    """Linked latents kept per latent, each way."""
+    block_images: int = 4096
+    """Images read and encoded at once."""
+    budget_mb: float = 1024
+    """Memory for the correlation accumulators."""
+    device: str = "auto"
+    """auto (cuda when available), cpu, cuda, cuda:N."""
+
+    def __post_init__(self) -> None:
+        for name in ("top_links", "block_images", "budget_mb"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+
+
 class _AtlasSide:
     def __init__(self, atlas: str | Path, device: torch.device):
         self.path = Path(atlas)
-        mpath = self.path / "manifest.json"
-        if not mpath.exists():
-            raise FileNotFoundError(f"{atlas} has no manifest.json; expected an atlas built by clipsae atlas")
-        self.manifest = json.loads(mpath.read_text())
+        self.manifest = read_manifest(self.path)
         self.sae = load_sae(self.path / "sae", device=device)
         self.source = ActivationSource(self.manifest["config"]["acts"])
         meta = self.source.metadata
@@ -81,9 +104,9 @@ def shared_images(a: _AtlasSide, b: _AtlasSide) -> tuple[np.ndarray, np.ndarray]
 
 
 def link(atlas_a: str | Path, atlas_b: str | Path, top: int = 5, block_images: int = 4096,
-         budget_mb: float = 1024, device: str = "cpu") -> dict:
+         budget_mb: float = 1024, device: str = "auto") -> dict:
     """Compute and store the links both ways; returns a summary."""
-    dev = torch.device(device)
+    dev = resolve_device(device)
     a, b = _AtlasSide(atlas_a, dev), _AtlasSide(atlas_b, dev)
     ia, ib = shared_images(a, b)
     fa, fb = a.sae.cfg.d_sae, b.sae.cfg.d_sae

@@ -67,6 +67,6 @@ def build_tiny_clip_atlas(folder: Path, n_images: int = 10, d_sae: int = 24, k: 
     run_embed(EmbedConfig(images=str(folder / "imgs"), out=str(folder / "cache"), encoder=spec, workers=0))
     sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=d_sae), generator=torch.Generator().manual_seed(0))
     save_sae(sae, folder / "sae")
-    build_atlas(AtlasConfig(acts=str(folder / "cache"), sae=str(folder / "sae"), out=str(folder / "atlas"), k=k,
+    build_atlas(AtlasConfig(acts=str(folder / "cache"), sae=str(folder / "sae"), out=str(folder / "atlas"), top_images=k,
                             labels=False))
     return folder / "atlas"

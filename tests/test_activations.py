@@ -224,7 +224,7 @@ def test_a_full_disk_is_a_clear_error_and_the_rerun_completes(tmp_path, tiny, mo
     import errno
 
     import precompute.activations as acts
-    from sae_core.cli import main
+    from app.cli import main
 
     src = tmp_path / "imgs"
     write_images(src, 12)

@@ -34,7 +34,7 @@ def running(tmp_path_factory):
     with torch.no_grad():
         ksae.b_enc.fill_(0.05)
     save_sae(ksae, d / "ksae")
-    build_atlas(AtlasConfig(acts=str(d / "k.npy"), sae=str(d / "ksae"), out=str(d / "katlas"), k=4))
+    build_atlas(AtlasConfig(acts=str(d / "k.npy"), sae=str(d / "ksae"), out=str(d / "katlas"), top_images=4))
     handlers, banner = make_handlers(d / "atlas", d / "katlas", tiny_kandinsky=True, device="cpu")
     demo = build_ui(handlers, banner)
     port = free_port()

@@ -25,7 +25,7 @@ def test_page_matches_the_arrays(built):
     assert page.frequency == pytest.approx(float(np.load(built / "atlas/frequency.npy")[s]))
     assert len(page.top[0]["mask"]) == 16 and page.mask_scale > 0
     assert atlas.image_path(page.top[0]["image"]).is_file()
-    assert sum(page.histogram) > 0 and len(page.quantiles) == 5
+    assert sum(page.histogram) > 0 and len(page.bands) == 5
     assert all(n != s for n, _ in page.neighbours)
     assert atlas.ranked("frequency", n=1) == [s]
 
@@ -48,7 +48,11 @@ def test_missing_or_mismatched_manifest_is_refused(built, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="format_version 99"):
         Atlas(copy)
-    m["format_version"] = 1
+    m["format_version"] = 1  # an atlas from before the value-band rename: rebuild, said plainly
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="format_version 1, older .* rebuild it with the same `clipsae atlas`"):
+        Atlas(copy)
+    m["format_version"] = 2
     m["sae_sha256"] = "0" * 64
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="does not match"):

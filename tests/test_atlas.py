@@ -74,7 +74,7 @@ def test_topk_and_stats_equal_brute_force(tmp_path, monkeypatch, arch, tokens, r
     assert np.abs(stats.histogram[s] - expected_hist).sum() <= 2  # bin-edge rounding only
     for lat in range(f.shape[1]):
         for band in range(N_BANDS):
-            for img, val in zip(stats.quantile_ids[lat, band], stats.quantile_values[lat, band]):
+            for img, val in zip(stats.band_ids[lat, band], stats.band_values[lat, band]):
                 if img >= 0:
                     assert val == pytest.approx(sub[img, lat])
                     rel = val / stats.max_activation[lat]
@@ -114,7 +114,7 @@ def clip_cache(tmp_path_factory):
 
 def test_full_build_masks_equal_direct_patch_computation(tmp_path, clip_cache):
     out = tmp_path / "atlas"
-    m = build_atlas(AtlasConfig(acts=str(clip_cache / "cache"), sae=str(clip_cache / "sae"), out=str(out), k=4,
+    m = build_atlas(AtlasConfig(acts=str(clip_cache / "cache"), sae=str(clip_cache / "sae"), out=str(out), top_images=4,
                                 labels=False))
     assert m["masks"] and m["n_patches"] == 16 and m["has_images"] and m["image_index"] and m["random_weights"]
     meta = json.loads((clip_cache / "cache/metadata.json").read_text())
@@ -147,7 +147,7 @@ def test_threshold_masks_use_the_inference_threshold(tmp_path, clip_cache, arch)
         sae.b_enc.fill_(0.0)
         sae.threshold.fill_(0.05)
     save_sae(sae, tmp_path / "sae")
-    build_atlas(AtlasConfig(acts=str(clip_cache / "cache"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"), k=4,
+    build_atlas(AtlasConfig(acts=str(clip_cache / "cache"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"), top_images=4,
                             labels=False))
     meta = json.loads((clip_cache / "cache/metadata.json").read_text())
     patches = torch.from_numpy(np.load(clip_cache / "cache" / meta["shards"][0]["patches"]).astype(np.float32))
@@ -213,7 +213,7 @@ def test_labels_find_a_planted_direction(tmp_path, clip_cache):
 
 def test_interrupted_build_leaves_the_previous_atlas_intact(tmp_path, clip_cache, monkeypatch):
     cfg = AtlasConfig(acts=str(clip_cache / "cache"), sae=str(clip_cache / "sae"), out=str(tmp_path / "atlas"),
-                      k=3, labels=False)
+                      top_images=3, labels=False)
     build_atlas(cfg)
     before = {p.name: p.read_bytes() for p in (tmp_path / "atlas").iterdir() if p.is_file()}
 
@@ -222,7 +222,7 @@ def test_interrupted_build_leaves_the_previous_atlas_intact(tmp_path, clip_cache
 
     monkeypatch.setattr(atlas_mod, "_save", boom)
     with pytest.raises(KeyboardInterrupt):
-        build_atlas(AtlasConfig(**{**cfg.__dict__, "k": 5}))
+        build_atlas(AtlasConfig(**{**cfg.__dict__, "top_images": 5}))
     after = {p.name: p.read_bytes() for p in (tmp_path / "atlas").iterdir() if p.is_file()}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas"]  # no half-written temporaries
@@ -232,7 +232,7 @@ def test_plain_matrix_gives_an_atlas_without_image_parts(tmp_path):
     x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     save_sae(random_sae("topk"), tmp_path / "sae")
-    m = build_atlas(AtlasConfig(acts=str(tmp_path / "x.npy"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"), k=4))
+    m = build_atlas(AtlasConfig(acts=str(tmp_path / "x.npy"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"), top_images=4))
     assert not m["has_images"] and not m["masks"] and not m["labels"] and m["n_images"] == 50
     assert any("no images" in n for n in m["notes"])
     assert np.load(tmp_path / "a/topk_ids.npy").shape == (24, 4)
@@ -261,7 +261,7 @@ def test_link_finds_planted_coactivation(tmp_path):
             sae.b_dec.zero_()
         save_sae(sae, tmp_path / f"sae_{name}")
         build_atlas(AtlasConfig(acts=str(tmp_path / f"{name}.npy"), sae=str(tmp_path / f"sae_{name}"),
-                                out=str(tmp_path / f"atlas_{name}"), k=4))
+                                out=str(tmp_path / f"atlas_{name}"), top_images=4))
     # a budget of ~6 latents of A per chunk: the reverse direction is merged across 4 chunks
     r = link(tmp_path / "atlas_a", tmp_path / "atlas_b", top=5, block_images=64, budget_mb=0.001)
     assert r["shared_images"] == n

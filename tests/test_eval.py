@@ -19,7 +19,7 @@ from evaluation.probe import probe
 from evaluation.prompts import CIFAR10_CLASSES, CIFAR100_CLASSES, templates_for
 from evaluation.splice import edit, reconstruct, zero_ablate
 from evaluation.zeroshot import zeroshot
-from sae_core.cli import main as cli_main
+from app.cli import main as cli_main
 from sae_core.config import SAEConfig
 from sae_core.io import save_sae
 from sae_core.sae import SparseAutoencoder

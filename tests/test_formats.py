@@ -68,7 +68,7 @@ def test_atlas_manifest_matches_format_page(tmp_path):
 
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
     save_sae(SparseAutoencoder(SAEConfig(d_in=4, d_sae=8)), tmp_path / "s")
-    m = build_atlas(AtlasConfig(acts=str(tmp_path / "x.npy"), sae=str(tmp_path / "s"), out=str(tmp_path / "a"), k=2))
+    m = build_atlas(AtlasConfig(acts=str(tmp_path / "x.npy"), sae=str(tmp_path / "s"), out=str(tmp_path / "a"), top_images=2))
     doc = table_fields(REPO / "precompute/ATLAS.md", "manifest.json")
     assert set(doc) == set(m), f"doc vs manifest: {set(doc) ^ set(m)}"
     tree = (REPO / "precompute/ATLAS.md").read_text()

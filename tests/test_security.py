@@ -4,7 +4,6 @@ encoded `..`, symlinks), the Dockerfile lints clean, and the serving defaults ar
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import pickle
@@ -152,13 +151,13 @@ def test_dockerfile_lints_clean_and_keeps_its_promises():
 
 
 def test_up_serves_a_mounted_atlas_or_the_demo(tmp_path, monkeypatch):
+    import app.cli
     import app.server
-    import precompute.cli as pcli
 
     served, demo = [], []
     monkeypatch.setattr(app.server, "serve", lambda *a, **k: served.append((a, k)))
-    monkeypatch.setattr(pcli, "_run_demo", lambda a: demo.append(a) or 0)
-    from sae_core.cli import main
+    monkeypatch.setattr(app.cli, "run_demo", lambda c: demo.append(c) or 0)
+    from app.cli import main
 
     assert main(["up", "--data", str(tmp_path)]) == 0 and demo and not served
     (tmp_path / "atlas").mkdir()
@@ -172,7 +171,7 @@ def test_serving_defaults_are_private():
     import os
 
     from app.server import serve
-    from sae_core.cli import build_parser
+    from app.cli import build_parser
 
     sig = inspect.signature(serve).parameters
     assert sig["host"].default == "127.0.0.1" and sig["share"].default is False
@@ -181,4 +180,3 @@ def test_serving_defaults_are_private():
         a = parser.parse_args(argv)
         assert a.host == "127.0.0.1" and not getattr(a, "share", False)
     assert os.environ.get("GRADIO_ANALYTICS_ENABLED") == "False"
-    assert isinstance(parser, argparse.ArgumentParser)

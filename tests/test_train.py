@@ -149,7 +149,7 @@ def test_batches_cover_every_row_once_per_epoch_and_skip_is_exact(small_npy):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sae_core.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_train_metrics_and_errors(tmp_path, small_npy):

@@ -21,6 +21,20 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from precompute.activations import EmbedConfig, run_embed
+from precompute.atlas import AtlasConfig, build_atlas
+from precompute.encoders import EncoderSpec
+from precompute.hub_ids import CLIP_MODEL, CLIP_PRETRAINED
+from precompute.link import link
+from sae_core.config import SAEConfig, TrainConfig
+from sae_core.evaluate import metrics_main
+from sae_core.files import atomic_write_text
+from sae_core.sweep import make_specs
+from sae_core.train import train
+
+from .atlas import Atlas
+from .kandinsky import PRIOR_ID, kandinsky_available, make_tiny_pipelines
+
 log = logging.getLogger(__name__)
 
 SKIMAGE_PHOTOS = (
@@ -73,7 +87,7 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
         return False
 
 
-def resolve_clip_weights(model: str = "ViT-B-32", tag: str = "laion2b_s34b_b79k") -> str:
+def resolve_clip_weights(model: str = CLIP_MODEL, tag: str = CLIP_PRETRAINED) -> str:
     """A local weights file from the HF cache, the tag itself when the hub is reachable, else `none`."""
     import open_clip
     from huggingface_hub import try_to_load_from_cache
@@ -131,16 +145,6 @@ class DemoPaths:
 
 def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: str = "auto") -> dict:
     """Build (or reuse) the demo: images, ViT-B-32 `embed` activations with patch tokens, an SAE."""
-    from sae_core.config import SAEConfig, TrainConfig
-    from sae_core.files import atomic_write_text
-    from sae_core.sweep import make_specs
-    from sae_core.train import train
-
-    from .activations import EmbedConfig, run_embed
-    from .atlas import AtlasConfig, build_atlas
-    from .encoders import EncoderSpec
-    from .link import link
-
     paths = DemoPaths(Path(root))
     if rebuild and paths.root.exists():
         shutil.rmtree(paths.root)
@@ -151,7 +155,7 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
     random_weights = weights == "none"
     log.info("demo: %d images; CLIP weights: %s", n, "RANDOM (no pretrained ViT-B-32 in the cache and no network)"
              if random_weights else weights)
-    spec = EncoderSpec(model="ViT-B-32", pretrained=weights, patch_tokens=True)
+    spec = EncoderSpec(model=CLIP_MODEL, pretrained=weights, patch_tokens=True)
     meta = run_embed(EmbedConfig(images=str(paths.images), out=str(paths.clip_cache), encoder=spec, batch_size=32,
                                  workers=1, shard_size=256, device=device))
     sae_cfg = SAEConfig(d_in=meta["dim"], d_sae=1024, architecture="relu", normalize_activations="unit_norm")
@@ -164,8 +168,6 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
     # The steering side: the Kandinsky prior's own image encoder (the real one when cached, else
     # the tiny random one the app will steer with), a steering SAE on its embeddings, its atlas,
     # and the link that maps CLIP latents to steerable ones.
-    from app.kandinsky import PRIOR_ID, kandinsky_available, make_tiny_pipelines
-
     real_kandinsky = kandinsky_available()
     if real_kandinsky:
         prior_model = PRIOR_ID
@@ -191,8 +193,6 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
 
 def demo_main(root: str = "demo_cache", rebuild: bool = False, device: str = "auto") -> str:
     """Build the demo if needed and return its report (metrics table + atlas preview)."""
-    from sae_core.evaluate import metrics_main
-
     info = build_demo(root, rebuild=rebuild, device=device)
     banner = ("CLIP ViT-B-32 with RANDOM weights (no pretrained weights in the cache and no network): "
               "features are not meaningful" if info["random_weights"] else f"CLIP ViT-B-32 weights: {info['clip_weights']}")
@@ -203,18 +203,11 @@ def demo_main(root: str = "demo_cache", rebuild: bool = False, device: str = "au
 
 def atlas_summary(atlas: str | Path, n_latents: int = 5) -> str:
     """The most frequent latents of an atlas with their top images (a text preview of the app)."""
-    import numpy as np
-
-    atlas = Path(atlas)
-    manifest = json.loads((atlas / "manifest.json").read_text())
-    freq = np.load(atlas / "frequency.npy")
-    ids = np.load(atlas / "topk_ids.npy")
-    vals = np.load(atlas / "topk_values.npy")
-    images = [json.loads(line)["path"] for line in (atlas / "images.jsonl").read_text().splitlines()]
-    labels = json.loads((atlas / "labels.json").read_text()) if manifest["labels"] else None
-    lines = [f"Atlas {atlas}: {manifest['d_sae']} latents, {manifest['n_dead']} dead; most frequent latents:"]
-    for lat in np.argsort(-freq)[:n_latents]:
-        top = ", ".join(f"{images[i]} ({v:.3g})" for i, v in zip(ids[lat][:3], vals[lat][:3]) if i >= 0)
-        label = f" [{', '.join(labels[lat]['words'][:3])}]" if labels else ""
-        lines.append(f"  latent {lat}{label}: fires on {freq[lat]:.0%} of images; top: {top}")
+    a = Atlas(atlas)
+    lines = [f"Atlas {atlas}: {a.n_latents} latents, {a.manifest['n_dead']} dead; most frequent latents:"]
+    for lat in a.ranked("frequency", n_latents):
+        page = a.page(lat)
+        top = ", ".join(f"{t['path']} ({t['value']:.3g})" for t in page.top[:3])
+        label = f" [{', '.join(page.label[:3])}]" if page.label else ""
+        lines.append(f"  latent {lat}{label}: fires on {page.frequency:.0%} of images; top: {top}")
     return "\n".join(lines)

@@ -1,0 +1,177 @@
+"""`clipsae`: one command, one subcommand per stage (`clipsae --help` lists them).
+
+This is the top of the pipeline, so it may import every stage: each stage exposes its own
+subcommands (`sae_core.cli`, `precompute.cli`, `evaluation.cli`) and the app adds its own
+(serve, demo, up). Every expected user error is one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from evaluation.cli import add_eval
+from precompute.cli import COMMANDS as PRECOMPUTE_COMMANDS
+from precompute.hub_ids import KANDINSKY_DECODER, KANDINSKY_PRIOR
+from sae_core.cliargs import add_config_flags, config_from_args, run_reporting
+from sae_core.cli import COMMANDS as SAE_COMMANDS
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """`clipsae serve`: which atlases, where to listen, which Kandinsky."""
+
+    atlas: str
+    """An atlas folder (clipsae atlas)."""
+    steer_atlas: str | None = None
+    """An atlas of a Kandinsky-prior SAE (enables the Steer tab)."""
+    host: str = DEFAULT_HOST
+    """Interface to bind (default: this machine only)."""
+    port: int = DEFAULT_PORT
+    """Port to listen on."""
+    prior: str = KANDINSKY_PRIOR
+    """Kandinsky 2.2 prior: hub id (from the HF cache) or local diffusers folder."""
+    decoder: str = KANDINSKY_DECODER
+    """Kandinsky 2.2 decoder: hub id (from the HF cache) or local diffusers folder."""
+    tiny_kandinsky: bool = False
+    """Tiny random Kandinsky components (CPU demo of the mechanics)."""
+    share: bool = False
+    """Also open a public Gradio share link (off by default)."""
+    device: str = "auto"
+    """auto (cuda when available), cpu, cuda, cuda:N."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """`clipsae demo`: build (once) and serve the embedded demo."""
+
+    cache_dir: str = "demo_cache"
+    """Where the demo is built and cached."""
+    rebuild: bool = False
+    """Delete the cached demo and build it again."""
+    serve: bool = True
+    """Serve the app after building (--no-serve: build and report only)."""
+    host: str = DEFAULT_HOST
+    """Interface to bind (default: this machine only)."""
+    port: int = DEFAULT_PORT
+    """Port to listen on."""
+    device: str = "auto"
+    """auto (cuda when available), cpu, cuda, cuda:N."""
+
+
+@dataclass(frozen=True)
+class UpConfig:
+    """`clipsae up`: the container's command."""
+
+    data: str = "/data"
+    """Folder holding atlas/ (and optionally katlas/)."""
+    cache_dir: str = "demo_cache"
+    """Where the demo is built when no atlas is mounted."""
+    host: str = DEFAULT_HOST
+    """Interface to bind (default: this machine only)."""
+    port: int = DEFAULT_PORT
+    """Port to listen on."""
+    device: str = "auto"
+    """auto (cuda when available), cpu, cuda, cuda:N."""
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="the app: browse an atlas, inspect images, steer Kandinsky 2.2")
+    add_config_flags(p, ServeConfig, required=("atlas",))
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(a: argparse.Namespace) -> int:
+    from .server import serve
+
+    c = config_from_args(ServeConfig, a)
+    print(f"serving {c.atlas} on http://{c.host}:{c.port}")
+    serve(c.atlas, c.steer_atlas, host=c.host, port=c.port, share=c.share, prior=c.prior, decoder=c.decoder,
+          tiny_kandinsky=c.tiny_kandinsky, device=c.device)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="build (once) and serve the embedded demo: bundled photos, CLIP, SAEs, Kandinsky")
+    add_config_flags(p, DemoConfig)
+    p.set_defaults(func=_run_demo)
+
+
+def run_demo(c: DemoConfig) -> int:
+    """Build the demo (once), print its report, then serve it unless told not to."""
+    import json
+    from pathlib import Path
+
+    from .demo import demo_main
+    from .server import serve
+
+    print(demo_main(c.cache_dir, rebuild=c.rebuild, device=c.device))
+    if not c.serve:
+        return 0
+    info = json.loads((Path(c.cache_dir) / "demo.json").read_text())
+    print(f"serving the demo on http://{c.host}:{c.port} (Ctrl-C to stop)")
+    serve(info["clip_atlas"], info["kandinsky_atlas"], host=c.host, port=c.port,
+          tiny_kandinsky=info["kandinsky"] == "tiny", device=c.device)
+    return 0
+
+
+def _run_demo(a: argparse.Namespace) -> int:
+    return run_demo(config_from_args(DemoConfig, a))
+
+
+def _add_up(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="serve the atlas mounted at DATA/atlas (+ DATA/katlas), or the demo if none",
+                       description="The container's command: DATA/atlas/manifest.json present -> clipsae serve "
+                                   "(with DATA/katlas as the steering atlas when present); absent -> clipsae demo.")
+    add_config_flags(p, UpConfig)
+    p.set_defaults(func=_run_up)
+
+
+def _run_up(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    c = config_from_args(UpConfig, a)
+    data = Path(c.data)
+    if (data / "atlas" / "manifest.json").is_file():
+        from .server import serve
+
+        steer = data / "katlas" if (data / "katlas" / "manifest.json").is_file() else None
+        print(f"serving {data / 'atlas'}" + (f" with steering atlas {steer}" if steer else " (no steering atlas)"))
+        serve(str(data / "atlas"), str(steer) if steer else None, host=c.host, port=c.port, device=c.device)
+        return 0
+    print(f"no atlas at {data / 'atlas'}: serving the embedded demo")
+    return run_demo(DemoConfig(cache_dir=c.cache_dir, host=c.host, port=c.port, device=c.device))
+
+
+APP_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_demo, _add_up]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `clipsae` parser: every stage's subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="clipsae",
+        description="Sparse autoencoders on CLIP: extract activations, train, build an atlas, explore and steer.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in [*SAE_COMMANDS, *PRECOMPUTE_COMMANDS, add_eval, *APP_COMMANDS]:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `clipsae` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return run_reporting(f"clipsae {args.command}", lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""Hub ids of the pretrained models clipsae loads by default: one place for all of them."""
+
+CLIP_MODEL = "ViT-B-32"
+"""OpenCLIP model of seed 001 (and of the embedded demo when its weights are cached)."""
+CLIP_PRETRAINED = "laion2b_s34b_b79k"
+"""OpenCLIP pretrained tag of seed 001."""
+KANDINSKY_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
+"""Kandinsky 2.2 prior (text/image -> 1280-d image embedding; its image encoder feeds the steering SAE)."""
+KANDINSKY_DECODER = "kandinsky-community/kandinsky-2-2-decoder"
+"""Kandinsky 2.2 decoder (image embedding -> image)."""

@@ -1,0 +1,156 @@
+"""Command-line flags generated from the config dataclasses, and one way to report errors.
+
+    p = argparse.ArgumentParser()
+    add_config_flags(p, TrainConfig)                 # --batch-size, --lr, ... with help from
+    cfg = config_from_args(TrainConfig, p.parse_args())   # each field's docstring
+
+A field `foo_bar` becomes `--foo-bar` in every command, so one idea has one name
+everywhere (`--device`, `--seed`, `--batch-size`, ...). `Literal` fields become choices,
+`bool` fields `--x/--no-x`, `X | None` fields take an X and default to None.
+
+`run_reporting(prog, fn)` runs an entry point and turns every expected user error into one
+line on stderr and a non-zero exit (2; 28 for a full disk; 130 when interrupted): the
+`clipsae` command and the `torchrun -m …` entry points share it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import errno
+import inspect
+import sys
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Iterable
+from functools import cache
+from typing import Any, Literal, get_args, get_origin
+
+from .errors import USER_ERRORS
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass (and its bases): {field: first paragraph}."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split("\n\n")[0].split())
+    return docs
+
+
+def flag_name(field: str) -> str:
+    """The flag of a config field: `batch_size` -> `--batch-size`."""
+    return "--" + field.replace("_", "-")
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _argparse_kwargs(tp: Any, default: Any) -> dict[str, Any]:
+    tp, optional = _unwrap_optional(tp)
+    if tp is bool:
+        return {"action": argparse.BooleanOptionalAction, "default": default}
+    if get_origin(tp) is Literal:
+        choices = list(get_args(tp))
+        return {"choices": choices, "type": type(choices[0]), "default": default}
+    if get_origin(tp) is tuple:
+        args = get_args(tp)
+        return {"nargs": len(args), "type": args[0], "default": default, "metavar": tuple(a.__name__.upper() for a in args)}
+    if tp in (int, float, str):
+        return {"type": tp, "default": default}
+    raise TypeError(f"no flag type for {tp!r}")  # a new field type: teach this function
+
+
+def add_config_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
+                     skip: Iterable[str] = (), names: dict[str, str] | None = None,
+                     required: Iterable[str] = (), positional: Iterable[str] = (),
+                     defaults: dict[str, Any] | None = None, helps: dict[str, str] | None = None) -> list[str]:
+    """Add one flag per field of the dataclass `cls` (except `skip`); returns the field names.
+
+    `names` renames a flag (`{"architecture": "--arch"}`), `required` makes a field's flag
+    required, `positional` makes fields positional arguments (in field order), `defaults`
+    overrides a default shown and used, `helps` replaces a help text."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    names, defaults, helps = names or {}, defaults or {}, helps or {}
+    skip, required, positional = set(skip), set(required), set(positional)
+    added = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        if f.name in defaults:
+            default = defaults[f.name]
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        kwargs = _argparse_kwargs(hints[f.name], default)
+        text = helps.get(f.name, docs.get(f.name, "")).replace("%", "%%")
+        if f.name in positional:
+            kwargs.pop("default", None)
+            parser.add_argument(f.name, metavar=f.name.upper(), help=text, **kwargs)
+            added.append(f.name)
+            continue
+        if f.name in required:
+            kwargs.pop("default", None)
+            kwargs["required"] = True
+        elif kwargs.get("action") is not argparse.BooleanOptionalAction:
+            text = f"{text} (default: %(default)s)".strip()
+        parser.add_argument(names.get(f.name, flag_name(f.name)), dest=f.name, help=text, **kwargs)
+        added.append(f.name)
+    return added
+
+
+def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """Build the dataclass `cls` from the parsed flags (fields without a flag keep their
+    default) plus `overrides`; tuples come back as tuples."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in overrides:
+            kwargs[f.name] = overrides[f.name]
+        elif hasattr(args, f.name):
+            value = getattr(args, f.name)
+            if get_origin(_unwrap_optional(hints[f.name])[0]) is tuple and value is not None:
+                value = tuple(value)
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def run_reporting(prog: str, fn: Callable[[], int | None]) -> int:
+    """Run `fn`; expected user errors become one line on stderr and an exit code."""
+    try:
+        return int(fn() or 0)
+    except USER_ERRORS as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"{prog}: error: no space left on the device ({exc.filename or exc}). Files are written "
+              "atomically, so nothing partial was kept: free some space and run the same command again "
+              "(embed resumes from its finished shards).", file=sys.stderr)
+        return 28
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
