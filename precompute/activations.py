@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sae_core.files import atomic_save_npy, atomic_write_text
 from sae_core.progress import Progress
+from sae_core.data import CACHE_FORMAT, CACHE_VERSION
 from sae_core.device import resolve_device
 from sae_core.errors import BadActivations, Incomplete
 
@@ -37,8 +38,6 @@ from .images import DEFAULT_MAX_PIXELS, BadImage, ImageRef, image_id, list_image
 
 log = logging.getLogger(__name__)
 
-FORMAT_NAME = "clipsae-activations"
-FORMAT_VERSION = 1
 SHARDS_DIR = "shards"
 
 
@@ -286,8 +285,8 @@ def finalize(out: Path, cfg: EmbedConfig, root: Path, n_shards: int) -> dict[str
     atomic_write_text(out / "failures.jsonl", "".join(line + "\n" for line in all_failures))
     n_rows = sum(s["rows"] for s in shards)
     meta = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format": CACHE_FORMAT,
+        "format_version": CACHE_VERSION,
         **{k: enc[k] for k in ("model_name", "pretrained", "hook_name", "tokens", "image_size", "preprocessing")},
         **{k: enc[k] for k in ("weights_sha256", "random_weights", "seed", "model_config_path") if k in enc},
         "dim": enc["dim"],

@@ -11,20 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from sae_core.data import ActivationSource
-from sae_core.files import atomic_write_text, atomic_write_with, check_format
+from sae_core.data import ActivationSource, read_cache_metadata
+from sae_core.files import atomic_write_text, atomic_write_with
 from sae_core.progress import Progress
 
-from .activations import FORMAT_NAME, FORMAT_VERSION
 
 
 def read_metadata(cache: str | Path) -> dict[str, Any]:
     """metadata.json of a complete cache, with its format and version checked."""
-    path = Path(cache) / "metadata.json"
-    if not path.exists():
-        hint = " (an unfinished run: repeat the clipsae embed command to resume)" if (Path(cache) / "settings.json").exists() else ""
-        raise FileNotFoundError(f"{cache} has no metadata.json; expected a cache written by clipsae embed{hint}")
-    return check_format(json.loads(path.read_text()), FORMAT_NAME, FORMAT_VERSION, path, "activation cache")
+    return read_cache_metadata(cache)
 
 
 def read_images(cache: str | Path) -> list[dict[str, str]]:

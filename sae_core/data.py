@@ -18,6 +18,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import check_format
+
+CACHE_FORMAT = "clipsae-activations"
+CACHE_VERSION = 1
+"""The activation cache's header (`metadata.json`), written by `clipsae embed` and checked by
+every reader (see precompute/FORMAT.md)."""
+
+
+def read_cache_metadata(cache: str | Path) -> dict:
+    """metadata.json of a finished cache, with its format and version checked."""
+    path = Path(cache) / "metadata.json"
+    if not path.exists():
+        hint = (" (an unfinished run: repeat the clipsae embed command to resume)"
+                if (Path(cache) / "settings.json").exists() else ", or pass a .npy matrix")
+        raise FileNotFoundError(f"{cache} is a folder without metadata.json; expected an activation cache written "
+                                f"by `clipsae embed`{hint}")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); re-run the clipsae embed command") from None
+    return check_format(meta, CACHE_FORMAT, CACHE_VERSION, path, "activation cache")
+
 
 class ActivationSource:
     """Row-addressable view over one `.npy` matrix or the shards of a cache folder."""
@@ -26,13 +48,7 @@ class ActivationSource:
         self.path = Path(path)
         self.metadata: dict = {}
         if self.path.is_dir():
-            meta_path = self.path / "metadata.json"
-            if not meta_path.exists():
-                raise FileNotFoundError(
-                    f"{self.path} is a folder without metadata.json; expected an activation cache "
-                    "written by `clipsae embed`, or pass a .npy matrix"
-                )
-            self.metadata = json.loads(meta_path.read_text())
+            self.metadata = read_cache_metadata(self.path)
             shard_files = [self.path / s["file"] for s in self.metadata.get("shards", [])]
             self._arrays = [np.load(f, mmap_mode="r") for f in shard_files]
             if not self._arrays:

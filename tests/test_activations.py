@@ -256,3 +256,22 @@ def test_a_full_disk_is_a_clear_error_and_the_rerun_completes(tmp_path, tiny, mo
     monkeypatch.setattr(acts, "atomic_save_npy", real_save)
     assert main([*args, "--out", str(out)]) == 0
     assert _cache_files(out) == _cache_files(tmp_path / "clean")
+
+
+def test_every_cache_reader_checks_the_format(tmp_path, images, tiny):
+    """ActivationSource (train, metrics, atlas, link, eval) refuses a foreign or newer cache
+    header by name, as read_metadata does."""
+    embed(images, tmp_path / "c", tiny)
+    meta_path = tmp_path / "c/metadata.json"
+    meta = json.loads(meta_path.read_text())
+    for bad, msg in (({**meta, "format_version": 7}, "format_version 7"),
+                     ({**meta, "format": "saev-shards"}, "not a clipsae activation cache"),
+                     ({k: v for k, v in meta.items() if k != "format_version"}, "no valid format_version")):
+        meta_path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=msg):
+            ActivationSource(tmp_path / "c")
+        with pytest.raises(ValueError, match=msg):
+            read_metadata(tmp_path / "c")
+    meta_path.unlink()
+    with pytest.raises(FileNotFoundError, match="unfinished run: repeat the clipsae embed command"):
+        ActivationSource(tmp_path / "c")
