@@ -157,6 +157,14 @@ def check_or_write_settings(out: Path, settings: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(settings, indent=2))
 
 
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete the temporary files (`.NAME.*.tmp`) a killed run left behind; finished files
+    are only ever renamed into place, so these are never part of the cache."""
+    for folder in (out, out / SHARDS_DIR):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------- the run
 def _shard_batches(n_images: int, shard_size: int, batch_size: int, shards: list[int]) -> list[list[int]]:
     batches = []
@@ -184,6 +192,7 @@ def run_embed(cfg: EmbedConfig, rank: int = 0, world_size: int = 1, barrier: Any
     settings = settings_of(cfg, refs, device)
     if rank == 0:
         check_or_write_settings(out, settings)
+        remove_stale_temporaries(out)  # a killed run's half-written files (no rank is writing yet)
     if barrier is not None:
         barrier()
     if rank != 0:
@@ -205,8 +214,8 @@ def run_embed(cfg: EmbedConfig, rank: int = 0, world_size: int = 1, barrier: Any
             try:
                 _extract(cfg, refs, encoder, mine, out)
                 break
-            except RuntimeError as exc:  # torch's message when a decode worker dies (OOM killer, SIGKILL)
-                if "DataLoader worker" not in str(exc) or attempt == MAX_WORKER_RESTARTS:
+            except (RuntimeError, ConnectionError, EOFError) as exc:  # a decode worker died (OOM killer, SIGKILL)
+                if not worker_died(exc) or attempt == MAX_WORKER_RESTARTS:
                     raise
                 mine = [s for s in mine if not shard_done(out, s)]
                 log.warning("a decode worker died (%s); restarting the workers for the %d unfinished shards",
@@ -218,15 +227,41 @@ def run_embed(cfg: EmbedConfig, rank: int = 0, world_size: int = 1, barrier: Any
     return finalize(out, cfg, root, n_shards)
 
 
+def worker_died(exc: BaseException) -> bool:
+    """Whether an exception (or one it was raised from) says a DataLoader worker died: torch's
+    RuntimeError, or the broken pipe the main process met first while reading from it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "DataLoader worker" in str(seen) or isinstance(seen, (ConnectionResetError, BrokenPipeError, EOFError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _extract(cfg: EmbedConfig, refs: list[ImageRef], encoder: Encoder, shards: list[int], out: Path) -> None:
     dataset = _Images(refs, encoder.preprocess, cfg.max_pixels)
     batches = _shard_batches(len(refs), cfg.shard_size, cfg.batch_size, shards)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=_collate,
                         pin_memory=torch.cuda.is_available(), prefetch_factor=4 if cfg.workers else None,
                         persistent_workers=False)
-    dtype = np.dtype(cfg.dtype)
     total = sum(min(len(refs), (s + 1) * cfg.shard_size) - s * cfg.shard_size for s in shards)
     bar = Progress(total, "embed", unit="img", logger=log)
+    batches_it = iter(loader)
+    try:
+        _consume(batches_it, cfg, refs, encoder, out, bar)
+    finally:
+        # Stop the workers (and unregister them from torch's SIGCHLD handler) before anything
+        # else runs: otherwise a dead worker's error can fire again while the caller retries.
+        shutdown = getattr(batches_it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        bar.close()
+
+
+def _consume(batches_it: Any, cfg: EmbedConfig, refs: list[ImageRef], encoder: Encoder, out: Path,
+             bar: Progress) -> None:
+    """Encode the decoded batches and write each shard as soon as it is complete."""
+    dtype = np.dtype(cfg.dtype)
     current, acts_parts, patch_parts, images, failures = None, [], [], [], []
     n_failed = 0
 
@@ -238,7 +273,7 @@ def _extract(cfg: EmbedConfig, refs: list[ImageRef], encoder: Encoder, shards: l
                        else np.zeros((0, encoder.n_patches, encoder.dim), dtype))
         _write_shard(out, current, acts, patches, images, failures)
 
-    for batch in loader:
+    for batch in batches_it:
         shard = batch[0][0] // cfg.shard_size
         if current is not None and shard != current:
             flush()
@@ -262,7 +297,6 @@ def _extract(cfg: EmbedConfig, refs: list[ImageRef], encoder: Encoder, shards: l
         bar.set_postfix(skipped=n_failed)
     if current is not None:
         flush()
-    bar.close()
 
 
 def finalize(out: Path, cfg: EmbedConfig, root: Path, n_shards: int) -> dict[str, Any]:
