@@ -3,7 +3,7 @@
 Folder layout (format version `FORMAT_VERSION`):
     cfg.json                  SAEConfig fields + format/format_version + model_name/hook_name
     sae_weights.safetensors   W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_enc [d_sae],
-                              b_dec [d_in], threshold [d_sae] (jumprelu, batchtopk)
+                              b_dec [d_in], threshold [d_sae] (jumprelu, batchtopk, matryoshka)
 
 Converters read ViT-Prisma folders (`config.json` + `weights.pt`, via
 `torch.load(weights_only=True)`) and EleutherAI sparsify folders (`cfg.json` +
@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ARCHITECTURES, SAEConfig
 from .files import atomic_write_dir
+from .rules import THRESHOLD_ARCHS
 from .sae import SparseAutoencoder
 
 FORMAT_NAME = "clipsae-sae"
@@ -70,7 +71,7 @@ def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
 def _validate(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: str) -> None:
     d, s = cfg.d_in, cfg.d_sae
     expected = {"W_enc": (d, s), "W_dec": (s, d), "b_enc": (s,), "b_dec": (d,)}
-    if cfg.architecture in ("jumprelu", "batchtopk"):
+    if cfg.architecture in THRESHOLD_ARCHS:
         expected["threshold"] = (s,)
     for name, shape in expected.items():
         if name not in tensors:
@@ -93,7 +94,7 @@ def sae_from_tensors(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: st
     with torch.no_grad():
         for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
             getattr(sae, name).copy_(tensors[name].float())
-        if cfg.architecture in ("jumprelu", "batchtopk"):
+        if cfg.architecture in THRESHOLD_ARCHS:
             sae.threshold.copy_(tensors["threshold"].float())
     return sae
 
