@@ -54,7 +54,7 @@ class SAEConfig:
     norm_scaling_factor: float | None = None
     """The constant for expected_average_only_in, fitted on the training data."""
     jumprelu_bandwidth: float = 0.05
-    """Width ε of the rectangle kernel of JumpReLU's straight-through estimator."""
+    """Width ε of the rectangle kernel of JumpReLU's straight-through estimator (SAELens' default)."""
     dtype: str = "float32"
     """Dtype the weights are stored in."""
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -99,8 +99,8 @@ class TrainConfig:
 
     # --- data ---
     batch_size: int | None = None
-    """Inputs per optimisation step. Unset: chosen from the data size (see `schedule.resolve`):
-    a power of two from 256 to 4096 giving about 2,000 steps; the seeds use 256."""
+    """Inputs per optimisation step. Unset: chosen from the data size and d_sae (see
+    `schedule.resolve`): a power of two up to 4096 giving about 2,000 steps; the seeds use 256."""
     epochs: int = 1
     """Passes over the activation matrix."""
     block_rows: int = 262_144
@@ -115,8 +115,8 @@ class TrainConfig:
 
     # --- optimisation ---
     lr: float | None = None
-    """Adam learning rate after warm-up. Unset: 2e-4 / √(d_sae / 16384) (sparsify's rule;
-    8e-4 for 1024 latents), times 4 for relu/jumprelu (see `schedule.resolve`)."""
+    """Adam learning rate after warm-up. Unset: 4e-4 / √(d_sae / 16384) (twice sparsify's rule;
+    1.6e-3 for 1024 latents), times 6 for relu/jumprelu (see `schedule.resolve`)."""
     lr_warmup_steps: int | None = None
     """Linear warm-up from 0 to lr. Unset: 5% of the steps."""
     lr_decay: LRDecay = "linear"
@@ -147,8 +147,9 @@ class TrainConfig:
     """auto: AuxK for topk/batchtopk/matryoshka, resampling for relu/jumprelu; or force one, or none."""
     dead_after_samples: int = 1_000_000
     """A latent that has not fired for this many inputs counts as dead (capped at one epoch)."""
-    aux_k: int = 512
-    """Dead latents used by the AuxK loss."""
+    aux_k: int | None = None
+    """Dead latents per input used by the AuxK loss. Unset: d_in / 2, at most 512 (the heuristic
+    of Gao et al.'s appendix B.1, as sparsify)."""
     aux_coefficient: float = 1 / 32
     """Weight α of the AuxK loss."""
     resample_every: int | None = None
@@ -198,7 +199,7 @@ class TrainConfig:
         if not 0 <= self.batchtopk_threshold_momentum < 1:
             raise ValueError("batchtopk_threshold_momentum must be in [0, 1)")
 
-    AUTO_FIELDS = ("batch_size", "lr", "lr_warmup_steps", "l1_warmup_steps", "resample_every")
+    AUTO_FIELDS = ("batch_size", "lr", "lr_warmup_steps", "l1_warmup_steps", "resample_every", "aux_k")
     """Fields that may be left unset (None) and are then chosen by `schedule.resolve`."""
 
     def unresolved(self) -> list[str]:

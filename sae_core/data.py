@@ -185,7 +185,8 @@ def iter_batches(
     skip: int = 0,
     device: torch.device | str = "cpu",
 ) -> Iterator[torch.Tensor]:
-    """Yield float32 batches of one epoch, skipping the first `skip` without reading them."""
+    """Yield float32 batches of one epoch, skipping the first `skip` without reading them.
+    A block holding NaN or inf is refused (ValueError) before any of its batches is used."""
     order, rng = chunk_order(plan, seed, epoch)
     seen = 0
     for b in range(plan.n_blocks):
@@ -195,7 +196,11 @@ def iter_batches(
         if seen + n_batches <= skip:
             seen += n_batches
             continue
-        block = torch.from_numpy(source.read_pieces(plan.pieces(order, b)))
+        # in file order: forward reads only (the block is shuffled anyway)
+        block = torch.from_numpy(source.read_pieces(sorted(plan.pieces(order, b))))
+        if not torch.isfinite(block).all():
+            raise ValueError(f"{source.path}: rows of block {b} (epoch {epoch}) contain NaN or inf activations; "
+                             "clean or re-extract the activations")
         for j in range(n_batches):
             if seen >= skip:
                 idx = torch.from_numpy(perm[j * plan.batch_size : (j + 1) * plan.batch_size])

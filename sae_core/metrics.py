@@ -90,17 +90,19 @@ class MetricsAccumulator:
     def update_stats(self, x_bd: Tensor, x_hat_bd: Tensor, abs_sum: float, fire_count_s: Tensor) -> None:
         """Add a batch given Σ|f| and the per-latent non-zero counts (cheap for sparse latents).
 
-        Inputs are promoted to float64; the latent sums come in as float32 reductions,
-        which avoids a float64 copy of the [B, d_sae] latent matrix."""
-        x, x_hat = x_bd.detach().double(), x_hat_bd.detach().double()
+        Sums accumulate in float64 (each reduction runs in float64 over the inputs, without a
+        float64 copy of them); the latent sums come in as float32 reductions."""
+        x, x_hat = x_bd.detach(), x_hat_bd.detach()
+        f64 = torch.float64
         self.n += x.shape[0]
-        self.sum_sq_err += float((x_hat - x).pow(2).sum())
-        self.sum_x_sq += float(x.pow(2).sum())
-        self.sum_x_d += x.sum(dim=0).cpu().numpy()
+        self.sum_sq_err += float((x_hat - x).pow_(2).sum(dtype=f64))
+        self.sum_x_sq += float(x.pow(2).sum(dtype=f64))
+        self.sum_x_d += x.sum(dim=0, dtype=f64).cpu().numpy()
         self.sum_abs_f += abs_sum
         counts = fire_count_s.cpu().numpy().astype(np.int64)
         self.n_active += int(counts.sum())
-        self.sum_cos += float(torch.nn.functional.cosine_similarity(x, x_hat, dim=-1).sum())
+        cos = (x * x_hat).sum(dim=1, dtype=f64) / (x.norm(dim=1) * x_hat.norm(dim=1)).clamp_min(1e-8)
+        self.sum_cos += float(cos.sum())
         self.fire_count_s += counts
 
     @torch.no_grad()

@@ -126,8 +126,9 @@ def kept_entries(h_bs: Tensor, architecture: str, k: int | None = None) -> tuple
     the values come from the selection itself (no gather)."""
     n_batch, d_sae = h_bs.shape
     if architecture == "relu":
-        rows, cols = (h_bs > 0).nonzero(as_tuple=True)  # row-major, so sorted by row
-        return rows, cols, h_bs[h_bs > 0]
+        positive = h_bs > 0
+        rows, cols = positive.nonzero(as_tuple=True)  # row-major, so sorted by row
+        return rows, cols, h_bs[positive]
     if architecture == "topk":
         vals, cols = h_bs.topk(k, dim=-1, sorted=False)
         rows = torch.arange(n_batch, device=h_bs.device).repeat_interleave(k)

@@ -2,15 +2,18 @@
 batch size, learning rate, warm-ups and resampling period from the data size and width.
 
 The automatic choices (`resolve`), for every TrainConfig field left unset (None):
-- batch_size: the power of two from 256 to 4096 nearest to rows × epochs / 2,000, so a run
-  makes about 2,000 optimiser steps when the data allows (more, in batches of 4096, on large
-  data: 10M rows × 5 epochs is 12,210 steps; fewer, in batches of 256, on small data);
+- batch_size: the power of two nearest to rows × epochs / 2,000, so a run makes about 2,000
+  optimiser steps when the data allows, at most 4096 (10M rows × 5 epochs: 12,210 steps) and
+  at least 256 or d_sae / 16, whichever is larger (each step also costs a few passes over the
+  d_in × d_sae weights — Adam, the decoder's upkeep — which small batches would repeat
+  for little work: 1024 for 16,384 latents);
 - lr: 4e-4 / √(d_sae / 16384), twice sparsify's rule for Adam (1.6e-3 for 1024 latents, 4e-4
   for 16384: runs of a few thousand steps need the larger step; sparsify's rule was set for
   long runs), times 6 for relu/jumprelu, whose penalties sparsify the codes only as fast as
   the weights move;
 - lr_warmup_steps: 5% of the steps; l1_warmup_steps: 5% of the steps for relu/jumprelu;
-- resample_every: a tenth of the steps.
+- resample_every: a tenth of the steps;
+- aux_k: d_in / 2, at most 512 (Gao et al.'s heuristic, as sparsify).
 Explicit values always win; `train_config.json` records the values used.
 """
 
@@ -33,9 +36,11 @@ PENALTY_LR_FACTOR = 6.0
 """The automatic lr of relu/jumprelu relative to the k architectures'."""
 
 
-def auto_batch_size(n_samples: int) -> int:
-    """The power of two in BATCH_RANGE nearest (in log scale) to n_samples / TARGET_STEPS."""
+def auto_batch_size(n_samples: int, d_sae: int) -> int:
+    """The power of two nearest (in log scale) to n_samples / TARGET_STEPS, within
+    [max(BATCH_RANGE[0], d_sae / 16), BATCH_RANGE[1]]."""
     lo, hi = BATCH_RANGE
+    lo = min(hi, max(lo, 2 ** round(math.log2(max(d_sae / 16, 1)))))
     ideal = max(n_samples / TARGET_STEPS, 1.0)
     return int(min(hi, max(lo, 2 ** round(math.log2(ideal)))))
 
@@ -51,17 +56,17 @@ def n_steps(n_rows: int, batch_size: int, epochs: int) -> int:
     return -(-n_rows // batch_size) * epochs
 
 
-def resolve(cfg: TrainConfig, n_rows: int, d_sae: int, architecture: str) -> tuple[TrainConfig, list[str]]:
+def resolve(cfg: TrainConfig, n_rows: int, d_in: int, d_sae: int, architecture: str) -> tuple[TrainConfig, list[str]]:
     """`cfg` with every unset field chosen; and one line per choice (for the log)."""
     chosen: dict[str, object] = {}
     notes: list[str] = []
     batch = cfg.batch_size
     if batch is None:
-        batch = chosen["batch_size"] = auto_batch_size(n_rows * cfg.epochs)
+        batch = chosen["batch_size"] = auto_batch_size(n_rows * cfg.epochs, d_sae)
     total = n_steps(n_rows, batch, cfg.epochs)
     if "batch_size" in chosen:
         notes.append(f"batch_size={batch} ({n_rows} rows x {cfg.epochs} epochs -> {total} steps; "
-                     f"aiming at ~{TARGET_STEPS} steps, batch {BATCH_RANGE[0]}..{BATCH_RANGE[1]})")
+                     f"aiming at ~{TARGET_STEPS} steps with batches of max(256, d_sae/16)..4096)")
     if cfg.lr is None:
         chosen["lr"] = auto_lr(d_sae, architecture)
         notes.append(f"lr={chosen['lr']:.3g} (4e-4/sqrt(d_sae/16384) for d_sae={d_sae}"
@@ -75,6 +80,8 @@ def resolve(cfg: TrainConfig, n_rows: int, d_sae: int, architecture: str) -> tup
             notes.append(f"l1_warmup_steps={chosen['l1_warmup_steps']} ({WARMUP_FRACTION:.0%} of the steps)")
     if cfg.resample_every is None:
         chosen["resample_every"] = max(1, round(RESAMPLE_FRACTION * total))
+    if cfg.aux_k is None:
+        chosen["aux_k"] = max(1, min(512, d_in // 2))
     return dataclasses.replace(cfg, **chosen), notes  # type: ignore[arg-type]
 
 

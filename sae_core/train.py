@@ -1,7 +1,7 @@
 """Train one SAE, or several on the same batches (a λ or k sweep), in one pass over the data.
 
     clipsae train --acts acts.npy --out saes/ --arch topk --d-sae 16384 --k 16,32,64
-    clipsae train --acts cache/ --out saes/ --arch relu --d-sae 4096 --l1 3e-3,1e-2,3e-2,0.1 --epochs 5
+    clipsae train --acts cache/ --out saes/ --arch relu --d-sae 4096 --l1 0.05,0.07,0.1 --epochs 5
     clipsae train --acts cache/ --out saes/ --arch matryoshka --d-sae 4096 --k 32 --groups 128,512,4096
     clipsae train ... --resume        # continue exactly from saes/checkpoint/
 
@@ -73,7 +73,7 @@ def train(
     if len(set(names)) != len(names):
         raise ValueError(f"sweep values give duplicate names: {names}")
     auto = cfg.unresolved()
-    cfg, notes = resolve(cfg, source.n_rows, specs[0].cfg.d_sae, specs[0].cfg.architecture)
+    cfg, notes = resolve(cfg, source.n_rows, source.d, specs[0].cfg.d_sae, specs[0].cfg.architecture)
     # JSON round trip: the comparison with a saved checkpoint sees lists, not tuples.
     meta = json.loads(json.dumps({
         "train_config": cfg.to_dict(),
@@ -128,11 +128,6 @@ def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: Train
     while step < total:
         epoch, skip = divmod(step, per_epoch)
         for x in iter_batches(source, plan, cfg.seed, epoch, skip=skip, device=device):
-            if not torch.isfinite(x).all():
-                raise ValueError(
-                    f"{source.path}: batch {step} (epoch {epoch}) contains NaN or inf activations; "
-                    "clean or re-extract the activations"
-                )
             for run in runs:
                 run.step(x, step, total, cfg, dead_after)
             step += 1
@@ -203,7 +198,7 @@ def _log_metrics(runs: list[SAETrainer], step: int, total: int, bar: Progress) -
         log.info(
             "step %d/%d %s loss=%.4g mse=%.4g l0=%.1f ev=%.4f cos=%.4f alive=%.1f%% lr=%.3g",
             step, total, run.spec.name, run.last_loss, m["mse"], m["l0"], m["explained_variance"],
-            m["cosine_similarity"], 100 * m["alive_fraction"], run.opt.param_groups[0]["lr"],
+            m["cosine_similarity"], 100 * m["alive_fraction"], run.opt.lr,
         )
         run.acc.reset()
     first = runs[0]

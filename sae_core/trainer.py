@@ -8,6 +8,7 @@ import logging
 import torch
 
 from . import rules
+from .adam import FusedAdam, clip_grad_norm_
 from .config import K_ARCHS, TrainConfig
 from .errors import TrainingDiverged
 from .losses import auxk_loss
@@ -25,9 +26,7 @@ class SAETrainer:
     def __init__(self, spec: RunSpec, cfg: TrainConfig, device: torch.device):
         self.spec = spec
         self.sae = SparseAutoencoder(spec.cfg, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
-        # The fused Adam updates each tensor in one pass (~5x faster on a CPU for wide SAEs).
-        self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas,
-                                    fused=device.type in ("cpu", "cuda"))
+        self.opt = FusedAdam(self.sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
         self.since_fired_s = torch.zeros(spec.cfg.d_sae, dtype=torch.int64, device=device)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.acc = MetricsAccumulator(spec.cfg.d_in, spec.cfg.d_sae)
@@ -46,9 +45,7 @@ class SAETrainer:
         t["since_fired"] = self.since_fired_s.cpu()
         t["gen_state"] = self.gen.get_state()
         t["l1_scale"] = self.l1_scale.clone()
-        for idx, st in self.opt.state_dict()["state"].items():
-            for key, v in st.items():
-                t[f"opt.{idx}.{key}"] = torch.as_tensor(v).detach().cpu().contiguous()
+        t.update(self.opt.state_tensors())
         return t
 
     def load_state_tensors(self, t: dict[str, torch.Tensor]) -> None:
@@ -57,21 +54,11 @@ class SAETrainer:
         self.since_fired_s = t["since_fired"].to(device)
         self.gen.set_state(t["gen_state"])
         self.l1_scale = t["l1_scale"].clone()
-        opt_state = self.opt.state_dict()
-        params = list(self.sae.parameters())  # the optimiser's indices follow this order
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in t.items():
-            if k.startswith("opt."):
-                _, idx, key = k.split(".", 2)
-                # in the parameter's own memory layout: the fused Adam walks state and parameter alike
-                state.setdefault(int(idx), {})[key] = v if key == "step" else torch.empty_like(params[int(idx)]).copy_(v)
-        opt_state["state"] = state
-        self.opt.load_state_dict(opt_state)
+        self.opt.load_state_tensors(t)
 
     # ---------------------------------------------------------------- one step
     def step(self, x_bd: torch.Tensor, step: int, total: int, cfg: TrainConfig, dead_after: int) -> None:
-        for group in self.opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(step, total, cfg)
+        self.opt.lr = cfg.lr * lr_factor(step, total, cfg)
         out: SAEOutput = self.sae(x_bd)
         loss = out.recon_loss
         if self.spec.l1_coefficient:
@@ -84,11 +71,11 @@ class SAETrainer:
                 f"SAE {self.spec.name!r}: the loss became {float(loss.detach())} at step {step}; nothing was saved "
                 f"for it. Try a lower --lr (now {cfg.lr:g}) or check the activations."
             )
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad()
         loss.backward()
         self.sae.remove_parallel_grads_()
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.sae.parameters(), cfg.grad_clip)
+            clip_grad_norm_(self.opt.params, cfg.grad_clip)
         self.opt.step()
         self.sae.normalize_decoder_()
         self.sae.clamp_threshold_()
@@ -129,10 +116,9 @@ class SAETrainer:
         if sae.cfg.architecture == "jumprelu":  # a threshold grown while the latent was dead would keep it dead
             sae.threshold[dead_s] = sae.JUMPRELU_INIT_THRESHOLD
             params.append((sae.threshold, (dead_s,)))
+        index = {id(q): i for i, q in enumerate(self.opt.params)}
         for p, sel in params:
-            st = self.opt.state.get(p, {})
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in st:
-                    st[key][sel] = 0.0
+            self.opt.exp_avg[index[id(p)]][sel] = 0.0
+            self.opt.exp_avg_sq[index[id(p)]][sel] = 0.0
         self.since_fired_s[dead_s] = 0
         log.info("%s: resampled %d dead latents", self.spec.name, n_dead)

@@ -295,3 +295,34 @@ def test_matryoshka_config_rejects_bad_groups(groups, msg):
         SAEConfig(d_in=8, d_sae=48, architecture="matryoshka", k=4, groups=groups)
     with pytest.raises(ValueError, match="only used by matryoshka"):
         SAEConfig(d_in=8, d_sae=48, architecture="batchtopk", k=4, groups=(6, 48))
+
+
+def test_fused_adam_and_clipping_equal_torch_optim():
+    """sae_core.adam runs torch's fused Adam kernel without torch.optim (whose first use imports
+    torch._dynamo, ~2 s per command): its steps equal torch.optim.Adam(fused=True)'s exactly,
+    and its clipping equals torch.nn.utils.clip_grad_norm_ (to rounding)."""
+    from sae_core.adam import FusedAdam, clip_grad_norm_
+
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(7, 5, generator=g)), torch.nn.Parameter(torch.randn(5, generator=g))]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opt = FusedAdam(ours, lr=1e-2, betas=(0.8, 0.99))
+    ref_opt = torch.optim.Adam(ref, lr=1e-2, betas=(0.8, 0.99), fused=True)
+    for step in range(5):
+        grads = [3 * torch.randn(p.shape, generator=g) for p in ours]
+        for p, q, gr in zip(ours, ref, grads, strict=True):
+            p.grad, q.grad = gr.clone(), gr.clone()
+        norm = clip_grad_norm_(ours, 1.0)
+        ref_norm = torch.nn.utils.clip_grad_norm_(ref, 1.0)
+        torch.testing.assert_close(norm, ref_norm)
+        for p, q in zip(ours, ref, strict=True):
+            torch.testing.assert_close(p.grad, q.grad)
+            q.grad.copy_(p.grad)  # the same gradients into both optimisers
+        opt.lr = ref_opt.param_groups[0]["lr"] = 1e-2 / (step + 1)
+        opt.step()
+        ref_opt.step()
+        for p, q in zip(ours, ref, strict=True):
+            assert torch.equal(p, q)
+    state = ref_opt.state_dict()["state"]
+    for i in range(2):
+        assert torch.equal(opt.exp_avg_sq[i], state[i]["exp_avg_sq"]) and float(opt.steps[i]) == 5.0

@@ -165,20 +165,21 @@ def test_unset_settings_are_chosen_from_data_size_and_width():
     from sae_core.schedule import resolve
 
     # issue 12's set (100k rows x 5 epochs) and the same defaults on 10M rows
-    small, notes = resolve(TrainConfig(epochs=5), n_rows=100_000, d_sae=1024, architecture="topk")
-    large, _ = resolve(TrainConfig(epochs=5), n_rows=10_000_000, d_sae=1024, architecture="topk")
+    small, notes = resolve(TrainConfig(epochs=5), n_rows=100_000, d_in=96, d_sae=1024, architecture="topk")
+    large, _ = resolve(TrainConfig(epochs=5), n_rows=10_000_000, d_in=96, d_sae=1024, architecture="topk")
     assert small.batch_size == 256 and large.batch_size == 4096
     assert small.lr == large.lr == pytest.approx(1.6e-3)  # 4e-4·√(16384/1024): twice sparsify's 2e-4 rule
-    wide, _ = resolve(TrainConfig(epochs=5), n_rows=100_000, d_sae=16384, architecture="topk")
-    assert wide.lr == pytest.approx(4e-4)
-    relu, relu_notes = resolve(TrainConfig(epochs=5), n_rows=100_000, d_sae=1024, architecture="relu")
+    wide, _ = resolve(TrainConfig(epochs=5), n_rows=100_000, d_in=512, d_sae=16384, architecture="topk")
+    assert wide.lr == pytest.approx(4e-4) and wide.batch_size == 1024  # at least d_sae / 16
+    assert (small.aux_k, wide.aux_k, resolve(TrainConfig(), 10, 1280, 64, "topk")[0].aux_k) == (48, 256, 512)
+    relu, relu_notes = resolve(TrainConfig(epochs=5), n_rows=100_000, d_in=96, d_sae=1024, architecture="relu")
     assert relu.lr == pytest.approx(6 * 1.6e-3) and relu.l1_warmup_steps == round(0.05 * 1955)
     # warm-up and resampling scale with the steps: 1955 steps here, 12,210 on 10M rows
     assert small.lr_warmup_steps == round(0.05 * 1955) and large.lr_warmup_steps == round(0.05 * 12_210)
     assert small.l1_warmup_steps == 0 and relu.resample_every == round(0.1 * 1955)
     assert any("batch_size=256" in n for n in notes) and any("lr=" in n for n in relu_notes)
     # explicit values win; nothing left unset afterwards
-    mine, mine_notes = resolve(TrainConfig(epochs=5, batch_size=100, lr=1e-3, lr_warmup_steps=0), 100_000, 1024, "topk")
+    mine, mine_notes = resolve(TrainConfig(epochs=5, batch_size=100, lr=1e-3, lr_warmup_steps=0), 100_000, 96, 1024, "topk")
     assert (mine.batch_size, mine.lr, mine.lr_warmup_steps) == (100, 1e-3, 0) and not mine.unresolved()
     assert not any("batch_size" in n or n.startswith("lr=") for n in mine_notes)
 
@@ -189,7 +190,8 @@ def test_train_config_json_records_the_values_used(tmp_path, small_npy):
     saved = json.loads((tmp_path / "o/train_config.json").read_text())
     used = saved["train_config"]
     assert used["batch_size"] == 256 and used["lr"] == 5e-3 and used["lr_warmup_steps"] == round(0.05 * 16)
-    assert set(saved["chosen_automatically"]) == {"batch_size", "lr_warmup_steps", "l1_warmup_steps", "resample_every"}
+    assert set(saved["chosen_automatically"]) == {"batch_size", "lr_warmup_steps", "l1_warmup_steps", "resample_every",
+                                                  "aux_k"}
     assert TrainConfig.from_dict(used).unresolved() == []
     # a single SAE is written into the run folder itself, which keeps the run's own files
     assert {"cfg.json", "sae_weights.safetensors", "train_config.json", "train.log", "train_summary.json"} <= {
