@@ -50,27 +50,47 @@ def test_each_architecture_recovers_a_known_dictionary_with_default_settings(tmp
     assert ev >= 0.85, f"{arch}: explained variance {ev:.3f}"
 
 
-def test_default_flags_recover_a_planted_dictionary_of_issue_12(tmp_path):
+@pytest.fixture(scope="module")
+def issue12_data(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """Issue 12's setting, generated afresh (seed 12; the defaults were chosen on other seeds):
-    100,000 rows, d=96, 512 unit atoms, 6 active per row, noise 0.01. `clipsae train` with only
-    the architecture, --d-sae, --k and --epochs: TopK k=8 with 1024 latents recovers the atoms, and
-    so does ReLU at its default λ."""
+    100,000 rows, d=96, 512 unit atoms, 6 active per row, noise 0.01."""
     x, atoms = make_dictionary_data(n=100_000, d=96, n_atoms=512, active=6, seed=12)
-    np.save(tmp_path / "x.npy", x)
-    r = run_cli("train", "--acts", str(tmp_path / "x.npy"), "--out", str(tmp_path / "topk"), "--arch", "topk",
-                "--d-sae", "1024", "--k", "8", "--epochs", "5")
-    assert r.returncode == 0, r.stderr
-    assert "chose batch_size=256" in r.stderr and "chose lr=0.0016" in r.stderr  # what was chosen is printed
+    path = tmp_path_factory.mktemp("issue12") / "x.npy"
+    np.save(path, x)
+    return path, atoms
+
+
+def _clipsae(caplog, *args: str) -> str:
+    """`clipsae ARGS` in this process (the command's own parser and defaults, without a second
+    interpreter's imports); returns what it logged."""
+    from app.cli import main
+
+    with caplog.at_level("INFO"):
+        assert main(list(args)) == 0
+    return caplog.text
+
+
+def test_default_flags_recover_a_planted_dictionary_topk(tmp_path, caplog, issue12_data):
+    """`clipsae train` with only the architecture, --d-sae, --k and --epochs: TopK k=8 with 1024
+    latents recovers the atoms (issue 12: mean max cosine ≥ 0.97, EV ≥ 0.86)."""
+    npy, atoms = issue12_data
+    log = _clipsae(caplog, "train", "--acts", str(npy), "--out", str(tmp_path / "topk"), "--arch", "topk",
+                   "--d-sae", "1024", "--k", "8", "--epochs", "5")
+    assert "chose batch_size=256" in log and "chose lr=0.0016" in log  # what was chosen is printed
     sae = load_sae(tmp_path / "topk")
     mmcs = mean_max_cosine(atoms, sae.W_dec.detach().numpy())
-    ev = evaluate_sae(sae, ActivationSource(tmp_path / "x.npy"))["explained_variance"]
+    ev = evaluate_sae(sae, ActivationSource(npy))["explained_variance"]
     assert mmcs >= 0.97 and ev >= 0.86, (mmcs, ev)
-    # ReLU at the default λ (0.07, scaled convention): sparse (L0 ≤ 3× the true 6) and recovering
-    r = run_cli("train", "--acts", str(tmp_path / "x.npy"), "--out", str(tmp_path / "relu"), "--arch", "relu",
-                "--d-sae", "1024", "--epochs", "5")
-    assert r.returncode == 0, r.stderr
+
+
+def test_default_flags_give_a_sparse_recovering_relu(tmp_path, caplog, issue12_data):
+    """ReLU at the default λ (0.07, scaled convention) on the same data: sparse (L0 ≤ 3× the true 6)
+    and recovering (mean max cosine ≥ 0.9, EV ≥ 0.85)."""
+    npy, atoms = issue12_data
+    _clipsae(caplog, "train", "--acts", str(npy), "--out", str(tmp_path / "relu"), "--arch", "relu",
+             "--d-sae", "1024", "--epochs", "5")
     sae = load_sae(tmp_path / "relu")
-    m = evaluate_sae(sae, ActivationSource(tmp_path / "x.npy"))
+    m = evaluate_sae(sae, ActivationSource(npy))
     mmcs = mean_max_cosine(atoms, sae.W_dec.detach().numpy())
     assert m["l0"] <= 18 and mmcs >= 0.9 and m["explained_variance"] >= 0.85, (m["l0"], mmcs, m["explained_variance"])
 
@@ -344,21 +364,21 @@ def test_cli_train_metrics_and_errors(tmp_path, small_npy):
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
 
 
-def test_cli_trains_a_matryoshka_sae_and_reports_each_prefix(tmp_path):
+def test_cli_trains_a_matryoshka_sae_and_reports_each_prefix(tmp_path, caplog, capsys):
     """`--arch matryoshka --groups` end to end on planted data: the folder records the groups, the
     SAE recovers the atoms, and `clipsae metrics` gives an explained variance per prefix, growing
     with the prefix (each prefix reconstructs on its own; the largest is the whole SAE)."""
     x, atoms = make_dictionary_data(n=12_000, d=32, n_atoms=64, active=3, seed=21)
     np.save(tmp_path / "x.npy", x)
-    r = run_cli("train", "--acts", str(tmp_path / "x.npy"), "--out", str(tmp_path / "m"), "--arch", "matryoshka",
-                "--d-sae", "128", "--k", "3", "--groups", "16,64,128", "--epochs", "10", "--device", "cpu")
-    assert r.returncode == 0, r.stderr
+    _clipsae(caplog, "train", "--acts", str(tmp_path / "x.npy"), "--out", str(tmp_path / "m"), "--arch", "matryoshka",
+             "--d-sae", "128", "--k", "3", "--groups", "16,64,128", "--epochs", "10", "--device", "cpu")
     cfg = json.loads((tmp_path / "m/cfg.json").read_text())
     assert cfg["architecture"] == "matryoshka" and cfg["groups"] == [16, 64, 128] and cfg["k"] == 3
     sae = load_sae(tmp_path / "m")
     assert mean_max_cosine(atoms, sae.W_dec.detach().numpy()) >= 0.9
-    r = run_cli("metrics", "--acts", str(tmp_path / "x.npy"), "--sae", str(tmp_path / "m"), "--out", str(tmp_path / "t.md"))
-    assert r.returncode == 0 and "EV per prefix" in r.stdout, r.stderr
+    capsys.readouterr()
+    _clipsae(caplog, "metrics", "--acts", str(tmp_path / "x.npy"), "--sae", str(tmp_path / "m"), "--out", str(tmp_path / "t.md"))
+    assert "EV per prefix" in capsys.readouterr().out
     m = json.loads((tmp_path / "t.json").read_text())[0]
     evs = [m["ev_prefix_16"], m["ev_prefix_64"], m["ev_prefix_128"]]
     assert evs[0] < evs[1] < evs[2] and evs[0] > 0.2 and evs[2] >= 0.85, evs
