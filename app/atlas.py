@@ -18,6 +18,7 @@ import numpy as np
 
 from precompute.atlas_format import read_manifest, sae_hash
 from precompute.indexes import FlatIndex
+from sae_core.edit import latent_id
 
 
 @dataclass
@@ -77,14 +78,8 @@ class Atlas:
         return [json.loads(line)["path"] for line in (self.path / "images.jsonl").read_text().splitlines()]
 
     def check_latent(self, latent: Any) -> int:
-        """The latent id as an int, or a ValueError saying what is allowed."""
-        try:
-            value = float(str(latent).strip())
-        except ValueError:
-            raise ValueError(f"latent must be a whole number from 0 to {self.n_latents - 1}; got {latent!r}") from None
-        if not value.is_integer() or not 0 <= value < self.n_latents:
-            raise ValueError(f"latent must be a whole number from 0 to {self.n_latents - 1}; got {latent!r}")
-        return int(value)
+        """The latent id as an int, or a ValueError saying what is allowed (`sae_core.edit.latent_id`)."""
+        return latent_id(latent, self.n_latents, text=True)
 
     def image_path(self, index: int) -> Path | None:
         """Absolute path of an image, only if it lies inside the images root (no escapes)."""

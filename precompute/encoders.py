@@ -101,6 +101,21 @@ class Encoder:
         with autocast:
             return self._encode(pixels)
 
+    @torch.no_grad()
+    def text_embeddings(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """Unit-norm CLIP text embeddings [len(texts), d], float32 on the model's device: the one
+        place text is embedded (vocabulary labels, text -> latent search, zero-shot classifiers,
+        heat maps). No gradient, but usable as a constant in a graph (not an inference tensor)."""
+        import open_clip
+
+        if self.spec.is_kandinsky or not hasattr(self.module, "encode_text"):
+            raise ValueError(f"{self.spec.model} has no text tower; text embeddings need an OpenCLIP model")
+        tokenizer = open_clip.get_tokenizer(self.metadata["model_name"])
+        device = next(self.module.parameters()).device
+        parts = [self.module.encode_text(tokenizer(texts[i:i + batch_size]).to(device)).float()
+                 for i in range(0, len(texts), batch_size)]
+        return torch.nn.functional.normalize(torch.cat(parts), dim=-1)
+
     def _encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.spec.is_kandinsky:
             return self.module(pixel_values=pixels).image_embeds.float()[:, None, :], None
