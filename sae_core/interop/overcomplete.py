@@ -63,6 +63,10 @@ def read_overcomplete(src: Path, arch: str | None, k: int | None, dictionary_nor
     extra = {"thresholds"} if arch == "jumprelu" else {"running_threshold"} if arch == "batchtopk" else set()
     known = {f"{prefix}weight", f"{prefix}bias", "dictionary._weights", "dictionary.multiplier"} | extra
     check_keys(t, known, where, f"an overcomplete {arch} SAE with the linear encoder")
+    if arch == "batchtopk" and "running_threshold" not in t:
+        raise Refused(f"{where}: BatchTopKSAE's inference threshold running_threshold is a plain attribute that "
+                      "state_dict() does not save, so its eval-mode codes cannot be reproduced; add it to the "
+                      "state dict as 'running_threshold'")
     need(t, tuple(sorted(known)), where)
     dictionary = NORMS[dictionary_norm](t["dictionary._weights"]) * t["dictionary.multiplier"].exp()
     d = dictionary.shape[1]
