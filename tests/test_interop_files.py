@@ -98,3 +98,18 @@ def test_overcomplete_needs_what_it_does_not_record(tmp_path):
         convert(FIXTURES / "saev/sae.pt", tmp_path / "ours", Hints(k=4))
     assert not (tmp_path / "ours").exists()
 
+
+
+def test_convert_and_export_sae_through_the_cli(tmp_path, capsys):
+    from app.cli import main
+
+    src = FIXTURES / "dictionary_learning/JumpReluAutoEncoder"
+    assert main(["convert", str(src), str(tmp_path / "ours")]) == 0
+    out = capsys.readouterr().out
+    assert "converted dictionary-learning SAE (jumprelu" in out and "folded: b_enc += b_dec @ W_enc" in out
+    assert main(["export-sae", str(tmp_path / "ours"), str(tmp_path / "theirs"), "--to", "saelens"]) == 0
+    assert (tmp_path / "theirs/sae_weights.safetensors").is_file()
+    assert main(["export-sae", str(tmp_path / "ours"), str(tmp_path / "sp"), "--to", "sparsify"]) != 0
+    assert "sparsify has TopK" in capsys.readouterr().err
+    assert main(["convert", str(FIXTURES / "overcomplete/SAE/state_dict.pt"), str(tmp_path / "oc")]) != 0
+    assert "pass --arch" in capsys.readouterr().err and not (tmp_path / "oc").exists()

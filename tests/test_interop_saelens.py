@@ -258,7 +258,7 @@ def test_round_trip_keeps_our_provenance(tmp_path):
             "tokens": "all"}
     save_sae(ours_random("topk", metadata=meta), tmp_path / "ours")
     export_sae(tmp_path / "ours", tmp_path / "theirs", "saelens")
-    assert SAE.load_from_disk(str(tmp_path / "theirs")).cfg.metadata.hook_name == "blocks.9.resid_post"
+    assert SAE.load_from_disk(str(tmp_path / "theirs")).cfg.metadata.hook_name == "blocks.9.hook_resid_post"
     convert(tmp_path / "theirs", tmp_path / "back")
     back = load_sae(tmp_path / "back")
     assert {k: back.cfg.metadata[k] for k in meta} == meta

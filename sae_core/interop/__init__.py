@@ -22,10 +22,10 @@ from pathlib import Path
 
 from ..io import CFG_FILE, WEIGHTS_FILE, load_sae, save_sae
 from ..sae import SparseAutoencoder
-from .common import Draft, Refused
+from .common import Draft, Refused, load_pt, read_json
 from .dictlearn import dictlearn_files, read_dictlearn
 from .overcomplete import is_overcomplete_state, load_state, read_overcomplete
-from .prisma import is_prisma_dir, read_prisma_checkpoint, read_prisma_dir
+from .prisma import CHECKPOINT_STUBS, is_prisma_dir, read_prisma_checkpoint, read_prisma_dir
 from .saelens import export_saelens, is_saelens_dir, read_saelens
 from .saev import is_saev_file, read_saev
 from .sparsify import export_sparsify, is_sparsify_dir, read_sparsify, sparsify_hookpoints
@@ -82,10 +82,7 @@ def detect_source(src: str | Path) -> str:
 def _read_file(src: Path, hints: Hints) -> tuple[str, Draft]:
     """A .pt/.safetensors file: a Prisma checkpoint or an overcomplete state dict."""
     if src.suffix != ".safetensors":
-        from .common import load_pt
-        from .prisma import _CONFIG_CLASS, PrismaConfigFields
-
-        state = load_pt(src, str(src), {_CONFIG_CLASS: PrismaConfigFields})
+        state = load_pt(src, str(src), CHECKPOINT_STUBS)
         if isinstance(state, dict) and {"cfg", "state_dict"} <= set(state):
             return "vit-prisma", read_prisma_checkpoint(src)
     if is_overcomplete_state(load_state(src)):
@@ -105,7 +102,8 @@ def _check_hints(layout: str, hints: Hints) -> None:
         raise ValueError(f"{', '.join(wrong)} is not for a {layout} source: it records that itself")
 
 
-def convert(src: str | Path, dst: str | Path, hints: Hints = Hints()) -> tuple[str, list[tuple[Path, SparseAutoencoder]]]:
+def convert(src: str | Path, dst: str | Path,
+            hints: Hints = Hints()) -> tuple[str, list[tuple[Path, SparseAutoencoder]]]:
     """Convert another library's SAE (file or folder) into our layout at `dst`.
 
     Returns (source layout, [(written folder, sae), ...]): one SAE, or one per hookpoint of a
@@ -118,8 +116,6 @@ def convert(src: str | Path, dst: str | Path, hints: Hints = Hints()) -> tuple[s
         return layout, [(dst, _write(draft, src, dst))]
     _check_hints(layout, hints)
     if layout == "sparsify-trainer":
-        from .common import read_json
-
         run_cfg = read_json(src / "config.json") if (src / "config.json").is_file() else {}
         drafts = [(dst / p.relative_to(src), read_sparsify(p, str(p.relative_to(src).parts[0]), run_cfg), p)
                   for p in sparsify_hookpoints(src)]

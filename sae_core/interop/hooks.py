@@ -30,6 +30,13 @@ def canonical_hook(name: str) -> str | None:
     return f"blocks.{layer}.{site}"
 
 
+def saelens_hook(name: str) -> str:
+    """The TransformerLens spelling SAELens and ViT-Prisma use for one of our block hooks
+    (`blocks.9.resid_post` -> `blocks.9.hook_resid_post`); other names come back unchanged."""
+    m = _OURS.match(name)
+    return f"blocks.{m.group(1)}.hook_{m.group(2)}" if m else name
+
+
 def prisma_hook(layer: object, subtype: object) -> str:
     """ViT-Prisma's hook name from `hook_point_layer` + `layer_subtype`, as its config builds it."""
     if isinstance(layer, list) and len(layer) == 1:

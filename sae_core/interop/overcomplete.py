@@ -8,9 +8,9 @@ Only the default linear encoder is read:
 
 | overcomplete key | clipsae |
 |---|---|
-| `encoder.final_block.0.weight` [s, d] (or an untied `encoder.weight`) | `W_enc` = its transpose |
+| `encoder.final_block.0.weight` [s, d] (or untied `encoder.weight`) | `W_enc` = its transpose |
 | `encoder.final_block.0.bias` [s] (or `encoder.bias`) | `b_enc` |
-| `dictionary._weights` [s, d], `dictionary.multiplier` [] | `W_dec` = norm(_weights)·e^multiplier (the eval-mode dictionary) |
+| `dictionary._weights` [s, d], `dictionary.multiplier` [] | `W_dec` = norm(_weights)·e^multiplier (eval mode) |
 | `thresholds` [s] (JumpSAE) | `threshold` = e^thresholds |
 | (none) | `b_dec` = 0: overcomplete has no decoder bias |
 

@@ -35,6 +35,10 @@ class PrismaConfigFields:
     """Inert stand-in for a pickled ViT-Prisma config: the unpickler fills `__dict__` only."""
 
 
+CHECKPOINT_STUBS: dict[str, type] = {_CONFIG_CLASS: PrismaConfigFields}
+"""The one class a Prisma checkpoint pickles, mapped to its stand-in (for `load_pt`)."""
+
+
 def is_prisma_dir(src: Path) -> bool:
     if not ((src / CONFIG).is_file() and (src / WEIGHTS).is_file()):
         return False
@@ -47,7 +51,7 @@ def is_prisma_dir(src: Path) -> bool:
 
 def read_prisma_dir(src: Path) -> Draft:
     """A Prisma Hugging Face folder."""
-    state = load_pt(src / WEIGHTS, str(src / WEIGHTS), {_CONFIG_CLASS: PrismaConfigFields})
+    state = load_pt(src / WEIGHTS, str(src / WEIGHTS), CHECKPOINT_STUBS)
     if isinstance(state, dict) and "state_dict" in state:  # the trainer's form saved as weights.pt
         state = state["state_dict"]
     return _draft(read_json(src / CONFIG), tensor_dict(state, str(src / WEIGHTS)), str(src))
@@ -55,7 +59,7 @@ def read_prisma_dir(src: Path) -> Draft:
 
 def read_prisma_checkpoint(path: Path) -> Draft:
     """A Prisma trainer checkpoint `n_images_N.pt` (its config travels inside)."""
-    state = load_pt(path, str(path), {_CONFIG_CLASS: PrismaConfigFields})
+    state = load_pt(path, str(path), CHECKPOINT_STUBS)
     if not (isinstance(state, dict) and {"cfg", "state_dict"} <= set(state)):
         raise Refused(f"{path}: expected ViT-Prisma's {{'cfg', 'state_dict'}} checkpoint")
     cfg = state["cfg"]

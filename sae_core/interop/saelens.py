@@ -34,7 +34,7 @@ from ..files import atomic_write_dir
 from ..rules import THRESHOLD_ARCHS
 from ..sae import SparseAutoencoder
 from .common import Draft, Refused, check_keys, gated_to_jumprelu, integral, need, read_json
-from .hooks import canonical_hook
+from .hooks import canonical_hook, saelens_hook
 
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
@@ -273,10 +273,12 @@ def saelens_form(sae: SparseAutoencoder) -> tuple[dict[str, Any], dict[str, torc
                       "(biased std + 1e-6) has no SAELens formula (SAELens: unbiased std + 1e-5)")
     meta: dict[str, Any] = {"sae_lens_version": SAELENS_LAYOUT_VERSION, "sae_lens_training_version": None,
                             "clipsae_metadata": c.metadata}
-    for key in ("model_name", "hook_name"):
-        value = c.metadata.get(key) or c.metadata.get(f"source_{key}")
-        if value is not None:
-            meta[key] = str(value)
+    model = c.metadata.get("model_name") or c.metadata.get("source_model_name")
+    hook = c.metadata.get("source_hook_name") or c.metadata.get("hook_name")
+    if model is not None:
+        meta["model_name"] = str(model)
+    if hook is not None:  # SAELens and Prisma name hooks the TransformerLens way
+        meta["hook_name"] = saelens_hook(str(hook))
     cfg = {"architecture": arch, "d_in": c.d_in, "d_sae": c.d_sae, "dtype": "float32", "device": "cpu",
            "apply_b_dec_to_input": True, "normalize_activations": norm, "reshape_activations": "none",
            "metadata": meta}
