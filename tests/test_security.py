@@ -54,7 +54,8 @@ def test_no_loader_unpickles(built, tmp_path):
     from evaluation.datasets import open_dataset
     from precompute.cache import read_metadata
     from sae_core.data import ActivationSource
-    from sae_core.io import convert, load_sae
+    from sae_core.interop import convert
+    from sae_core.io import load_sae
 
     marker = tmp_path / "PWNED"
     evil = _malicious(marker)
