@@ -202,9 +202,9 @@ def interpret_demo(info: dict, device: str = "auto") -> dict:
     """Seed 001's caption keywords for both demo atlases: the real BLIP when it is in the
     Hugging Face cache, else the tiny random one (said plainly in the app and the report)."""
     spec = BLIP_CAPTIONER if captioner_source(BLIP_CAPTIONER) else TINY
-    captioner = load_captioner(spec, device)
-    for key in ("clip_atlas", "kandinsky_atlas"):
-        interpret(InterpretConfig(atlas=info[key], captioner=spec, device=device), captioner=captioner)
+    captioner, captions = load_captioner(spec, device), {}
+    for key in ("clip_atlas", "kandinsky_atlas"):  # the same images: each is captioned once
+        interpret(InterpretConfig(atlas=info[key], captioner=spec, device=device), captioner, captions)
     return {**info, "captioner": spec, "captioner_description": captioner.description}
 
 

@@ -131,7 +131,7 @@ def render_png(m: LatentMap, mask: np.ndarray) -> bytes:
     ax.text(m.xlim[0] + 0.5 * (m.dead_x - m.xlim[0]), m.ylim[1], "dead", ha="center", va="bottom", fontsize=8,
             color="#666")
     xt = log_ticks(m.dead_x, m.xlim[1])
-    ax.set_xticks(xt, [f"{10.0 ** t:.2g}" if t < -2 else f"{10.0 ** t:.0%}" for t in xt])
+    ax.set_xticks(xt, [f"{10.0 ** t:.0%}" if t >= -2 else f"{10.0 ** t:.0e}".replace("e-0", "e-") for t in xt])
     yt = log_ticks(*m.ylim)
     ax.set_yticks(yt, [f"{10.0 ** t:.3g}" for t in yt])
     ax.set_xlabel(f"activation frequency (fraction of {m.n_images} images, log)")

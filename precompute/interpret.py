@@ -254,15 +254,20 @@ class InterpretResult:
     """Wall time of this run, loading the captioner included."""
 
 
-def interpret(cfg: InterpretConfig, captioner: Captioner | None = None) -> InterpretResult:
-    """Interpret the chosen latents and write the files (adding to earlier runs of the same recipe)."""
+def interpret(cfg: InterpretConfig, captioner: Captioner | None = None,
+              captions: dict[str, str] | None = None) -> InterpretResult:
+    """Interpret the chosen latents and write the files (adding to earlier runs of the same recipe).
+
+    `captions`: captions this captioner already made, by image id (e.g. for another atlas of
+    the same images); used, and updated in place with the new ones."""
     t0 = time.perf_counter()
     images = AtlasImages(cfg.atlas, cfg.images_root)
     n_latents = int(images.manifest["d_sae"])
     latents = parse_latents(cfg.latents).resolve(n_latents, most_frequent_first(images.frequency))
     captioner = captioner or load_captioner(cfg.captioner, cfg.device, cfg.seed, cfg.caption_tokens)
     old = _previous(cfg, images.manifest, captioner)
-    known = {i: r_cap for r in (old or {}).get("latents", []) for i, r_cap in zip(r["image_ids"], r["captions"])}
+    known = captions if captions is not None else {}
+    known.update({i: c for r in (old or {}).get("latents", []) for i, c in zip(r["image_ids"], r["captions"])})
     skipped: dict[str, str] = {}
     chosen = {s: distinct_top_images(images.topk_ids[s], images.ids, cfg.images) for s in latents}
     _caption_all(images, [i for ids in chosen.values() for i in ids], captioner, cfg.batch_size, known, skipped)
