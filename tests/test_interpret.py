@@ -221,3 +221,15 @@ def test_app_shows_and_searches_the_sentences(tiny_atlas):
     assert "tiny random BLIP" in lines[1] and data["interpretation"].endswith("beach, dog.")
     assert "This feature" not in handlers.latent_page(0)[0]  # nothing captioned: no sentence
     assert [row[0] for row in handlers.search("beach")][:1] == [5]
+
+
+def test_format_page_documents_every_field(tiny_atlas, captioner):
+    from pathlib import Path
+
+    from test_formats import table_fields
+
+    page = Path(__file__).resolve().parents[1] / "precompute/ATLAS.md"
+    doc = interpret(InterpretConfig(atlas=str(tiny_atlas), captioner="tiny", latents="1,"), captioner=captioner).doc
+    assert set(table_fields(page, "interpretations.json\n")) == set(json.loads((tiny_atlas / JSON_FILE).read_text()))
+    assert set(table_fields(page, "interpretations.json rows")) == set(doc["latents"][0])
+    assert "interpretations.json" in page.read_text().split("## manifest.json")[0]  # in the tree

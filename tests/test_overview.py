@@ -7,6 +7,7 @@ import socket
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from app.atlas import Interpretations
 from app.overview import CELL, HEIGHT, KINDS, WIDTH, Overview, cells, latent_map, shown, to_pixels
@@ -94,44 +95,63 @@ def test_nearest_finds_an_isolated_latent():
         ov.map("nope")
 
 
-def test_hover_and_click_open_the_latent_page_in_a_real_browser(tmp_path):
-    from browser import chromium
-
-    if chromium() is None:
-        pytest.skip("Debian chromium is not installed (make setup installs it where apt is usable as root)")
-    from cdp import Tab
-
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
     from app.server import launch, make_handlers
     from app.ui import build_ui
 
-    atlas = build_tiny_clip_atlas(tmp_path, n_images=10, d_sae=24, k=4)
+    d = tmp_path_factory.mktemp("ovapp")
+    atlas = build_tiny_clip_atlas(d, n_images=10, d_sae=24, k=4)
     handlers, banner = make_handlers(atlas, device="cpu")
     demo = build_ui(handlers, banner)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     launch(demo, "127.0.0.1", port, prevent_thread_lock=True)
-    try:
-        with Tab(f"http://127.0.0.1:{port}/", 1300, 1100) as tab:
-            assert tab.wait("document.querySelector('#latent-header') && "
-                            "document.querySelector('#latent-header').innerText.includes('Latent')")
-            tab.eval("[...document.querySelectorAll('button[role=tab]')].find(b => b.innerText.trim() == 'Overview')"
-                     ".click()")
-            assert tab.wait("document.querySelector('img.ov-img') && document.querySelector('img.ov-img').complete")
-            point = tab.eval("""(() => {
-                const w = document.querySelector('.ov-map'), d = JSON.parse(w.dataset.map);
-                const img = w.querySelector('img'), r = img.getBoundingClientRect(), k = r.width / img.naturalWidth;
-                const c = d.cells.find(c => c[4].includes('fires on'));
-                return {x: r.left + (d.box[0] + (c[0] + 0.5) * d.cell) * k,
-                        y: r.top + (d.box[1] + (c[1] + 0.5) * d.cell) * k, latent: c[2]}; })()""")
-            tab.mouse("mouseMoved", point["x"], point["y"])
-            tip = tab.wait("document.querySelector('.ov-tip') && document.querySelector('.ov-tip').innerText", 10)
-            assert tip.startswith(f"latent {point['latent']} · fires on")
-            tab.screenshot(tmp_path / "overview_hover.png", full=False)
-            tab.click(point["x"], point["y"])
-            header = tab.wait(f"(() => {{ const h = document.querySelector('#latent-header');"
-                              f" return h && h.offsetParent !== null && h.innerText.includes('Latent {point['latent']}')"
-                              f" && h.innerText; }})()", 30)
-            assert header, "the click did not open the latent's page"
-    finally:
-        demo.close()
+    yield port, d
+    demo.close()
+
+
+def test_overview_and_collage_apis(served):
+    from gradio_client import Client
+
+    port, d = served
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    html = client.predict(["live", "dense", "dead"], False, api_name="/overview")
+    assert "24 latents" in html and 'class="ov-img"' in html and "<script" not in html
+    assert "shown: 0" in client.predict([], False, api_name="/overview")
+    png = client.predict(3, api_name="/collage")
+    assert png.endswith("collage_3.png") and Image.open(png).width > 900
+    with pytest.raises(Exception, match="whole number from 0 to 23"):
+        client.predict(99, api_name="/collage")
+
+
+def test_hover_and_click_open_the_latent_page_in_a_real_browser(served, tmp_path):
+    from browser import chromium
+
+    if chromium() is None:
+        pytest.skip("Debian chromium is not installed (make setup installs it where apt is usable as root)")
+    from cdp import Tab
+
+    port, _ = served
+    with Tab(f"http://127.0.0.1:{port}/", 1300, 1100) as tab:
+        assert tab.wait("document.querySelector('#latent-header') && "
+                        "document.querySelector('#latent-header').innerText.includes('Latent')")
+        tab.eval("[...document.querySelectorAll('button[role=tab]')].find(b => b.innerText.trim() == 'Overview')"
+                 ".click()")
+        assert tab.wait("document.querySelector('img.ov-img') && document.querySelector('img.ov-img').complete")
+        point = tab.eval("""(() => {
+            const w = document.querySelector('.ov-map'), d = JSON.parse(w.dataset.map);
+            const img = w.querySelector('img'), r = img.getBoundingClientRect(), k = r.width / img.naturalWidth;
+            const c = d.cells.find(c => c[4].includes('fires on'));
+            return {x: r.left + (d.box[0] + (c[0] + 0.5) * d.cell) * k,
+                    y: r.top + (d.box[1] + (c[1] + 0.5) * d.cell) * k, latent: c[2]}; })()""")
+        tab.mouse("mouseMoved", point["x"], point["y"])
+        tip = tab.wait("document.querySelector('.ov-tip') && document.querySelector('.ov-tip').innerText", 10)
+        assert tip.startswith(f"latent {point['latent']} · fires on")
+        tab.screenshot(tmp_path / "overview_hover.png", full=False)
+        tab.click(point["x"], point["y"])
+        header = tab.wait(f"(() => {{ const h = document.querySelector('#latent-header');"
+                          f" return h && h.offsetParent !== null && h.innerText.includes('Latent {point['latent']}')"
+                          f" && h.innerText; }})()", 30)
+        assert header, "the click did not open the latent's page"
