@@ -75,7 +75,8 @@ def _strip_lines(atlas: Atlas, latent: int) -> list[tuple[str, tuple[int, int, i
     freq, n = float(atlas.frequency[latent]), int(m["n_images"])
     stats = (f" · mean {float(atlas.mean_activation[latent]):.4g} (non-zero) · max "
              f"{float(atlas.max_activation[latent]):.4g}") if freq > 0 else " · dead (never fires)"
-    lines = [(f"Latent {latent}", TEXT, 26), (f"fires on {freq:.2%} of {n} images ({round(freq * n)}){stats}", TEXT, 18)]
+    lines = [(f"Latent {latent}", TEXT, 26),
+             (f"fires on {freq:.2%} of {n} images ({round(freq * n)}){stats}", TEXT, 18)]
     if atlas.label(latent):
         lines.append((f"label: {', '.join(atlas.label(latent))}", TEXT, 18))
     sentence = atlas.interpretation(latent)

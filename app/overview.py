@@ -34,6 +34,10 @@ CELL = 10
 """Side of the hover/click cells in pixels."""
 DEAD_COLUMN = 0.06
 """Width of the dead latents' column, as a fraction of the plot's x range."""
+FIG_W, FIG_H = WIDTH + 110, HEIGHT + 70
+AXES_BOX = (80 / FIG_W, 15 / FIG_H, (80 + WIDTH) / FIG_W, (15 + HEIGHT) / FIG_H)
+"""(left, top, right, bottom) of the plot area as fractions of the figure: a pixel of the
+plot area is a pixel of the PNG, offset by (80, 15)."""
 
 
 @dataclass
@@ -117,8 +121,8 @@ def density_rgb(m: LatentMap, mask: np.ndarray) -> np.ndarray:
 
 
 def render_png(m: LatentMap, mask: np.ndarray) -> bytes:
-    """The map with its axes as PNG bytes; the plot area covers the whole figure's inner box
-    AXES_BOX (fractions), so pixel positions in it map back to the data."""
+    """The map with its axes as PNG bytes; the plot area is AXES_BOX, WIDTH × HEIGHT pixels, so
+    positions in it map back to the data (`to_pixels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,10 +154,6 @@ def log_ticks(lo: float, hi: float) -> list[float]:
     return [float(np.log10(k * 10.0 ** e)) for e in range(int(np.floor(lo)), int(np.ceil(hi)) + 1)
             for k in (1, 2, 5) if lo <= np.log10(k * 10.0 ** e) <= hi]
 
-
-FIG_W, FIG_H = WIDTH + 110, HEIGHT + 70
-AXES_BOX = (80 / FIG_W, 15 / FIG_H, (80 + WIDTH) / FIG_W, (15 + HEIGHT) / FIG_H)
-"""(left, top, right, bottom) of the plot area as fractions of the figure."""
 
 
 def tooltip(atlas: Atlas, m: LatentMap, latent: int) -> str:

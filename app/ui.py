@@ -86,8 +86,8 @@ class Handlers:
                  f"{page.mean_activation:.4g} · max {page.max_activation:.4g}" + (" · **dead**" if page.dead else "")]
         sentence = atlas.interpretation(page.latent)  # clipsae interpret
         if sentence:
-            random_note = " (captions by a tiny random BLIP: not meaningful)" if atlas.interpretations.random_weights else ""
-            lines.insert(1, f"*{sentence}*{random_note}")
+            note = " (captions by a tiny random BLIP: not meaningful)" if atlas.interpretations.random_weights else ""
+            lines.insert(1, f"*{sentence}*{note}")
         if page.neighbours:
             lines.append("Nearest latents: " + ", ".join(f"[{n}](?sae={atlas.name}&latent={n}) ({c:.2f})"
                                                          for n, c in page.neighbours))
@@ -141,8 +141,8 @@ class Handlers:
             ids += [i for i in atlas.search_interpretations(text) if i not in ids]
             if atlas is self.atlas and self.inspector is not None:
                 ids += [i for i, _ in self.inspector.text_to_latents(text) if i not in ids]
-        return [[i, ", ".join(atlas.label(i)[:3] or atlas.interpretation_words(i)[:3]), round(float(atlas.frequency[i]), 4),
-                 round(float(atlas.max_activation[i]), 4)] for i in ids]
+        return [[i, ", ".join(atlas.label(i)[:3] or atlas.interpretation_words(i)[:3]),
+                 round(float(atlas.frequency[i]), 4), round(float(atlas.max_activation[i]), 4)] for i in ids]
 
     # ---------------------------------------------------------------- inspect
     def _input_image(self, image: Image.Image | None, dataset_image: Any) -> Image.Image:

@@ -294,4 +294,5 @@ def segment_main(cfg: SegmentConfig) -> tuple[str, list[str]]:
     notes = ("Mean act. = the mean over the class's images of the latent's image score; lift = that mean over "
              "the mean on every image; the mask (CSV/JSON) is the class-averaged per-patch activation, row-major. "
              "PNGs: segment_<class>.png.")
-    return write_table(cfg.out, "segment", rows, COLUMNS, title=f"Class-averaged masks, {cfg.sae}", notes=notes), failures
+    table = write_table(cfg.out, "segment", rows, COLUMNS, title=f"Class-averaged masks, {cfg.sae}", notes=notes)
+    return table, failures

@@ -274,10 +274,10 @@ def interpret(cfg: InterpretConfig, captioner: Captioner | None = None,
     rows = {r["latent"]: r for r in (old or {}).get("latents", [])}
     for s, ids in chosen.items():
         ids = [i for i in ids if images.ids[i] in known]
-        captions = [known[images.ids[i]] for i in ids]
-        words = keywords(captions)
+        texts = [known[images.ids[i]] for i in ids]
+        words = keywords(texts)
         rows[s] = {"latent": s, "interpretation": sentence(words), "keywords": [[w, c] for w, c in words],
-                   "captions": captions, "images": ids, "image_ids": [images.ids[i] for i in ids]}
+                   "captions": texts, "images": ids, "image_ids": [images.ids[i] for i in ids]}
     doc = {"format": INTERPRETATIONS_FORMAT, "format_version": INTERPRETATIONS_VERSION,
            "sae_sha256": images.manifest["sae_sha256"], **_recipe(cfg, captioner),
            "captioner_description": captioner.description, "d_sae": n_latents,

@@ -64,8 +64,9 @@ def test_distinct_top_images_skip_empty_slots_and_repeated_content():
     assert distinct_top_images(np.array([-1, -1]), ids, 8) == []
 
 
-@pytest.mark.parametrize("text, count, ids", [("300", 300, None), ("12,40,7", None, (12, 40, 7)), ("7,", None, (7,)),
-                                              ("0-3, 9", None, (0, 1, 2, 3, 9)), ("", None, None)])
+@pytest.mark.parametrize("text, count, ids", [("300", 300, None), ("12,40,7", None, (12, 40, 7)),
+                                              ("7,", None, (7,)), ("0-3, 9", None, (0, 1, 2, 3, 9)),
+                                              ("", None, None)])
 def test_latents_grammar(text, count, ids):
     sel = parse_latents(text)
     assert (sel.count, sel.ids) == (count, ids)
