@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,6 @@ from sae_core.io import load_sae
 
 from .report import Column, write_table
 
-log = logging.getLogger(__name__)
 SPLITS = ("train", "held-out")
 
 

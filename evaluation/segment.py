@@ -22,7 +22,6 @@ pass when they fit in `--keep-mb`, else the images are encoded a second time.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,7 +42,6 @@ from .datasets import LabelledImages, open_dataset
 from .heatmap import heat_overlay
 from .report import Column, write_table
 
-log = logging.getLogger(__name__)
 THUMB = 112
 """Side of the stored mean and example images (masks are a few patches wide)."""
 
