@@ -9,6 +9,7 @@ SAE copy does not match the manifest's hash.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +19,10 @@ import numpy as np
 
 from precompute.atlas_format import read_manifest, sae_hash
 from precompute.indexes import FlatIndex
+from precompute.interpret import NO_PATTERN, read_interpretations
 from sae_core.edit import latent_id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -139,3 +143,56 @@ class Atlas:
             return []
         hits = [(rank, s) for s, lab in enumerate(self.labels) for rank, w in enumerate(lab["words"]) if text in w.lower()]
         return [s for _, s in sorted(hits)[:n]]
+
+    # ------------------------------------------------------------ interpretations (`clipsae interpret`)
+    @cached_property
+    def interpretations(self) -> Interpretations:
+        """The latents' caption-keyword sentences (read on first use). A missing file gives none;
+        an unreadable or stale one is logged and ignored, so the app still serves."""
+        try:
+            doc = read_interpretations(self.path, self.manifest)
+        except ValueError as exc:
+            log.warning("ignoring the interpretations of %s: %s", self.path, exc)
+            return Interpretations({}, "", False, str(exc))
+        if doc is None:
+            return Interpretations({}, "", False, "")
+        rows = {int(r["latent"]): r for r in doc["latents"]}
+        return Interpretations(rows, doc["captioner_description"], bool(doc["captioner_random_weights"]), "")
+
+    def interpretation(self, latent: int) -> str:
+        """The latent's sentence ("This feature activates on images containing: …"), or "" when it
+        was not interpreted or none of its images was captioned (a dead latent)."""
+        row = self.interpretations.rows.get(int(latent))
+        return row["interpretation"] if row and row["captions"] else ""
+
+    def interpretation_words(self, latent: int) -> list[str]:
+        """The keywords of the latent's sentence (none when it has no clear pattern)."""
+        row = self.interpretations.rows.get(int(latent))
+        return [w for w, _ in row["keywords"]] if row and row["interpretation"] != NO_PATTERN else []
+
+    def search_interpretations(self, text: str, n: int = 20) -> list[int]:
+        """Latents whose sentence contains the text (case-insensitive), those whose best keywords
+        match first; sentences without a clear pattern never match."""
+        text = text.strip().lower()
+        if not text:
+            return []
+        hits = []
+        for s, row in self.interpretations.rows.items():
+            if row["interpretation"] == NO_PATTERN or text not in row["interpretation"].lower():
+                continue
+            ranks = [r for r, (w, _) in enumerate(row["keywords"]) if text in w]
+            hits.append((ranks[0] if ranks else len(row["keywords"]), s))
+        return [s for _, s in sorted(hits)[:n]]
+
+
+@dataclass(frozen=True)
+class Interpretations:
+    """interpretations.json as the app uses it."""
+
+    rows: dict[int, dict[str, Any]]
+    captioner: str
+    """How the captions were made (e.g. "BLIP Salesforce/blip-image-captioning-base")."""
+    random_weights: bool
+    """The captioner had random weights (the sentences are not meaningful; the UI says so)."""
+    problem: str
+    """Why a file present was ignored ("" when fine)."""

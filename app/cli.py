@@ -2,7 +2,7 @@
 
 This is the top of the pipeline, so it may import every stage: each stage exposes its own
 subcommands (`sae_core.cli`, `precompute.cli`, `evaluation.cli`) and the app adds its own
-(serve, demo, up). Every expected user error is one line and a non-zero exit.
+(serve, demo, up, collage). Every expected user error is one line and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -149,7 +149,25 @@ def _run_up(a: argparse.Namespace) -> int:
     return run_demo(DemoConfig(cache_dir=c.cache_dir, host=c.host, port=c.port, device=c.device))
 
 
-APP_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_demo, _add_up]
+def _add_collage(sub: argparse._SubParsersAction) -> None:
+    from .collage import CollageConfig
+
+    p = sub.add_parser("collage", help="one PNG per latent: its top images with patch masks and a caption strip",
+                       description="Seed 001's collages: each latent's top images in a grid with their patch masks, "
+                                   "values, label / interpretation and frequency.")
+    add_config_flags(p, CollageConfig, positional=("atlas",), required=("out",))
+    p.set_defaults(func=_run_collage)
+
+
+def _run_collage(a: argparse.Namespace) -> int:
+    from .collage import CollageConfig, collage_main
+
+    paths = collage_main(config_from_args(CollageConfig, a))
+    print(f"wrote {len(paths)} collages to {a.out}" + (f" ({paths[0].name} …)" if paths else ""))
+    return 0
+
+
+APP_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_demo, _add_up, _add_collage]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """Gradio layout and event wiring. The logic lives in atlas.py / steer.py / inspect_image.py;
 handlers here format results, and are the only place errors become `gr.Error`.
 
-API names (usable from gradio_client): latent_page, inspect, heatmap, steer, steer_strip, search.
+API names (usable from gradio_client): latent_page, inspect, heatmap, steer, steer_strip, search, collage,
+overview.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from precompute.images import DEFAULT_MAX_PIXELS, BadImage, decode_image
 from evaluation.heatmap import heat_overlay
 
 from .atlas import Atlas
+from .collage import cached_collage
 from .inspect_image import Inspector
 from .render import RenderCache, overlay
 from .steer import Edit, Steerer
+from .ui_overview import add_overview_tab
 
 log = logging.getLogger(__name__)
 MAX_UPLOAD = "20mb"
@@ -81,6 +84,10 @@ class Handlers:
         lines = [f"## Latent {page.latent}{label}",
                  f"fires on **{page.frequency:.2%}** of {atlas.manifest['n_images']} images · mean "
                  f"{page.mean_activation:.4g} · max {page.max_activation:.4g}" + (" · **dead**" if page.dead else "")]
+        sentence = atlas.interpretation(page.latent)  # clipsae interpret
+        if sentence:
+            note = " (captions by a tiny random BLIP: not meaningful)" if atlas.interpretations.random_weights else ""
+            lines.insert(1, f"*{sentence}*{note}")
         if page.neighbours:
             lines.append("Nearest latents: " + ", ".join(f"[{n}](?sae={atlas.name}&latent={n}) ({c:.2f})"
                                                          for n, c in page.neighbours))
@@ -98,8 +105,12 @@ class Handlers:
                 "mean_activation": page.mean_activation, "max_activation": page.max_activation, "dead": page.dead,
                 # "image_path", not "path": gradio_client would take a dict with "path" for a file to fetch
                 "top": [{"image": t["image"], "image_path": t["path"], "value": t["value"]} for t in page.top],
-                "neighbours": page.neighbours, "links": page.links}
+                "neighbours": page.neighbours, "links": page.links, "interpretation": sentence}
         return "\n\n".join(lines), gallery, hist, bands, data
+
+    def collage(self, latent: Any, sae: str = "") -> str:
+        """The latent's collage PNG (top images, masks, caption strip), as `clipsae collage` writes it."""
+        return cached_collage(*self.pick(sae), latent)
 
     def linked_choices(self, latent: Any, sae: str = "") -> list[str]:
         """'j (r=0.94)' for each linked steering latent of this latent (empty without links)."""
@@ -127,10 +138,11 @@ class Handlers:
             ids = atlas.ranked("frequency", 50)
         else:
             ids = atlas.search_labels(text)
+            ids += [i for i in atlas.search_interpretations(text) if i not in ids]
             if atlas is self.atlas and self.inspector is not None:
                 ids += [i for i, _ in self.inspector.text_to_latents(text) if i not in ids]
-        return [[i, ", ".join(atlas.label(i)[:3]), round(float(atlas.frequency[i]), 4),
-                 round(float(atlas.max_activation[i]), 4)] for i in ids]
+        return [[i, ", ".join(atlas.label(i)[:3] or atlas.interpretation_words(i)[:3]),
+                 round(float(atlas.frequency[i]), 4), round(float(atlas.max_activation[i]), 4)] for i in ids]
 
     # ---------------------------------------------------------------- inspect
     def _input_image(self, image: Image.Image | None, dataset_image: Any) -> Image.Image:
@@ -278,6 +290,9 @@ def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
                 gallery = gr.Gallery(label="Top images (patch masks share one scale per latent)", columns=8, height="auto")
                 hist = gr.BarPlot(x="activation", y="images", label="Activation histogram (non-zero images)", sort=None)
                 bands = gr.Gallery(label="Value bands: images from each fifth of (0, max], low to high", columns=10, height="auto")
+                with gr.Row():
+                    collage_btn = gr.Button("Collage of this latent (PNG)", scale=1)
+                    collage_file = gr.File(label="Collage", scale=3)
                 found = gr.Dataframe(headers=["latent", "label", "frequency", "max"], label="Latents", interactive=False)
                 page_json = gr.JSON(visible=False)
                 outs = [header, gallery, hist, bands, page_json]
@@ -297,8 +312,11 @@ def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
                     _guard(h.latent_page), page_in, outs, api_name=False).then(show_links, page_in, linked, api_name=False)
                 query.submit(_guard(h.search), [query, sae_pick], found, api_name="search", queue=False)
                 found.select(_picked_latent, None, latent, api_name=False)
+                collage_btn.click(_guard(h.collage), page_in, collage_file, api_name="collage")
                 demo.load(_deep_link, None, [latent, sae_pick], api_name=False).then(
                     _guard(h.latent_page), page_in, outs, api_name=False).then(show_links, page_in, linked, api_name=False)
+            add_overview_tab(h, latent, sae_pick, tabs, lambda dep: dep.then(
+                _guard(h.latent_page), page_in, outs, api_name=False).then(show_links, page_in, linked, api_name=False))
             with gr.Tab("Inspect", id="inspect"):
                 with gr.Row():
                     up = gr.Image(type="pil", label="Upload an image", sources=["upload", "clipboard"])
