@@ -1,0 +1,245 @@
+"""The app's handlers as plain functions (no server): landing, navigation, search, deep
+links, "Steer this", empty slots, slider scales, the readout and causal check, patch clicks,
+the histogram, icons. Expected values are computed here from the atlas arrays and the SAE."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.handlers_steer import slot_edits
+from app.readout import COSINE_WARN, Shift
+from app.server import make_handlers
+from app.steer import steer_embedding
+from app_fixtures import K_LATENTS, build_app_data
+from sae_core.edit import Edit
+
+STEPS = dict(seed=1, steps=2, resolution=64)
+
+
+@pytest.fixture(scope="module")
+def h(tmp_path_factory):
+    atlas, katlas = build_app_data(tmp_path_factory.mktemp("handlers"))
+    handlers, _ = make_handlers(atlas, katlas, tiny_kandinsky=True, device="cpu", measure_timings=False)
+    return handlers
+
+
+def test_landing_is_a_live_interesting_latent(h):
+    for atlas in (h.atlas, h.steer_atlas):
+        name, latent = h.landing(atlas.name)
+        freq = np.asarray(atlas.frequency)
+        assert name == atlas.name and freq[latent] > 0
+        # the largest frequency × max among latents firing on at most half the images (none is labelled here)
+        pool = [i for i in range(atlas.n_latents) if 0 < freq[i] <= 0.5] or list(np.flatnonzero(freq > 0))
+        best = max(pool, key=lambda i: freq[i] * float(atlas.max_activation[i]))
+        assert latent == best
+    assert h.deep_link({}) == (h.atlas.name, h.landing()[1], "")
+
+
+def test_previous_and_next_step_over_dead_latents(h):
+    a = h.steer_atlas
+    live = [i for i in range(a.n_latents) if a.frequency[i] > 0]
+    assert len(live) < a.n_latents  # the fixture has dead latents to skip
+    for k, latent in enumerate(live):
+        assert h.step(a.name, latent, 1) == live[(k + 1) % len(live)]
+        assert h.step(a.name, latent, -1) == live[k - 1]
+    dead = K_LATENTS - 1
+    assert a.frequency[dead] == 0 and h.step(a.name, dead, 1) == live[0] and h.step(a.name, dead, -1) == live[-1]
+
+
+def test_search_never_lists_dead_latents(h):
+    nearest = [i for i, _ in h.inspector.text_to_latents("a photo of a dog", 40)]
+    assert any(h.atlas.frequency[i] == 0 for i in nearest)  # the text search alone would list dead latents
+    for sae, text in ((h.atlas.name, ""), (h.atlas.name, "a photo of a dog"), (h.steer_atlas.name, "")):
+        atlas, _ = h.pick(sae)
+        rows = h.search(text, sae)
+        assert rows and all(atlas.frequency[r[0]] > 0 for r in rows)
+        assert all(math.isclose(r[2], round(100 * float(atlas.frequency[r[0]]), 1)) for r in rows)  # percent
+    assert h.search("dog", h.steer_atlas.name) == []  # no labels and no text space: nothing to match
+    assert "no labels" in h.search_hint(h.steer_atlas.name) and "text" in h.search_hint(h.atlas.name)
+
+
+def test_deep_links_with_bad_values_open_the_landing_page_and_say_why(h):
+    landing = h.landing()[1]
+    sae, latent, notice = h.deep_link({"sae": "bogus", "latent": "5"})
+    assert (sae, latent) == (h.atlas.name, 5) and "unknown SAE 'bogus'" in notice and "<" not in notice
+    sae, latent, notice = h.deep_link({"latent": "abc"})
+    assert latent == landing and "'abc' is not valid" in notice
+    sae, latent, notice = h.deep_link({"sae": h.steer_atlas.name, "latent": "2.5"})
+    assert sae == h.steer_atlas.name and latent == h.steer_atlas.landing_latent() and "whole number" in notice
+    view = h.page_view(sae, latent, notice=notice)
+    assert view.header.startswith("> ⚠️") and "2.5" in view.header
+
+
+def test_page_states_units_once_and_links_in_place(h):
+    a = h.atlas
+    latent = h.landing()[1]
+    view = h.page_view(a.name, latent)
+    freq = float(a.frequency[latent])
+    assert f"Fires on **{freq:.1%}**" in view.header and "over the images where it fires" in view.header
+    j, c = a.neighbours(latent)[0]
+    assert f"[{j}](?sae={a.name}&latent={j})" in view.header  # a link the page script opens in place
+    assert f"latent={view.linked[0].split()[0]})" in view.header.split("Co-activates")[1]
+    assert all(caption.split(" · ")[0] == f"{t['value']:.3g}" for (_, caption), t in zip(view.gallery,
+                                                                                        a.page(latent).top))
+    assert len(view.bands) == 4 * len(a.page(latent).bands)  # placeholders keep every band on its own row
+
+
+def test_histogram_is_a_png_with_a_log_option(h):
+    latent = h.landing()[1]
+    lin = h.page_view(h.atlas.name, latent).histogram
+    log = h.page_view(h.atlas.name, latent, log_counts=True).histogram
+    assert lin != log
+    for path in (lin, log):
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.width >= 400
+
+
+def test_steer_this_from_a_clip_page_sets_the_linked_latent_to_its_highest_activation(h):
+    a, k = h.atlas, h.steer_atlas
+    latent = h.landing()[1]
+    choices = h.linked_choices(latent, a.name)
+    assert choices and all(k.frequency[int(c.split()[0])] > 0 for c in choices)
+    s = h.steer_this(a.name, latent, choices[0])
+    j = int(choices[0].split()[0])
+    top = float(k.max_activation[j])
+    assert (s.latent, s.mode, s.origin) == (j, "set", (a.name, latent)) and s.value == pytest.approx(top, rel=2e-3)
+    assert f"set to {s.value:.3g}" in s.message and f"linked from {a.name} latent {latent}" in s.message
+    view = h.generate_view("a red boat", None, **STEPS, edits=[Edit(s.latent, s.mode, s.value)],
+                           origins={s.latent: s.origin})
+    assert not np.array_equal(np.asarray(view.original), np.asarray(view.steered))  # it does something
+    assert f"latent {j} set to" in view.readout and f"{a.name} {latent} (linked)" in view.readout
+
+
+def test_steer_this_on_a_steering_page_steers_that_latent_and_refuses_dead_ones(h):
+    k = h.steer_atlas
+    j = h.landing(k.name)[1]
+    s = h.steer_this(k.name, j)
+    assert (s.latent, s.mode, s.origin) == (j, "set", None)
+    view = h.page_view(k.name, j)
+    assert view.steerable and "(steering SAE)" in view.header and "steer them" not in view.header
+    with pytest.raises(ValueError, match="never fires"):
+        h.steer_this(k.name, K_LATENTS - 1)
+    with pytest.raises(ValueError, match="no linked steering latent"):
+        h.steer_this(h.atlas.name, 0, None)
+
+
+def test_empty_slots_are_no_edit(h):
+    d = h.steerer.sae.cfg.d_sae
+    empty = [("", "add", 5.0), (None, "set", 1.0), (float("nan"), "add", 3.0), ("  ", "multiply", 0.0)]
+    assert slot_edits(empty, d) == []
+    assert slot_edits([("", "add", 5.0), ("3", "set", 0.5)], d) == [Edit(3, "set", 0.5)]
+    with pytest.raises(ValueError, match="slot 1's latent"):
+        slot_edits([("2.5", "set", 1.0)], d)
+    view = h.generate_view("a red boat", None, **STEPS, edits=slot_edits(empty, d))
+    assert np.array_equal(np.asarray(view.original), np.asarray(view.steered)) and "No edit" in view.readout
+
+
+def test_slot_sliders_follow_each_latents_activation_scale(h):
+    k = h.steer_atlas
+    j = h.landing(k.name)[1]
+    top = float(k.max_activation[j])
+    lo, hi, step, value, label = h.slot_scale(str(j), "set")
+    assert lo == 0 and hi == pytest.approx(3 * top, rel=2e-3) and value == pytest.approx(top, rel=2e-3)
+    assert step <= top / 100 and f"{top:.3g}" in label
+    lo, hi, *_ = h.slot_scale(str(j), "add")
+    assert lo == -hi
+    assert h.slot_scale(str(j), "multiply")[:4] == (-4.0, 8.0, 0.05, 2.0)
+    assert "not a latent" in h.slot_scale("9999", "set")[4]
+
+
+def test_readout_reports_activations_norm_ratio_and_cosine(h):
+    s = h.steerer
+    x, _ = s.prior_embeds("a red boat", 1, 2)
+    j = h.landing(h.steer_atlas.name)[1]
+    edits = [Edit(j, "add", 50.0)]
+    view = h.generate_view("a red boat", None, **STEPS, edits=edits)
+    steered = steer_embedding(s.sae, x, edits)
+    with torch.no_grad():
+        before, after = float(s.sae.encode(x.float())[0, j]), float(s.sae.encode(steered.float())[0, j])
+    x64, y64 = x.double().flatten(), steered.double().flatten()
+    ratio, cos = float(y64.norm() / x64.norm()), float(x64 @ y64 / (x64.norm() * y64.norm()))
+    assert f"{before:.3g} → **{after:.3g}**" in view.readout
+    assert f"= **{ratio:.3f}**" in view.readout and f"= **{cos:.3f}**" in view.readout
+    assert ("far from the original embedding" in view.readout) == Shift(ratio, cos).far
+    assert Shift(1.0, COSINE_WARN - 0.01).far and Shift(2.0, 1.0).far and not Shift(1.0, 0.99).far
+
+
+def test_patch_click_lists_the_latents_active_on_that_patch(h):
+    img = Image.open(next((h.atlas.images_root).rglob("*.png"))).convert("RGB")
+    _, _, _, _, data = h.inspect(img)
+    patches = h.inspector.run(img)["patches"]
+    grid = int(round(math.sqrt(patches.shape[0])))
+    assert data["grid"] == grid
+    row, col = grid - 1, 1
+    md = h.patch_view(data, (col + 0.5) * 336 / grid, (row + 0.5) * 336 / grid)
+    expected = [int(i) for i in np.argsort(-patches[row * grid + col], kind="stable")[:10] if patches[row * grid + col, i] > 0]
+    assert f"row {row + 1}, column {col + 1}" in md
+    assert [int(part.split("latent=")[1].split(")")[0]) for part in md.split(" · ")] == expected
+    assert "colour scale" in h.patch_view(data, 10, 350)
+
+
+def test_feature_icons_are_made_once_and_cached(h):
+    k = h.steer_atlas
+    j = h.landing(k.name)[1]
+    calls = []
+    real = h.steerer.decode
+    h.steerer.decode = lambda *a, **kw: calls.append(1) or real(*a, **kw)
+    try:
+        first = h.icon(k.name, j)
+        again = h.icon(k.name, j)
+    finally:
+        del h.steerer.decode
+    assert first == again and len(calls) == 1 and Image.open(first).size == (64, 64)
+    assert h.icon(k.name, K_LATENTS - 1) is None and h.icon(h.atlas.name, j) is None
+
+
+def test_clipsae_icons_precomputes_icons_the_app_then_uses(h, tmp_path):
+    import json
+    import shutil
+
+    from app.cli import main
+    from app.icons import IconSpec, IconStore
+
+    katlas = tmp_path / "katlas"
+    shutil.copytree(h.steer_atlas.path, katlas)
+    assert main(["icons", str(katlas), "--tiny-kandinsky", "--size", "64", "--steps", "2", "--latents", "3,5",
+                 "--device", "cpu"]) == 0
+    header = json.loads((katlas / "icons" / "icons.json").read_text())
+    assert header["format"] == "clipsae-icons" and header["sae_sha256"] == h.steer_atlas.manifest["sae_sha256"]
+    doc = (Path(__file__).resolve().parents[1] / "app" / "ICONS.md").read_text()
+    types = {"str": str, "int": int, "bool": bool, "float": float}
+    table = {m[0]: types[m[1]] for m in re.findall(r"^\| `(\w+)` \| (\w+) \|", doc, re.M)}
+    assert table.keys() == header.keys() and all(isinstance(header[k], t) for k, t in table.items())
+    assert sorted(p.name for p in (katlas / "icons").glob("*.png")) == ["3.png", "5.png"]
+    from app.atlas import Atlas
+
+    store = IconStore(Atlas(katlas), h.steerer, tmp_path / "cache", IconSpec())
+    assert store.lookup(3) == katlas / "icons" / "3.png" and store.lookup(4) is None
+    header["sae_sha256"] = "0" * 64  # icons of another SAE are not shown
+    (katlas / "icons" / "icons.json").write_text(json.dumps(header))
+    assert IconStore(Atlas(katlas), h.steerer, tmp_path / "cache", IconSpec()).lookup(3) is None
+
+
+def test_python_m_app_builds_a_module_level_demo_without_launching(h, monkeypatch):
+    import importlib
+    import sys
+
+    import gradio as gr
+
+    monkeypatch.setenv("CLIPSAE_ATLAS", str(h.atlas.path))
+    monkeypatch.setenv("CLIPSAE_DEVICE", "cpu")
+    monkeypatch.delenv("CLIPSAE_STEER_ATLAS", raising=False)
+    sys.modules.pop("app.__main__", None)
+    module = importlib.import_module("app.__main__")
+    try:
+        assert isinstance(module.demo, gr.Blocks) and not module.demo.is_running
+        assert module.handlers.atlas.path == h.atlas.path and module.handlers.steerer is None
+    finally:
+        sys.modules.pop("app.__main__", None)
