@@ -12,7 +12,10 @@ from urllib.parse import quote
 from .atlas import Atlas, LatentPage
 
 if TYPE_CHECKING:
+    from .icons import IconStore
+    from .inspect_image import Inspector
     from .render import RenderCache
+    from .steer import Steerer
 
 N_SHOWN_LINKS = 8
 CAPTION_NAME = 22
@@ -66,6 +69,9 @@ class BrowseHandlers:
 
     atlas: Atlas
     steer_atlas: Atlas | None
+    steerer: Steerer | None
+    inspector: Inspector | None
+    icons: IconStore | None
     browsable: dict[str, tuple[Atlas, RenderCache]]
 
     # ---------------------------------------------------------------- the page
@@ -86,13 +92,13 @@ class BrowseHandlers:
                    for slot, t in enumerate(page.top)]
         linked = self.linked_choices(page.latent, atlas.name)
         is_steering = self.steer_atlas is not None and atlas is self.steer_atlas
-        steerable = getattr(self, "steerer", None) is not None and (is_steering and not page.dead or bool(linked))
-        icons = getattr(self, "icons", None)
-        icon = icons.lookup(page.latent) if is_steering and icons is not None and not page.dead else None
+        steerable = self.steerer is not None and (is_steering and not page.dead or bool(linked))
+        icon = self.icons.lookup(page.latent) if is_steering and self.icons is not None and not page.dead else None
         return PageView(
             sae=atlas.name, latent=page.latent, header=self._header(atlas, page, notice), gallery=gallery,
             histogram=render.histogram(page.latent, page.histogram, page.histogram_max, log_counts),
-            bands=self._bands(page, render), data=self._data(atlas, page), linked=linked, steerable=steerable,
+            bands=[] if page.dead else self._bands(page, render), data=self._data(atlas, page), linked=linked,
+            steerable=steerable,
             icon=str(icon) if icon else None)
 
     def _header(self, atlas: Atlas, page: LatentPage, notice: str = "") -> str:
@@ -112,7 +118,7 @@ class BrowseHandlers:
                 f"{link(atlas, j)} {c:.2f}" for j, c in page.neighbours[:N_SHOWN_LINKS]))
         for key, linked in page.links.items():
             other = self.atlas_named(key)  # type: ignore[attr-defined]
-            live = [(j, c) for j, c in linked if other is None or other.frequency[j] > 0]
+            live = [(j, c) for j, c in linked if c > 0 and (other is None or other.frequency[j] > 0)]
             if not live:
                 continue
             what = "steering latents" if other is not None and other is self.steer_atlas else "latents"
@@ -195,19 +201,18 @@ class BrowseHandlers:
             ids = atlas.live_ranked("frequency", 50)
         else:
             ids = atlas.search_live(text)
-            inspector = getattr(self, "inspector", None)
-            if atlas is self.atlas and inspector is not None:
-                ids += [i for i, _ in inspector.text_to_latents(text, 40) if i not in ids and atlas.frequency[i] > 0]
+            if atlas is self.atlas and self.inspector is not None:
+                ids += [i for i, _ in self.inspector.text_to_latents(text, 40)
+                        if i not in ids and atlas.frequency[i] > 0]
         return [[i, ", ".join(atlas.label(i)[:3]), round(100 * float(atlas.frequency[i]), 1),
                  float(f"{float(atlas.max_activation[i]):.3g}")] for i in ids]
 
     def search_hint(self, sae: str | None = None) -> str:
         """What the search box searches in this atlas."""
         atlas, _ = self.pick(sae)  # type: ignore[attr-defined]
+        text_search = atlas is self.atlas and self.inspector is not None and self.inspector.meta["hook_name"] == "embed"
         ways = (["label words"] if atlas.labels else []) + (
-            ["text (CLIP text embedding → nearest latent directions)"]
-            if atlas is self.atlas and getattr(self, "inspector", None) is not None and
-            getattr(self.inspector, "meta", {}).get("hook_name") == "embed" else [])  # type: ignore[attr-defined]
+            ["text (CLIP text embedding → nearest latent directions)"] if text_search else [])
         if not ways:
             return "Latents (this atlas has no labels or text search: the most frequent live latents)"
         return f"Search by {' or '.join(ways)}; empty: the most frequent live latents"
@@ -232,7 +237,7 @@ class BrowseHandlers:
         """The edit 'Steer this' proposes: the steering latent (this page's, or the linked one
         chosen on a CLIP page) set to its highest activation over the atlas's images, which
         changes the image whether or not the prompt already uses the latent."""
-        if getattr(self, "steerer", None) is None or self.steer_atlas is None:
+        if self.steerer is None or self.steer_atlas is None:
             raise ValueError("steering is not available: the Kandinsky 2.2 models or the steering SAE are not loaded")
         atlas, _ = self.pick(sae)  # type: ignore[attr-defined]
         s = atlas.check_latent(latent)
@@ -267,7 +272,8 @@ class BrowseHandlers:
         if k is not None and str(latent or "").strip():
             try:
                 top = float(k.max_activation[k.check_latent(latent)])
-                label = f"value (its max over the atlas ≈ {top:.3g})" if top > 0 else "value (a dead latent: typical scale)"
+                label = (f"value (its max over the atlas ≈ {top:.3g})" if top > 0
+                         else "value (a dead latent: typical scale)")
             except ValueError:
                 label = f"value (⚠️ not a latent of {k.name}: 0..{k.n_latents - 1})"
         if top <= 0:

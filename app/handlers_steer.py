@@ -20,12 +20,12 @@ from .jobs import Job
 from .readout import causal_check, edit_readout
 from .render import for_display
 from .steer import MAX_STEPS, RESOLUTIONS, Generation, Steerer, parse_edits
+from .timing import Timings
 
 if TYPE_CHECKING:
     from .atlas import Atlas
     from .icons import IconStore
     from .inspect_image import Inspector
-    from .timing import Timings
 
 UNAVAILABLE = "steering is not available: the Kandinsky 2.2 models or the steering SAE are not loaded"
 MODES = ("multiply", "set", "add")
@@ -73,9 +73,9 @@ class SteerHandlers:
 
     def generation_params(self, seed: Any, steps: Any, resolution: Any) -> tuple[int, int, int]:
         """Checked (seed, steps, resolution); None steps/resolution mean the device's defaults."""
-        t = self.timings
-        steps = (t.default_steps if t else 25) if steps in (None, "") else steps
-        resolution = (t.default_size() if t else 64) if resolution in (None, "") else resolution
+        t = self.timings or Timings(device=self.steerer.device if self.steerer is not None else "cpu")
+        steps = t.default_steps if steps in (None, "") else steps
+        resolution = t.default_size() if resolution in (None, "") else resolution
         size = whole_number(resolution, "the resolution", 1, max(RESOLUTIONS))
         if size not in RESOLUTIONS:
             raise ValueError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))}; got {resolution!r}")
@@ -132,9 +132,9 @@ class SteerHandlers:
         verb = {"multiply": "×", "set": "set to", "add": "+ direction ×"}
         lines = ["| edit | its activation: in the embedding → in the steered embedding (re-encoded by the SAE) |",
                  "|---|---|"]
-        lines += [f"| latent {r.edit.latent} {verb[r.edit.mode]} {r.edit.value:.3g} | {r.before:.3g} → **{r.after:.3g}**"
-                  + (" (inactive: × does nothing)" if r.edit.mode == "multiply" and r.before == 0 else "") + " |"
-                  for r in rows]
+        inactive = " (inactive: × does nothing)"
+        lines += [f"| latent {r.edit.latent} {verb[r.edit.mode]} {r.edit.value:.3g} | {r.before:.3g} → "
+                  f"**{r.after:.3g}**{inactive if r.edit.mode == 'multiply' and r.before == 0 else ''} |" for r in rows]
         lines.append(f"\nEmbedding: ‖x′‖ / ‖x‖ = **{shift.norm_ratio:.3f}**, cos(x, x′) = **{shift.cosine:.3f}**"
                      + (" — ⚠️ **far from the original embedding**: the decoder may leave its training "
                         "distribution (expect artifacts); try smaller values." if shift.far else "."))
@@ -150,8 +150,8 @@ class SteerHandlers:
         if clip and self.inspector is not None and gen.original is not None:
             before = self.inspector.run(gen.original)["scores"]
             after = self.inspector.run(gen.steered)["scores"]
-            lines += [f"| {name} {lat} (linked) | {before[lat]:.3g} | **{after[lat]:.3g}** {_arrow(before[lat], after[lat])} |"
-                      for name, lat in clip]
+            lines += [f"| {name} {lat} (linked) | {before[lat]:.3g} | **{after[lat]:.3g}** "
+                      f"{_arrow(before[lat], after[lat])} |" for name, lat in clip]
         return "\n".join(lines)
 
     def steer_strip(self, prompt: str, latent: Any, amount: Any = None, seed: float = 0, steps: float | None = None,

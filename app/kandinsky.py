@@ -57,7 +57,7 @@ def missing_parts(model: str) -> list[str]:
         if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue
         part = folder / name
-        files = {p.name for p in part.iterdir()} if part.is_dir() else set()
+        files = {p.name for p in part.iterdir() if p.exists()} if part.is_dir() else set()  # no dangling links
         if not any(f.endswith(".json") for f in files):
             missing.append(f"{name}/ (config)")
         elif "config.json" in files and not any(f.endswith((".safetensors", ".bin")) for f in files):

@@ -10,29 +10,24 @@ path on disk is served directly.
 
 from __future__ import annotations
 
-import os
+import logging
+from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before anything imports gradio
+import torch
 
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
+from sae_core.device import is_cuda, resolve_device
+from sae_core.io import load_sae
 
-import torch  # noqa: E402
-
-from sae_core.device import is_cuda, resolve_device  # noqa: E402
-from sae_core.io import load_sae  # noqa: E402
-
-from .atlas import Atlas  # noqa: E402
-from .handlers import Handlers  # noqa: E402
-from .icons import IconSpec, IconStore  # noqa: E402
-from .inputs import MAX_UPLOAD  # noqa: E402
-from .inspect_image import Inspector  # noqa: E402
-from .kandinsky import (DECODER_ID, PRIOR_ID, KandinskyPipes, load_pipelines, make_tiny_pipelines,  # noqa: E402
-                        missing_parts)
-from .steer import Steerer  # noqa: E402
-from .timing import measure  # noqa: E402
-from .ui import build_ui  # noqa: E402
-from .ui_assets import CSS, PAGE_JS  # noqa: E402
+from .atlas import Atlas
+from .handlers import Handlers
+from .icons import IconSpec, IconStore
+from .inputs import MAX_UPLOAD
+from .inspect_image import Inspector
+from .kandinsky import DECODER_ID, PRIOR_ID, KandinskyPipes, load_pipelines, make_tiny_pipelines, missing_parts
+from .steer import Steerer
+from .timing import measure
+from .ui import build_ui
+from .ui_assets import CSS, PAGE_JS
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +98,7 @@ def serve(atlas: str | Path, steer_atlas: str | Path | None = None, host: str = 
 
 def launch(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, prevent_thread_lock: bool = False):
     """Launch the Blocks with the app's safety settings: the given interface only (127.0.0.1 by
-    default), no share link unless asked, uploads capped at MAX_UPLOAD, analytics off (env above);
+    default), no share link unless asked, uploads capped at MAX_UPLOAD, analytics off (app/__init__.py);
     and its stylesheet and page script (in-place navigation)."""
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True,
                 prevent_thread_lock=prevent_thread_lock, quiet=True, css=CSS, js=PAGE_JS)

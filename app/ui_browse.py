@@ -5,6 +5,7 @@ place through one handler, `open_page`, and updates the URL."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -122,8 +123,8 @@ def wire(h: Handlers, ui: UI) -> None:
         if not data:
             return None
         atlas, render = h.pick(data["sae"])
-        return render.histogram(int(data["latent"]), [int(x) for x in atlas.histogram[int(data["latent"])]],
-                                float(atlas.max_activation[int(data["latent"])]), bool(log_counts))
+        page = atlas.page(data["latent"])
+        return render.histogram(page.latent, page.histogram, page.histogram_max, bool(log_counts))
 
     def push(event: Any, replace: bool = False) -> None:
         event.then(None, [c["data"]], None, js=REPLACE_URL_JS if replace else PUSH_URL_JS, queue=False)
@@ -143,7 +144,7 @@ def wire(h: Handlers, ui: UI) -> None:
     c["log"].input(histogram, [c["data"], c["log"]], c["hist"], api_name=False, queue=False)
     c["masks"].input(open_page, page_in, outs, api_name=False, queue=False)
     c["query"].submit(guard(h.search), [c["query"], c["sae"]], c["found"], api_name="search", queue=False)
-    # the documented API: header, top images, histogram, bands, data ("read-only, milliseconds: no queue")
+    # the documented API (header, top images, histogram, bands, data); read-only and fast, so no queue
     c["api_page"].click(guard(h.latent_page), [c["latent"], c["sae"]],
                         [c["header"], c["gallery"], c["hist"], c["bands"], c["data"]], api_name="latent_page",
                         queue=False)
@@ -155,7 +156,7 @@ def wire(h: Handlers, ui: UI) -> None:
                          concurrency_id="generate", concurrency_limit=16, show_progress="minimal")
 
 
-def icon_for(h: Handlers):
+def icon_for(h: Handlers) -> Callable:
     """The feature-icon handler: a cached icon at once, else one made in the generation queue."""
     async def feature_icon(data: dict | None, request: gr.Request, progress=gr.Progress()) -> Any:
         if not data or h.steer_atlas is None or data.get("sae") != h.steer_atlas.name or data.get("dead"):

@@ -33,7 +33,7 @@ def _user_error(exc: BaseException) -> gr.Error:
     """A message for the browser: HTML-escaped (a `<` must not swallow the rest), one line,
     not printed as a traceback in the server log."""
     text = " ".join(str(exc).split())[:500]
-    return gr.Error(html.escape(text), print_exception=False)
+    return gr.Error(html.escape(text, quote=False), print_exception=False)
 
 
 def guard(fn: Callable) -> Callable:

@@ -66,7 +66,7 @@ def wire(h: Handlers, ui: UI) -> None:
         try:
             decoded = read_upload(image)
         except BadImage as exc:
-            return f"⚠️ {html.escape(str(exc))}"
+            return f"⚠️ {html.escape(str(exc), quote=False)}"
         return f"Decoded: {decoded.width}×{decoded.height} RGB. Press Inspect." if decoded is not None else ""
 
     @guard

@@ -13,7 +13,8 @@ import gradio as gr
 from sae_core.edit import Edit
 
 from .handlers import Handlers
-from .handlers_steer import MODES, slot_edits
+from .handlers_steer import MODES, SteerView, slot_edits
+from .jobs import Job
 from .steer import parse_edits
 from .timing import UI_RESOLUTIONS
 from .ui_common import UI, guard, run_job, upload_image
@@ -104,7 +105,7 @@ def wire(h: Handlers, ui: UI) -> None:
         return await run_job(h.steer, prompt, edits, mode, seed, steps, resolution, image, request=request,
                              progress=progress)
 
-    async def steer_strip(prompt: str, latent: str, amount: float | None, seed: float, steps: float,
+    async def steer_strip(prompt: str, latent: str, amount: str, seed: float, steps: float,
                           resolution: int, image: str | None, request: gr.Request, progress=gr.Progress()) -> list:
         """−amount · direction, original, +amount · direction of one steering latent."""
         return await run_job(h.steer_strip, prompt, latent, amount, seed, steps, resolution, image, request=request,
@@ -127,14 +128,15 @@ def wire(h: Handlers, ui: UI) -> None:
         for trigger in (latent.change, mode.change):
             trigger(guard(_slot_scale(h, k)), [latent, mode, c["origins"]], [value, c["origins"]], api_name=False,
                     queue=False)
-    c["steps"].release(lambda steps: gr.Dropdown(choices=_resolution_choices(h, int(steps))), [c["steps"]],
-                       [c["resolution"]], api_name=False, queue=False)
+    c["steps"].change(guard(lambda steps: gr.Dropdown(choices=_resolution_choices(h, int(steps)))), [c["steps"]],
+                      [c["resolution"]], api_name=False, queue=False)
     _wire_steer_this(h, ui)
 
 
-def _generate_view(h: Handlers, prompt, image, seed, steps, resolution, edits, edits_mode, causal, origins, slots,
-                   job):
-    """Slots + typed edits → one generation with its readout (runs in a worker thread)."""
+def _generate_view(h: Handlers, prompt: str, image: str | None, seed: Any, steps: Any, resolution: Any, edits: str,
+                   edits_mode: str, causal: bool, origins: dict | None, slots: list, job: Job) -> SteerView:
+    """Slots (latent, mode, value triples) + typed edits → one generation with its readout
+    (runs in a worker thread)."""
     d = h.steerer.sae.cfg.d_sae if h.steerer is not None else 1
     all_edits, by_latent = [], {}
     for k in range(0, len(slots), 3):

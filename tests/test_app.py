@@ -95,6 +95,7 @@ def test_inspect_api(client):
     top = data["top"][0][0]
     assert f"latent [{top}](?sae=atlas&latent={top})" in md and f"| [{top}](" in md  # links to Browse
     assert heat is not None and examples and near and data["grid"] == 4
+    assert Image.open(heat).size == (336, 336 + 48)  # the centre crop, then its colour scale underneath
     for index, msg in (("999", "from 0 to 11"), ("inf", "whole number"), ("1.5", "whole number")):
         with pytest.raises(AppError, match=msg):
             client.predict(None, "", index, api_name="/inspect")

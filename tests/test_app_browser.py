@@ -144,3 +144,11 @@ def test_pages_fit_a_600px_screen(browser, served, tab, tmp_path):
     finally:
         ctx.close()
 
+
+
+def test_switching_sae_opens_that_saes_landing_latent(page, served):
+    k = served.handlers.steer_atlas
+    page.locator(f"#sae-pick input[value='{k.name}']").check()
+    header = wait_header(page, f"Latent {k.landing_latent()}")
+    assert "(steering SAE)" in header and page.url.endswith(f"?sae={k.name}&latent={k.landing_latent()}")
+    assert page.is_enabled("#steer-this") and page.inner_text("#steer-this") == "Steer this latent"

@@ -172,14 +172,15 @@ def test_readout_reports_activations_norm_ratio_and_cosine(h):
 
 
 def test_patch_click_lists_the_latents_active_on_that_patch(h):
-    img = Image.open(next((h.atlas.images_root).rglob("*.png"))).convert("RGB")
+    img = Image.open(h.atlas.image_path(0)).convert("RGB")
     _, _, _, _, data = h.inspect(img)
     patches = h.inspector.run(img)["patches"]
     grid = int(round(math.sqrt(patches.shape[0])))
     assert data["grid"] == grid
     row, col = grid - 1, 1
     md = h.patch_view(data, (col + 0.5) * 336 / grid, (row + 0.5) * 336 / grid)
-    expected = [int(i) for i in np.argsort(-patches[row * grid + col], kind="stable")[:10] if patches[row * grid + col, i] > 0]
+    values = patches[row * grid + col]
+    expected = [int(i) for i in np.argsort(-values, kind="stable")[:10] if values[i] > 0]
     assert f"row {row + 1}, column {col + 1}" in md
     assert [int(part.split("latent=")[1].split(")")[0]) for part in md.split(" · ")] == expected
     assert "colour scale" in h.patch_view(data, 10, 350)
@@ -243,3 +244,62 @@ def test_python_m_app_builds_a_module_level_demo_without_launching(h, monkeypatc
         assert module.handlers.atlas.path == h.atlas.path and module.handlers.steerer is None
     finally:
         sys.modules.pop("app.__main__", None)
+
+
+def test_timings_label_measured_and_estimated_sizes_and_pick_the_device_defaults(h):
+    from app.timing import Timings, measure
+
+    t = Timings(device="cpu", per_step_s={64: 0.1, 128: 0.4, 256: 1.6}, fixed_s={64: 0.2, 128: 0.8, 256: 3.2},
+                measured={64, 128})
+    assert t.default_steps == 10 and t.seconds(64, 10) == pytest.approx(1.2)
+    assert t.label(64, 10) == "64 px · ~1.2 s per image"
+    assert t.label(256, 10) == "256 px · ≥ 19 s per image (estimated)"  # not measured: a lower bound
+    assert t.default_size() == 64  # 128 px takes 4.8 s > 3 s
+    assert Timings(device="cuda", per_step_s={512: 0.05}, fixed_s={512: 0.3}, measured={512}).default_size() == 512
+    measured = measure(h.steerer, "cpu", budget_s=0.5)
+    assert 64 in measured.measured and all(measured.per_step_s[r] > 0 for r in (64, 128, 256, 512, 768))
+    big = max(measured.per_step_s)
+    assert big not in measured.measured and measured.per_step_s[big] >= measured.per_step_s[64] * (big / 64) ** 2 * 0.999
+    assert h.generation_params(0, None, None)[1:] == (10, 64)  # no timings in this fixture: the CPU defaults
+
+
+def test_generated_images_are_shown_large_enough_to_compare(h):
+    view = h.generate_view("a red boat", None, **STEPS, edits=[])
+    assert view.original.size == (256, 256)  # 64 px upscaled ×4, nearest neighbour: pixels stay visible
+    assert np.array_equal(np.asarray(view.original)[::4, ::4], np.asarray(h.steerer.steer(
+        "a red boat", [], seed=1, steps=2, size=64, prior_steps=2)[0]))
+
+
+def test_messages_are_escaped_and_printed_without_a_traceback():
+    from app.ui_common import guard
+
+    def bogus():
+        raise ValueError("Value: 'bogus' (type: <class 'str'>)")
+
+    with pytest.raises(Exception) as err:
+        guard(bogus)()
+    assert type(err.value).__name__ == "Error" and err.value.message == "Value: 'bogus' (type: &lt;class 'str'&gt;)"
+    assert err.value.print_exception is False
+
+    def broken():
+        raise KeyError("/srv/secret/path")
+
+    with pytest.raises(Exception) as err:
+        guard(broken)()
+    assert "/srv" not in err.value.message and "server log" in err.value.message
+
+
+def test_the_causal_check_reads_the_latents_of_both_images_re_encoded(h):
+    from app.readout import causal_check
+
+    s = h.steerer
+    j = h.landing(h.steer_atlas.name)[1]
+    gen = s.generate("a red boat", [Edit(j, "add", 50.0)], seed=1, steps=2, size=64, prior_steps=2)
+    checks = causal_check(s, gen, [j, j])
+    assert [c.latent for c in checks] == [j]
+    prior = s.pipes.prior
+    with torch.no_grad():
+        for image, value in ((gen.original, checks[0].original), (gen.steered, checks[0].steered)):
+            pixels = prior.image_processor(images=[image], return_tensors="pt").pixel_values
+            emb = prior.image_encoder(pixels).image_embeds
+            assert float(s.sae.encode(emb.float())[0, j]) == pytest.approx(value, rel=1e-4, abs=1e-6)
