@@ -17,7 +17,7 @@ from sae_core.edit import Edit, validate_edits
 from .handlers_browse import link
 from .inputs import MAX_SEED, finite_number, read_upload, whole_number
 from .jobs import Job
-from .readout import causal_check, edit_readout
+from .readout import EditReadout, causal_check, edit_readout
 from .render import for_display
 from .steer import MAX_STEPS, RESOLUTIONS, Generation, Steerer, parse_edits
 from .timing import Timings
@@ -132,9 +132,8 @@ class SteerHandlers:
         verb = {"multiply": "×", "set": "set to", "add": "+ direction ×"}
         lines = ["| edit | its activation: in the embedding → in the steered embedding (re-encoded by the SAE) |",
                  "|---|---|"]
-        inactive = " (inactive: × does nothing)"
         lines += [f"| latent {r.edit.latent} {verb[r.edit.mode]} {r.edit.value:.3g} | {r.before:.3g} → "
-                  f"**{r.after:.3g}**{inactive if r.edit.mode == 'multiply' and r.before == 0 else ''} |" for r in rows]
+                  f"**{r.after:.3g}**{_little_change(r)} |" for r in rows]
         lines.append(f"\nEmbedding: ‖x′‖ / ‖x‖ = **{shift.norm_ratio:.3f}**, cos(x, x′) = **{shift.cosine:.3f}**"
                      + (" — ⚠️ **far from the original embedding**: the decoder may leave its training "
                         "distribution (expect artifacts); try smaller values." if shift.far else "."))
@@ -188,6 +187,15 @@ class SteerHandlers:
         job = job or Job()
         with self._steerer().queue.turn(job):
             return str(self.icons.get(j, job))
+
+
+def _little_change(r: EditReadout) -> str:
+    """A note when an edit cannot change much: × on an inactive latent, or set to about its value."""
+    if r.edit.mode == "multiply" and r.before == 0:
+        return " (inactive here: × does nothing; use set or add)"
+    if r.edit.mode == "set" and abs(r.before - r.edit.value) <= 0.1 * abs(r.edit.value):
+        return " (already about that value here: little change; use add or a larger value)"
+    return ""
 
 
 def _arrow(before: float, after: float) -> str:

@@ -62,7 +62,7 @@ def create_ui(h: Handlers) -> dict[str, Any]:
                                elem_id="steer-steps")
         c["resolution"] = gr.Dropdown(_resolution_choices(h, steps0), value=t.default_size() if t else 64,
                                       label="Resolution · expected time (measured at start-up)", min_width=220)
-        c["causal"] = gr.Checkbox(label="causal check (re-encode the images)", value=True, min_width=220)
+    c["causal"] = gr.Checkbox(label="causal check after generating (re-encode both images)", value=True)
     with gr.Row():
         c["generate"] = gr.Button("Generate", variant="primary", elem_id="steer-generate")
         c["stop"] = gr.Button("Stop", variant="stop", elem_id="steer-stop")

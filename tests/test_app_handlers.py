@@ -303,3 +303,14 @@ def test_the_causal_check_reads_the_latents_of_both_images_re_encoded(h):
             pixels = prior.image_processor(images=[image], return_tensors="pt").pixel_values
             emb = prior.image_encoder(pixels).image_embeds
             assert float(s.sae.encode(emb.float())[0, j]) == pytest.approx(value, rel=1e-4, abs=1e-6)
+
+
+def test_the_readout_says_when_an_edit_cannot_change_much(h):
+    s = h.steerer
+    x, _ = s.prior_embeds("a red boat", 1, 2)
+    f = s.latents(x)
+    active, inactive = int(f.argmax()), int((f == 0).nonzero()[0])
+    view = h.generate_view("a red boat", None, **STEPS, edits=[Edit(inactive, "multiply", 3.0),
+                                                              Edit(active, "set", float(f[active]))])
+    assert f"latent {inactive} × 3" in view.readout and "inactive here: × does nothing" in view.readout
+    assert "already about that value here" in view.readout
