@@ -314,3 +314,13 @@ def test_the_readout_says_when_an_edit_cannot_change_much(h):
                                                               Edit(active, "set", float(f[active]))])
     assert f"latent {inactive} × 3" in view.readout and "inactive here: × does nothing" in view.readout
     assert "already about that value here" in view.readout
+
+
+def test_a_dead_latents_page_says_so_and_offers_nothing_to_steer(h):
+    k = h.steer_atlas
+    dead = K_LATENTS - 1
+    view = h.page_view(k.name, dead)
+    assert "**Dead**" in view.header and view.bands == [] and view.gallery == [] and not view.steerable
+    assert "r=0.00" not in view.header and "Co-activates" not in view.header  # no meaningless r = 0 links
+    assert dead not in [int(c.split()[0]) for lat in range(h.atlas.n_latents)
+                        for c in h.linked_choices(lat, h.atlas.name)]
