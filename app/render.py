@@ -129,33 +129,57 @@ def for_display(image: Image.Image, min_side: int = 256) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
-def histogram_png(path: Path, counts: list[int] | np.ndarray, max_value: float, log_counts: bool = False) -> Path:
-    """The activation histogram of one latent as a PNG: bins over (0, max], a few ticks,
-    counts on a linear or log axis (matplotlib, Agg)."""
-    import matplotlib
+def nice_ticks(top: float, n: int = 5) -> list[float]:
+    """About n round tick values (1, 2 or 5 × 10^k apart) from 0 to at most `top`."""
+    if top <= 0:
+        return [0.0]
+    raw = top / n
+    mag = 10 ** np.floor(np.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    return [float(f"{k * step:.6g}") for k in range(int(top / step + 1e-9) + 1)]
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
 
+def histogram_png(path: Path, counts: list[int] | np.ndarray, max_value: float, log_counts: bool = False,
+                  width: int = 640, height: int = 230) -> Path:
+    """The activation histogram of one latent as a PNG: one bar per bin over (0, max], a few
+    round ticks on each axis, counts on a linear or log scale. Drawn with PIL (a few ms;
+    matplotlib took ~0.2 s per page)."""
     counts = np.asarray(counts, dtype=np.float64)
-    fig = Figure(figsize=(6.4, 2.2), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    if counts.sum() > 0 and max_value > 0:
-        edges = np.linspace(0, max_value, counts.size + 1)
-        ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#e8553a", edgecolor="none")
-        ax.set_xlim(0, max_value)
-        if log_counts:
-            ax.set_yscale("log")
-            ax.set_ylim(0.8, counts.max() * 1.5)
-    else:
-        ax.text(0.5, 0.5, "never fires: no histogram", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    ax.locator_params(axis="x", nbins=5)
-    ax.set_xlabel("activation (images where it fires)")
-    ax.set_ylabel("images" + (" (log)" if log_counts else ""))
-    ax.spines[["top", "right"]].set_visible(False)
-    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
+    im = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(im)
+    font, ink = _font(12), (40, 40, 40)
+    left, right, top, bottom = 54, width - 14, 10, height - 42
+    if counts.sum() <= 0 or max_value <= 0:
+        draw.text((width / 2 - 90, height / 2 - 8), "never fires: no histogram", fill=ink, font=font)
+        atomic_write_with(path, lambda tmp: im.save(tmp, "PNG"))
+        return path
+    cmax = float(counts.max())
+    scale = (lambda c: np.log10(1 + c) / np.log10(1 + cmax)) if log_counts else (lambda c: c / cmax)
+    yticks = [10.0 ** k for k in range(int(np.log10(cmax)) + 1)] if log_counts else nice_ticks(cmax, 4)
+    for t in yticks:
+        y = bottom - scale(t) * (bottom - top)
+        draw.line([(left - 4, y), (right, y)], fill=(232, 232, 232))
+        label = f"{t:g}"
+        draw.text((left - 8 - draw.textlength(label, font=font), y - 7), label, fill=ink, font=font)
+    n = counts.size
+    for i, c in enumerate(counts):
+        if c > 0:
+            x0, x1 = left + i / n * (right - left), left + (i + 1) / n * (right - left)
+            draw.rectangle([x0, bottom - scale(c) * (bottom - top), max(x1 - 1, x0), bottom], fill=(232, 85, 58))
+    draw.line([(left, bottom), (right, bottom)], fill=ink)
+    for t in nice_ticks(max_value, 5):
+        x = left + t / max_value * (right - left)
+        draw.line([(x, bottom), (x, bottom + 4)], fill=ink)
+        label = f"{t:g}"
+        draw.text((x - draw.textlength(label, font=font) / 2, bottom + 6), label, fill=ink, font=font)
+    xlabel = "activation (images where it fires)"
+    draw.text(((left + right - draw.textlength(xlabel, font=font)) / 2, bottom + 22), xlabel, fill=ink, font=font)
+    ylabel = "images (log scale)" if log_counts else "images"
+    tag = Image.new("RGB", (int(draw.textlength(ylabel, font=font)) + 4, 16), (255, 255, 255))
+    ImageDraw.Draw(tag).text((2, 1), ylabel, fill=ink, font=font)
+    tag = tag.rotate(90, expand=True)
+    im.paste(tag, (2, int((top + bottom - tag.height) / 2)))
+    atomic_write_with(path, lambda tmp: im.save(tmp, "PNG"))
     return path
 
 

@@ -30,11 +30,12 @@ def pct(ts: list[float]) -> tuple[float, float]:
     return float(np.median(ts) * 1000), float(np.percentile(ts, 95) * 1000)
 
 
-def browse_rows(url: str, client, n_latents: int, rng) -> list[tuple[str, float, float]]:
+def browse_rows(url: str, client, n_latents: int, sae: str, rng) -> list[tuple[str, float, float]]:
     rows = []
     ts = []
     for lat in rng.integers(0, n_latents, 200):
-        req = urllib.request.Request(f"{url}/gradio_api/run/latent_page", data=json.dumps({"data": [int(lat)]}).encode(),
+        body = json.dumps({"data": [int(lat), sae]}).encode()
+        req = urllib.request.Request(f"{url}/gradio_api/run/latent_page", data=body,
                                      headers={"Content-Type": "application/json"})
         t0 = time.perf_counter()
         urllib.request.urlopen(req).read()
@@ -128,7 +129,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     try:
         client = Client(url + "/", verbose=False, download_files=False)
-        rows = browse_rows(url, client, handlers.atlas.n_latents, rng)
+        rows = browse_rows(url, client, handlers.atlas.n_latents, handlers.atlas.name, rng)
         image = next(Path(info["clip_atlas"]).parent.joinpath("images").glob("*.png"))
         rows += steer_rows(client, handle_file, image)
         rows += stop_rows(url, client, handlers)

@@ -324,3 +324,17 @@ def test_a_dead_latents_page_says_so_and_offers_nothing_to_steer(h):
     assert "r=0.00" not in view.header and "Co-activates" not in view.header  # no meaningless r = 0 links
     assert dead not in [int(c.split()[0]) for lat in range(h.atlas.n_latents)
                         for c in h.linked_choices(lat, h.atlas.name)]
+
+
+@pytest.mark.parametrize("log_counts", [False, True])
+def test_histogram_bars_are_proportional_to_the_counts(tmp_path, log_counts):
+    from app.render import histogram_png
+
+    counts = np.zeros(50)
+    counts[5], counts[20] = 10, 5
+    rgb = np.asarray(Image.open(histogram_png(tmp_path / "h.png", counts, 0.5, log_counts)).convert("RGB")).astype(int)
+    red = (rgb[..., 0] > 200) & (rgb[..., 1] < 120) & (rgb[..., 2] < 100)
+    left, right = 54, rgb.shape[1] - 14
+    heights = [int(red[:, int(left + (b + 0.5) / 50 * (right - left))].sum()) for b in (5, 20, 30)]
+    expected = np.log10(6) / np.log10(11) if log_counts else 0.5
+    assert heights[2] == 0 and heights[1] / heights[0] == pytest.approx(expected, abs=0.02)
