@@ -194,7 +194,9 @@ class Steerer:
         parts = 2.0 if with_original and okey not in self._originals else 1.0
         if with_original:
             original = self._originals.get(okey)
-            if original is None:
+            if original is not None:
+                self._originals.move_to_end(okey)
+            else:
                 original = self.decode(x, neg, seed, steps, size, job, "original", 0.0, parts)
                 self._originals[okey] = original
                 if len(self._originals) > 16:
