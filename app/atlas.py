@@ -184,6 +184,50 @@ class Atlas:
             hits.append((ranks[0] if ranks else len(row["keywords"]), s))
         return [s for _, s in sorted(hits)[:n]]
 
+    # ------------------------------------------------------------------ navigation helpers (the app)
+    # Landing choice, previous/next and search over latents that fire; read-only like the rest.
+
+    @cached_property
+    def live(self) -> np.ndarray:
+        """Ids of the latents that fire on at least one image, ascending."""
+        return np.flatnonzero(np.asarray(self.frequency) > 0)
+
+    def landing_latent(self) -> int:
+        """An interesting live latent to open first: labelled ones first when labels exist, then
+        the largest frequency × max activation among latents firing on at most half the
+        images (those firing on nearly every image say little); 0 if none fires."""
+        live = self.live
+        if live.size == 0:
+            return 0
+        freq, top = np.asarray(self.frequency)[live], np.asarray(self.max_activation)[live]
+        score = freq * top
+        score = np.where(freq <= 0.5, score, score * 1e-3)  # keep them as a fallback only
+        if self.labels:
+            score = score + np.array([score.max() * (len(self.labels[i]["words"]) > 0) for i in live])
+        return int(live[int(np.argmax(score))])
+
+    def step_latent(self, latent: int, step: int) -> int:
+        """The next (step=+1) or previous (−1) live latent after `latent`, wrapping around."""
+        live = self.live
+        if live.size == 0:
+            return int(latent)
+        pos = int(np.searchsorted(live, latent, side="right" if step > 0 else "left"))
+        return int(live[pos % live.size] if step > 0 else live[(pos - 1) % live.size])
+
+    def live_ranked(self, by: str = "frequency", n: int = 100) -> list[int]:
+        """The n live latents with the largest frequency or max activation."""
+        return [i for i in self.ranked(by, self.n_latents) if self.frequency[i] > 0][:n]
+
+    def search_live(self, text: str, n: int = 20) -> list[int]:
+        """`search_labels` without the dead latents."""
+        return [i for i in self.search_labels(text, self.n_latents) if self.frequency[i] > 0][:n]
+
+    @cached_property
+    def typical_max(self) -> float:
+        """The median max activation of the live latents (a scale for latents without one)."""
+        live = self.live
+        return float(np.median(np.asarray(self.max_activation)[live])) if live.size else 1.0
+
 
 @dataclass(frozen=True)
 class Interpretations:

@@ -2,20 +2,19 @@
 hover for its label or interpretation, click to open its latent page. Layout and wiring
 only; the maps are drawn by app/overview.py (server-side, bounded payload at any size).
 
-    add_overview_tab(handlers, latent, sae_pick, tabs, open_page)   # inside `with gr.Tabs()`
+One tab module of app/ui.py (TITLE, ID, create_ui(h), wire(h, ui)).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import time
+from typing import Any
 
 import gradio as gr
 
+from .handlers import Handlers
 from .overview import DENSE_FREQUENCY, KINDS, Overview
-
-if TYPE_CHECKING:
-    from .ui import Handlers
+from .ui_common import UI
 
 # Hover and click without a script tag: one listener on the component reads the map's cell
 # table (data-map) and the mouse position in the image's pixels.
@@ -68,30 +67,38 @@ position: relative;
 """
 
 
-def add_overview_tab(h: Handlers, latent: gr.Number, sae_pick: gr.Radio, tabs: gr.Tabs,
-                     open_page: Callable[[Any], Any]) -> gr.Tab:
-    """Build the Overview tab (call inside `with gr.Tabs()`). `h` is the app's Handlers (its
-    `browsable` atlases are mapped); a click sets the Browse tab's `latent` and `sae_pick`,
-    selects the Browse tab, and `open_page(dependency)` chains the page render."""
-    overview = Overview({name: atlas for name, (atlas, _) in h.browsable.items()})
-    with gr.Tab("Overview", id="overview") as tab:
-        gr.Markdown("Every latent on the PatchSAE map: how often it fires against how strongly (log–log). "
-                    f"Blue: live, orange: dense (fires on ≥ {DENSE_FREQUENCY:.0%} of images), grey column: dead. "
-                    "Hover for a latent's label or interpretation; click to open its page.")
-        with gr.Row():
-            kinds = gr.CheckboxGroup(list(KINDS), value=list(KINDS), label="Show")
-            labelled = gr.Checkbox(False, label="Only labelled or interpreted latents")
-        maps = gr.HTML("", js_on_load=JS, css_template=CSS, elem_id="overview-maps")
+TITLE, ID = "Overview", "overview"
 
-    def render(kinds_: list[str] | None, labelled_only: bool) -> str:
+
+def create_ui(h: Handlers) -> dict[str, Any]:
+    """The Overview tab's components (the maps are drawn when the tab is opened)."""
+    c: dict[str, Any] = {"overview": Overview({name: atlas for name, (atlas, _) in h.browsable.items()})}
+    gr.Markdown("Every latent on the PatchSAE map: how often it fires against how strongly (log–log). "
+                f"Blue: live, orange: dense (fires on ≥ {DENSE_FREQUENCY:.0%} of images), grey column: dead. "
+                "Hover for a latent's label or interpretation; click to open its page.")
+    with gr.Row():
+        c["kinds"] = gr.CheckboxGroup(list(KINDS), value=list(KINDS), label="Show")
+        c["labelled"] = gr.Checkbox(False, label="Only labelled or interpreted latents")
+    c["maps"] = gr.HTML("", js_on_load=JS, css_template=CSS, elem_id="overview-maps")
+    return c
+
+
+def wire(h: Handlers, ui: UI) -> None:
+    """Filters redraw the maps; a click on a latent opens its page in the Browse tab, in place,
+    through the same navigation box every in-app link uses (URL and back button included)."""
+    c = ui.comps[ID]
+    overview: Overview = c["overview"]
+
+    def render(kinds: list[str] | None, labelled_only: bool) -> str:
         """The maps of every served SAE under the filters, as HTML."""
-        return overview.html(kinds_ or [], bool(labelled_only))
+        return overview.html(kinds or [], bool(labelled_only))
 
-    def open_latent(evt: gr.EventData) -> tuple[int, str, gr.Tabs]:
-        return int(evt.latent), str(evt.sae), gr.Tabs(selected="browse")
+    def open_latent(evt: gr.EventData) -> str:
+        # the Browse tab's navigation box: "sae|latent|nonce" (the nonce makes every click a change)
+        return f"{evt.sae}|{int(evt.latent)}|{time.monotonic_ns()}"
 
-    tab.select(render, [kinds, labelled], maps, api_name=False, queue=False)
-    kinds.change(render, [kinds, labelled], maps, api_name="overview", queue=False)
-    labelled.change(render, [kinds, labelled], maps, api_name=False, queue=False)
-    open_page(maps.click(open_latent, None, [latent, sae_pick, tabs], api_name=False, queue=False))
-    return tab
+    inputs = [c["kinds"], c["labelled"]]
+    ui.tab_of[ID].select(render, inputs, c["maps"], api_name=False, queue=False)
+    c["kinds"].change(render, inputs, c["maps"], api_name="overview", queue=False)
+    c["labelled"].change(render, inputs, c["maps"], api_name=False, queue=False)
+    c["maps"].click(open_latent, None, ui.comps["browse"]["nav"], api_name=False, queue=False)

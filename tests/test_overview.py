@@ -127,31 +127,30 @@ def test_overview_and_collage_apis(served):
 
 
 def test_hover_and_click_open_the_latent_page_in_a_real_browser(served, tmp_path):
-    from browser import chromium
+    from browser import open_browser, wait_header, wait_url, why_not
 
-    if chromium() is None:
-        pytest.skip("Debian chromium is not installed (make setup installs it where apt is usable as root)")
-    from cdp import Tab
-
+    if why_not():
+        pytest.skip(why_not())
     port, _ = served
-    with Tab(f"http://127.0.0.1:{port}/", 1300, 1100) as tab:
-        assert tab.wait("document.querySelector('#latent-header') && "
-                        "document.querySelector('#latent-header').innerText.includes('Latent')")
-        tab.eval("[...document.querySelectorAll('button[role=tab]')].find(b => b.innerText.trim() == 'Overview')"
-                 ".click()")
-        assert tab.wait("document.querySelector('img.ov-img') && document.querySelector('img.ov-img').complete")
-        point = tab.eval("""(() => {
+    with open_browser() as browser:
+        page = browser.new_page(viewport={"width": 1300, "height": 1100})
+        page.goto(f"http://127.0.0.1:{port}/")
+        wait_header(page, "Latent")
+        page.get_by_role("tab", name="Overview").click()
+        page.wait_for_function("() => { const i = document.querySelector('img.ov-img'); return i && i.complete; }",
+                               timeout=60_000)
+        point = page.evaluate("""() => {
             const w = document.querySelector('.ov-map'), d = JSON.parse(w.dataset.map);
             const img = w.querySelector('img'), r = img.getBoundingClientRect(), k = r.width / img.naturalWidth;
             const c = d.cells.find(c => c[4].includes('fires on'));
             return {x: r.left + (d.box[0] + (c[0] + 0.5) * d.cell) * k,
-                    y: r.top + (d.box[1] + (c[1] + 0.5) * d.cell) * k, latent: c[2]}; })()""")
-        tab.mouse("mouseMoved", point["x"], point["y"])
-        tip = tab.wait("document.querySelector('.ov-tip') && document.querySelector('.ov-tip').innerText", 10)
-        assert tip.startswith(f"latent {point['latent']} · fires on")
-        tab.screenshot(tmp_path / "overview_hover.png", full=False)
-        tab.click(point["x"], point["y"])
-        header = tab.wait(f"(() => {{ const h = document.querySelector('#latent-header');"
-                          f" return h && h.offsetParent !== null && h.innerText.includes('Latent {point['latent']}')"
-                          f" && h.innerText; }})()", 30)
-        assert header, "the click did not open the latent's page"
+                    y: r.top + (d.box[1] + (c[1] + 0.5) * d.cell) * k, latent: c[2]}; }""")
+        page.mouse.move(point["x"], point["y"])
+        page.wait_for_function("() => { const t = document.querySelector('.ov-tip');"
+                               " return t && t.style.display === 'block' && t.innerText; }", timeout=10_000)
+        assert page.inner_text(".ov-tip").startswith(f"latent {point['latent']} · fires on")
+        page.screenshot(path=str(tmp_path / "overview_hover.png"))
+        page.mouse.click(point["x"], point["y"])
+        header = wait_header(page, f"Latent {point['latent']}", 30_000)
+        assert page.is_visible("#latent-header") and f"Latent {point['latent']}" in header
+        wait_url(page, f"latent={point['latent']}")  # the URL follows, as for every in-app link
