@@ -114,6 +114,7 @@ def served(tmp_path_factory):
 
 def test_overview_and_collage_apis(served):
     from gradio_client import Client
+    from gradio_client.exceptions import AppError
 
     port, d = served
     client = Client(f"http://127.0.0.1:{port}/", verbose=False)
@@ -122,7 +123,7 @@ def test_overview_and_collage_apis(served):
     assert "shown: 0" in client.predict([], False, api_name="/overview")
     png = client.predict(3, api_name="/collage")
     assert png.endswith("collage_3.png") and Image.open(png).width > 900
-    with pytest.raises(Exception, match="whole number from 0 to 23"):
+    with pytest.raises(AppError, match="whole number from 0 to 23"):
         client.predict(99, api_name="/collage")
 
 
