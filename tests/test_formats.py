@@ -39,8 +39,11 @@ def test_cache_metadata_matches_format_page(tmp_path):
 
 def test_sae_cfg_matches_format_page():
     doc = table_fields(REPO / "sae_core/FORMAT.md", "cfg.json")
-    written = cfg_json(SAEConfig(d_in=4, d_sae=8))
-    assert set(doc) == set(written), f"doc vs cfg.json: {set(doc) ^ set(written)}"
+    required = {name for name, optional in doc.items() if not optional}
+    bare = cfg_json(SAEConfig(d_in=4, d_sae=8))
+    full = cfg_json(SAEConfig(d_in=4, d_sae=8, metadata={"model_name": "ViT-B-32", "hook_name": "embed"}))
+    assert required <= set(bare) and set(full) == set(doc), f"doc vs cfg.json: {set(doc) ^ set(full)}"
+    assert None not in (full["model_name"], full["hook_name"]) and "hook_name" not in bare
     assert {f.name for f in dataclasses.fields(SAEConfig)} <= set(doc)
 
 
@@ -56,7 +59,7 @@ def test_sae_tensor_table_matches_files(tmp_path, arch):
     with safe_open(str(tmp_path / "s/sae_weights.safetensors"), "pt") as fh:
         keys = set(fh.keys())
     assert keys <= set(doc) and (keys == set(doc)) == (arch == "jumprelu")
-    assert json.loads((tmp_path / "s/cfg.json").read_text())["format_version"] == 1
+    assert json.loads((tmp_path / "s/cfg.json").read_text())["format_version"] == 2
 
 
 def test_atlas_manifest_matches_format_page(tmp_path):
