@@ -1,200 +1,249 @@
-"""Training throughput and quality: our TopK and ReLU SAEs vs overcomplete and sparsify.
+"""Training as users see it: the whole `clipsae train` command against EleutherAI sparsify.
 
-    .venv/bin/pip install -r benchmarks/requirements-bench.txt -c benchmarks/constraints.txt
-    .venv/bin/python benchmarks/bench_train.py                      # defaults below
-    .venv/bin/python benchmarks/bench_train.py --steps 10 --d-sae 4096   # quicker
+    .venv/bin/python benchmarks/bench_train.py                  # small + wide, equal settings + defaults
+    .venv/bin/python benchmarks/bench_train.py --suite small    # only d=96, 1024 latents, k=8, batch 512
+    .venv/bin/python benchmarks/bench_train.py --data-order     # read throughput of the epoch order
 
-Every method trains on the same synthetic batches (a known random dictionary of unit
-atoms, `--active` non-negative codes per row, plus noise), with Adam at the same
-learning rate, for the same number of steps. Samples/s counts the optimisation steps
-after one warm-up step (data already in memory). Explained variance and L0 are measured
-on held-out rows. Prints one Markdown table; never asserts.
+Data: a planted dictionary (unit atoms, exactly `active` of them per row with codes in
+[0.5, 1.5], noise 0.01), written to a temporary `.npy` with held-out rows of the same atoms.
+Each run is its own process, timed from start to exit (imports, loading, init and saving
+included), so samples/s = rows × epochs / wall seconds, as a user's terminal shows it:
+
+- clipsae: the `clipsae train` command;
+- sparsify: a script that imports sparsify, loads the `.npy` and trains its `SparseCoder` in a
+  plain loop, as its `Trainer` does (b_dec = mean of the first batch, FVU loss, gradient parallel
+  to the decoder rows removed, decoder rows renormalised after each step). It prints its loop
+  time too ("loop"), without its imports (~8 s here) and loading.
+
+Settings: "equal" gives both tools the same batches (sparsify iterates `sae_core.data`'s epoch
+order with the same seed), batch size, epochs and Adam at the same constant lr (no warm-up or
+decay: sparsify's plain loop has none); "defaults" gives each tool only the data, d_sae, k
+and epochs: ours chooses batch, lr and schedule (`sae_core/schedule.py`); sparsify's
+`TrainConfig` defaults are its signum optimiser (schedule-free sign SGD, lr
+5e-3/√(d_sae/16384)) with no AuxK, at the equal-settings batch (its own default batch is 32
+sequences of 2,048 tokens, which a matrix does not have). Quality on held-out rows: mean max
+cosine of the true atoms with the decoder rows (mmc), explained variance, L0.
+Prints Markdown tables; never asserts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
-import torch
 
-from sae_core.config import SAEConfig, TrainConfig
-from sae_core.metrics import MetricsAccumulator
-from sae_core.init import init_runs
-from sae_core.sweep import RunSpec
-from sae_core.trainer import SAETrainer
+REPO = Path(__file__).resolve().parents[1]
+SUITES = {  # rows, d, atoms, active, d_sae, k, batch, lr (equal settings), epochs
+    "small": dict(rows=100_000, d=96, atoms=512, active=6, d_sae=1024, k=8, batch=512, lr=8e-4, epochs=5),
+    "wide": dict(rows=100_000, d=512, atoms=4096, active=24, d_sae=16384, k=32, batch=4096, lr=2e-4, epochs=3),
+}
 
-
-def make_data(n: int, d: int, n_atoms: int, active: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    atoms = rng.normal(size=(n_atoms, d)).astype(np.float32)
-    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
-    x = np.empty((n, d), dtype=np.float32)
-    for lo in range(0, n, 8192):
-        hi = min(n, lo + 8192)
-        idx = rng.integers(0, n_atoms, size=(hi - lo, active))
-        codes = rng.uniform(0.5, 1.5, size=(hi - lo, active, 1)).astype(np.float32)
-        x[lo:hi] = (atoms[idx] * codes).sum(axis=1) + 0.01 * rng.normal(size=(hi - lo, d)).astype(np.float32)
-    return x
-
-
-Step = Callable[[torch.Tensor], None]
-Encode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # x -> (x_hat, f)
-
-
-def ours(arch: str, d: int, s: int, k: int, lr: float, l1: float, init: torch.Tensor) -> tuple[Step, Encode]:
-    cfg = TrainConfig(lr=lr, lr_warmup_steps=0, lr_decay="none", checkpoint_every=0, log_every=10**9)
-    spec = RunSpec("bench", SAEConfig(d_in=d, d_sae=s, architecture=arch, k=k if arch == "topk" else None), l1)
-    run = SAETrainer(spec, cfg, torch.device("cpu"))
-    init_runs([run], init, cfg)  # what `clipsae train` does: geometric-median b_dec, encoder scale
-    counter = {"step": 0}
-
-    def step(x: torch.Tensor) -> None:
-        run.step(x, counter["step"], 10**9, cfg, dead_after=10**9)
-        counter["step"] += 1
-
-    def encode(x: torch.Tensor):
-        run.sae.eval()
-        out = run.sae(x)
-        run.sae.train()
-        return out.x_hat_bd, out.f_bs
-
-    return step, encode
-
-
-def sparsify_topk(d: int, s: int, k: int, lr: float, init: torch.Tensor) -> tuple[Step, Encode]:
-    # sparsify's own switch: the CUDA torch wheel ships Triton, whose kernel cannot run on a CPU.
-    if not torch.cuda.is_available():
-        os.environ["SPARSIFY_DISABLE_TRITON"] = "1"
-    from sparsify import SparseCoder, SparseCoderConfig
-
-    sae = SparseCoder(d, SparseCoderConfig(num_latents=s, k=k))
-    sae.b_dec.data = init.mean(dim=0)  # what sparsify's Trainer does before the first step
-    opt = torch.optim.Adam(sae.parameters(), lr=lr)
-
-    def step(x: torch.Tensor) -> None:
-        out = sae(x)
+SPARSIFY_SCRIPT = r'''
+import json, os, sys, time
+t0 = time.perf_counter()
+os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")  # its Triton kernel needs a GPU
+import numpy as np, torch
+from sparsify import SparseCoder, SparseCoderConfig
+a = json.loads(sys.argv[1])
+t_import = time.perf_counter()
+x = np.load(a["acts"], mmap_mode="r")
+torch.manual_seed(0)
+sae = SparseCoder(x.shape[1], SparseCoderConfig(num_latents=a["d_sae"], k=a["k"]))
+if a["optimizer"] == "adam":
+    opt = torch.optim.Adam(sae.parameters(), lr=a["lr"])
+else:  # sparsify's default: schedule-free sign SGD at its own lr rule (sparsify/trainer.py)
+    from schedulefree import ScheduleFreeWrapper
+    from sparsify.sign_sgd import SignSGD
+    opt = ScheduleFreeWrapper(SignSGD(sae.parameters(), lr=5e-3 / (a["d_sae"] / 2**14) ** 0.5), momentum=0.95)
+    opt.train()
+sys.path.insert(0, a["repo"])
+from sae_core.data import ActivationSource, iter_batches, make_plan  # the same batches as clipsae
+src = ActivationSource(a["acts"])
+plan = make_plan(src.n_rows, a["batch"], 262_144, 1_024)
+t_loop, step = time.perf_counter(), 0
+for epoch in range(a["epochs"]):
+    for xb in iter_batches(src, plan, 0, epoch):
+        if step == 0:
+            sae.b_dec.data = xb.mean(0)
+        out = sae(xb)
         opt.zero_grad()
         out.fvu.backward()
         sae.remove_gradient_parallel_to_decoder_directions()
         opt.step()
         sae.set_decoder_norm_to_unit_norm()
-
-    @torch.no_grad()
-    def encode(x: torch.Tensor):
-        out = sae(x)
-        f = torch.zeros(x.shape[0], s).scatter_(1, out.latent_indices, out.latent_acts)
-        return out.sae_out, f
-
-    return step, encode
-
-
-def overcomplete_sae(arch: str, d: int, s: int, k: int, lr: float, l1: float) -> tuple[Step, Encode]:
-    from overcomplete.sae import SAE, TopKSAE
-    from overcomplete.sae.losses import mse_l1
-    from overcomplete.sae.trackers import DeadCodeTracker
-
-    if arch == "topk":
-        sae = TopKSAE(d, s, top_k=k)
-
-        def crit(x, x_hat, pre, z, dic):  # plain MSE: its fastest TopK path (its aux-k loss is ~4x slower here)
-            return (x - x_hat).square().mean()
-    else:
-        sae = SAE(d, s)
-
-        def crit(x, x_hat, pre, z, dic):
-            return mse_l1(x, x_hat, pre, z, dic, penalty=l1)
-
-    opt = torch.optim.Adam(sae.parameters(), lr=lr)
-    tracker = DeadCodeTracker(s, "cpu")
-
-    def step(x: torch.Tensor) -> None:  # the body of overcomplete.sae.train_sae, monitoring=0
-        opt.zero_grad()
-        pre, z, x_hat = sae(x)
-        loss = crit(x, x_hat, pre, z, sae.get_dictionary())
-        tracker.update(z)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
-        opt.step()
-
-    @torch.no_grad()
-    def encode(x: torch.Tensor):
-        _, z, x_hat = sae(x)
-        return x_hat, z
-
-    return step, encode
+        step += 1
+t_end = time.perf_counter()
+if a["optimizer"] != "adam":
+    opt.eval()
+sae.save_to_disk(a["out"])
+print(json.dumps({"import_s": t_import - t0, "loop_s": t_end - t_loop, "steps": step}))
+'''
 
 
-def measure(name: str, make: Callable[[], tuple[Step, Encode]], batches: list[torch.Tensor],
-            held: torch.Tensor, s: int) -> dict:
-    torch.manual_seed(0)
-    step, encode = make()
-    step(batches[0])  # warm-up (allocations, first-call overheads)
-    t0 = time.perf_counter()
-    for x in batches[1:]:
-        step(x)
-    dt = time.perf_counter() - t0
-    acc = MetricsAccumulator(held.shape[1], s)
+def make_data(rows: int, d: int, atoms: int, active: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """x = codes @ atoms + 0.01·noise with exactly `active` atoms per row, codes in [0.5, 1.5]."""
+    rng = np.random.default_rng(seed)
+    dictionary = rng.normal(size=(atoms, d))
+    dictionary /= np.linalg.norm(dictionary, axis=1, keepdims=True)
+    x = np.empty((rows, d), dtype=np.float32)
+    for lo in range(0, rows, 8192):
+        hi = min(rows, lo + 8192)
+        idx = np.argsort(rng.random((hi - lo, atoms)), axis=1)[:, :active]
+        codes = np.zeros((hi - lo, atoms))
+        np.put_along_axis(codes, idx, rng.uniform(0.5, 1.5, size=(hi - lo, active)), axis=1)
+        x[lo:hi] = codes @ dictionary + 0.01 * rng.normal(size=(hi - lo, d))
+    return x, dictionary.astype(np.float32)
+
+
+def quality(w_dec: np.ndarray, encode_decode, held: np.ndarray, atoms: np.ndarray) -> dict:
+    """mmc of the atoms with the decoder rows, explained variance and L0 on held-out rows."""
+    import torch
+
+    w = w_dec / np.linalg.norm(w_dec, axis=1, keepdims=True)
+    mmc = float((atoms @ w.T).max(axis=1).mean())
     with torch.no_grad():
-        for i in range(0, held.shape[0], 4096):
-            x_hat, f = encode(held[i : i + 4096])
-            acc.update(held[i : i + 4096], x_hat, f)
-    m = acc.result()
-    n = sum(x.shape[0] for x in batches[1:])
-    return {"name": name, "samples_s": n / dt, "ev": m["explained_variance"], "l0": m["l0"]}
+        x = torch.from_numpy(held)
+        x_hat, l0 = encode_decode(x)
+    x64, e = held.astype(np.float64), (x_hat.numpy().astype(np.float64) - held)
+    ev = 1 - (e**2).sum() / ((x64 - x64.mean(0)) ** 2).sum()
+    return {"mmc": mmc, "ev": float(ev), "l0": float(l0)}
+
+
+def run_clipsae(acts: Path, out: Path, s: dict, equal: bool) -> dict:
+    cmd = [sys.executable, "-m", "app.cli", "train", "--acts", str(acts), "--out", str(out), "--arch", "topk",
+           "--d-sae", str(s["d_sae"]), "--k", str(s["k"]), "--epochs", str(s["epochs"]), "--device", "cpu"]
+    if equal:
+        cmd += ["--batch-size", str(s["batch"]), "--lr", str(s["lr"]), "--lr-warmup-steps", "0", "--lr-decay", "none"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.perf_counter() - t0
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    cfg = json.loads((out / "train_config.json").read_text())["train_config"]
+    return {"wall_s": wall, "batch": cfg["batch_size"], "lr": cfg["lr"]}
+
+
+def run_sparsify(acts: Path, out: Path, s: dict, equal: bool) -> dict:
+    arg = {"acts": str(acts), "out": str(out), "d_sae": s["d_sae"], "k": s["k"], "batch": s["batch"], "lr": s["lr"],
+           "epochs": s["epochs"], "optimizer": "adam" if equal else "signum", "repo": str(REPO)}
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", SPARSIFY_SCRIPT, json.dumps(arg)], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    lr = s["lr"] if equal else 5e-3 / (s["d_sae"] / 2**14) ** 0.5
+    return {"wall_s": wall, "loop_s": info["loop_s"], "import_s": info["import_s"], "batch": s["batch"], "lr": lr}
+
+
+def evaluate_clipsae(out: Path, held: np.ndarray, atoms: np.ndarray) -> dict:
+    sys.path.insert(0, str(REPO))
+    from sae_core.io import load_sae
+
+    sae = load_sae(out)
+
+    def encode_decode(x):
+        o = sae(x)
+        return o.x_hat_bd, (o.f_bs > 0).sum(1).double().mean()
+
+    return quality(sae.W_dec.detach().numpy(), encode_decode, held, atoms)
+
+
+def evaluate_sparsify(out: Path, held: np.ndarray, atoms: np.ndarray) -> dict:
+    os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
+    from sparsify import SparseCoder
+
+    sae = SparseCoder.load_from_disk(out)
+
+    def encode_decode(x):
+        o = sae(x)
+        return o.sae_out, (o.latent_acts > 0).sum(1).double().mean()
+
+    return quality(sae.W_dec.detach().numpy(), encode_decode, held, atoms)
+
+
+def bench_suite(name: str, s: dict, tmp: Path, seed: int) -> list[dict]:
+    x, atoms = make_data(s["rows"] + 10_000, s["d"], s["atoms"], s["active"], seed)
+    acts = tmp / f"{name}.npy"
+    np.save(acts, x[: s["rows"]])
+    held = x[s["rows"] :]
+    rows = []
+    for setting in ("equal", "defaults"):
+        for tool, run, evaluate in (("clipsae", run_clipsae, evaluate_clipsae), ("sparsify", run_sparsify, evaluate_sparsify)):
+            out = tmp / f"{name}_{setting}_{tool}"
+            r = run(acts, out, s, setting == "equal")
+            r.update(evaluate(out, held, atoms), suite=name, setting=setting, tool=tool,
+                     samples_s=s["rows"] * s["epochs"] / r["wall_s"])
+            if "loop_s" in r:
+                r["loop_samples_s"] = s["rows"] * s["epochs"] / r["loop_s"]
+            print(f"{name} {setting} {tool}: {r['wall_s']:.1f} s, {r['samples_s']:.0f} samples/s, "
+                  f"mmc {r['mmc']:.3f}, EV {r['ev']:.3f}, L0 {r['l0']:.1f}", flush=True)
+            rows.append(r)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| set | settings | tool | batch | lr | wall s | samples/s (whole command) | sparsify loop only | "
+             "mmc | EV | L0 | clipsae speed ÷ sparsify (whole / loop) |", "|" + "---|" * 12]
+    for r in rows:
+        ratio = "—"
+        if r["tool"] == "clipsae":
+            sp = next(o for o in rows if o["tool"] == "sparsify" and o["suite"] == r["suite"] and o["setting"] == r["setting"])
+            ratio = f"{r['samples_s'] / sp['samples_s']:.2f}× / {r['samples_s'] / sp['loop_samples_s']:.2f}×"
+        loop = f"{r['loop_samples_s']:.0f}" if "loop_samples_s" in r else "—"
+        lines.append(f"| {r['suite']} | {r['setting']} | {r['tool']} | {r['batch']} | {r['lr']:.2g} | {r['wall_s']:.1f} | "
+                     f"{r['samples_s']:.0f} | {loop} | {r['mmc']:.3f} | {r['ev']:.3f} | {r['l0']:.1f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def data_order(tmp: Path, rows: int = 400_000, d: int = 512, repeats: int = 3) -> str:
+    """Rows/s of one epoch of batches from an fp16 cache-like matrix (page cache warm):
+    contiguous blocks in a random order (chunk = block, the old order) vs chunks of 1,024 rows."""
+    sys.path.insert(0, str(REPO))
+    from sae_core.data import ActivationSource, iter_batches, make_plan
+
+    path = tmp / "order.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(rows, d)).astype(np.float16))
+    src = ActivationSource(path)
+    lines = ["| epoch order | rows/s (median of %d) |" % repeats, "|---|---|"]
+    for label, chunk in (("contiguous 262,144-row blocks (before)", None), ("1,024-row chunks (now)", 1024)):
+        plan = make_plan(src.n_rows, 4096, 262_144, chunk)
+        times = []
+        for rep in range(repeats):
+            t0 = time.perf_counter()
+            for _ in iter_batches(src, plan, seed=rep, epoch=0):
+                pass
+            times.append(time.perf_counter() - t0)
+        lines.append(f"| {label} | {rows / sorted(times)[len(times) // 2]:,.0f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--d", type=int, default=512)
-    p.add_argument("--d-sae", type=int, default=16384)
-    p.add_argument("--k", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--steps", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--l1", type=float, default=1.0,
-                   help="ReLU λ (ours: λ·mean over batch×latents; overcomplete gets λ/d_sae: same objective)")
-    p.add_argument("--atoms", type=int, default=4096)
-    p.add_argument("--active", type=int, default=16)
-    p.add_argument("--only", default="", help="comma list of method names to run")
+    p.add_argument("--suite", choices=["small", "wide", "both"], default="both")
+    p.add_argument("--seed", type=int, default=7, help="seed of the planted data")
+    p.add_argument("--data-order", action="store_true", help="only measure the read throughput of the epoch order")
     a = p.parse_args()
-    torch.manual_seed(0)
-    data = torch.from_numpy(make_data((a.steps + 1) * a.batch_size + 8192, a.d, a.atoms, a.active, seed=0))
-    batches = list(data[: (a.steps + 1) * a.batch_size].split(a.batch_size))
-    held = data[(a.steps + 1) * a.batch_size :]
-    d, s, k = a.d, a.d_sae, a.k
-    init = batches[0]  # each tool's data-dependent init sees the first batch
-    methods = {
-        "clipsae topk": lambda: ours("topk", d, s, k, a.lr, 0.0, init),
-        "sparsify topk": lambda: sparsify_topk(d, s, k, a.lr, init),
-        "overcomplete topk": lambda: overcomplete_sae("topk", d, s, k, a.lr, 0.0),
-        "clipsae relu": lambda: ours("relu", d, s, k, a.lr, a.l1, init),
-        "overcomplete relu": lambda: overcomplete_sae("relu", d, s, k, a.lr, a.l1 / s),
-    }
-    only = {m.strip() for m in a.only.split(",") if m.strip()}
-    rows = []
-    for name, make in methods.items():
-        if only and name not in only:
-            continue
-        try:
-            rows.append(measure(name, make, batches, held, s))
-        except ImportError as exc:
-            print(f"skipped {name}: {exc} (pip install -r benchmarks/requirements-bench.txt)")
-            continue
-        print(f"{name}: {rows[-1]['samples_s']:.0f} samples/s, EV {rows[-1]['ev']:.3f}, L0 {rows[-1]['l0']:.1f}", flush=True)
-    ref = {r["name"].split()[1]: r["samples_s"] for r in rows if r["name"].startswith("clipsae")}
-    print(f"\n{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"d={d}, d_sae={s}, k={k}, batch {a.batch_size}, {a.steps} timed steps, lr {a.lr}\n")
-    print("| method | samples/s | expl. var. | L0 | our speed / theirs |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        arch = r["name"].split()[1]
-        ratio = f"{ref[arch] / r['samples_s']:.2f}×" if arch in ref and not r["name"].startswith("clipsae") else "—"
-        print(f"| {r['name']} | {r['samples_s']:.0f} | {r['ev']:.3f} | {r['l0']:.1f} | {ratio} |")
+    import torch
+
+    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.data_order:
+            print(data_order(Path(tmp)))
+            return
+        rows = []
+        for name in (["small", "wide"] if a.suite == "both" else [a.suite]):
+            rows += bench_suite(name, SUITES[name], Path(tmp), a.seed)
+        print()
+        print(table(rows))
 
 
 if __name__ == "__main__":

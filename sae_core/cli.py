@@ -10,7 +10,12 @@ import argparse
 from collections.abc import Callable
 
 from .cliargs import add_config_flags, config_from_args
-from .config import SAEConfig, TrainConfig
+from .config import K_ARCHS, SAEConfig, TrainConfig
+
+DEFAULT_L1 = {"relu": 0.07, "jumprelu": 0.03}
+"""λ when --l1 is not given, in the scaled convention (README "Loss convention"): relu's is
+E[Σ f]/σ's weight (0.07: L0 ≈ 2.5× the true L0 on issue 12's planted data), jumprelu's the
+FVU an active latent must buy (0.03)."""
 
 
 def _floats(text: str) -> list[float]:
@@ -35,11 +40,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--acts", required=True, help="a .npy matrix [N, d] or an activation cache folder")
     p.add_argument("--out", required=True, help="output folder (one sub-folder per swept value)")
     m = p.add_argument_group("model (SAEConfig, saved in cfg.json)")
-    add_config_flags(m, SAEConfig, skip=("d_in", "k", "norm_scaling_factor", "layer_norm_variant", "dtype", "metadata"),
+    add_config_flags(m, SAEConfig, skip=("d_in", "k", "groups", "norm_scaling_factor", "layer_norm_variant", "dtype",
+                                          "metadata"),
                      names={"architecture": "--arch", "normalize_activations": "--normalize"}, required=("d_sae",))
-    m.add_argument("--k", type=_ints, default=None, help="active latents for topk/batchtopk; a comma list sweeps")
+    m.add_argument("--k", type=_ints, default=None,
+                   help="active latents per input for topk/batchtopk/matryoshka; a comma list sweeps")
+    m.add_argument("--groups", type=_ints, default=None,
+                   help="matryoshka: nested prefix sizes g1,g2,...,d_sae (increasing, the last = --d-sae)")
     m.add_argument("--l1", type=_floats, default=None,
-                   help="sparsity coefficient λ (relu: L1, jumprelu: L0); a comma list sweeps (default 1e-3)")
+                   help="sparsity coefficient λ (relu: L1, jumprelu: L0) in the --l1-convention; a comma list "
+                        "sweeps (default: relu 0.07, jumprelu 0.03; a first scaled sweep for relu: 0.05,0.07,0.1)")
     add_config_flags(p.add_argument_group("run (TrainConfig, saved in train_config.json)"), TrainConfig)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint exactly")
     p.add_argument("--overwrite", action="store_true", help="replace SAEs already in OUT")
@@ -51,18 +61,20 @@ def _run_train(a: argparse.Namespace) -> int:
     from .sweep import make_specs
     from .train import train
 
-    if a.architecture in ("topk", "batchtopk"):
+    if a.architecture in K_ARCHS:
         if not a.k:
             raise ValueError(f"--arch {a.architecture} needs --k (for example --k 32, or --k 16,32,64 to sweep)")
+        if a.l1:
+            raise ValueError(f"--l1 is for relu/jumprelu; --arch {a.architecture} is sparse by --k")
         k_values: list[int | None] = list(a.k)
-        l1_values = a.l1 or [0.0]
+        l1_values = [0.0]
     else:
         if a.k:
-            raise ValueError(f"--k is for topk/batchtopk; --arch {a.architecture} uses --l1")
+            raise ValueError(f"--k is for {'/'.join(sorted(K_ARCHS))}; --arch {a.architecture} uses --l1")
         k_values = [None]
-        l1_values = a.l1 or [1e-3]
+        l1_values = a.l1 or [DEFAULT_L1[a.architecture]]
     d_in = ActivationSource(a.acts).d
-    base = config_from_args(SAEConfig, a, d_in=d_in, k=k_values[0])
+    base = config_from_args(SAEConfig, a, d_in=d_in, k=k_values[0], groups=tuple(a.groups) if a.groups else None)
     cfg = config_from_args(TrainConfig, a)
     written = train(a.acts, a.out, make_specs(base, l1_values, k_values), cfg, resume=a.resume, overwrite=a.overwrite)
     for path in written:

@@ -11,15 +11,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
+Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
 Normalize = Literal["none", "unit_norm", "layer_norm", "expected_average_only_in"]
 LayerNormVariant = Literal["saelens", "clipsae-v1"]
 BiasInit = Literal["geometric_median", "mean", "zeros"]
 DeadLatents = Literal["auto", "auxk", "resample", "none"]
 LRDecay = Literal["linear", "cosine", "none"]
+L1Convention = Literal["scaled", "mean"]
 
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 NORMALIZATIONS: tuple[str, ...] = get_args(Normalize)
+K_ARCHS = frozenset({"topk", "batchtopk", "matryoshka"})
+"""Architectures whose sparsity is set by k (active latents per input) rather than λ."""
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -38,9 +41,13 @@ class SAEConfig:
     architecture: Architecture = "relu"
     """relu: ReLU + L1 penalty; topk: keep the k largest per input; batchtopk: keep the k·B
     largest over a batch while training, a fixed threshold at inference; jumprelu: a learned
-    per-latent threshold trained with a straight-through estimator and an L0 penalty."""
+    per-latent threshold trained with a straight-through estimator and an L0 penalty;
+    matryoshka: batchtopk whose nested prefixes of latents (`groups`) each reconstruct."""
     k: int | None = None
-    """Active latents per input for topk/batchtopk (None for the others)."""
+    """Active latents per input for topk/batchtopk/matryoshka (None for the others)."""
+    groups: tuple[int, ...] | None = None
+    """matryoshka: sizes of the nested prefixes of latents, increasing, the last = d_sae (the
+    first g1 latents reconstruct on their own, then the first g2, ...); None for the others."""
     normalize_activations: Normalize = "none"
     """Input normalisation, undone on the output: none; unit_norm (divide by ‖x‖, the
     convention of CLIP similarity); layer_norm (per input: subtract mean, divide by std, as
@@ -51,8 +58,8 @@ class SAEConfig:
     """The layer_norm formula. saelens (SAELens and ViT-Prisma): (x − μ)/(σ + 1e-5) with the
     unbiased σ, output y·σ + μ. clipsae-v1 (SAE folders of format version 1): the biased σ
     + 1e-6, output y·(σ + 1e-6) + μ."""
-    jumprelu_bandwidth: float = 0.001
-    """Width ε of the rectangle kernel of JumpReLU's straight-through estimator."""
+    jumprelu_bandwidth: float = 0.05
+    """Width ε of the rectangle kernel of JumpReLU's straight-through estimator (SAELens' default)."""
     dtype: str = "float32"
     """Dtype the weights are stored in."""
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -64,11 +71,21 @@ class SAEConfig:
         _check_choice("layer_norm_variant", self.layer_norm_variant, get_args(LayerNormVariant))
         if self.d_in <= 0 or self.d_sae <= 0:
             raise ValueError(f"d_in and d_sae must be positive; got d_in={self.d_in}, d_sae={self.d_sae}")
-        if self.architecture in ("topk", "batchtopk"):
+        if self.architecture in K_ARCHS:
             if self.k is None or not 0 < self.k <= self.d_sae:
                 raise ValueError(f"architecture {self.architecture} needs 0 < k <= d_sae={self.d_sae}; got k={self.k}")
         elif self.k is not None:
-            raise ValueError(f"k is only used by topk/batchtopk, not {self.architecture}; leave it unset")
+            raise ValueError(f"k is only used by topk, batchtopk and matryoshka, not {self.architecture}; leave it unset")
+        if self.groups is not None:
+            object.__setattr__(self, "groups", tuple(int(g) for g in self.groups))  # a JSON list comes back a tuple
+        if self.architecture == "matryoshka":
+            g = self.groups
+            if not g or any(b <= a for a, b in zip(g, g[1:])) or g[0] <= 0 or g[-1] != self.d_sae:
+                raise ValueError(f"matryoshka needs groups: increasing prefix sizes ending at d_sae={self.d_sae} "
+                                 f"(for example --groups {max(1, self.d_sae // 16)},{max(2, self.d_sae // 4)},{self.d_sae}); "
+                                 f"got {list(g) if g else g}")
+        elif self.groups is not None:
+            raise ValueError(f"groups are only used by matryoshka, not {self.architecture}; leave them unset")
         if self.jumprelu_bandwidth <= 0:
             raise ValueError(f"jumprelu_bandwidth must be > 0; got {self.jumprelu_bandwidth}")
 
@@ -87,22 +104,27 @@ class TrainConfig:
     """One training run: optimisation, schedules, dead latents, checkpoints (saved as `train_config.json`)."""
 
     # --- data ---
-    batch_size: int = 4096
-    """Inputs per optimisation step (the seeds use 256 for 4096 latents on Flickr30k)."""
+    batch_size: int | None = None
+    """Inputs per optimisation step. Unset: chosen from the data size and d_sae (see
+    `schedule.resolve`): a power of two up to 4096 giving about 2,000 steps; the seeds use 256."""
     epochs: int = 1
     """Passes over the activation matrix."""
     block_rows: int = 262_144
-    """Rows read sequentially from disk at once; batches are shuffled within a block."""
+    """Rows held in memory and shuffled together (bounds memory: block_rows × d × 4 bytes)."""
+    chunk_rows: int = 1_024
+    """Rows read contiguously from disk. Each epoch shuffles the order of the chunks over the
+    whole file, so a block gathers block_rows / chunk_rows chunks from anywhere in it."""
     seed: int = 0
-    """Seeds the weight init, the block order and the within-block shuffles."""
+    """Seeds the weight init, the chunk order, the within-block shuffles and the init sample."""
     device: str = "auto"
     """auto (cuda when available), cpu, cuda, cuda:N."""
 
     # --- optimisation ---
-    lr: float = 4e-4
-    """Adam learning rate after warm-up."""
-    lr_warmup_steps: int = 100
-    """Linear warm-up from 0 to lr."""
+    lr: float | None = None
+    """Adam learning rate after warm-up. Unset: 4e-4 / √(d_sae / 16384) (twice sparsify's rule;
+    1.6e-3 for 1024 latents), times 6 for relu/jumprelu (see `schedule.resolve`)."""
+    lr_warmup_steps: int | None = None
+    """Linear warm-up from 0 to lr. Unset: 5% of the steps."""
     lr_decay: LRDecay = "linear"
     """Decay to 0 over the last `lr_decay_fraction` of the steps (none: constant)."""
     lr_decay_fraction: float = 0.2
@@ -111,26 +133,36 @@ class TrainConfig:
     """Adam's (β1, β2)."""
     grad_clip: float = 1.0
     """Maximum global gradient norm per SAE (0 disables)."""
-    l1_warmup_steps: int = 0
-    """Linear warm-up of λ from 0 (0: no warm-up)."""
+    l1_convention: L1Convention = "scaled"
+    """How λ weighs sparsity. scaled: loss = FVU + λ·E[Σ_s f_s]/σ (relu) or FVU + λ·E[L0]
+    (jumprelu), σ² = E‖x − E x‖² on the init sample, so one λ range fits any width, dictionary
+    size and input scale; mean: seed 001's MSE mean over inputs × dims + λ·mean over inputs ×
+    latents of f (relu) or [h > θ] (jumprelu)."""
+    l1_warmup_steps: int | None = None
+    """Linear warm-up of λ from 0. Unset: 5% of the steps for relu/jumprelu (0: none)."""
 
     # --- initialisation ---
     b_dec_init: BiasInit = "geometric_median"
-    """Decoder bias init from the first block: geometric median (PatchSAE, seed 004), mean, or zeros."""
-    init_rows: int = 16_384
-    """Rows of the first block used for the bias init and the normalisation constant."""
+    """Decoder bias init: geometric median (PatchSAE, seed 004), mean, or zeros."""
+    init_rows: int = 8_192
+    """Rows drawn at random from the whole file for the bias init, the encoder scale, the
+    normalisation constant and σ."""
 
     # --- dead latents ---
     dead_latents: DeadLatents = "auto"
-    """auto: AuxK for topk/batchtopk, resampling for relu/jumprelu; or force one, or none."""
+    """auto: AuxK for topk/batchtopk/matryoshka, resampling for relu/jumprelu; or force one, or none."""
     dead_after_samples: int = 1_000_000
     """A latent that has not fired for this many inputs counts as dead (capped at one epoch)."""
-    aux_k: int = 512
-    """Dead latents used by the AuxK loss."""
+    aux_k: int | None = None
+    """Dead latents per input used by the AuxK loss. Unset: d_in / 2, at most 512 (the heuristic
+    of Gao et al.'s appendix B.1, as sparsify)."""
     aux_coefficient: float = 1 / 32
     """Weight α of the AuxK loss."""
-    resample_every: int = 2_500
-    """Steps between dead-latent resamplings (relu/jumprelu)."""
+    resample_every: int | None = None
+    """Steps between dead-latent resamplings (relu/jumprelu). Unset: 1/10 of the steps."""
+    resample_until: float = 0.5
+    """Fraction of training after which dead latents are no longer resampled: a resampled latent
+    fires on many inputs until training settles it, which the last steps could not do."""
 
     # --- bookkeeping ---
     log_every: int = 50
@@ -138,16 +170,18 @@ class TrainConfig:
     checkpoint_every: int = 1_000
     """Steps between checkpoints (0 disables)."""
     batchtopk_threshold_momentum: float = 0.99
-    """EMA momentum of batchtopk's inference threshold."""
+    """EMA momentum of the inference threshold of batchtopk/matryoshka."""
 
     def __post_init__(self) -> None:
         _check_choice("lr_decay", self.lr_decay, get_args(LRDecay))
         _check_choice("b_dec_init", self.b_dec_init, get_args(BiasInit))
         _check_choice("dead_latents", self.dead_latents, get_args(DeadLatents))
+        _check_choice("l1_convention", self.l1_convention, get_args(L1Convention))
         positive = {
             "batch_size": self.batch_size,
             "epochs": self.epochs,
             "block_rows": self.block_rows,
+            "chunk_rows": self.chunk_rows,
             "lr": self.lr,
             "init_rows": self.init_rows,
             "aux_k": self.aux_k,
@@ -156,17 +190,27 @@ class TrainConfig:
             "dead_after_samples": self.dead_after_samples,
         }
         for name, value in positive.items():
-            if not value > 0:
+            if value is not None and not value > 0:  # None: chosen automatically (schedule.resolve)
                 raise ValueError(f"{name} must be > 0; got {value}")
         for name in ("lr_warmup_steps", "l1_warmup_steps", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0; got {value}")
+        if not 0 <= self.resample_until <= 1:
+            raise ValueError(f"resample_until must be in [0, 1]; got {self.resample_until}")
         if not 0 <= self.lr_decay_fraction <= 1:
             raise ValueError(f"lr_decay_fraction must be in [0, 1]; got {self.lr_decay_fraction}")
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0; got {self.grad_clip}")
         if not 0 <= self.batchtopk_threshold_momentum < 1:
             raise ValueError("batchtopk_threshold_momentum must be in [0, 1)")
+
+    AUTO_FIELDS = ("batch_size", "lr", "lr_warmup_steps", "l1_warmup_steps", "resample_every", "aux_k")
+    """Fields that may be left unset (None) and are then chosen by `schedule.resolve`."""
+
+    def unresolved(self) -> list[str]:
+        """The fields still to be chosen automatically."""
+        return [name for name in self.AUTO_FIELDS if getattr(self, name) is None]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

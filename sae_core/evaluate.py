@@ -29,7 +29,7 @@ def evaluate_sae(sae: SparseAutoencoder, source: ActivationSource, batch_size: i
     if sae.cfg.d_in != source.d:
         raise ValueError(f"SAE d_in={sae.cfg.d_in} but {source.path} has width {source.d}")
     sae = sae.to(device).eval()
-    acc = MetricsAccumulator(sae.cfg.d_in, sae.cfg.d_sae)
+    acc = MetricsAccumulator(sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.groups)
     n = source.n_rows if max_rows is None else min(max_rows, source.n_rows)
     bar = Progress(n, "metrics", unit="rows")
     for start in range(0, n, batch_size):
@@ -38,6 +38,8 @@ def evaluate_sae(sae: SparseAutoencoder, source: ActivationSource, batch_size: i
             raise ValueError(f"{source.path}: rows {start}..{start + len(x)} contain NaN or inf")
         out = sae(x)
         acc.update(out.x_norm_bd, out.x_hat_norm_bd, out.f_bs)
+        if sae.cfg.groups is not None:
+            acc.update_prefixes(out.x_norm_bd, sae.prefix_reconstructions(out.f_bs))
         bar.update(len(x))
     bar.close()
     return acc.result()
@@ -46,6 +48,8 @@ def evaluate_sae(sae: SparseAutoencoder, source: ActivationSource, batch_size: i
 def describe(sae: SparseAutoencoder, name: str) -> dict[str, str]:
     cfg = sae.cfg
     sparsity = f"k={cfg.k}" if cfg.k is not None else f"λ={cfg.metadata.get('l1_coefficient', '?')}"
+    if cfg.groups is not None:
+        sparsity += " groups=" + ",".join(map(str, cfg.groups))
     return {"SAE": name, "Arch": cfg.architecture, "Sparsity": sparsity, "Dict size": str(cfg.d_sae)}
 
 

@@ -1,5 +1,6 @@
 """Data-dependent initialisation: the normalisation constant, the decoder bias (geometric
-median or mean) and the encoder scale, fitted on a sample of the training data."""
+median or mean), the encoder scale and λ's scale, fitted on a random sample of the training
+data (`data.sample_rows`)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ import torch
 from torch import Tensor
 
 from .config import SAEConfig, TrainConfig
+from .losses import sparsity_scale
 from .trainer import SAETrainer
+
+CHUNK_ROWS = 1024
+"""Rows per forward when fitting the encoder scale (bounds memory at CHUNK_ROWS × d_sae)."""
 
 
 def init_runs(runs: list[SAETrainer], sample_nd: torch.Tensor, cfg: TrainConfig) -> None:
-    """Fit, on a sample of the data: the normalisation constant, the decoder bias, and the
-    encoder scale.
+    """Fit, on a sample of the data: the normalisation constant, the decoder bias, the
+    encoder scale, and λ's factor for the loss convention (`losses.sparsity_scale`, from
+    σ² = E‖x − E x‖² of the normalised sample).
 
     The encoder starts as the decoder's transpose. ReLU and top-k selection commute with a
     positive scale α of the encoder, so the α minimising ‖x_c − α·dec(f)‖² has the closed form
@@ -36,16 +42,18 @@ def init_runs(runs: list[SAETrainer], sample_nd: torch.Tensor, cfg: TrainConfig)
             b = x_norm.mean(dim=0)
         else:
             b = torch.zeros(sae.cfg.d_in, device=device)
+        sigma = math.sqrt(float((x_norm.double() - x_norm.double().mean(dim=0)).pow(2).sum(dim=1).mean()))
+        run.l1_scale.fill_(sparsity_scale(sae.cfg.architecture, cfg.l1_convention, sigma, sae.cfg.d_in, sae.cfg.d_sae))
         with torch.no_grad():
             sae.b_dec.copy_(b)
             if sae.cfg.architecture != "jumprelu":  # its threshold breaks the scale invariance
-                x_c = x_norm - sae.b_dec
-                g = sae.activate(x_c @ sae.W_enc + sae.b_enc) @ sae.W_dec
-                denom = float(g.pow(2).sum())
-                if denom > 0:
-                    alpha = float((x_c * g).sum()) / denom
-                    if alpha > 0:
-                        sae.W_enc.mul_(alpha)
+                num = denom = 0.0
+                for x_c in (x_norm - sae.b_dec).split(CHUNK_ROWS):
+                    g = sae.activate(x_c @ sae.W_enc + sae.b_enc) @ sae.W_dec
+                    num += float((x_c * g).sum())
+                    denom += float(g.pow(2).sum())
+                if denom > 0 and num > 0:
+                    sae.W_enc.mul_(num / denom)
 
 
 def geometric_median(x_nd: Tensor, max_iter: int = 200, tol: float = 1e-7) -> Tensor:

@@ -3,7 +3,7 @@
 Folder layout (format version `FORMAT_VERSION`, see FORMAT.md):
     cfg.json                  SAEConfig fields + format/format_version + model_name/hook_name
     sae_weights.safetensors   W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_enc [d_sae],
-                              b_dec [d_in], threshold [d_sae] (jumprelu, batchtopk)
+                              b_dec [d_in], threshold [d_sae] (jumprelu, batchtopk, matryoshka)
 
 Version 1 folders still load: their layer_norm is the clipsae-v1 variant (biased std + 1e-6),
 recorded as `layer_norm_variant` from version 2 on. Other tools' files go through

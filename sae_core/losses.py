@@ -10,6 +10,19 @@ from .sae import EPS, SAEOutput, SparseAutoencoder
 from .sparse_ops import sparse_decode, sparse_preact
 
 
+def sparsity_scale(architecture: str, convention: str, sigma: float, d_in: int, d_sae: int) -> float:
+    """The factor c that turns the user's λ into the weight of `SAEOutput.sparsity` beside the
+    MSE mean over inputs × dims (`mse`), so that loss = mse + c·λ·sparsity.
+
+    mean (seed 001): c = 1. scaled: the loss is FVU + λ·E[Σ_s f_s]/σ (relu) or FVU + λ·E[L0]
+    (jumprelu) with σ² = E‖x − E x‖², up to the constant factor σ²/d_in that turns FVU into mse:
+    c = σ·d_sae/d_in (relu) or σ²·d_sae/d_in (jumprelu). Unit-norm decoder rows make Σ_s f_s
+    the usual Σ_s f_s·‖W_dec[s]‖."""
+    if convention == "mean" or architecture not in ("relu", "jumprelu"):
+        return 1.0
+    return (sigma if architecture == "relu" else sigma**2) * d_sae / d_in
+
+
 def auxk_loss(sae: SparseAutoencoder, out: SAEOutput, dead_s: Tensor, k_aux: int) -> Tensor:
     """AuxK: reconstruct the residual from the k_aux largest *dead* pre-activations.
 
@@ -23,9 +36,12 @@ def auxk_loss(sae: SparseAutoencoder, out: SAEOutput, dead_s: Tensor, k_aux: int
     residual_bd = (out.x_norm_bd - out.x_hat_norm_bd).detach()
     h = out.h_bs.detach()
     n_batch = h.shape[0]
-    cols = h.masked_fill(~dead_s, float("-inf")).topk(k, dim=-1, sorted=False).indices.flatten()
+    # The top-k over the dead columns only (usually few): h[:, dead] instead of a masked copy of h.
+    dead_idx = dead_s.nonzero().squeeze(1)
+    h_top, pos = h.index_select(1, dead_idx).topk(k, dim=-1, sorted=False)
+    cols = dead_idx[pos.flatten()]
     rows = torch.arange(n_batch, device=h.device).repeat_interleave(k)
-    vals = F.relu(sparse_preact(sae.W_enc, sae.b_enc, out.x_c_bd, h, rows, cols))
+    vals = F.relu(sparse_preact(sae.W_enc, sae.b_enc, sae.b_dec, out.x_c_bd, rows, cols, h_top.flatten()))
     e_hat = sparse_decode(sae.W_dec, rows, cols, vals, n_batch)
     denom = (residual_bd - residual_bd.mean(dim=0)).pow(2).sum().clamp_min(EPS)
     fvu = (e_hat - residual_bd).pow(2).sum() / denom

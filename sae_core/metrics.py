@@ -12,6 +12,8 @@ Definitions (what users compare against ViT-Prisma, SAELens and the seeds):
                       its maximum is ln(d_sae)
 - expansion           d_sae / d_in (dictionary size relative to the hidden size)
 - active_fraction     l0 / d_sae (seed 000's "dict size / hidden size" column)
+- ev_prefix_G         matryoshka: the explained variance of the first G latents alone
+                      (x̂_G = f[:, :G] @ W_dec[:G] + b_dec), one per prefix size G
 All are measured in the space the SAE reconstructs (after `normalize_activations`).
 """
 
@@ -62,8 +64,9 @@ def activation_entropy(fire_count_s: np.ndarray) -> float:
 class MetricsAccumulator:
     """Streams batches (x, x̂, f) and returns every metric above; sums in float64."""
 
-    def __init__(self, d_in: int, d_sae: int):
+    def __init__(self, d_in: int, d_sae: int, groups: tuple[int, ...] | None = None):
         self.d_in, self.d_sae = d_in, d_sae
+        self.groups = tuple(groups or ())
         self.reset()
 
     def reset(self) -> None:
@@ -75,6 +78,7 @@ class MetricsAccumulator:
         self.n_active = 0
         self.sum_cos = 0.0
         self.fire_count_s = np.zeros(self.d_sae, dtype=np.int64)
+        self.sum_sq_err_g = np.zeros(len(self.groups), dtype=np.float64)
 
     @torch.no_grad()
     def update(self, x_bd: Tensor, x_hat_bd: Tensor, f_bs: Tensor) -> None:
@@ -86,18 +90,27 @@ class MetricsAccumulator:
     def update_stats(self, x_bd: Tensor, x_hat_bd: Tensor, abs_sum: float, fire_count_s: Tensor) -> None:
         """Add a batch given Σ|f| and the per-latent non-zero counts (cheap for sparse latents).
 
-        Inputs are promoted to float64; the latent sums come in as float32 reductions,
-        which avoids a float64 copy of the [B, d_sae] latent matrix."""
-        x, x_hat = x_bd.detach().double(), x_hat_bd.detach().double()
+        Sums accumulate in float64 (each reduction runs in float64 over the inputs, without a
+        float64 copy of them); the latent sums come in as float32 reductions."""
+        x, x_hat = x_bd.detach(), x_hat_bd.detach()
+        f64 = torch.float64
         self.n += x.shape[0]
-        self.sum_sq_err += float((x_hat - x).pow(2).sum())
-        self.sum_x_sq += float(x.pow(2).sum())
-        self.sum_x_d += x.sum(dim=0).cpu().numpy()
+        self.sum_sq_err += float((x_hat - x).pow_(2).sum(dtype=f64))
+        self.sum_x_sq += float(x.pow(2).sum(dtype=f64))
+        self.sum_x_d += x.sum(dim=0, dtype=f64).cpu().numpy()
         self.sum_abs_f += abs_sum
         counts = fire_count_s.cpu().numpy().astype(np.int64)
         self.n_active += int(counts.sum())
-        self.sum_cos += float(torch.nn.functional.cosine_similarity(x, x_hat, dim=-1).sum())
+        cos = (x * x_hat).sum(dim=1, dtype=f64) / (x.norm(dim=1) * x_hat.norm(dim=1)).clamp_min(1e-8)
+        self.sum_cos += float(cos.sum())
         self.fire_count_s += counts
+
+    @torch.no_grad()
+    def update_prefixes(self, x_bd: Tensor, x_hat_g: list[Tensor]) -> None:
+        """Add a batch's prefix reconstructions (one per prefix size, after `update`/`update_stats`)."""
+        x = x_bd.detach().double()
+        for i, x_hat in enumerate(x_hat_g):
+            self.sum_sq_err_g[i] += float((x_hat.detach().double() - x).pow(2).sum())
 
     def result(self) -> dict[str, float]:
         if self.n == 0:
@@ -117,6 +130,8 @@ class MetricsAccumulator:
             "max_entropy": math.log(self.d_sae),
             "expansion": self.d_sae / self.d_in,
             "active_fraction": l0_mean / self.d_sae,
+            **{f"ev_prefix_{g}": (1 - float(err) / sst if sst > 0 else float("nan"))
+               for g, err in zip(self.groups, self.sum_sq_err_g)},
         }
 
 
@@ -133,14 +148,22 @@ COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
+def prefix_ev_text(m: dict[str, float]) -> str:
+    """'G:ev' for each matryoshka prefix of a result ('—' for other architectures)."""
+    cells = [f"{key[len('ev_prefix_'):]}:{value:.3f}" for key, value in m.items() if key.startswith("ev_prefix_")]
+    return " ".join(cells) or "—"
+
+
 def markdown_table(rows: list[tuple[dict[str, str], dict[str, float]]]) -> str:
-    """A seed-001 style table: leading descriptive columns, then the metric columns."""
+    """A seed-001 style table: leading descriptive columns, then the metric columns (plus the
+    explained variance per prefix when a matryoshka SAE is among the rows)."""
     if not rows:
         return ""
     lead = list(rows[0][0].keys())
-    header = lead + [title for _, title, _ in COLUMNS]
+    prefixes = any(key.startswith("ev_prefix_") for _, m in rows for key in m)
+    header = lead + [title for _, title, _ in COLUMNS] + (["EV per prefix"] if prefixes else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for desc, m in rows:
         cells = [desc[k] for k in lead] + [fmt.format(m[key]) for key, _, fmt in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells + ([prefix_ev_text(m)] if prefixes else [])) + " |")
     return "\n".join(lines)

@@ -5,6 +5,7 @@
     batchtopk  training: the k·B largest relu(h) over the whole batch of B inputs;
                inference: f = relu(h)·[h > θ_s] with one fixed θ (EMA of the smallest kept value)
     jumprelu   f = h·[h > θ_s] with learned θ_s > 0 (straight-through gradient to θ in training)
+    matryoshka batchtopk's rules (training and inference); only its loss differs (nested prefixes)
 
 Three forms of the same rules, tested equal to each other:
 - `activate`     dense latents in any layout (`latent_dim` names the latent axis: -1 for
@@ -23,10 +24,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-THRESHOLD_ARCHS = frozenset({"jumprelu", "batchtopk"})
+THRESHOLD_ARCHS = frozenset({"jumprelu", "batchtopk", "matryoshka"})
 """Architectures whose inference rule is an element-wise threshold θ_s."""
-BATCH_ARCHS = frozenset({"batchtopk"})
-"""Architectures that keep the k·B largest activations of a training batch."""
+BATCH_ARCHS = frozenset({"batchtopk", "matryoshka"})
+"""Architectures that keep the k·B largest activations of a training batch (and, at inference,
+apply the fixed threshold θ learned as the EMA of the smallest kept value)."""
 
 
 def _rectangle(z: Tensor) -> Tensor:
@@ -117,18 +119,28 @@ def activate(h: Tensor, architecture: str, k: int | None = None, threshold_s: Te
 
 
 @torch.no_grad()
-def kept_coords(h_bs: Tensor, architecture: str, k: int | None = None) -> tuple[Tensor, Tensor]:
-    """(rows, cols) of the latents a training batch keeps, sorted by row: relu's positive
-    entries, topk's k per row, batchtopk's k·B of the batch. Their values are relu(h) there,
-    exactly `activate(h, training=True)` at those positions and 0 elsewhere."""
+def kept_entries(h_bs: Tensor, architecture: str, k: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(rows, cols, h[rows, cols]) of the latents a training batch keeps, sorted by row: relu's
+    positive entries, topk's k per row, batchtopk's k·B of the batch. Their activations are
+    relu(h) there, exactly `activate(h, training=True)` at those positions and 0 elsewhere;
+    the values come from the selection itself (no gather)."""
     n_batch, d_sae = h_bs.shape
     if architecture == "relu":
-        return (h_bs > 0).nonzero(as_tuple=True)  # row-major, so sorted by row
+        positive = h_bs > 0
+        rows, cols = positive.nonzero(as_tuple=True)  # row-major, so sorted by row
+        return rows, cols, h_bs[positive]
     if architecture == "topk":
-        cols = h_bs.topk(k, dim=-1, sorted=False).indices.flatten()
+        vals, cols = h_bs.topk(k, dim=-1, sorted=False)
         rows = torch.arange(n_batch, device=h_bs.device).repeat_interleave(k)
-        return rows, cols
+        return rows, cols.flatten(), vals.flatten()
     if architecture in BATCH_ARCHS:
-        flat = h_bs.flatten().topk(batch_keep_count(k, h_bs), sorted=False).indices.sort().values
-        return flat // d_sae, flat % d_sae
+        vals, flat = h_bs.flatten().topk(batch_keep_count(k, h_bs), sorted=False)
+        flat, order = flat.sort()
+        return flat // d_sae, flat % d_sae, vals[order]
     raise ValueError(f"{architecture} has no sparse training path")
+
+
+def kept_coords(h_bs: Tensor, architecture: str, k: int | None = None) -> tuple[Tensor, Tensor]:
+    """(rows, cols) of `kept_entries`."""
+    rows, cols, _ = kept_entries(h_bs, architecture, k)
+    return rows, cols

@@ -1,4 +1,4 @@
-"""The sparse autoencoder: encode, decode, forward with loss terms, for four architectures.
+"""The sparse autoencoder: encode, decode, forward with loss terms, for five architectures.
 
 Conventions (shape suffixes: b = batch, d = d_in, s = d_sae):
 - pre-activation  h = (norm(x) − b_dec) @ W_enc + b_enc
@@ -8,11 +8,13 @@ Conventions (shape suffixes: b = batch, d = d_in, s = d_sae):
              f = h·[h > θ] with one fixed θ (EMA of the smallest kept activation)
 - jumprelu   f = h·[h > θ_s] with learned θ_s; sparsity term mean_{b,s} [h > θ_s]
              (straight-through estimator with a rectangle kernel of width ε)
+- matryoshka batchtopk's rules; the reconstruction loss is the sum over the nested prefixes
+             g1 < g2 < … = d_sae of the MSE of x̂_g = f[:, :g] @ W_dec[:g] + b_dec
 - x̂ = denorm(f @ W_dec + b_dec); the MSE term is the mean over batch × d_in of
   (x̂ − x)² measured in the normalised space.
 
-Means over elements (not sums) make λ comparable with the seeds' tables (seed 001's
-`--l1 1e-3,1e-2,3e-2` on unit-norm CLIP embeddings).
+Means over elements (not sums) are seed 001's λ convention; the trainer scales λ to the
+convention in use (`TrainConfig.l1_convention`, see `trainer.py`).
 
 The rules themselves live in `rules.py` (one home, shared with the atlas and the masks);
 the sparse backward in `sparse_ops.py`. Not handled here: the training loop, dead-latent
@@ -55,17 +57,24 @@ class SAEOutput:
     mse: Tensor
     """Mean over batch × d_in of the squared error, in the normalised space."""
     sparsity: Tensor
-    """relu: mean f (L1; f >= 0); jumprelu: mean [h > θ] (STE); 0 for topk/batchtopk."""
+    """relu: mean f (L1; f >= 0); jumprelu: mean [h > θ] (STE); 0 for the k architectures."""
     x_norm_bd: Tensor
     """The normalised input (what the SAE reconstructs)."""
     x_hat_norm_bd: Tensor
     """The reconstruction in the normalised space."""
     x_c_bd: Tensor
-    """The centred input x_norm − b_dec that the encoder reads."""
+    """The centred input x_norm − b_dec that the encoder reads (without gradient on the sparse path)."""
     f_dense_bs: Tensor | None = None
     """Latents as a dense matrix (dense path)."""
     coords: tuple[Tensor, Tensor, Tensor] | None = None
     """(rows, cols, values) of the kept latents (sparse training path of topk/batchtopk)."""
+    prefix_mse_g: Tensor | None = None
+    """matryoshka in training: the MSE of each nested prefix's reconstruction (the last is `mse`)."""
+
+    @property
+    def recon_loss(self) -> Tensor:
+        """The reconstruction term of the loss: `mse`, or for matryoshka the sum of its prefixes' MSEs."""
+        return self.mse if self.prefix_mse_g is None else self.prefix_mse_g.sum()
 
     @property
     def f_bs(self) -> Tensor:
@@ -96,6 +105,9 @@ class SAEOutput:
 class SparseAutoencoder(nn.Module):
     """One SAE. Weights follow the SAELens layout: W_enc [d_in, d_sae], W_dec [d_sae, d_in]."""
 
+    JUMPRELU_INIT_THRESHOLD = 0.01
+    """JumpReLU's initial θ (SAELens' `jumprelu_init_threshold` default)."""
+
     def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None):
         super().__init__()
         self.cfg = cfg
@@ -104,13 +116,13 @@ class SparseAutoencoder(nn.Module):
         w_dec /= w_dec.norm(dim=1, keepdim=True)
         # Tied initialisation (encoder = decoder transpose) speeds up early training.
         self.W_dec = nn.Parameter(w_dec)
-        self.W_enc = nn.Parameter(w_dec.T.clone())
+        self.W_enc = nn.Parameter(w_dec.T.contiguous())  # contiguous: checkpoints store state contiguous
         self.b_enc = nn.Parameter(torch.zeros(s))
         self.b_dec = nn.Parameter(torch.zeros(d))
         if cfg.architecture == "jumprelu":
             # θ itself (not log θ) is the parameter, so the file's `threshold` round-trips bit-exactly.
-            self.threshold = nn.Parameter(torch.full((s,), 1e-3))
-        if cfg.architecture == "batchtopk":
+            self.threshold = nn.Parameter(torch.full((s,), self.JUMPRELU_INIT_THRESHOLD))
+        if cfg.architecture in rules.BATCH_ARCHS:
             # 0 until training has seen a batch; then the EMA of the smallest kept value.
             self.register_buffer("threshold", torch.zeros(s))
         # Fraction of active latents of the last training batch (picks ReLU's sparse path).
@@ -182,6 +194,16 @@ class SparseAutoencoder(nn.Module):
         y = f_bs @ self.W_dec + self.b_dec
         return self.denormalize(y, ctx) if ctx is not None else y
 
+    def prefix_reconstructions(self, f_bs: Tensor) -> list[Tensor]:
+        """matryoshka: x̂_g = f[:, :g] @ W_dec[:g] + b_dec for each prefix size g in `groups`, in the
+        normalised space (the last equals the full reconstruction up to float rounding)."""
+        out, y, lo = [], self.b_dec.expand(f_bs.shape[0], -1), 0
+        for g in self.cfg.groups or (self.cfg.d_sae,):
+            y = torch.addmm(y, f_bs[:, lo:g], self.W_dec[lo:g])
+            out.append(y)
+            lo = g
+        return out
+
     SPARSE_RELU_DENSITY = 0.05
     """ReLU trains on the sparse path when the last batch had fewer active latents than this."""
 
@@ -235,22 +257,33 @@ class SparseAutoencoder(nn.Module):
         exact because no other latent passes a gradient through the non-linearity.
         """
         x_norm, ctx = self.normalize(x_bd)
-        x_c = x_norm - self.b_dec
         n_batch = x_bd.shape[0]
         with torch.no_grad():
+            x_c = x_norm - self.b_dec
             h = torch.addmm(self.b_enc, x_c, self.W_enc)
-        rows, cols = rules.kept_coords(h, self.cfg.architecture, self.cfg.k)
-        vals = F.relu(sparse_preact(self.W_enc, self.b_enc, x_c, h, rows, cols))
-        y_norm = sparse_decode(self.W_dec, rows, cols, vals, n_batch) + self.b_dec
+        rows, cols, h_n = rules.kept_entries(h, self.cfg.architecture, self.cfg.k)
+        vals = F.relu(sparse_preact(self.W_enc, self.b_enc, self.b_dec, x_c, rows, cols, h_n))
+        prefix_mse = None
+        if self.cfg.groups is None:
+            y_norm = sparse_decode(self.W_dec, rows, cols, vals, n_batch) + self.b_dec
+        else:  # each group's latents decoded apart, then summed in order: every prefix's reconstruction
+            y_norm, errs, lo = self.b_dec.expand(n_batch, -1), [], 0
+            for g in self.cfg.groups:
+                sel = (cols >= lo) & (cols < g)
+                y_norm = y_norm + sparse_decode(self.W_dec, rows[sel], cols[sel], vals[sel], n_batch)
+                errs.append((y_norm - x_norm).pow(2).mean())
+                lo = g
+            prefix_mse = torch.stack(errs)
         return SAEOutput(
             x_hat_bd=self.denormalize(y_norm, ctx),
             coords=(rows, cols, vals),
             h_bs=h,
-            mse=(y_norm - x_norm).pow(2).mean(),
+            mse=(y_norm - x_norm).pow(2).mean() if prefix_mse is None else prefix_mse[-1],
             sparsity=vals.sum() / h.numel() if self.cfg.architecture == "relu" else torch.zeros((), device=x_bd.device),
             x_norm_bd=x_norm,
             x_hat_norm_bd=y_norm,
             x_c_bd=x_c,
+            prefix_mse_g=prefix_mse,
         )
 
     # ------------------------------------------------------------------ training helpers
@@ -275,7 +308,7 @@ class SparseAutoencoder(nn.Module):
 
     @torch.no_grad()
     def update_batchtopk_threshold_(self, kept: Tensor, momentum: float) -> None:
-        """EMA of the smallest activation kept by the batch top-k (batchtopk only).
+        """EMA of the smallest activation kept by the batch top-k (batchtopk, matryoshka).
 
         `kept`: the kept activation values (any shape; zeros are ignored)."""
         active = kept[kept > 0]

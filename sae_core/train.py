@@ -1,9 +1,12 @@
 """Train one SAE, or several on the same batches (a λ or k sweep), in one pass over the data.
 
-    clipsae train --acts cache/ --out saes/ --arch relu --d-sae 4096 \
-        --l1 1e-3,1e-2,3e-2 --lr 1e-3 --batch-size 256 --epochs 5 --normalize unit_norm
     clipsae train --acts acts.npy --out saes/ --arch topk --d-sae 16384 --k 16,32,64
+    clipsae train --acts cache/ --out saes/ --arch relu --d-sae 4096 --l1 0.05,0.07,0.1 --epochs 5
+    clipsae train --acts cache/ --out saes/ --arch matryoshka --d-sae 4096 --k 32 --groups 128,512,4096
     clipsae train ... --resume        # continue exactly from saes/checkpoint/
+
+Batch size, learning rate, warm-ups and the resampling period are chosen from the data size
+and the dictionary size unless given (`schedule.resolve`; the choice is logged and recorded).
 
 Writes to --out: the SAE folder (one value) or one sub-folder per swept value
 (`l1_0.001/`, `k_32/`), `train_config.json`, `train.log` (metric lines) and, while
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -29,9 +33,10 @@ from .config import SAEConfig, TrainConfig
 from .data import ActivationSource, iter_batches, make_plan, sample_rows
 from .device import resolve_device
 from .errors import TrainingDiverged
-from .files import atomic_write_text
+from .files import atomic_write_dir, atomic_write_text
 from .init import init_runs
 from .progress import Progress
+from .schedule import resolve
 from .sweep import RunSpec, sae_dir
 from .trainer import SAETrainer
 
@@ -67,9 +72,12 @@ def train(
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"sweep values give duplicate names: {names}")
+    auto = cfg.unresolved()
+    cfg, notes = resolve(cfg, source.n_rows, source.d, specs[0].cfg.d_sae, specs[0].cfg.architecture)
     # JSON round trip: the comparison with a saved checkpoint sees lists, not tuples.
     meta = json.loads(json.dumps({
         "train_config": cfg.to_dict(),
+        "chosen_automatically": auto,
         "specs": [s.to_dict() for s in specs],
         "acts": str(acts),
         "n_rows": source.n_rows,
@@ -84,6 +92,8 @@ def train(
             return [sae_dir(out, specs, s) for s in specs]
     out.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(out)
+    for note in notes:
+        log.info("chose %s", note)
     try:
         return _train(source, out, specs, cfg, resume, meta, metadata or source.metadata)
     finally:
@@ -94,7 +104,7 @@ def train(
 def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: TrainConfig, resume: bool,
            meta: dict, src_meta: dict) -> list[Path]:
     device = resolve_device(cfg.device)
-    plan = make_plan(source.n_rows, cfg.batch_size, cfg.block_rows)
+    plan = make_plan(source.n_rows, cfg.batch_size, cfg.block_rows, cfg.chunk_rows)
     per_epoch = plan.batches_per_epoch
     total = per_epoch * cfg.epochs
     dead_after = min(cfg.dead_after_samples, source.n_rows)
@@ -118,11 +128,6 @@ def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: Train
     while step < total:
         epoch, skip = divmod(step, per_epoch)
         for x in iter_batches(source, plan, cfg.seed, epoch, skip=skip, device=device):
-            if not torch.isfinite(x).all():
-                raise ValueError(
-                    f"{source.path}: batch {step} (epoch {epoch}) contains NaN or inf activations; "
-                    "clean or re-extract the activations"
-                )
             for run in runs:
                 run.step(x, step, total, cfg, dead_after)
             step += 1
@@ -141,17 +146,41 @@ def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: Train
         dest = sae_dir(out, specs, run.spec)
         cfg_meta = {**_cfg_metadata(src_meta), **run.sae.cfg.metadata,
                     "l1_coefficient": run.spec.l1_coefficient, "trained_rows": source.n_rows, "steps": total}
+        if run.spec.cfg.architecture in ("relu", "jumprelu"):
+            cfg_meta.update(l1_convention=cfg.l1_convention, l1_coefficient_mean=run.spec.l1_coefficient * float(run.l1_scale))
         run.sae.cfg = SAEConfig.from_dict({**run.sae.cfg.to_dict(), "metadata": cfg_meta})
         for name, t in io.sae_state_tensors(run.sae).items():
             if not torch.isfinite(t).all():
                 raise TrainingDiverged(f"SAE {run.spec.name!r}: {name} contains NaN/inf after training; not saved")
-        io.save_sae(run.sae, dest)
+        if dest == out:
+            _save_into_run_folder(run.sae, out)
+        else:
+            io.save_sae(run.sae, dest)
         summary["final_metrics"][run.spec.name] = run.last_metrics
         written.append(dest)
     atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2))
     shutil.rmtree(ckpt, ignore_errors=True)
     log.info("wrote %s", ", ".join(str(p) for p in written))
     return written
+
+
+def _save_into_run_folder(sae, out: Path) -> None:
+    """A single SAE is written into OUT itself: swap in a folder holding its files and the run's
+    own (train_config.json, train.log), so saving the SAE keeps what the run wrote."""
+    for handler in logging.getLogger("sae_core").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.close()  # reopened (appending, in the new folder) by the next line logged
+
+    def fill(tmp: Path) -> None:
+        io.save_sae(sae, tmp / "sae")
+        for f in (tmp / "sae").iterdir():
+            os.replace(f, tmp / f.name)
+        (tmp / "sae").rmdir()
+        for name in ("train_config.json", LOG_FILE):
+            if (out / name).exists():
+                shutil.copy2(out / name, tmp / name)
+
+    atomic_write_dir(out, fill)
 
 
 def _cfg_metadata(src_meta: dict) -> dict:
@@ -169,7 +198,7 @@ def _log_metrics(runs: list[SAETrainer], step: int, total: int, bar: Progress) -
         log.info(
             "step %d/%d %s loss=%.4g mse=%.4g l0=%.1f ev=%.4f cos=%.4f alive=%.1f%% lr=%.3g",
             step, total, run.spec.name, run.last_loss, m["mse"], m["l0"], m["explained_variance"],
-            m["cosine_similarity"], 100 * m["alive_fraction"], run.opt.param_groups[0]["lr"],
+            m["cosine_similarity"], 100 * m["alive_fraction"], run.opt.lr,
         )
         run.acc.reset()
     first = runs[0]

@@ -7,7 +7,9 @@ import logging
 
 import torch
 
-from .config import TrainConfig
+from . import rules
+from .adam import FusedAdam, clip_grad_norm_
+from .config import K_ARCHS, TrainConfig
 from .errors import TrainingDiverged
 from .losses import auxk_loss
 from .metrics import MetricsAccumulator
@@ -24,15 +26,17 @@ class SAETrainer:
     def __init__(self, spec: RunSpec, cfg: TrainConfig, device: torch.device):
         self.spec = spec
         self.sae = SparseAutoencoder(spec.cfg, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
-        self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+        self.opt = FusedAdam(self.sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
         self.since_fired_s = torch.zeros(spec.cfg.d_sae, dtype=torch.int64, device=device)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.acc = MetricsAccumulator(spec.cfg.d_in, spec.cfg.d_sae)
         self.last_loss = float("nan")
         self.last_metrics: dict[str, float] = {}
+        self.l1_scale = torch.ones((), dtype=torch.float64)
+        """λ's factor for the loss convention (`losses.sparsity_scale`), fixed at init; checkpointed."""
         mode = cfg.dead_latents
         if mode == "auto":
-            mode = "auxk" if spec.cfg.architecture in ("topk", "batchtopk") else "resample"
+            mode = "auxk" if spec.cfg.architecture in K_ARCHS else "resample"
         self.dead_mode = mode
 
     # ---------------------------------------------------------------- checkpoint state
@@ -40,9 +44,8 @@ class SAETrainer:
         t = {f"sae.{k}": v.detach().cpu().contiguous() for k, v in self.sae.state_dict().items()}
         t["since_fired"] = self.since_fired_s.cpu()
         t["gen_state"] = self.gen.get_state()
-        for idx, st in self.opt.state_dict()["state"].items():
-            for key, v in st.items():
-                t[f"opt.{idx}.{key}"] = torch.as_tensor(v).detach().cpu().contiguous()
+        t["l1_scale"] = self.l1_scale.clone()
+        t.update(self.opt.state_tensors())
         return t
 
     def load_state_tensors(self, t: dict[str, torch.Tensor]) -> None:
@@ -50,21 +53,16 @@ class SAETrainer:
         self.sae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("sae.")})
         self.since_fired_s = t["since_fired"].to(device)
         self.gen.set_state(t["gen_state"])
-        opt_state = self.opt.state_dict()
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in t.items():
-            if k.startswith("opt."):
-                _, idx, key = k.split(".", 2)
-                state.setdefault(int(idx), {})[key] = v if key == "step" else v.to(device)
-        opt_state["state"] = state
-        self.opt.load_state_dict(opt_state)
+        self.l1_scale = t["l1_scale"].clone()
+        self.opt.load_state_tensors(t)
 
     # ---------------------------------------------------------------- one step
     def step(self, x_bd: torch.Tensor, step: int, total: int, cfg: TrainConfig, dead_after: int) -> None:
-        for group in self.opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(step, total, cfg)
+        self.opt.lr = cfg.lr * lr_factor(step, total, cfg)
         out: SAEOutput = self.sae(x_bd)
-        loss = out.mse + self.spec.l1_coefficient * l1_factor(step, cfg) * out.sparsity
+        loss = out.recon_loss
+        if self.spec.l1_coefficient:
+            loss = loss + (self.spec.l1_coefficient * float(self.l1_scale) * l1_factor(step, cfg)) * out.sparsity
         dead_s = self.since_fired_s >= dead_after
         if self.dead_mode == "auxk":
             loss = loss + cfg.aux_coefficient * auxk_loss(self.sae, out, dead_s, cfg.aux_k)
@@ -73,15 +71,15 @@ class SAETrainer:
                 f"SAE {self.spec.name!r}: the loss became {float(loss.detach())} at step {step}; nothing was saved "
                 f"for it. Try a lower --lr (now {cfg.lr:g}) or check the activations."
             )
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad()
         loss.backward()
         self.sae.remove_parallel_grads_()
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.sae.parameters(), cfg.grad_clip)
+            clip_grad_norm_(self.opt.params, cfg.grad_clip)
         self.opt.step()
         self.sae.normalize_decoder_()
         self.sae.clamp_threshold_()
-        if self.spec.cfg.architecture == "batchtopk":
+        if self.spec.cfg.architecture in rules.BATCH_ARCHS:
             kept = out.coords[2] if out.coords is not None else out.f_bs
             self.sae.update_batchtopk_threshold_(kept.detach(), cfg.batchtopk_threshold_momentum)
         abs_sum, fire_count_s = out.latent_stats()
@@ -90,7 +88,8 @@ class SAETrainer:
         self.since_fired_s[fire_count_s > 0] = 0
         self.acc.update_stats(out.x_norm_bd, out.x_hat_norm_bd, abs_sum, fire_count_s)
         self.last_loss = float(loss.detach())
-        if self.dead_mode == "resample" and (step + 1) % cfg.resample_every == 0:
+        if (self.dead_mode == "resample" and (step + 1) % cfg.resample_every == 0
+                and step + 1 <= cfg.resample_until * total):
             self.resample_dead_(out, dead_after)
 
     @torch.no_grad()
@@ -113,10 +112,13 @@ class SAETrainer:
         sae.W_dec[dead_s] = dirs
         sae.W_enc[:, dead_s] = dirs.T * (0.2 * enc_norm)
         sae.b_enc[dead_s] = 0.0
-        for p, sel in ((sae.W_dec, (dead_s, slice(None))), (sae.W_enc, (slice(None), dead_s)), (sae.b_enc, (dead_s,))):
-            st = self.opt.state.get(p, {})
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in st:
-                    st[key][sel] = 0.0
+        params = [(sae.W_dec, (dead_s, slice(None))), (sae.W_enc, (slice(None), dead_s)), (sae.b_enc, (dead_s,))]
+        if sae.cfg.architecture == "jumprelu":  # a threshold grown while the latent was dead would keep it dead
+            sae.threshold[dead_s] = sae.JUMPRELU_INIT_THRESHOLD
+            params.append((sae.threshold, (dead_s,)))
+        index = {id(q): i for i, q in enumerate(self.opt.params)}
+        for p, sel in params:
+            self.opt.exp_avg[index[id(p)]][sel] = 0.0
+            self.opt.exp_avg_sq[index[id(p)]][sel] = 0.0
         self.since_fired_s[dead_s] = 0
         log.info("%s: resampled %d dead latents", self.spec.name, n_dead)

@@ -13,7 +13,7 @@ from precompute.atlas import AtlasConfig, build_atlas
 from precompute.atlas_stats import N_BANDS, N_BINS, pass_distribution, pass_topk
 from precompute.encoders import EncoderSpec
 from precompute.topk import empty_topk, finalize_topk, merge_topk
-from sae_core.config import ARCHITECTURES, SAEConfig
+from sae_core.config import ARCHITECTURES, K_ARCHS, SAEConfig
 from sae_core.data import ActivationSource
 from sae_core.io import save_sae
 from sae_core.sae import SparseAutoencoder
@@ -21,11 +21,11 @@ from sae_core.sae import SparseAutoencoder
 
 def random_sae(arch: str, d: int = 8, s: int = 24, seed: int = 0) -> SparseAutoencoder:
     g = torch.Generator().manual_seed(seed)
-    sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=s, architecture=arch,
-                                      k=3 if arch in ("topk", "batchtopk") else None), generator=g)
+    sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=s, architecture=arch, k=3 if arch in K_ARCHS else None,
+                                      groups=(s // 4, s) if arch == "matryoshka" else None), generator=g)
     with torch.no_grad():
         sae.b_enc.copy_(torch.randn(s, generator=g) - 0.5)  # some latents rarely active
-        if arch in ("jumprelu", "batchtopk"):
+        if arch in ("jumprelu", "batchtopk", "matryoshka"):
             sae.threshold.fill_(0.3)
     return sae.eval()
 
@@ -173,7 +173,7 @@ def test_the_three_forms_of_each_rule_agree():
     h = torch.randn(9, 40, generator=g)
     theta = torch.rand(40, generator=g) * 0.5
     for arch in ARCHITECTURES:
-        k = 4 if arch in ("topk", "batchtopk") else None
+        k = 4 if arch in K_ARCHS else None
         th = theta if arch in rules.THRESHOLD_ARCHS else None
         f = rules.activate(h, arch, k, th)
         torch.testing.assert_close(rules.activate(h.T.contiguous(), arch, k, th, latent_dim=0), f.T, rtol=0, atol=0)

@@ -1,5 +1,7 @@
 """Metric functions and the streaming accumulator against independent numpy formulas."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +65,33 @@ def test_markdown_table_has_one_row_per_sae():
     table = M.markdown_table([({"SAE": "a"}, m), ({"SAE": "b"}, m)])
     lines = table.splitlines()
     assert len(lines) == 4 and lines[2].startswith("| a | 3.00 |") and "50.0%" in lines[3]
+
+
+def test_prefix_explained_variance_of_a_matryoshka_sae(tmp_path):
+    """`clipsae metrics` on a matryoshka SAE: one EV per prefix, each equal to numpy's
+    1 − Σ‖x − x̂_g‖² / Σ‖x − x̄‖² with x̂_g decoded from the first g latents only."""
+    from sae_core.config import SAEConfig
+    from sae_core.evaluate import metrics_main
+    from sae_core.io import save_sae
+    from sae_core.sae import SparseAutoencoder
+
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(500, 10)) + 1.0).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    sae = SparseAutoencoder(SAEConfig(d_in=10, d_sae=40, architecture="matryoshka", k=3, groups=(5, 20, 40)),
+                            generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sae.threshold.fill_(0.05)
+        sae.b_dec.copy_(torch.from_numpy(x.mean(0)))
+    save_sae(sae, tmp_path / "m")
+    table = metrics_main(str(tmp_path / "x.npy"), str(tmp_path / "m"), out=str(tmp_path / "t.md"), batch_size=128)
+    record = json.loads((tmp_path / "t.json").read_text())[0]
+    w, b = sae.W_dec.detach().numpy().astype(np.float64), sae.b_dec.detach().numpy().astype(np.float64)
+    h = (x - b) @ sae.W_enc.detach().numpy() + sae.b_enc.detach().numpy()
+    f = np.where(h > 0.05, h, 0.0)
+    sst = ((x - x.mean(0)) ** 2).sum()
+    for g in (5, 20, 40):
+        ev = 1 - ((f[:, :g] @ w[:g] + b - x) ** 2).sum() / sst
+        assert record[f"ev_prefix_{g}"] == pytest.approx(ev, rel=1e-4, abs=1e-5)
+    assert record["ev_prefix_40"] == pytest.approx(record["explained_variance"], rel=1e-5, abs=1e-6)
+    assert "EV per prefix" in table and "groups=5,20,40" in table

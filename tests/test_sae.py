@@ -3,15 +3,17 @@
 import pytest
 import torch
 
-from sae_core.config import ARCHITECTURES, NORMALIZATIONS, SAEConfig
+from sae_core.config import ARCHITECTURES, K_ARCHS, NORMALIZATIONS, SAEConfig
 from sae_core.init import geometric_median
 from sae_core.losses import auxk_loss
 from sae_core.sae import SparseAutoencoder
 
 
 def make(arch: str, d: int = 8, s: int = 32, k: int | None = 4, **kw) -> SparseAutoencoder:
+    if arch == "matryoshka":
+        kw.setdefault("groups", (s // 8, s // 2, s))
     return SparseAutoencoder(
-        SAEConfig(d_in=d, d_sae=s, architecture=arch, k=k if arch in ("topk", "batchtopk") else None, **kw),
+        SAEConfig(d_in=d, d_sae=s, architecture=arch, k=k if arch in K_ARCHS else None, **kw),
         generator=torch.Generator().manual_seed(0),
     )
 
@@ -200,3 +202,131 @@ def test_sparse_relu_path_matches_dense_path():
     torch.testing.assert_close(sparse.sparsity, dense.sparsity)
     for a, b in zip(g_sparse, g_dense, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- matryoshka
+def _matryoshka(d: int = 12, s: int = 48, k: int = 4, groups=(6, 18, 48), seed: int = 3) -> SparseAutoencoder:
+    g = torch.Generator().manual_seed(seed)
+    sae = make("matryoshka", d=d, s=s, k=k, groups=groups)
+    with torch.no_grad():
+        sae.b_dec.copy_(0.3 * torch.randn(d, generator=g))
+        sae.b_enc.copy_(0.1 * torch.randn(s, generator=g))
+    return sae.train()
+
+
+def test_matryoshka_prefix_losses_match_sae_lens():
+    """Our training forward against SAELens' own MatryoshkaBatchTopKTrainingSAE on the same weights:
+    the same batch top-k latents, and each prefix's loss (SAELens sums the squared error over
+    d_in and averages over the batch; ours is the mean over both, so ×d_in)."""
+    from sae_lens.saes.matryoshka_batchtopk_sae import (MatryoshkaBatchTopKTrainingSAE,
+                                                         MatryoshkaBatchTopKTrainingSAEConfig)
+    from sae_lens.saes.sae import TrainStepInput
+
+    ours = _matryoshka()
+    theirs = MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(
+        d_in=12, d_sae=48, k=4, matryoshka_widths=[6, 18, 48], rescale_acts_by_decoder_norm=False))
+    with torch.no_grad():
+        for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+            getattr(theirs, name).copy_(getattr(ours, name))
+    x = torch.randn(30, 12, generator=torch.Generator().manual_seed(1))
+    out = ours(x)
+    ref = theirs.training_forward_pass(TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None,
+                                                      n_training_steps=0, is_logging_step=False))
+    torch.testing.assert_close(out.f_bs, ref.feature_acts.detach())
+    expected = torch.stack([ref.losses["inner_mse_loss_6"], ref.losses["inner_mse_loss_18"], ref.losses["mse_loss"]])
+    torch.testing.assert_close(out.prefix_mse_g * 12, expected.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.recon_loss * 12, ref.loss.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_matryoshka_sparse_training_gradients_match_dense_definition():
+    sae = _matryoshka()
+    x = torch.randn(30, 12, generator=torch.Generator().manual_seed(2))
+    out = sae(x)
+    assert out.coords is not None and out.prefix_mse_g.shape == (3,)
+    params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]
+    grads = torch.autograd.grad(out.recon_loss, params)
+    # from the definitions: the k·B largest relu(h) of the batch, then Σ over prefixes g of mean (x̂_g − x)²
+    h = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+    keep = torch.zeros(h.numel(), dtype=torch.bool)
+    keep[h.flatten().topk(4 * 30).indices] = True
+    f = torch.relu(h) * keep.view_as(h)
+    ref_loss = sum(((f[:, :g] @ sae.W_dec[:g] + sae.b_dec - x) ** 2).mean() for g in (6, 18, 48))
+    ref = torch.autograd.grad(ref_loss, params)
+    torch.testing.assert_close(out.recon_loss, ref_loss)
+    for name, a, b in zip(["W_enc", "b_enc", "W_dec", "b_dec"], grads, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=f"grad {name}")
+
+
+def test_matryoshka_infers_like_batchtopk_and_decodes_each_prefix():
+    sae = _matryoshka()
+    sae.update_batchtopk_threshold_(torch.tensor([0.2, 0.5]), momentum=0.9)
+    sae.eval()
+    x = torch.randn(7, 12, generator=torch.Generator().manual_seed(4))
+    h = sae.pre_activation(x)
+    f = sae.encode(x)
+    torch.testing.assert_close(f, h * (h > 0.2))
+    prefixes = sae.prefix_reconstructions(f)
+    assert len(prefixes) == 3
+    torch.testing.assert_close(prefixes[0], f[:, :6] @ sae.W_dec[:6] + sae.b_dec)
+    torch.testing.assert_close(prefixes[-1], sae.decode(f), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_save_load_round_trip_every_architecture(tmp_path, arch):
+    import json
+
+    from sae_core.io import load_sae, save_sae
+
+    sae = _matryoshka() if arch == "matryoshka" else make(arch)
+    if arch in ("batchtopk", "matryoshka"):
+        sae.update_batchtopk_threshold_(torch.tensor([0.25]), momentum=0.9)
+    save_sae(sae, tmp_path / "s")
+    back = load_sae(tmp_path / "s")
+    assert back.cfg == sae.cfg
+    saved = json.loads((tmp_path / "s/cfg.json").read_text())
+    assert saved["groups"] == ([6, 18, 48] if arch == "matryoshka" else None)
+    for name, t in sae.state_dict().items():
+        if name != "relu_density":  # training-only state, not part of the file
+            assert torch.equal(t, back.state_dict()[name]), name
+    x = torch.randn(5, sae.cfg.d_in)
+    assert torch.equal(sae.eval().encode(x), back.encode(x))
+
+
+@pytest.mark.parametrize("groups,msg", [(None, "needs groups"), ((8, 4, 48), "increasing"), ((6, 18), "ending at d_sae"),
+                                        ((0, 48), "increasing")])
+def test_matryoshka_config_rejects_bad_groups(groups, msg):
+    with pytest.raises(ValueError, match=msg):
+        SAEConfig(d_in=8, d_sae=48, architecture="matryoshka", k=4, groups=groups)
+    with pytest.raises(ValueError, match="only used by matryoshka"):
+        SAEConfig(d_in=8, d_sae=48, architecture="batchtopk", k=4, groups=(6, 48))
+
+
+def test_fused_adam_and_clipping_equal_torch_optim():
+    """sae_core.adam runs torch's fused Adam kernel without torch.optim (whose first use imports
+    torch._dynamo, ~2 s per command): its steps equal torch.optim.Adam(fused=True)'s exactly,
+    and its clipping equals torch.nn.utils.clip_grad_norm_ (to rounding)."""
+    from sae_core.adam import FusedAdam, clip_grad_norm_
+
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(7, 5, generator=g)), torch.nn.Parameter(torch.randn(5, generator=g))]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opt = FusedAdam(ours, lr=1e-2, betas=(0.8, 0.99))
+    ref_opt = torch.optim.Adam(ref, lr=1e-2, betas=(0.8, 0.99), fused=True)
+    for step in range(5):
+        grads = [3 * torch.randn(p.shape, generator=g) for p in ours]
+        for p, q, gr in zip(ours, ref, grads, strict=True):
+            p.grad, q.grad = gr.clone(), gr.clone()
+        norm = clip_grad_norm_(ours, 1.0)
+        ref_norm = torch.nn.utils.clip_grad_norm_(ref, 1.0)
+        torch.testing.assert_close(norm, ref_norm)
+        for p, q in zip(ours, ref, strict=True):
+            torch.testing.assert_close(p.grad, q.grad)
+            q.grad.copy_(p.grad)  # the same gradients into both optimisers
+        opt.lr = ref_opt.param_groups[0]["lr"] = 1e-2 / (step + 1)
+        opt.step()
+        ref_opt.step()
+        for p, q in zip(ours, ref, strict=True):
+            assert torch.equal(p, q)
+    state = ref_opt.state_dict()["state"]
+    for i in range(2):
+        assert torch.equal(opt.exp_avg_sq[i], state[i]["exp_avg_sq"]) and float(opt.steps[i]) == 5.0
