@@ -65,7 +65,10 @@ class RenderCache:
         import hashlib
         import tempfile
 
-        key = hashlib.sha256(f"{atlas.path.resolve()}:{atlas.manifest['sae_sha256']}".encode()).hexdigest()[:16]
+        # the atlas's content hash (its manifest hashes every file) and the images root in use:
+        # a rebuild in place or another --images-root never meets an old render
+        root_used = str(atlas.images_root.resolve()) if atlas.images_root is not None else ""
+        key = hashlib.sha256(f"{atlas.content_hash}:{root_used}".encode()).hexdigest()[:16]
         self.root = Path(root or tempfile.gettempdir()) / f"clipsae-render-{key}"
         self.root.mkdir(parents=True, exist_ok=True)
         self.atlas, self.size = atlas, size

@@ -30,11 +30,16 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def make_handlers(atlas: str | Path, steer_atlas: str | Path | None = None, prior: str = PRIOR_ID,
-                  decoder: str = DECODER_ID, tiny_kandinsky: bool = False, device: str = "auto") -> tuple[Handlers, str]:
-    """Open everything once; returns the handlers and the banner text shown on top of the app."""
+                  decoder: str = DECODER_ID, tiny_kandinsky: bool = False, device: str = "auto",
+                  images_root: str | Path | None = None) -> tuple[Handlers, str]:
+    """Open everything once; returns the handlers and the banner text shown on top of the app.
+    `images_root` overrides where both atlases' image paths are resolved (default: as recorded)."""
     dev = str(resolve_device(device))
-    a = Atlas(atlas)
+    a = Atlas(atlas, images_root=images_root)
     notes = []
+    if a.manifest["has_images"] and a.images_root is None:
+        notes.append("The atlas's images were not found (neither the recorded images root nor one beside the atlas): "
+                     "thumbnails are placeholders; pass --images-root.")
     if a.manifest.get("random_weights"):
         notes.append("⚠️ **The CLIP encoder of this atlas has RANDOM weights** (no pretrained weights were available): "
                      "features reflect image statistics, not learned concepts.")
@@ -46,7 +51,7 @@ def make_handlers(atlas: str | Path, steer_atlas: str | Path | None = None, prio
     steerer = None
     satlas = None
     if steer_atlas:
-        satlas = Atlas(steer_atlas)
+        satlas = Atlas(steer_atlas, images_root=images_root)
         sae = load_sae(satlas.path / "sae", device=dev)
         pipes = None
         if tiny_kandinsky:

@@ -110,7 +110,7 @@ class Handlers:
             s = atlas.check_latent(latent)
         except ValueError:
             return []
-        links = atlas.links(s).get(self.steer_atlas.path.resolve().name, [])
+        links = atlas.links_to(self.steer_atlas, s)
         return [f"{j} (r={c:.2f})" for j, c in links]
 
     def random_latent(self, sae: str = "") -> int:

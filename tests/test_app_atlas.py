@@ -52,7 +52,11 @@ def test_missing_or_mismatched_manifest_is_refused(built, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="format_version 1, older .* rebuild it with the same `clipsae atlas`"):
         Atlas(copy)
-    m["format_version"] = 2
+    m["format_version"] = 2  # before atlases were self-contained: rebuild, said plainly
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="format_version 2, older .* self-contained"):
+        Atlas(copy)
+    m["format_version"] = 3
     m["sae_sha256"] = "0" * 64
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="does not match"):
