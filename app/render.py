@@ -74,7 +74,9 @@ class RenderCache:
         self.atlas, self.size = atlas, size
 
     def _write(self, path: Path, im: Image.Image) -> str:
-        atomic_write_with(path, lambda tmp: im.save(tmp, "JPEG", quality=85))  # never half a file
+        # never half a file; not fsynced: a render is rebuilt in milliseconds, while an fsync per
+        # thumbnail was over half of a latent page's time (36 renders on a first view)
+        atomic_write_with(path, lambda tmp: im.save(tmp, "JPEG", quality=85), sync=False)
         return str(path)
 
     def thumb(self, index: int, size: int | None = None) -> str:

@@ -3,14 +3,13 @@ sparse codes: exact, in one pass, never forming the dense F_A × F_B product.
 
 For latents a (of A) and b (of B) over n images, with s = Σx, v = n·Σx² − (Σx)²:
 
-    r(a, b) = (n·Σab − s_a·s_b) / sqrt(v_a·v_b)
+    r(a, b) = (n·Σab − s_a·s_b) / √(v_a·v_b) = n·Σab·ρ_a·ρ_b − g_a·g_b,   ρ = 1/√v, g = s·ρ
 
 Σab is non-zero only for co-active pairs (both fire on some image): those come from the
 sparse product Aᵀ·B over the codes (scipy on the CPU, cuSPARSE through torch on a GPU), a
 chunk of A's latents at a time so memory stays within a budget. Every other pair has
-Σab = 0, so r(a, b) = −(s_a/√v_a)·(s_b/√v_b): for a given a, the best of them are the b with
-the smallest g_b = s_b/√v_b that are not co-active with a — a short walk down one sorted
-list. The top links of a latent are therefore the best of its co-active pairs and of a
+Σab = 0, so r(a, b) = −g_a·g_b: for a given a, the best of them are the b with the smallest
+g_b that are not co-active with a — a short walk down one sorted list. The top links of a latent are therefore the best of its co-active pairs and of a
 few non-co-active ones, the same set the dense computation ranks. A correlation is
 undefined (and never a link) when either latent has zero variance (dead or constant).
 Ties go to the smaller latent id, so results do not depend on the chunking or the ranks.
@@ -35,30 +34,33 @@ BYTES_PER_PAIR = 96
 
 @dataclass
 class Side:
-    """One atlas's codes over the shared images and its per-latent sums."""
+    """One atlas's codes over the shared images and its per-latent factors."""
 
     csr: object  # scipy.sparse.csr_matrix [n, F] float64
-    s: Tensor  # [F] float64 Σx
-    v: Tensor  # [F] float64 n·Σx² − (Σx)², ≥ 0
-    order: Tensor  # alive latents (v > 0) by increasing g = s/√v, ties by id
+    r: Tensor  # [F] float64 1/√v, v = n·Σx² − (Σx)²; NaN where v = 0 (the latent's r is undefined)
+    g: Tensor  # [F] float64 Σx/√v (NaN where v = 0)
+    order: Tensor  # alive latents (v > 0) by increasing g, ties by id
 
     @property
     def n_latents(self) -> int:
-        return int(self.s.shape[0])
+        return int(self.r.shape[0])
 
 
 def make_side(csr, device: torch.device) -> Side:
-    """Sums and the g-order of a [n, F] CSR matrix of scores (rows: the shared images)."""
+    """Factors and the g-order of a [n, F] CSR matrix of scores (rows: the shared images).
+
+    r(a, b) = n·Σab·r_a·r_b − g_a·g_b, the Pearson formula with the per-latent parts factored out."""
     n, f = csr.shape
     lat = csr.indices
     s = np.bincount(lat, weights=csr.data, minlength=f)
     s2 = np.bincount(lat, weights=csr.data * csr.data, minlength=f)
     v = np.maximum(n * s2 - s * s, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(v > 0, 1.0 / np.sqrt(v), np.nan)
+    g = s * r
     alive = np.flatnonzero(v > 0)
-    g = s[alive] / np.sqrt(v[alive])
-    order = alive[np.lexsort((alive, g))]
-    return Side(csr, torch.from_numpy(s).to(device), torch.from_numpy(v).to(device),
-                torch.from_numpy(order).to(device))
+    order = alive[np.lexsort((alive, g[alive]))]
+    return Side(csr, torch.from_numpy(r).to(device), torch.from_numpy(g).to(device), torch.from_numpy(order).to(device))
 
 
 def pair_counts(at_csr, b: Side) -> np.ndarray:
@@ -83,8 +85,8 @@ def chunks(counts: np.ndarray, lo: int, hi: int, budget_pairs: int) -> list[tupl
 
 @dataclass
 class Pairs:
-    """Co-active pairs of a chunk grouped two ways: by A's latent (`rows` local to the chunk,
-    then `cols`) and by B's latent (`t_rows` = B's latent, then `t_cols` = A's, local)."""
+    """Co-active pairs of a chunk grouped two ways: by A's latent (`rows`, local to the chunk;
+    `cols` = B's latent) and by B's latent (`t_rows` = B's latent; `t_cols` = A's, local)."""
 
     rows: Tensor
     cols: Tensor
@@ -100,15 +102,15 @@ def pair_sums(at_rows, b_csr, device: torch.device, backend: Backend = "auto") -
     if backend == "auto":
         backend = "torch" if device.type == "cuda" else "scipy"
     if backend == "scipy":
-        prod = (at_rows @ b_csr).tocsr()
-        prod.sort_indices()
-        by_b = prod.tocsc()  # a counting sort: A's latents ascending within each of B's
+        prod = (at_rows @ b_csr).tocsr()  # grouped by A's latent (B's latents in no particular order)
+        by_b = prod.tocsc()  # a counting sort: grouped by B's latent
 
         def t(x: np.ndarray) -> Tensor:
             return torch.from_numpy(x).to(device)
 
         def groups(m) -> Tensor:
-            return t(np.repeat(np.arange(len(m.indptr) - 1, dtype=np.int64), np.diff(m.indptr)))
+            return torch.repeat_interleave(torch.arange(len(m.indptr) - 1, device=device),
+                                           t(np.diff(m.indptr).astype(np.int64)))
 
         return Pairs(groups(prod), t(prod.indices.astype(np.int64)), t(prod.data),
                      groups(by_b), t(by_b.indices.astype(np.int64)), t(by_b.data))
@@ -121,26 +123,28 @@ def pair_sums(at_rows, b_csr, device: torch.device, backend: Backend = "auto") -
     with warnings.catch_warnings():  # torch calls its sparse CSR support "beta"
         warnings.simplefilter("ignore", UserWarning)
         prod = (to_torch(at_rows) @ to_torch(b_csr)).to_sparse_coo()
-    rows, cols = prod.indices()  # grouped by row, but not sorted within a row
+    rows, cols = prod.indices()  # grouped by row
     sab = prod.values()
-    by_a = torch.sort(rows * b_csr.shape[1] + cols).indices
-    by_b = torch.sort(cols * at_rows.shape[0] + rows).indices
-    return Pairs(rows[by_a], cols[by_a], sab[by_a], cols[by_b], rows[by_b], sab[by_b])
+    by_b = torch.sort(cols).indices
+    return Pairs(rows, cols, sab, cols[by_b], rows[by_b], sab[by_b])
 
 
-def first_absent(rows: Tensor, order: Tensor, present_keys: Tensor, width: int, k: int) -> tuple[Tensor, Tensor]:
-    """For each given row, the first k entries of `order` whose key row·width + entry is not in
-    the sorted `present_keys`: (rows repeated, entries) of the picks (fewer where `order` runs out)."""
+def first_absent(rows: Tensor, order: Tensor, e_rows: Tensor, e_ids: Tensor, n_rows: int, width: int,
+                 k: int) -> tuple[Tensor, Tensor]:
+    """For each given row, the first k entries of `order` that are not among its co-active
+    entries (e_rows, e_ids): (rows repeated, entries) of the picks (fewer where `order` runs out)."""
+    dev = order.device
     picked_rows, picked = [], []
     length = min(len(order), 2 * k)
     while rows.numel() and length:
         prefix = order[:length]
-        keys = rows[:, None] * width + prefix[None, :]
-        if present_keys.numel():
-            pos = torch.searchsorted(present_keys, keys).clamp_(max=present_keys.numel() - 1)
-            absent = present_keys[pos] != keys
-        else:
-            absent = torch.ones_like(keys, dtype=torch.bool)
+        pos = torch.full((width,), -1, dtype=torch.int64, device=dev)
+        pos[prefix] = torch.arange(length, device=dev)
+        p = torch.index_select(pos, 0, e_ids)
+        hit = (p >= 0).nonzero().flatten()
+        present = torch.zeros((n_rows, length), dtype=torch.bool, device=dev)
+        present[e_rows[hit], p[hit]] = True
+        absent = ~present[rows]
         rank = absent.cumsum(1)
         done = (rank[:, -1] >= k) | (length == len(order))
         take = absent & (rank <= k) & done[:, None]
@@ -149,31 +153,30 @@ def first_absent(rows: Tensor, order: Tensor, present_keys: Tensor, width: int, 
         picked.append(prefix[c])
         rows = rows[~done]
         length = min(len(order), 4 * length)
-    empty = torch.zeros(0, dtype=torch.int64, device=order.device)
+    empty = torch.zeros(0, dtype=torch.int64, device=dev)
     return (torch.cat(picked_rows) if picked_rows else empty), (torch.cat(picked) if picked else empty)
-
-
-def _correlate(n: int, sab: Tensor, sa: Tensor, va: Tensor, sb: Tensor, vb: Tensor) -> Tensor:
-    """Pearson r, −inf where undefined (a zero variance)."""
-    den = torch.sqrt(va * vb)
-    return torch.where(den > 0, (n * sab - sa * sb) / den, float("-inf"))
 
 
 def one_direction(n: int, rows: Tensor, ids: Tensor, sab: Tensor, row_side: Side, id_side: Side,
                   row_range: tuple[int, int], id_range: tuple[int, int], top: int) -> tuple[Tensor, Tensor]:
     """Top-`top` (values [R, top], ids) for the rows [r0, r1) of `row_side` against the ids
-    [i0, i1) of `id_side`, given the co-active (row − r0, id, Σab) entries sorted by (row, id)."""
+    [i0, i1) of `id_side`, given the co-active (row − r0, id, Σab) entries grouped by row."""
     (r0, r1), (i0, i1) = row_range, id_range
-    sa, va = row_side.s[r0:r1], row_side.v[r0:r1]
-    vals = _correlate(n, sab, sa[rows], va[rows], id_side.s[ids], id_side.v[ids])
-    keep = (vals >= grouped_kth(rows, vals, r1 - r0, top)[rows]) & (vals > float("-inf"))
+    n_rows = r1 - r0
+    ra, ga = row_side.r[r0:r1], row_side.g[r0:r1]
+    vals = torch.index_select(n * ra, 0, rows).mul_(sab).mul_(torch.index_select(id_side.r, 0, ids))
+    vals.sub_(torch.index_select(ga, 0, rows).mul_(torch.index_select(id_side.g, 0, ids)))
+    vals.masked_fill_(vals.isnan(), float("-inf"))  # undefined: a zero variance
+    kth = grouped_kth(rows, vals, n_rows, top)
+    keep = ((vals >= torch.index_select(kth, 0, rows)) & (vals > float("-inf"))).nonzero().flatten()
     r, i, vals = rows[keep], ids[keep], vals[keep]  # each row's best co-active entries (ties kept)
+    # pairs that never co-activate have r = −g_a·g_b < 0: only rows whose k-th co-active value is
+    # below 0 (or that have fewer than k) can take one of them
+    needy = ((~ra.isnan()) & (kth < 0)).nonzero().flatten()
     order = id_side.order[(id_side.order >= i0) & (id_side.order < i1)]
-    width = id_side.n_latents
-    nr, ni = first_absent(torch.nonzero(va > 0).flatten(), order, rows * width + ids, width, top)
-    other = _correlate(n, torch.zeros(len(nr), dtype=torch.float64, device=sab.device), sa[nr], va[nr],
-                       id_side.s[ni], id_side.v[ni])
-    v, idx, _ = segment_topk(torch.cat([r, nr]), torch.cat([i, ni]), torch.cat([vals, other]), r1 - r0, top)
+    nr, ni = first_absent(needy, order, rows, ids, n_rows, id_side.n_latents, top)
+    other = -ga[nr] * id_side.g[ni]  # Σab = 0
+    v, idx, _ = segment_topk(torch.cat([r, nr]), torch.cat([i, ni]), torch.cat([vals, other]), n_rows, top)
     return v, idx
 
 

@@ -95,50 +95,65 @@ def segment_topk(rows: Tensor, ids: Tensor, vals: Tensor, n_rows: int, k: int,
     order; ties go to the smaller id. (row, id) pairs must be unique and values not NaN.
 
     Returns values [n_rows, k] (−inf where a row has fewer entries), ids [n_rows, k] (−1
-    there) and, when given, the chosen entries' `payload` [n_rows, k] (0 there). k rounds
-    of a segment max: O(k · entries), whatever the row lengths."""
+    there) and, when given, the chosen entries' `payload` [n_rows, k] (0 there). Entries
+    below a row's k-th value are dropped first (`grouped_kth`); the rest are laid out one
+    row each and sorted by id, then (stably) by value."""
     dev = vals.device
-    out_v = torch.full((n_rows, k), float("-inf"), dtype=vals.dtype, device=dev)
-    out_i = torch.full((n_rows, k), -1, dtype=torch.int64, device=dev)
-    out_p = torch.zeros((n_rows, k), dtype=payload.dtype, device=dev) if payload is not None else None
+    if rows.numel() > 1 and not bool((rows[1:] >= rows[:-1]).all()):
+        order = torch.sort(rows, stable=True).indices
+        rows, ids, vals = rows[order], ids[order], vals[order]
+        payload = payload[order] if payload is not None else None
+    deg = torch.bincount(rows, minlength=n_rows) if rows.numel() else torch.zeros(n_rows, dtype=torch.int64, device=dev)
+    if rows.numel() and int(deg.max()) > 2 * k:  # keep each row's k best (and their ties)
+        keep = (vals >= grouped_kth(rows, vals, n_rows, k)[rows]).nonzero().flatten()
+        rows, ids, vals = rows[keep], ids[keep], vals[keep]
+        payload = payload[keep] if payload is not None else None
+        deg = torch.bincount(rows, minlength=n_rows)
+    width = max(k, int(deg.max()) if rows.numel() else 0)
+    slot = torch.arange(rows.numel(), device=dev) - (torch.cumsum(deg, 0) - deg)[rows]
     none = torch.iinfo(torch.int64).max
-    for j in range(k):
-        if rows.numel() == 0:
-            break
-        best_v = torch.full((n_rows,), float("-inf"), dtype=vals.dtype, device=dev)
-        best_v.scatter_reduce_(0, rows, vals, "amax")
-        at_max = vals == best_v[rows]
-        best_i = torch.full((n_rows,), none, dtype=torch.int64, device=dev)
-        best_i.scatter_reduce_(0, rows[at_max], ids[at_max], "amin")
-        taken = at_max & (ids == best_i[rows])
-        r = rows[taken]
-        out_v[r, j], out_i[r, j] = vals[taken], ids[taken]
-        if payload is not None:
-            out_p[r, j] = payload[taken]  # type: ignore[index]
-            payload = payload[~taken]
-        rows, ids, vals = rows[~taken], ids[~taken], vals[~taken]
+    buf_v = torch.full((n_rows, width), float("-inf"), dtype=vals.dtype, device=dev)
+    buf_i = torch.full((n_rows, width), none, dtype=torch.int64, device=dev)
+    buf_v[rows, slot], buf_i[rows, slot] = vals, ids
+    pos = buf_i.argsort(dim=1, stable=True)  # by id, then stably by value: ties keep the smaller id
+    pos = pos.gather(1, buf_v.gather(1, pos).argsort(dim=1, descending=True, stable=True))[:, :k]
+    out_v, out_i = buf_v.gather(1, pos), buf_i.gather(1, pos)
+    out_i[out_i == none] = -1
+    out_p = None
+    if payload is not None:
+        buf_p = torch.zeros((n_rows, width), dtype=payload.dtype, device=dev)
+        buf_p[rows, slot] = payload
+        out_p = buf_p.gather(1, pos)
     return out_v, out_i, out_p
 
 
 def grouped_kth(groups: Tensor, vals: Tensor, n_groups: int, k: int) -> Tensor:
     """The k-th largest value of each group (−inf where a group has fewer than k entries),
-    for entries sorted by group. Entries ≥ it hold the group's top k (and its ties), so
-    `segment_topk` on those alone is exact. Groups are padded in buckets of similar length
-    (at most 4× each bucket's entries), so a few long groups cost no more than their size."""
+    for entries grouped by group (any order within a group). Entries ≥ it hold the group's
+    top k (and its ties), so `segment_topk` on those alone is exact. Groups are laid out in
+    padded rows: all at once when that costs at most 4× the entries, else in buckets of
+    similar length (at most 4× each bucket's entries)."""
     dev = vals.device
     kth = torch.full((n_groups,), float("-inf"), dtype=vals.dtype, device=dev)
     if groups.numel() == 0:
         return kth
     deg = torch.bincount(groups, minlength=n_groups)
     slot = torch.arange(groups.numel(), device=dev) - (torch.cumsum(deg, 0) - deg)[groups]
-    low, width, longest = k, 4 * k, int(deg.max())
+    longest = int(deg.max())
+    if longest <= k:
+        return kth
+    if n_groups * longest <= 4 * groups.numel():  # one padded matrix
+        buf = torch.full((n_groups, longest), float("-inf"), dtype=vals.dtype, device=dev)
+        buf[groups, slot] = vals
+        return buf.topk(k, dim=1).values[:, -1]
+    low, width = k, 4 * k
     while low < longest:
         in_bucket = (deg > low) & (deg <= width)
         gid = in_bucket.nonzero().flatten()
         if gid.numel():
             row = torch.full((n_groups,), -1, dtype=torch.int64, device=dev)
             row[gid] = torch.arange(gid.numel(), device=dev)
-            e = in_bucket[groups]
+            e = in_bucket[groups].nonzero().flatten()
             buf = torch.full((gid.numel(), width), float("-inf"), dtype=vals.dtype, device=dev)
             buf[row[groups[e]], slot[e]] = vals[e]
             kth[gid] = buf.topk(k, dim=1).values[:, -1]
