@@ -98,6 +98,8 @@ class Atlas:
         self.masks = load("masks.npy") if m["masks"] else None
         self.mask_scale = load("mask_scale.npy") if m["masks"] else None
         self.label_words = load("label_words.npy") if m["labels"] else None
+        self.neighbour_ids = load("neighbour_ids.npy") if m.get("neighbours") else None
+        self.neighbour_cos = load("neighbour_cos.npy") if m.get("neighbours") else None
         self.latent_index = FlatIndex.read(self.path / "latents.faiss")
         self.image_index = FlatIndex.read(self.path / "images.faiss") if m["image_index"] else None
         self.images_root = self._find_images_root(images_root)
@@ -176,6 +178,10 @@ class Atlas:
         return [self._vocab[int(w)] for w in self.label_words[latent]]
 
     def neighbours(self, latent: int, n: int = 8) -> list[tuple[int, float]]:
+        """The n latents of nearest decoder direction (cosine): a row of the atlas's table, or a
+        search of latents.faiss when the table is absent or shorter than n."""
+        if self.neighbour_ids is not None and n <= self.neighbour_ids.shape[1]:
+            return [(int(i), float(c)) for i, c in zip(self.neighbour_ids[latent, :n], self.neighbour_cos[latent, :n])]
         vec = self.latent_index.index.reconstruct(latent)
         cos, ids = self.latent_index.search(vec, n + 1)
         return [(int(i), float(c)) for i, c in zip(ids[0], cos[0]) if i != latent and i >= 0][:n]

@@ -34,7 +34,7 @@ LABEL_VOCAB = "label_vocab.json"
 @dataclass(frozen=True)
 class ArrayField:
     """One `.npy` file of the atlas: its dtype and symbolic shape (F latents, k = top_images,
-    P = n_patches, N = n_images, nnz = n_codes; numbers are literal)."""
+    P = n_patches, N = n_images, nnz = n_codes, K = neighbours; numbers are literal)."""
 
     name: str
     dtype: str
@@ -44,7 +44,8 @@ class ArrayField:
 
     def concrete_shape(self, manifest: dict[str, Any]) -> tuple[int, ...]:
         dims = {"F": manifest["d_sae"], "k": manifest["top_images"], "P": manifest["n_patches"],
-                "N": manifest["n_images"], "N+1": manifest["n_images"] + 1, "nnz": manifest["n_codes"]}
+                "N": manifest["n_images"], "N+1": manifest["n_images"] + 1, "nnz": manifest["n_codes"],
+                "K": manifest["neighbours"]}
         return tuple(int(dims[d]) if d in dims else int(d) for d in self.shape)
 
     def check(self, array: np.ndarray, manifest: dict[str, Any]) -> None:
@@ -70,6 +71,8 @@ ATLAS_ARRAYS: tuple[ArrayField, ...] = (
     ArrayField("mask_scale.npy", "float32", ("F",), when="masks"),
     ArrayField("label_words.npy", "int32", ("F", "5"), when="labels"),
     ArrayField("label_scores.npy", "float32", ("F", "5"), when="labels"),
+    ArrayField("neighbour_ids.npy", "int64", ("F", "K"), when="neighbours"),
+    ArrayField("neighbour_cos.npy", "float32", ("F", "K"), when="neighbours"),
 )
 """Every array of an atlas, in the order the writer writes them."""
 

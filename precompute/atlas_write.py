@@ -84,10 +84,9 @@ def _labels(inp: AtlasInputs, notes: list[str]) -> tuple[np.ndarray, np.ndarray,
     return words, scores, vocab
 
 
-def _masks(staging: Path, world: int) -> tuple[np.ndarray, np.ndarray]:
-    masks = np.concatenate([np.load(staging / f"masks_part{r:05d}.npy") for r in range(world)])
-    scale = np.concatenate([np.load(staging / f"mask_scale_part{r:05d}.npy") for r in range(world)])
-    return masks, scale
+def _parts(staging: Path, world: int, *names: str) -> list[np.ndarray]:
+    """Each named array, joined from the ranks' parts in rank order."""
+    return [np.concatenate([np.load(staging / f"{name}_part{r:05d}.npy") for r in range(world)]) for name in names]
 
 
 def _encoder(tmp: Path, meta: dict[str, Any]) -> None:
@@ -131,7 +130,11 @@ def write_atlas(tmp: Path, inp: AtlasInputs, shares: Shares, staging: Path, worl
         "mean_activation.npy": stats.mean_activation, "max_activation.npy": stats.max_activation,
         "histogram.npy": stats.histogram, "band_ids.npy": stats.band_ids, "band_values.npy": stats.band_values}
     if has_masks:
-        arrays["masks.npy"], arrays["mask_scale.npy"] = _masks(staging, world)
+        arrays["masks.npy"], arrays["mask_scale.npy"] = _parts(staging, world, "masks", "mask_scale")
+    n_neighbours = min(cfg.neighbours, sae.cfg.d_sae - 1)
+    if n_neighbours > 0:
+        arrays["neighbour_ids.npy"], arrays["neighbour_cos.npy"] = _parts(staging, world, "neighbour_ids",
+                                                                          "neighbour_cos")
     if labels is not None:
         arrays["label_words.npy"], arrays["label_scores.npy"] = labels[0], labels[1]
         (tmp / LABEL_VOCAB).write_text(json.dumps(labels[2]))
@@ -148,7 +151,8 @@ def write_atlas(tmp: Path, inp: AtlasInputs, shares: Shares, staging: Path, worl
         "random_weights": bool(meta.get("random_weights", False)), "hook_name": meta.get("hook_name"),
         "encoder": bool(meta), "images_root": root, "images_root_relative": root_rel, "has_images": has_images,
         "masks": has_masks, "n_patches": int(arrays["masks.npy"].shape[2]) if has_masks else 0,
-        "labels": labels is not None, "image_index": image_index, "notes": notes}
+        "labels": labels is not None, "image_index": image_index, "neighbours": max(n_neighbours, 0),
+        "notes": notes}
     for field in ATLAS_ARRAYS:  # the declared list: every array, checked against its dtype and shape
         if field.when and not manifest[field.when]:
             continue

@@ -76,3 +76,25 @@ def test_image_paths_cannot_escape_the_images_root(built, tmp_path):
     atlas = Atlas(copy)
     assert atlas.image_path(0) is None and atlas.image_path(1) is not None
     assert atlas.image_path(-1) is None and atlas.image_path(10**6) is None
+
+
+def test_neighbour_table_equals_a_full_search(built, tmp_path):
+    """The stored nearest latents are the exact cosine ranking of the decoder directions, and an
+    atlas built without the table (--neighbours 0) finds the same by searching latents.faiss."""
+    from precompute.atlas import AtlasConfig, build_atlas
+    from sae_core.io import load_sae
+
+    atlas = Atlas(built / "atlas")
+    w = load_sae(built / "sae").W_dec.detach().double().numpy()
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    cos = w @ w.T
+    np.fill_diagonal(cos, -np.inf)
+    want = np.argsort(-cos, axis=1, kind="stable")[:, :8]
+    np.testing.assert_array_equal(atlas.neighbour_ids, want)
+    np.testing.assert_allclose(atlas.neighbour_cos, np.take_along_axis(cos, want, 1), atol=1e-6)
+    build_atlas(AtlasConfig(acts=str(built / "cache"), sae=str(built / "sae"), out=str(tmp_path / "a"), top_images=4,
+                            labels=False, masks=False, neighbours=0))
+    plain = Atlas(tmp_path / "a")
+    assert plain.neighbour_ids is None and not (tmp_path / "a/neighbour_ids.npy").exists()
+    for s in (0, 5, 23):
+        assert [i for i, _ in plain.neighbours(s)] == [i for i, _ in atlas.neighbours(s)] == list(want[s])

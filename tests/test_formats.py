@@ -162,9 +162,10 @@ def test_atlas_matches_format_page(linked_atlases):
     atlas = linked_atlases / "atlas"
     m = json.loads((atlas / "manifest.json").read_text())
     check_fields(doc, "manifest.json", m)
-    assert m["masks"] and m["labels"] and m["encoder"] and m["has_images"] and m["image_index"]
+    assert m["masks"] and m["labels"] and m["encoder"] and m["has_images"] and m["image_index"] and m["neighbours"]
     check_fields(doc, "encoder.json", json.loads((atlas / "encoder.json").read_text()))
-    dims = {"F": m["d_sae"], "k": m["top_images"], "P": m["n_patches"], "N+1": m["n_images"] + 1, "nnz": m["n_codes"]}
+    dims = {"F": m["d_sae"], "k": m["top_images"], "P": m["n_patches"], "N+1": m["n_images"] + 1, "nnz": m["n_codes"],
+            "K": m["neighbours"]}
     for name, (shape, dtype) in declared.items():
         a = np.load(atlas / name, allow_pickle=False)
         assert a.shape == concrete(shape, dims) and a.dtype == np.dtype(dtype), f"{name}: {a.dtype} {a.shape}"
