@@ -76,14 +76,35 @@ class ImageTable(Sequence):
         return self.record(index % len(self))["path"]
 
 
+def check_sae(sae_dir: Path, expected: str) -> None:
+    """Refuse an SAE copy whose hash is not the manifest's. Hashing 1.7 GB of weights takes
+    seconds, so a match is remembered (in the temp folder) by the files' size, mtime and inode:
+    a restart on unchanged files skips the hash; any change to them re-hashes."""
+    import hashlib
+    import tempfile
+
+    stats = [(f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino) for f in sorted(sae_dir.iterdir()) if f.is_file()]
+    key = hashlib.sha256(json.dumps([str(sae_dir.resolve()), expected, stats]).encode()).hexdigest()[:32]
+    memo = Path(tempfile.gettempdir()) / "clipsae-verified" / key
+    if memo.is_file():
+        return
+    if sae_hash(sae_dir) != expected:
+        raise ValueError(f"{sae_dir} does not match the manifest's SAE hash; rebuild the atlas")
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.touch()
+    except OSError:  # a read-only temp folder: hash again next time
+        pass
+
+
 class Atlas:
     """One atlas, opened read-only."""
 
     def __init__(self, path: str | Path, verify_sae: bool = True, images_root: str | Path | None = None):
         self.path = Path(path)
         m = read_manifest(self.path)
-        if verify_sae and sae_hash(self.path / "sae") != m["sae_sha256"]:
-            raise ValueError(f"{self.path}/sae does not match the manifest's SAE hash; rebuild the atlas")
+        if verify_sae:
+            check_sae(self.path / "sae", m["sae_sha256"])
         self.manifest = m
         self.n_latents = int(m["d_sae"])
         load = lambda name: np.load(self.path / name, mmap_mode="r")  # noqa: E731

@@ -166,7 +166,8 @@ def synthetic_atlas(out: Path, photos: Path, f: int, n_images: int, d: int, k: i
         "band_values.npy": rng.random((f, 5, 4), dtype=np.float32),
         "masks.npy": rng.random((f, k, 49), dtype=np.float32).astype(np.float16),
         "mask_scale.npy": np.ones(f, np.float32), "label_words.npy": rng.integers(0, len(vocab), (f, 5), dtype=np.int32),
-        "label_scores.npy": rng.random((f, 5), dtype=np.float32)}
+        "label_scores.npy": rng.random((f, 5), dtype=np.float32), "neighbour_ids.npy": rng.integers(0, f, (f, 8)),
+        "neighbour_cos.npy": np.sort(rng.random((f, 8), dtype=np.float32), axis=1)[:, ::-1]}
     np.save(out / "codes_indptr.npy", np.arange(0, (n_images + 1) * l0, l0, dtype=np.int64))
     for name, dtype, gen in (("codes_latents.npy", np.int32, lambda m: rng.integers(0, f, m, dtype=np.int32)),
                              ("codes_values.npy", np.float32, lambda m: rng.random(m, dtype=np.float32))):
@@ -175,7 +176,8 @@ def synthetic_atlas(out: Path, photos: Path, f: int, n_images: int, d: int, k: i
             arr[lo : lo + (1 << 24)] = gen(min(1 << 24, len(arr) - lo))
         arr.flush()
         del arr
-    manifest = {"d_sae": f, "top_images": k, "n_patches": 49, "n_images": n_images, "n_codes": n_images * l0}
+    manifest = {"d_sae": f, "top_images": k, "n_patches": 49, "n_images": n_images, "n_codes": n_images * l0,
+                "neighbours": 8}
     for field in ATLAS_ARRAYS:
         if field.name in arrays:
             arr = arrays[field.name].astype(field.dtype)

@@ -98,3 +98,18 @@ def test_neighbour_table_equals_a_full_search(built, tmp_path):
     assert plain.neighbour_ids is None and not (tmp_path / "a/neighbour_ids.npy").exists()
     for s in (0, 5, 23):
         assert [i for i, _ in plain.neighbours(s)] == [i for i, _ in atlas.neighbours(s)] == list(want[s])
+
+
+def test_a_changed_sae_copy_is_refused_even_after_a_verified_open(built, tmp_path):
+    import shutil
+
+    copy = tmp_path / "atlas"
+    shutil.copytree(built / "atlas", copy)
+    Atlas(copy)  # verified (and remembered)
+    Atlas(copy)  # the remembered match: no hash
+    weights = copy / "sae" / "sae_weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match the manifest's SAE hash"):
+        Atlas(copy)
