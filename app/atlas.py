@@ -97,6 +97,21 @@ def check_sae(sae_dir: Path, expected: str) -> None:
         pass
 
 
+class LabelTable(Sequence):
+    """The labels as `labels[latent] == {"words": [...], "scores": [...]}` (read from the
+    label arrays on access)."""
+
+    def __init__(self, words: np.ndarray, scores: np.ndarray, vocab: list[str]):
+        self.words, self.scores, self.vocab = words, scores, vocab
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __getitem__(self, latent):  # type: ignore[override]
+        return {"words": [self.vocab[int(w)] for w in self.words[latent]],
+                "scores": [round(float(c), 4) for c in self.scores[latent]]}
+
+
 class Atlas:
     """One atlas, opened read-only."""
 
@@ -175,6 +190,13 @@ class Atlas:
     def _vocab(self) -> list[str]:
         return json.loads((self.path / LABEL_VOCAB).read_text()) if self.label_words is not None else []
 
+    @cached_property
+    def labels(self) -> LabelTable | None:
+        """Every latent's label ({"words", "scores"}), or None for an atlas without labels."""
+        if self.label_words is None:
+            return None
+        return LabelTable(self.label_words, np.load(self.path / "label_scores.npy", mmap_mode="r"), self._vocab)
+
     def check_latent(self, latent: Any) -> int:
         """The latent id as an int, or a ValueError saying what is allowed."""
         try:
@@ -194,9 +216,8 @@ class Atlas:
         return p if p.is_relative_to(root) and p.is_file() else None
 
     def label(self, latent: int) -> list[str]:
-        if self.label_words is None:
-            return []
-        return [self._vocab[int(w)] for w in self.label_words[latent]]
+        """The label's words (empty without labels)."""
+        return self.labels[latent]["words"] if self.labels is not None else []
 
     def neighbours(self, latent: int, n: int = 8) -> list[tuple[int, float]]:
         """The n latents of nearest decoder direction (cosine): a row of the atlas's table, or a
@@ -208,30 +229,32 @@ class Atlas:
         return [(int(i), float(c)) for i, c in zip(ids[0], cos[0]) if i != latent and i >= 0][:n]
 
     @cached_property
-    def _link_tables(self) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
-        """(other SAE hash, display name, ids [F, top], corr [F, top]) per linked atlas."""
+    def _link_tables(self) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+        """Per linked atlas, by its SAE hash: (its name when linked, ids [F, top], corr [F, top])."""
         folder = self.path / LINKS_DIR
-        tables = []
+        tables = {}
         for meta_path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             meta = json.loads(meta_path.read_text())
             stem = meta_path.name[: -len(".json")]
-            ids = np.load(folder / f"{stem}.ids.npy", mmap_mode="r")
-            corr = np.load(folder / f"{stem}.corr.npy", mmap_mode="r")
-            tables.append((meta.get("other_sae_sha256", stem), meta.get("other_name", stem[:12]), ids, corr))
-        names = [t[1] for t in tables]
-        return [(h, n if names.count(n) == 1 else f"{n} ({h[:8]})", i, c) for h, n, i, c in tables]
+            tables[meta.get("other_sae_sha256", stem)] = (
+                meta.get("other_name", stem[:12]), np.load(folder / f"{stem}.ids.npy", mmap_mode="r"),
+                np.load(folder / f"{stem}.corr.npy", mmap_mode="r"))
+        return tables
+
+    @property
+    def link_names(self) -> dict[str, str]:
+        """The linked atlases: SAE hash -> the folder name it had when linked (for display)."""
+        return {identity: name for identity, (name, _, _) in self._link_tables.items()}
 
     def links(self, latent: int) -> dict[str, list[tuple[int, float]]]:
-        """Per linked atlas (by its name), the latents of it that co-activate with this one."""
-        return {name: self._pairs(ids, corr, latent) for _, name, ids, corr in self._link_tables}
+        """Per linked atlas (keyed by its SAE hash, whatever its folder is called now), the
+        latents of it that co-activate with this one, best first."""
+        return {identity: self._pairs(ids, corr, latent) for identity, (_, ids, corr) in self._link_tables.items()}
 
     def links_to(self, other: "Atlas", latent: int) -> list[tuple[int, float]]:
-        """The latents of `other` (matched by its SAE hash, whatever its folder is called) that
-        co-activate with this latent; empty when the two were never linked."""
-        for identity, _, ids, corr in self._link_tables:
-            if identity == other.identity:
-                return self._pairs(ids, corr, latent)
-        return []
+        """The latents of `other` that co-activate with this latent; empty when never linked."""
+        table = self._link_tables.get(other.identity)
+        return self._pairs(table[1], table[2], latent) if table else []
 
     @staticmethod
     def _pairs(ids: np.ndarray, corr: np.ndarray, latent: int) -> list[tuple[int, float]]:

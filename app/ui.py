@@ -84,7 +84,8 @@ class Handlers:
         if page.neighbours:
             lines.append("Nearest latents: " + ", ".join(f"[{n}](?sae={atlas.name}&latent={n}) ({c:.2f})"
                                                          for n, c in page.neighbours))
-        for name, linked in page.links.items():
+        for identity, linked in page.links.items():
+            name = atlas.link_names.get(identity, identity[:12])
             lines.append(f"Co-activates with **{name}** latents (steer them in the Steer tab): "
                          + ", ".join(f"{j} (r={c:.2f})" for j, c in linked))
         gallery = [(render.overlay(page.latent, slot, t["image"], t["mask"], page.mask_scale),

@@ -7,7 +7,8 @@
 Synthetic embeddings shaped like seed 000 over 32,000 images: A = 98,304 latents on 512-d
 inputs (CLIP), B = 163,840 latents on 1280-d inputs (Kandinsky prior), random ReLU SAEs
 whose biases leave ~64 latents firing per image. Rows:
-- atlas: `clipsae atlas` on each (time, peak RSS), each in its own process;
+- atlas: `clipsae atlas` on each (time, peak RSS), each in its own process, with and
+  without the exact nearest-latent table (`--neighbours 0`);
 - link: `clipsae link A B` (sparse co-activation) and the ETA of the dense method it
   replaced (encode both SAEs and a float64 [chunk, F_B] cross product for every chunk of
   A's latents), timed on two blocks and extrapolated as its progress bar did;
@@ -102,10 +103,12 @@ def dense_link_eta(a: Path, b: Path, budget_mb: float = 1024, block: int = 4096,
 def run_atlas_and_link(root: Path, a: Path, b: Path, n: int) -> list[tuple[str, str, str]]:
     rows = []
     for name, folder in (("A", a), ("B", b)):
-        r = child(clipsae("atlas", "--acts", str(folder / "x.npy"), "--sae", str(folder / "sae"), "--out",
-                          str(folder / "atlas"), "--device", "cpu"))
-        f = json.loads((folder / "sae/cfg.json").read_text())["d_sae"] if "error" not in r else "?"
-        rows.append((f"`clipsae atlas` {name}: {f} latents, {n} images", *_fmt(r)))
+        f = json.loads((folder / "sae/cfg.json").read_text())["d_sae"]
+        for extra, out, what in (((), "atlas", "with the neighbour table (default)"),
+                                 (("--neighbours", "0"), "atlas_no_neighbours", "`--neighbours 0`")):
+            r = child(clipsae("atlas", "--acts", str(folder / "x.npy"), "--sae", str(folder / "sae"), "--out",
+                              str(folder / out), "--device", "cpu", *extra))
+            rows.append((f"`clipsae atlas` {name}: {f} latents, {n} images, {what}", *_fmt(r)))
     r = child(clipsae("link", str(a / "atlas"), str(b / "atlas"), "--device", "cpu"))
     rows.append(("`clipsae link` A B: sparse co-activation (exact)", *_fmt(r)))
     eta = dense_link_eta(a, b)

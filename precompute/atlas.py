@@ -109,7 +109,7 @@ def open_inputs(cfg: AtlasConfig, ranks: Ranks) -> AtlasInputs:
 
 
 def staging_dir(out: str | Path) -> Path:
-    """Where ranks leave their parts (codes, masks) for rank 0: beside the atlas."""
+    """Where ranks leave their parts (codes, masks, neighbours) for rank 0: beside the atlas."""
     out = Path(out)
     return out.parent / f".{out.name}.parts"
 
@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summary_line(m: dict[str, Any], out: str) -> str:
+    """The one line `clipsae atlas` prints."""
     return f"atlas: {m['d_sae']} latents, top-{m['top_images']} of {m['n_images']} images, {m['n_dead']} dead -> {out}"
 
 

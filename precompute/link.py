@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summary_line(r: dict[str, Any]) -> str:
+    """The one line `clipsae link` prints."""
     return f"linked {r['a']} <-> {r['b']} over {r['shared_images']} shared images (top {r['top']})"
 
 

@@ -154,7 +154,8 @@ def test_link_needs_only_the_atlases_and_survives_renames(tmp_path):
     shutil.move(str(b), moved / "renamed")  # the steering atlas renamed after linking
     atlas_a, atlas_b = Atlas(a), Atlas(moved / "renamed")
     s = int(np.argmax(atlas_a.frequency))
-    assert atlas_a.links_to(atlas_b, s) and atlas_a.links_to(atlas_b, s) == atlas_a.links(s)["b"]
+    assert atlas_a.links_to(atlas_b, s) and atlas_a.links_to(atlas_b, s) == atlas_a.links(s)[atlas_b.identity]
+    assert atlas_a.link_names == {atlas_b.identity: "b"}  # the name it had when linked, for display
     assert atlas_b.links_to(atlas_a, 0) is not None
     other = make_atlas(tmp_path, "c", x, sparse_sae(6, 20, 3))  # same name, another SAE: not linked
     assert Atlas(other).identity != atlas_b.identity and atlas_a.links_to(Atlas(other), s) == []
