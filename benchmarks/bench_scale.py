@@ -9,7 +9,8 @@ inputs (CLIP), B = 163,840 latents on 1280-d inputs (Kandinsky prior), random Re
 whose biases leave ~64 latents firing per image. Rows:
 - atlas: `clipsae atlas` on each (time, peak RSS), each in its own process, with and
   without the exact nearest-latent table (`--neighbours 0`);
-- link: `clipsae link A B` (sparse co-activation) and the ETA of the dense method it
+- link: `clipsae link A B` (sparse co-activation; one process, then 2 torchrun ranks) and
+  the ETA of the dense method it
   replaced (encode both SAEs and a float64 [chunk, F_B] cross product for every chunk of
   A's latents), timed on two blocks and extrapolated as its progress bar did;
 - pages: a synthetic atlas of 163,840 latents over `--page-images` images (arrays written
@@ -111,6 +112,9 @@ def run_atlas_and_link(root: Path, a: Path, b: Path, n: int) -> list[tuple[str, 
             rows.append((f"`clipsae atlas` {name}: {f} latents, {n} images, {what}", *_fmt(r)))
     r = child(clipsae("link", str(a / "atlas"), str(b / "atlas"), "--device", "cpu"))
     rows.append(("`clipsae link` A B: sparse co-activation (exact)", *_fmt(r)))
+    r = child([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+               "precompute.link", str(a / "atlas"), str(b / "atlas"), "--device", "cpu"])
+    rows.append(("the same under `torchrun --nproc_per_node=2 -m precompute.link` (gloo)", *_fmt(r)))
     eta = dense_link_eta(a, b)
     rows.append(("dense link (before): ETA from 2 timed blocks", f"{eta:,.0f} ({eta / 3600:.1f} h)", "—"))
     return rows
