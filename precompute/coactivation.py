@@ -8,11 +8,13 @@ For latents a (of A) and b (of B) over n images, with s = Σx, v = n·Σx² − 
 Σab is non-zero only for co-active pairs (both fire on some image): those come from the
 sparse product Aᵀ·B over the codes (scipy on the CPU, cuSPARSE through torch on a GPU), a
 chunk of A's latents at a time so memory stays within a budget. Every other pair has
-Σab = 0, so r(a, b) = −g_a·g_b: for a given a, the best of them are the b with the smallest
-g_b that are not co-active with a — a short walk down one sorted list. The top links of a latent are therefore the best of its co-active pairs and of a
-few non-co-active ones, the same set the dense computation ranks. A correlation is
-undefined (and never a link) when either latent has zero variance (dead or constant).
-Ties go to the smaller latent id, so results do not depend on the chunking or the ranks.
+Σab = 0, so r(a, b) = −g_a·g_b < 0: for a given a, the best of them are the b with the
+smallest g_b that are not co-active with a — a short walk down one sorted list, needed only
+when a has fewer than `top` co-active pairs of r ≥ 0. The top links of a latent are
+therefore the best of its co-active pairs and of a few non-co-active ones: the same set
+the dense computation ranks. A correlation is undefined (and never a link) when either
+latent has zero variance (dead or constant). Ties go to the smaller latent id, so results
+do not depend on the chunking or the ranks.
 """
 
 from __future__ import annotations
@@ -37,30 +39,31 @@ class Side:
     """One atlas's codes over the shared images and its per-latent factors."""
 
     csr: object  # scipy.sparse.csr_matrix [n, F] float64
-    r: Tensor  # [F] float64 1/√v, v = n·Σx² − (Σx)²; NaN where v = 0 (the latent's r is undefined)
+    rho: Tensor  # [F] float64 1/√v, v = n·Σx² − (Σx)²; NaN where v = 0 (correlations undefined)
     g: Tensor  # [F] float64 Σx/√v (NaN where v = 0)
     order: Tensor  # alive latents (v > 0) by increasing g, ties by id
 
     @property
     def n_latents(self) -> int:
-        return int(self.r.shape[0])
+        return int(self.rho.shape[0])
 
 
 def make_side(csr, device: torch.device) -> Side:
     """Factors and the g-order of a [n, F] CSR matrix of scores (rows: the shared images).
 
-    r(a, b) = n·Σab·r_a·r_b − g_a·g_b, the Pearson formula with the per-latent parts factored out."""
+    r(a, b) = n·Σab·ρ_a·ρ_b − g_a·g_b, the Pearson formula with the per-latent parts factored out."""
     n, f = csr.shape
     lat = csr.indices
     s = np.bincount(lat, weights=csr.data, minlength=f)
     s2 = np.bincount(lat, weights=csr.data * csr.data, minlength=f)
     v = np.maximum(n * s2 - s * s, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(v > 0, 1.0 / np.sqrt(v), np.nan)
-    g = s * r
+        rho = np.where(v > 0, 1.0 / np.sqrt(v), np.nan)
+    g = s * rho
     alive = np.flatnonzero(v > 0)
     order = alive[np.lexsort((alive, g[alive]))]
-    return Side(csr, torch.from_numpy(r).to(device), torch.from_numpy(g).to(device), torch.from_numpy(order).to(device))
+    return Side(csr, torch.from_numpy(rho).to(device), torch.from_numpy(g).to(device),
+                torch.from_numpy(order).to(device))
 
 
 def pair_counts(at_csr, b: Side) -> np.ndarray:
@@ -163,8 +166,8 @@ def one_direction(n: int, rows: Tensor, ids: Tensor, sab: Tensor, row_side: Side
     [i0, i1) of `id_side`, given the co-active (row − r0, id, Σab) entries grouped by row."""
     (r0, r1), (i0, i1) = row_range, id_range
     n_rows = r1 - r0
-    ra, ga = row_side.r[r0:r1], row_side.g[r0:r1]
-    vals = torch.index_select(n * ra, 0, rows).mul_(sab).mul_(torch.index_select(id_side.r, 0, ids))
+    ra, ga = row_side.rho[r0:r1], row_side.g[r0:r1]
+    vals = torch.index_select(n * ra, 0, rows).mul_(sab).mul_(torch.index_select(id_side.rho, 0, ids))
     vals.sub_(torch.index_select(ga, 0, rows).mul_(torch.index_select(id_side.g, 0, ids)))
     vals.masked_fill_(vals.isnan(), float("-inf"))  # undefined: a zero variance
     kth = grouped_kth(rows, vals, n_rows, top)
