@@ -41,7 +41,7 @@ def nearest_latents(directions: torch.Tensor, k: int, blocks: range, rows_per_bl
             if lo >= hi:
                 break
             s = directions[lo:hi] @ directions.T
-            s[torch.arange(hi - lo), torch.arange(lo, hi)] = float("-inf")
+            s[torch.arange(hi - lo, device=s.device), torch.arange(lo, hi, device=s.device)] = float("-inf")
             vals, ids = s.topk(k, dim=1)
             order = torch.argsort(ids, dim=1, stable=True)  # by id, then stably by value: ties keep the smaller id
             order = order.gather(1, vals.gather(1, order).argsort(dim=1, descending=True, stable=True))
