@@ -88,13 +88,15 @@ class Handlers:
             name = atlas.link_names.get(identity, identity[:12])
             lines.append(f"Co-activates with **{name}** latents (steer them in the Steer tab): "
                          + ", ".join(f"{j} (r={c:.2f})" for j, c in linked))
-        gallery = [(render.overlay(page.latent, slot, t["image"], t["mask"], page.mask_scale),
-                    f"{t['path'] or t['image']} · {t['value']:.3g}") for slot, t in enumerate(page.top)]
+        band_items = [(b, q) for b, band in enumerate(page.bands) for q in band]
+        paths = render.parallel([(render.overlay, (page.latent, slot, t["image"], t["mask"], page.mask_scale))
+                                 for slot, t in enumerate(page.top)] + [(render.thumb, (q["image"], 96))
+                                                                        for _, q in band_items])
+        gallery = [(path, f"{t['path'] or t['image']} · {t['value']:.3g}") for path, t in zip(paths, page.top)]
         edges = np.linspace(0, page.histogram_max, len(page.histogram) + 1)
         hist = pd.DataFrame({"activation": [f"{(a + b) / 2:.3g}" for a, b in zip(edges[:-1], edges[1:])],
                              "images": page.histogram})
-        bands = [(render.thumb(q["image"], 96), f"band {b + 1}/5 · {q['value']:.3g}")
-                     for b, band in enumerate(page.bands) for q in band]
+        bands = [(path, f"band {b + 1}/5 · {q['value']:.3g}") for path, (b, q) in zip(paths[len(page.top):], band_items)]
         data = {"sae": atlas.name, "latent": page.latent, "label": page.label, "frequency": page.frequency,
                 "mean_activation": page.mean_activation, "max_activation": page.max_activation, "dead": page.dead,
                 # "image_path", not "path": gradio_client would take a dict with "path" for a file to fetch

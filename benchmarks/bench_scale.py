@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -209,21 +210,30 @@ def p50_p95(ts: list[float]) -> str:
     return f"{np.median(ts) * 1000:.0f} / {np.percentile(ts, 95) * 1000:.0f}"
 
 
+def start_server(big: Path, steer: Path | None) -> tuple[subprocess.Popen, str, float]:
+    """`clipsae serve` in a child process: (process, url, seconds to the first HTTP 200)."""
+    port = free_port()
+    extra = ["--steer-atlas", str(steer), "--tiny-kandinsky"] if steer else []
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(clipsae("serve", "--atlas", str(big), *extra, "--device", "cpu", "--port", str(port)),
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    wait_ready(url, proc)
+    return proc, url, time.perf_counter() - t0
+
+
 def run_pages(big: Path, steer: Path, n_pages: int = 200) -> list[tuple[str, str]]:
     """Serve `big` (+ `steer`) in a child process; start-up, RSS and latencies via gradio_client."""
     from gradio_client import Client
 
-    port = free_port()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(clipsae("serve", "--atlas", str(big), "--steer-atlas", str(steer), "--tiny-kandinsky",
-                                    "--device", "cpu", "--port", str(port)),
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows = []
+    alone, _, seconds = start_server(big, None)
+    rows = [("start-up, `clipsae serve --atlas BIG` alone, to the first HTTP 200 (s)", f"{seconds:.1f}"),
+            ("its RSS after start-up (GiB)", f"{rss_gib(alone.pid):.2f}")]
+    alone.terminate()
+    alone.wait(timeout=30)
+    proc, url, seconds = start_server(big, steer)
+    rows.append(("start-up with `--steer-atlas B --tiny-kandinsky` (s)", f"{seconds:.1f}"))
     try:
-        url = f"http://127.0.0.1:{port}/"
-        wait_ready(url, proc)
-        rows.append(("start-up: `clipsae serve` to the first HTTP 200 (s)", f"{time.perf_counter() - t0:.1f}"))
-        rows.append(("server RSS after start-up (GiB)", f"{rss_gib(proc.pid):.2f}"))
         client = Client(url, verbose=False, download_files=False)
         f = json.loads((big / "manifest.json").read_text())["d_sae"]
         rng = np.random.default_rng(0)
@@ -237,13 +247,24 @@ def run_pages(big: Path, steer: Path, n_pages: int = 200) -> list[tuple[str, str
                 t = time.perf_counter()
                 client.predict(*args, api_name=api)
                 timed[name].append(time.perf_counter() - t)
+        for name, api, value in (("direct HTTP, latent page (server time, first views)", "latent_page", None),
+                                 ("direct HTTP, trivial call", "search", "zzz")):
+            timed[name] = []
+            for lat in rng.integers(0, f, 100):
+                body = json.dumps({"data": [int(lat) if value is None else value]}).encode()
+                req = urllib.request.Request(f"{url}gradio_api/run/{api}", data=body,
+                                             headers={"Content-Type": "application/json"})
+                t = time.perf_counter()
+                urllib.request.urlopen(req).read()
+                timed[name].append(time.perf_counter() - t)
         for name, text in (("latent list (50 most frequent)", ""), ("label search 'dog'", "dog")):
             for _ in range(20):
                 t = time.perf_counter()
                 client.predict(text, api_name="/search")
                 timed[name].append(time.perf_counter() - t)
         for name, ts in timed.items():
-            rows.append((f"{name}, gradio_client p50 / p95 (ms)", p50_p95(ts)))
+            via = "" if name.startswith("direct") else ", gradio_client"
+            rows.append((f"{name}{via} p50 / p95 (ms)", p50_p95(ts)))
         page, trivial = np.median(timed["latent page"]), np.median(timed["trivial call (label search 'zzz')"])
         rows.append(("latent page p50 / trivial call p50", f"{page / trivial:.2f}×"))
         rows.append(("server RSS after the pages / peak (GiB)", f"{rss_gib(proc.pid):.2f} / {peak_rss_gib(proc.pid):.2f}"))
