@@ -1,7 +1,8 @@
 """Read-only access to an atlas folder for the app: memory-mapped arrays, no recomputation,
 no gradio. Opening and every page cost the same whatever the number of latents and images:
-arrays are mapped, the image table is read by byte offset, labels are arrays, and the
-latent list is sorted once.
+arrays are mapped, the faiss indexes are read on first use, the image table is read by
+byte offset, labels are arrays, nearest latents are a stored table, and the latent list is
+sorted once.
 
 An atlas is self-contained (precompute/ATLAS.md): image paths are relative to an images
 root — `images_root` given here (`serve --images-root`), else the root recorded relative to
@@ -136,8 +137,6 @@ class Atlas:
         self.label_words = load("label_words.npy") if m["labels"] else None
         self.neighbour_ids = load("neighbour_ids.npy") if m.get("neighbours") else None
         self.neighbour_cos = load("neighbour_cos.npy") if m.get("neighbours") else None
-        self.latent_index = FlatIndex.read(self.path / "latents.faiss")
-        self.image_index = FlatIndex.read(self.path / "images.faiss") if m["image_index"] else None
         self.images_root = self._find_images_root(images_root)
         self._orders: dict[str, np.ndarray] = {}
 
@@ -156,6 +155,16 @@ class Atlas:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @cached_property
+    def latent_index(self) -> FlatIndex:
+        """Unit decoder directions (text -> latents; nearest latents without the table), read on first use."""
+        return FlatIndex.read(self.path / "latents.faiss")
+
+    @cached_property
+    def image_index(self) -> FlatIndex | None:
+        """Unit image embeddings (Inspect's nearest images), read on first use; None without."""
+        return FlatIndex.read(self.path / "images.faiss") if self.manifest["image_index"] else None
 
     @property
     def identity(self) -> str:
