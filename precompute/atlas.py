@@ -58,8 +58,10 @@ class AtlasConfig:
     """Top images kept per latent."""
     score: ScoreRule = "max"
     """Image score from token activations: max or mean over tokens, or the CLS token."""
-    block_mb: int = 1024
-    """Memory budget of one block of latent activations (larger blocks: faster matmuls)."""
+    block_mb: float = 1024
+    """Memory budget of one block of latent activations (larger blocks: faster matmuls). Blocks
+    start at fixed image offsets and torchrun ranks take whole blocks, so every rank encodes
+    exactly the matrices one process would (the same bits on any BLAS)."""
     stats_images: int = 0
     """Images behind the histograms and value bands: a random sample of this many, drawn
     across the whole dataset from --seed (0: every image)."""
@@ -118,10 +120,11 @@ def compute_shares(inp: AtlasInputs, ranks: Ranks, staging: Path) -> Shares:
     """Every rank: pass 1 over its images (codes to `staging`), the merged top-k, pass 2 over
     its codes, and the merged distribution."""
     cfg, sae = inp.cfg, inp.sae
-    lo, hi = ranks.split(inp.n_images)
-    writer = CodesWriter(staging, ranks.rank, lo, hi)
     # float32 activations [F, b·T] plus a same-sized temporary of the encoder
-    block_images = max(1, cfg.block_mb * 2**20 // (4 * sae.cfg.d_sae * inp.tokens_per_image * 2))
+    block_images = max(1, int(cfg.block_mb * 2**20) // (4 * sae.cfg.d_sae * inp.tokens_per_image * 2))
+    b0, b1 = ranks.split(-(-inp.n_images // block_images))  # whole blocks: a GEMM's bits depend on its shape
+    lo, hi = min(inp.n_images, b0 * block_images), min(inp.n_images, b1 * block_images)
+    writer = CodesWriter(staging, ranks.rank, lo, hi)
     try:
         state = pass_topk(sae, inp.source, cfg.top_images, inp.tokens_per_image, block_images, cfg.score, inp.cls_pos,
                           ranks.device, lo=lo, hi=hi, codes=writer, max_codes_gb=cfg.max_codes_gb)

@@ -22,9 +22,9 @@ def unit_directions(sae: SparseAutoencoder) -> torch.Tensor:
     return w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def block_rows(n_latents: int, block_mb: int) -> int:
+def block_rows(n_latents: int, block_mb: float) -> int:
     """Rows per block: a [rows, F] float32 score block within `block_mb`."""
-    return max(1, block_mb * 2**20 // (4 * n_latents))
+    return max(1, int(block_mb * 2**20) // (4 * n_latents))
 
 
 def nearest_latents(directions: torch.Tensor, k: int, blocks: range, rows_per_block: int

@@ -60,12 +60,12 @@ def cache(tmp_path_factory):
 
 def test_two_gloo_ranks_build_the_atlas_of_one_process(cache):
     flags = ["--acts", str(cache / "cache"), "--sae", str(cache / "sae"), "--top-images", "5", "--no-labels",
-             "--stats-images", "15", "--seed", "7", "--block-mb", "1", "--device", "cpu"]
+             "--stats-images", "15", "--seed", "7", "--block-mb", "0.002", "--device", "cpu"]
     r = torchrun("precompute.atlas", *flags, "--out", str(cache / "two"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("atlas: 40 latents") == 1  # rank 0 reports
     build_atlas(AtlasConfig(acts=str(cache / "cache"), sae=str(cache / "sae"), out=str(cache / "one"), top_images=5,
-                            labels=False, stats_images=15, seed=7, block_mb=1, device="cpu"))
+                            labels=False, stats_images=15, seed=7, block_mb=0.002, device="cpu"))
     same_folders(cache / "one", cache / "two")
     m = json.loads((cache / "one/manifest.json").read_text())
     assert m["masks"] and m["stats_images"] == 15 and m["n_images"] == 23
