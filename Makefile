@@ -12,12 +12,13 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP) browser
 
-# Debian's Chromium for the real-browser test of the app (installed when missing and apt is
-# usable as root, as on CI; elsewhere that one test is skipped and says why).
+# Debian's Chromium for the real-browser tests of the app, driven by Playwright through
+# executable_path (installed when missing and apt is usable as root, as on CI; elsewhere
+# those tests are skipped and say why). Playwright's own browser download is never used.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
-	  echo "chromium is not installed: the browser test will be skipped"
+	  echo "chromium is not installed: the browser tests will be skipped"
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -2,7 +2,7 @@
 
 This is the top of the pipeline, so it may import every stage: each stage exposes its own
 subcommands (`sae_core.cli`, `precompute.cli`, `evaluation.cli`) and the app adds its own
-(serve, demo, up). Every expected user error is one line and a non-zero exit.
+(serve, demo, up, collage). Every expected user error is one line and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -157,7 +157,82 @@ def _run_up(a: argparse.Namespace) -> int:
     return run_demo(DemoConfig(cache_dir=c.cache_dir, host=c.host, port=c.port, device=c.device))
 
 
-APP_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_demo, _add_up]
+def _add_collage(sub: argparse._SubParsersAction) -> None:
+    from .collage import CollageConfig
+
+    p = sub.add_parser("collage", help="one PNG per latent: its top images with patch masks and a caption strip",
+                       description="Seed 001's collages: each latent's top images in a grid with their patch masks, "
+                                   "values, label / interpretation and frequency.")
+    add_config_flags(p, CollageConfig, positional=("atlas",), required=("out",))
+    p.set_defaults(func=_run_collage)
+
+
+def _run_collage(a: argparse.Namespace) -> int:
+    from .collage import CollageConfig, collage_main
+
+    paths = collage_main(config_from_args(CollageConfig, a))
+    print(f"wrote {len(paths)} collages to {a.out}" + (f" ({paths[0].name} …)" if paths else ""))
+    return 0
+
+
+@dataclass(frozen=True)
+class IconsConfig:
+    """`clipsae icons KATLAS`: precompute the feature icons of a steering atlas."""
+
+    katlas: str
+    """A steering atlas (a Kandinsky-prior SAE's atlas); icons go to KATLAS/icons/."""
+    prior: str = KANDINSKY_PRIOR
+    """Kandinsky 2.2 prior: hub id (from the HF cache) or local diffusers folder."""
+    decoder: str = KANDINSKY_DECODER
+    """Kandinsky 2.2 decoder: hub id (from the HF cache) or local diffusers folder."""
+    tiny_kandinsky: bool = False
+    """Tiny random Kandinsky components (tests and CPU demos)."""
+    size: int = 512
+    """Icon resolution in pixels (512 with the real decoder on a GPU; 64 on a CPU)."""
+    steps: int = 12
+    """Decoder steps per icon."""
+    seed: int = 0
+    """Noise seed, the same for every icon."""
+    strength: float = 1.0
+    """Each latent is set to strength × its highest activation over the atlas's images."""
+    latents: str = ""
+    """Comma-separated latent ids (default: every latent that fires)."""
+    device: str = "auto"
+    """auto (cuda when available), cpu, cuda, cuda:N."""
+
+
+def _add_icons(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("icons", help="precompute feature icons of a steering atlas (KATLAS/icons/), e.g. on a GPU")
+    add_config_flags(p, IconsConfig, positional=("katlas",))
+    p.set_defaults(func=_run_icons)
+
+
+def _run_icons(a: argparse.Namespace) -> int:
+    import torch
+
+    from sae_core.device import is_cuda, resolve_device
+    from sae_core.io import load_sae
+
+    from .atlas import Atlas
+    from .icons import IconSpec, write_icons
+    from .kandinsky import load_pipelines, make_tiny_pipelines
+    from .steer import Steerer
+
+    c = config_from_args(IconsConfig, a)
+    dev = str(resolve_device(c.device))
+    atlas = Atlas(c.katlas)
+    latents = [atlas.check_latent(x) for x in c.latents.split(",") if x.strip()] or None
+    pipes = make_tiny_pipelines(device=dev) if c.tiny_kandinsky else load_pipelines(
+        c.prior, c.decoder, device=dev, dtype=torch.float16 if is_cuda(dev) else torch.float32)
+    steerer = Steerer(pipes, load_sae(atlas.path / "sae", device=dev), device=dev)
+    spec = IconSpec(size=c.size, steps=c.steps, seed=c.seed, strength=c.strength)
+    n = write_icons(atlas, steerer, spec, latents, decoder_name="tiny" if c.tiny_kandinsky else c.decoder)
+    print(f"{n} icon(s) written to {atlas.path / 'icons'} ({spec.size} px, {spec.steps} steps)")
+    return 0
+
+
+APP_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_demo, _add_up, _add_icons,
+                                                                  _add_collage]
 
 
 def build_parser() -> argparse.ArgumentParser:

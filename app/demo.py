@@ -23,8 +23,10 @@ from PIL import Image, ImageOps
 
 from precompute.activations import EmbedConfig, run_embed
 from precompute.atlas import AtlasConfig, build_atlas
+from precompute.captioner import TINY, captioner_source, load_captioner
 from precompute.encoders import EncoderSpec
-from precompute.hub_ids import CLIP_MODEL, CLIP_PRETRAINED
+from precompute.hub_ids import BLIP_CAPTIONER, CLIP_MODEL, CLIP_PRETRAINED
+from precompute.interpret import InterpretConfig, interpret
 from precompute.link import link
 from sae_core.config import SAEConfig, TrainConfig
 from sae_core.evaluate import metrics_main
@@ -149,7 +151,11 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
     if rebuild and paths.root.exists():
         shutil.rmtree(paths.root)
     if paths.info.exists():
-        return json.loads(paths.info.read_text())
+        info = json.loads(paths.info.read_text())
+        if "captioner" not in info:  # a demo built before `clipsae interpret` existed
+            info = interpret_demo(info, device)
+            atomic_write_text(paths.info, json.dumps(info, indent=2))
+        return info
     n = write_demo_images(paths.images)
     weights = resolve_clip_weights()
     random_weights = weights == "none"
@@ -187,8 +193,19 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
     info = {"n_images": meta["n_images"], "clip_weights": weights, "random_weights": random_weights,
             "clip_cache": str(paths.clip_cache), "clip_sae": str(paths.clip_sae), "clip_atlas": str(paths.clip_atlas),
             "kandinsky": "real" if real_kandinsky else "tiny", "kandinsky_atlas": str(paths.k_atlas)}
+    info = interpret_demo(info, device)
     atomic_write_text(paths.info, json.dumps(info, indent=2))
     return info
+
+
+def interpret_demo(info: dict, device: str = "auto") -> dict:
+    """Seed 001's caption keywords for both demo atlases: the real BLIP when it is in the
+    Hugging Face cache, else the tiny random one (said plainly in the app and the report)."""
+    spec = BLIP_CAPTIONER if captioner_source(BLIP_CAPTIONER) else TINY
+    captioner, captions = load_captioner(spec, device), {}
+    for key in ("clip_atlas", "kandinsky_atlas"):  # the same images: each is captioned once
+        interpret(InterpretConfig(atlas=info[key], captioner=spec, device=device), captioner, captions)
+    return {**info, "captioner": spec, "captioner_description": captioner.description}
 
 
 def demo_main(root: str = "demo_cache", rebuild: bool = False, device: str = "auto") -> str:
@@ -197,7 +214,8 @@ def demo_main(root: str = "demo_cache", rebuild: bool = False, device: str = "au
     banner = ("CLIP ViT-B-32 with RANDOM weights (no pretrained weights in the cache and no network): "
               "features are not meaningful" if info["random_weights"] else f"CLIP ViT-B-32 weights: {info['clip_weights']}")
     table = metrics_main(info["clip_cache"], info["clip_sae"], device=device)
-    return (f"Demo: {info['n_images']} images bundled with scikit-image/scikit-learn.\n{banner}\n\n{table}\n\n"
+    return (f"Demo: {info['n_images']} images bundled with scikit-image/scikit-learn.\n{banner}\n"
+            f"Latent interpretations (clipsae interpret): {info['captioner_description']}\n\n{table}\n\n"
             f"{atlas_summary(info['clip_atlas'])}\n")
 
 
@@ -209,5 +227,6 @@ def atlas_summary(atlas: str | Path, n_latents: int = 5) -> str:
         page = a.page(lat)
         top = ", ".join(f"{t['path']} ({t['value']:.3g})" for t in page.top[:3])
         label = f" [{', '.join(page.label[:3])}]" if page.label else ""
-        lines.append(f"  latent {lat}{label}: fires on {page.frequency:.0%} of images; top: {top}")
+        sentence = f"\n      {a.interpretation(lat)}" if a.interpretation(lat) else ""
+        lines.append(f"  latent {lat}{label}: fires on {page.frequency:.0%} of images; top: {top}{sentence}")
     return "\n".join(lines)

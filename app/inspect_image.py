@@ -19,6 +19,21 @@ from sae_core.io import load_sae
 from .atlas import Atlas
 
 
+def patch_latents(patches_pf: np.ndarray, x: float, y: float, n: int = 10) -> tuple[int, list[tuple[int, float]]]:
+    """The patch under relative position (x, y) in [0, 1)² of a square patch grid, and its n
+    most active latents as (latent, value), strongest first (PatchSAE's patch click)."""
+    grid = int(round(np.sqrt(patches_pf.shape[0])))
+    if grid * grid != patches_pf.shape[0]:
+        raise ValueError(f"the patch activations ({patches_pf.shape[0]} patches) do not form a square grid")
+    col = min(max(int(x * grid), 0), grid - 1)
+    row = min(max(int(y * grid), 0), grid - 1)
+    p = row * grid + col
+    vals = patches_pf[p]
+    cand = np.argpartition(-vals, n)[:n] if vals.size > n else np.arange(vals.size)
+    order = cand[np.argsort(-vals[cand], kind="stable")]
+    return p, [(int(i), float(vals[i])) for i in order if vals[i] > 0]
+
+
 class Inspector:
     """Encoder + SAE of one atlas, loaded once."""
 
@@ -36,7 +51,8 @@ class Inspector:
 
     @torch.inference_mode()
     def run(self, image: Image.Image, n: int = 20) -> dict[str, Any]:
-        """{"top": [(latent, value)], "patches": [P, F] array or None, "embedding": [d]}."""
+        """{"top": [(latent, value)], "scores": [F] (max over the image's tokens),
+        "patches": [P, F] array or None, "embedding": [d]}."""
         x = self.encoder.preprocess(image.convert("RGB"))[None]
         with self.lock:
             rows, patches = self.encoder.encode(x)
@@ -50,7 +66,8 @@ class Inspector:
                 patch_f = f_t[spatial].cpu().numpy() if spatial else None
         vals, idx = score.topk(min(n, score.numel()))
         top = [(int(i), float(v)) for v, i in zip(vals, idx) if v > 0]
-        return {"top": top, "patches": patch_f, "embedding": rows[0, 0].cpu().numpy()}
+        return {"top": top, "scores": score.float().cpu().numpy(), "patches": patch_f,
+                "embedding": rows[0, 0].cpu().numpy()}
 
     @torch.inference_mode()
     def text_to_latents(self, text: str, n: int = 20) -> list[tuple[int, float]]:

@@ -11,18 +11,23 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from precompute.hub_ids import KANDINSKY_DECODER as DECODER_ID
 from precompute.hub_ids import KANDINSKY_PRIOR as PRIOR_ID
+
+if TYPE_CHECKING:
+    from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
+
 TINY_DIM = 32
 
 
 @dataclass
 class KandinskyPipes:
-    prior: object  # diffusers.KandinskyV22PriorPipeline
-    decoder: object  # diffusers.KandinskyV22Pipeline
+    prior: KandinskyV22PriorPipeline
+    decoder: KandinskyV22Pipeline
     tiny: bool
     """True for the random tiny components (images are noise-like patterns, said in the UI)."""
 
@@ -31,34 +36,66 @@ class KandinskyPipes:
         return int(self.prior.image_encoder.config.projection_dim)
 
 
-def kandinsky_available(prior: str = PRIOR_ID, decoder: str = DECODER_ID) -> bool:
-    """Both models are local diffusers folders or already in the HF cache (no network needed)."""
+def _model_folder(model: str) -> Path | None:
+    """A local diffusers folder, or the HF-cache snapshot holding the model's model_index.json."""
     from huggingface_hub import try_to_load_from_cache
 
-    def one(model: str) -> bool:
-        return Path(model).is_dir() or isinstance(try_to_load_from_cache(model, "model_index.json"), str)
+    if Path(model).is_dir():
+        return Path(model)
+    hit = try_to_load_from_cache(model, "model_index.json")
+    return Path(hit).parent if isinstance(hit, str) else None
 
-    return one(prior) and one(decoder)
+
+def missing_parts(model: str) -> list[str]:
+    """What a diffusers model lacks on this machine (empty: complete, loadable offline):
+    model_index.json, and for each component its folder, config and (for models) weights."""
+    folder = _model_folder(model)
+    if folder is None or not (folder / "model_index.json").is_file():
+        return ["model_index.json"]
+    missing = []
+    for name, spec in json.loads((folder / "model_index.json").read_text()).items():
+        if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+            continue
+        part = folder / name
+        files = {p.name for p in part.iterdir() if p.exists()} if part.is_dir() else set()  # no dangling links
+        if not any(f.endswith(".json") for f in files):
+            missing.append(f"{name}/ (config)")
+        elif "config.json" in files and not any(f.endswith((".safetensors", ".bin")) for f in files):
+            missing.append(f"{name}/ (weights)")
+    return missing
+
+
+def kandinsky_available(prior: str = PRIOR_ID, decoder: str = DECODER_ID) -> bool:
+    """Both models are complete local diffusers folders or complete in the HF cache (no network needed)."""
+    return not missing_parts(prior) and not missing_parts(decoder)
+
+
+def _ready(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, device: str, tiny: bool) -> KandinskyPipes:
+    prior.to(device)
+    prior.set_progress_bar_config(disable=True)
+    decoder.to(device)
+    decoder.set_progress_bar_config(disable=True)  # progress goes through the job's step callback
+    return KandinskyPipes(prior, decoder, tiny=tiny)
 
 
 def load_pipelines(prior: str = PRIOR_ID, decoder: str = DECODER_ID, device: str = "cpu",
                    dtype: torch.dtype = torch.float32) -> KandinskyPipes:
-    """The real pipelines from hub ids (or the HF cache) or local diffusers folders."""
+    """The real pipelines from hub ids (the HF cache, offline) or local diffusers folders.
+    A ValueError names what is missing rather than reaching for the network."""
     from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
 
+    for model in (prior, decoder):
+        gaps = missing_parts(model)
+        if gaps:
+            raise ValueError(f"Kandinsky 2.2 model {model} is incomplete on this machine (missing: {', '.join(gaps)}); "
+                             "pass a complete local diffusers folder or download it into the Hugging Face cache")
     try:
-        prior_pipe = KandinskyV22PriorPipeline.from_pretrained(prior, torch_dtype=dtype)
-        decoder_pipe = KandinskyV22Pipeline.from_pretrained(decoder, torch_dtype=dtype)
-    except OSError as exc:
-        raise ValueError(
-            f"could not load Kandinsky 2.2 ({prior}, {decoder}): {exc}. Without network access, pass local "
-            "diffusers folders or have them in the Hugging Face cache."
-        ) from None
-    prior_pipe.to(device)
-    prior_pipe.set_progress_bar_config(disable=True)
-    decoder_pipe.to(device)
-    decoder_pipe.set_progress_bar_config(leave=False)  # tqdm: the UI's progress bar follows it
-    return KandinskyPipes(prior_pipe, decoder_pipe, tiny=False)
+        # local_files_only: a hub id resolves through the HF cache exactly as diffusers does, never the network
+        prior_pipe = KandinskyV22PriorPipeline.from_pretrained(prior, torch_dtype=dtype, local_files_only=True)
+        decoder_pipe = KandinskyV22Pipeline.from_pretrained(decoder, torch_dtype=dtype, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"could not load Kandinsky 2.2 ({prior}, {decoder}): {exc}") from None
+    return _ready(prior_pipe, decoder_pipe, device, tiny=False)
 
 
 def _tiny_tokenizer(folder: Path):
@@ -122,8 +159,4 @@ def make_tiny_pipelines(seed: int = 0, device: str = "cpu") -> KandinskyPipes:
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
                               thresholding=False)
     decoder_pipe = KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq)
-    prior_pipe.to(device)
-    prior_pipe.set_progress_bar_config(disable=True)
-    decoder_pipe.to(device)
-    decoder_pipe.set_progress_bar_config(leave=False)  # tqdm: the UI's progress bar follows it
-    return KandinskyPipes(prior_pipe, decoder_pipe, tiny=True)
+    return _ready(prior_pipe, decoder_pipe, device, tiny=True)

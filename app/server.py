@@ -11,28 +11,50 @@ path on disk is served directly.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
 
+from sae_core.device import is_cuda, resolve_device
 from sae_core.io import load_sae
-from sae_core.device import resolve_device
 
 from .atlas import Atlas
+from .handlers import Handlers
+from .icons import IconSpec, IconStore
+from .inputs import MAX_UPLOAD
 from .inspect_image import Inspector
-from .kandinsky import DECODER_ID, PRIOR_ID, kandinsky_available, load_pipelines, make_tiny_pipelines
+from .kandinsky import DECODER_ID, PRIOR_ID, KandinskyPipes, load_pipelines, make_tiny_pipelines, missing_parts
 from .steer import Steerer
-from .ui import MAX_UPLOAD, Handlers, build_ui
+from .timing import measure
+from .ui import build_ui
+from .ui_assets import CSS, PAGE_JS
 
 log = logging.getLogger(__name__)
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def _pipelines(prior: str, decoder: str, tiny: bool, dev: str, notes: list[str]) -> KandinskyPipes | None:
+    """The Kandinsky pipelines, or None with a note saying why steering is off (never an exit)."""
+    if tiny:
+        return make_tiny_pipelines(device=dev)
+    gaps = {m: missing_parts(m) for m in (prior, decoder)}
+    if any(gaps.values()):
+        what = "; ".join(f"{m}: missing {', '.join(g)}" for m, g in gaps.items() if g)
+        notes.append(f"Steering is unavailable: Kandinsky 2.2 is not complete on this machine ({what}). Pass local "
+                     "diffusers folders with --prior/--decoder, or download the models into the Hugging Face cache.")
+        return None
+    try:  # float16 on any CUDA device (cuda, cuda:1, …), float32 on the CPU
+        return load_pipelines(prior, decoder, device=dev, dtype=torch.float16 if is_cuda(dev) else torch.float32)
+    except ValueError as exc:
+        notes.append(f"Steering is unavailable: {exc}")
+        return None
 
 
 def make_handlers(atlas: str | Path, steer_atlas: str | Path | None = None, prior: str = PRIOR_ID,
                   decoder: str = DECODER_ID, tiny_kandinsky: bool = False, device: str = "auto",
-                  images_root: str | Path | None = None) -> tuple[Handlers, str]:
+                  measure_timings: bool = True, images_root: str | Path | None = None) -> tuple[Handlers, str]:
     """Open everything once; returns the handlers and the banner text shown on top of the app.
+    With a steering atlas and Kandinsky, the decoder is timed here (a few seconds at most)
+    so that every resolution shows its expected time and the defaults fit the device.
     `images_root` overrides where both atlases' image paths are resolved (default: as recorded)."""
     dev = str(resolve_device(device))
     a = Atlas(atlas, images_root=images_root)
@@ -48,29 +70,27 @@ def make_handlers(atlas: str | Path, steer_atlas: str | Path | None = None, prio
         inspector = Inspector(a, device=dev)
     except (ValueError, FileNotFoundError) as exc:
         notes.append(f"Inspect is unavailable: {exc}")
-    steerer = None
-    satlas = None
+    steerer = satlas = timings = None
     if steer_atlas:
         satlas = Atlas(steer_atlas, images_root=images_root)
-        sae = load_sae(satlas.path / "sae", device=dev)
-        pipes = None
-        if tiny_kandinsky:
-            pipes = make_tiny_pipelines(device=dev)
-        elif kandinsky_available(prior, decoder):
-            pipes = load_pipelines(prior, decoder, device=dev, dtype=torch.float16 if dev == "cuda" else torch.float32)
-        else:
-            notes.append(f"Steering is unavailable: Kandinsky 2.2 ({prior}, {decoder}) is neither a local folder nor "
-                         "in the Hugging Face cache.")
+        pipes = _pipelines(prior, decoder, tiny_kandinsky, dev, notes)
         if pipes is not None:
             try:
-                steerer = Steerer(pipes, sae, device=dev)
+                steerer = Steerer(pipes, load_sae(satlas.path / "sae", device=dev), device=dev)
             except ValueError as exc:
                 notes.append(f"Steering is unavailable: {exc}")
             if pipes.tiny:
                 notes.append("Steering uses **tiny random Kandinsky components** (a demo of the mechanics, not of images).")
-            if dev == "cpu":
-                notes.append("Generation runs on the CPU: expect seconds to minutes per image.")
-    return Handlers(a, steerer=steerer, steer_atlas=satlas, inspector=inspector, notices=notes), "\n\n".join(notes)
+        if steerer is not None:
+            timings = measure(steerer, dev) if measure_timings else None
+            if timings is not None and not is_cuda(dev):
+                notes.append(f"Generation runs on the CPU: {timings.label(timings.default_size(), timings.default_steps)}"
+                             f" at {timings.default_steps} steps (the resolution list shows each option's time).")
+    h = Handlers(a, steerer=steerer, steer_atlas=satlas, inspector=inspector, notices=notes, timings=timings)
+    if steerer is not None and satlas is not None:  # icons are cached beside the steering atlas's thumbnails
+        spec = IconSpec(size=512 if is_cuda(dev) and not steerer.pipes.tiny else 64)
+        h.icons = IconStore(satlas, steerer, h.browsable[satlas.name][1].root, spec)
+    return h, "\n\n".join(notes)
 
 
 def serve(atlas: str | Path, steer_atlas: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860,
@@ -82,7 +102,8 @@ def serve(atlas: str | Path, steer_atlas: str | Path | None = None, host: str = 
 
 def launch(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, prevent_thread_lock: bool = False):
     """Launch the Blocks with the app's safety settings: the given interface only (127.0.0.1 by
-    default), no share link unless asked, uploads capped at MAX_UPLOAD, analytics off (env above)."""
+    default), no share link unless asked, uploads capped at MAX_UPLOAD, analytics off (app/__init__.py);
+    and its stylesheet and page script (in-place navigation)."""
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True,
-                prevent_thread_lock=prevent_thread_lock, quiet=True)
+                prevent_thread_lock=prevent_thread_lock, quiet=True, css=CSS, js=PAGE_JS)
     return demo

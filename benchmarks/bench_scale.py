@@ -251,7 +251,7 @@ def run_pages(big: Path, steer: Path, n_pages: int = 200) -> list[tuple[str, str
                                  ("direct HTTP, trivial call", "search", "zzz")):
             timed[name] = []
             for lat in rng.integers(0, f, 100):
-                body = json.dumps({"data": [int(lat) if value is None else value]}).encode()
+                body = json.dumps({"data": [int(lat) if value is None else value, big.name]}).encode()  # (…, sae)
                 req = urllib.request.Request(f"{url}gradio_api/run/{api}", data=body,
                                              headers={"Content-Type": "application/json"})
                 t = time.perf_counter()
@@ -288,7 +288,7 @@ def profile_page(big: Path) -> str:
     import pstats
 
     from app.atlas import Atlas
-    from app.ui import Handlers
+    from app.handlers import Handlers
 
     t0 = time.perf_counter()
     h = Handlers(Atlas(big))

@@ -1,4 +1,4 @@
-"""`clipsae eval recon|zeroshot|probe|heatmap`: the seeds' experiments, one command each.
+"""`clipsae eval recon|zeroshot|probe|heatmap|segment|latents`: the seeds' experiments, one command each.
 
 Each writes OUT/<name>.md, .csv, .json (+ PNG plots) and prints the table.
 
@@ -6,6 +6,8 @@ Each writes OUT/<name>.md, .csv, .json (+ PNG plots) and prints the table.
     clipsae eval zeroshot --dataset cifar-10-batches-bin/ --sae saes/ --out results/
     clipsae eval probe    --dataset cifar-100-binary/ --sae saes/l1_0.001 --out results/
     clipsae eval heatmap  --image cat.jpg --text "a photo of a cat" --sae saes/l1_0.001 --latent 12 --scale 0
+    clipsae eval segment  --dataset imagenet_val/ --sae saes/l1_0.001 --classes "tabby cat" --out results/
+    clipsae eval latents  --atlas atlas/ --acts heldout_cache/ --labels imagenet/ --out results/
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def _common(p: argparse.ArgumentParser, sae_many: bool = True) -> None:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluation tables: reconstruction, zero-shot, linear probe, gradient heat maps",
+    p = sub.add_parser("eval", help="evaluation: reconstruction, zero-shot, linear probe, gradient heat maps, class "
+                                    "masks, latent statistics",
                        description="Reproduce the seed reports' experiments; each writes Markdown + CSV (+ PNG).")
     ev = p.add_subparsers(dest="eval_command", required=True, metavar="EVAL")
 
@@ -75,6 +78,53 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     _common(h, sae_many=False)
     _model_flags(h)
     h.set_defaults(func=_run_heatmap)
+    _add_segment(ev)
+    _add_latents(ev)
+
+
+def _add_segment(ev: argparse._SubParsersAction) -> None:
+    from sae_core.cliargs import add_config_flags
+
+    from .segment import SegmentConfig
+
+    p = ev.add_parser("segment", help="per class, its most active latents and their class-averaged patch masks",
+                      description="Seed 004's figure 6: class-averaged patch masks of each class's most active "
+                                  "latents (PNG per class + CSV).")
+    add_config_flags(p, SegmentConfig, required=("dataset", "sae"))
+    p.set_defaults(func=_run_segment)
+
+
+def _run_segment(a: argparse.Namespace) -> int:
+    from sae_core.cliargs import config_from_args
+
+    from .segment import SegmentConfig, segment_main
+
+    table, failures = segment_main(config_from_args(SegmentConfig, a))
+    _finish(a, "segment", table, failures)
+    return 0
+
+
+def _add_latents(ev: argparse._SubParsersAction) -> None:
+    from sae_core.cliargs import add_config_flags
+
+    from .latent_stats import LatentStatsConfig
+
+    p = ev.add_parser("latents", help="frequency × mean-activation map, images per latent, label entropy, Table 1",
+                      description="Seed 004's latent statistics on train and held-out activations (PNG + CSV + "
+                                  "Markdown); PatchSAE's label entropy when the images' classes are known.")
+    add_config_flags(p, LatentStatsConfig, required=("atlas",))
+    p.set_defaults(func=_run_latents)
+
+
+def _run_latents(a: argparse.Namespace) -> int:
+    from sae_core.cliargs import config_from_args
+
+    from .latent_stats import LatentStatsConfig, latent_stats_main
+
+    table = latent_stats_main(config_from_args(LatentStatsConfig, a))
+    _finish(a, "latents_table", table, [])
+    print(f"per latent: {Path(a.out) / 'latents.csv'}; plots: latents_map.png, latents_images.png")
+    return 0
 
 
 def _setup(a: argparse.Namespace):

@@ -62,8 +62,9 @@ class ModelChoice:
     device: str = "auto"
 
 
-def load_clip(saes: list[NamedSAE], choice: ModelChoice) -> SplicedClip:
-    """The OpenCLIP model the SAEs were trained on (from their cfg.json), flags overriding."""
+def encoder_metadata(saes: list[NamedSAE], choice: ModelChoice) -> dict:
+    """The encoder provenance the SAEs' cfg.json records (model, weights, hook, tokens), with
+    the flags overriding; the SAEs must agree on hook and width."""
     meta = dict(saes[0].sae.cfg.metadata)
     for s in saes[1:]:
         if s.sae.cfg.metadata.get("hook_name") != meta.get("hook_name") or s.sae.cfg.d_in != saes[0].sae.cfg.d_in:
@@ -81,6 +82,12 @@ def load_clip(saes: list[NamedSAE], choice: ModelChoice) -> SplicedClip:
         log.warning("the SAE's cfg.json names no model; assuming %s %s (override with --model)", CLIP_MODEL,
                     meta["pretrained"])
     meta.setdefault("hook_name", "embed")
+    return meta
+
+
+def load_clip(saes: list[NamedSAE], choice: ModelChoice) -> SplicedClip:
+    """The OpenCLIP model the SAEs were trained on (from their cfg.json), flags overriding."""
+    meta = encoder_metadata(saes, choice)
     spec: EncoderSpec = spec_from_metadata(meta)
     tokens = meta.get("tokens", "cls") if spec.hook != "embed" else "cls"
     spec = replace(spec, tokens="cls")  # the encoder's own capture hooks are not used here

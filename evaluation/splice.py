@@ -90,15 +90,9 @@ class SplicedClip:
     @torch.no_grad()
     def text_classifier(self, classnames: list[str], templates: list[str], batch_size: int = 256) -> Tensor:
         """[C, d]: per class, the normalised mean of the normalised template embeddings."""
-        import open_clip
-
-        tokenizer = open_clip.get_tokenizer(self.encoder.metadata["model_name"])
         rows = []
         for name in classnames:
-            texts = [t.format(name) for t in templates]
-            embs = torch.cat([self.model.encode_text(tokenizer(texts[i:i + batch_size]).to(self.device)).float()
-                              for i in range(0, len(texts), batch_size)])
-            mean = torch.nn.functional.normalize(embs, dim=-1).mean(dim=0)
+            mean = self.encoder.text_embeddings([t.format(name) for t in templates], batch_size).mean(dim=0)
             rows.append(torch.nn.functional.normalize(mean, dim=0))
         return torch.stack(rows)
 

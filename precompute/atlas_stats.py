@@ -123,6 +123,28 @@ def pass_topk(sae: SparseAutoencoder, source: ActivationSource, k: int, tokens_p
     return vals, ids
 
 
+class _ScoreSums:
+    """A codes sink that keeps only the per-latent count and sum of the non-zero scores."""
+
+    def __init__(self, n_latents: int):
+        self.count = np.zeros(n_latents, dtype=np.int64)
+        self.total = np.zeros(n_latents, dtype=np.float64)
+
+    def add(self, i0: int, n: int, images: np.ndarray, latents: np.ndarray, values: np.ndarray) -> None:
+        self.count += np.bincount(latents, minlength=len(self.count))
+        self.total += np.bincount(latents, weights=values.astype(np.float64), minlength=len(self.total))
+
+
+def score_stats(sae: SparseAutoencoder, source: ActivationSource, k: int, tokens_per_image: int, block_images: int,
+                rule: ScoreRule = "max", cls_pos: int | None = None, device: torch.device | str = "cpu") -> LatentStats:
+    """Top-k, frequency, mean and max of every latent over every image of `source`, in one pass
+    and without writing codes (held-out statistics: `clipsae eval latents --acts`)."""
+    sums = _ScoreSums(sae.cfg.d_sae)
+    vals, ids = pass_topk(sae, source, k, tokens_per_image, block_images, rule, cls_pos, device,
+                          codes=sums)  # type: ignore[arg-type]
+    return finish_stats(vals, ids, sums.count, sums.total, source.n_rows // tokens_per_image)
+
+
 def merge_topk_states(states: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     """Combine rank results given in rank order (ranks hold ascending image ranges)."""
     vals, ids = states[0]

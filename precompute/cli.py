@@ -1,4 +1,4 @@
-"""The precompute stage's `clipsae` subcommands: embed, export, atlas, link.
+"""The precompute stage's `clipsae` subcommands: embed, export, atlas, link, interpret.
 
 Flags come from the config dataclasses (`sae_core.cliargs`), so a field means the same flag
 in every command. The `clipsae` command itself is assembled in `app/cli.py`.
@@ -75,5 +75,32 @@ def _run_link(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_embed, _add_export, _add_atlas, _add_link]
+def _add_interpret(sub: argparse._SubParsersAction) -> None:
+    from .interpret import InterpretConfig
+
+    p = sub.add_parser("interpret", help="caption each latent's top images (BLIP) and name it by their keywords",
+                       description="Seed 001's auto-interpretation: up to --images distinct top images per latent "
+                                   "are captioned; the 5 most frequent content words make the sentence. Writes "
+                                   "interpretations.json and .csv into the atlas.")
+    add_config_flags(p, InterpretConfig, positional=("atlas",))
+    p.set_defaults(func=_run_interpret)
+
+
+def _run_interpret(a: argparse.Namespace) -> int:
+    from .interpret import CSV_FILE, JSON_FILE, NO_PATTERN, InterpretConfig, interpret
+
+    cfg = config_from_args(InterpretConfig, a)
+    res = interpret(cfg)
+    doc, ran = res.doc, set(res.latents)
+    named = sum(r["interpretation"] != NO_PATTERN for r in doc["latents"] if r["latent"] in ran)
+    print(f"captioner: {doc['captioner_description']}")
+    print(f"{len(ran)} latents interpreted in {res.seconds:.1f} s ({named} with a pattern, {len(ran) - named} "
+          f"without); {cfg.atlas}/{JSON_FILE} and {CSV_FILE} now hold {len(doc['latents'])}")
+    if doc["skipped_images"]:
+        print(f"  {len(doc['skipped_images'])} images could not be read (listed in {JSON_FILE})")
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_embed, _add_export, _add_atlas, _add_link,
+                                                                _add_interpret]
 """The subcommands of this stage; `app/cli.py` assembles every stage's into `clipsae`."""

@@ -27,6 +27,7 @@ from PIL import Image
 from torch import nn
 
 from sae_core.files import sha256_file
+from sae_core.interop.hooks import canonical_hook
 
 from .hub_ids import CLIP_MODEL, CLIP_PRETRAINED, KANDINSKY_PRIOR
 
@@ -52,7 +53,8 @@ class EncoderSpec:
     pretrained: str = CLIP_PRETRAINED
     """OpenCLIP pretrained tag, a local checkpoint path, or `none` (random weights)."""
     hook: str = "embed"
-    """embed | blocks.L.resid_post | blocks.L.mlp_out | blocks.L.attn_out."""
+    """embed | blocks.L.resid_post | blocks.L.mlp_out | blocks.L.attn_out (SAELens / ViT-Prisma spellings
+    such as blocks.L.hook_resid_post are accepted and stored in ours)."""
     tokens: Tokens = "cls"
     """Token positions of a block hook: cls (token 0), spatial (1..T-1) or all."""
     patch_tokens: bool = False
@@ -61,8 +63,11 @@ class EncoderSpec:
     """Seed of the random weights when pretrained is `none`."""
 
     def __post_init__(self) -> None:
-        if self.hook != "embed" and not _HOOK_RE.match(self.hook):
-            raise ValueError(f"--hook must be embed or blocks.L.{{resid_post|mlp_out|attn_out}}; got {self.hook!r}")
+        hook = canonical_hook(self.hook)  # SAELens / Prisma spellings: blocks.9.hook_resid_post
+        if hook is None:
+            raise ValueError(f"--hook must be embed or blocks.L.{{resid_post|mlp_out|attn_out}} (or the SAELens / "
+                             f"ViT-Prisma spelling blocks.L.hook_resid_post, ...); got {self.hook!r}")
+        object.__setattr__(self, "hook", hook)
         if self.tokens not in ("cls", "spatial", "all"):
             raise ValueError(f"--tokens must be cls, spatial or all; got {self.tokens!r}")
         if self.hook == "embed" and self.tokens != "cls":
@@ -100,6 +105,21 @@ class Encoder:
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else _null()
         with autocast:
             return self._encode(pixels)
+
+    @torch.no_grad()
+    def text_embeddings(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """Unit-norm CLIP text embeddings [len(texts), d], float32 on the model's device: the one
+        place text is embedded (vocabulary labels, text -> latent search, zero-shot classifiers,
+        heat maps). No gradient, but usable as a constant in a graph (not an inference tensor)."""
+        import open_clip
+
+        if self.spec.is_kandinsky or not hasattr(self.module, "encode_text"):
+            raise ValueError(f"{self.spec.model} has no text tower; text embeddings need an OpenCLIP model")
+        tokenizer = open_clip.get_tokenizer(self.metadata["model_name"])
+        device = next(self.module.parameters()).device
+        parts = [self.module.encode_text(tokenizer(texts[i:i + batch_size]).to(device)).float()
+                 for i in range(0, len(texts), batch_size)]
+        return torch.nn.functional.normalize(torch.cat(parts), dim=-1)
 
     def _encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.spec.is_kandinsky:
@@ -146,7 +166,7 @@ def hook_module(model: nn.Module, hook: str) -> nn.Module:
     `visual` for embed, else the block (resid_post), its ls_2 (mlp_out) or ls_1 (attn_out)."""
     if hook == "embed":
         return model.visual
-    m = _HOOK_RE.match(hook)
+    m = _HOOK_RE.match(canonical_hook(hook) or hook)
     if not m:
         raise ValueError(f"hook must be embed or blocks.L.{{resid_post|mlp_out|attn_out}}; got {hook!r}")
     blocks = model.visual.transformer.resblocks

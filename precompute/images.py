@@ -135,3 +135,11 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
     except OSError as exc:
         raise BadImage(f"cannot read file: {exc.strerror or exc}") from None
     return decode_image(data, max_pixels), data
+
+
+def path_inside(root: str | Path, rel_path: str) -> Path | None:
+    """`root / rel_path` if it resolves to a file inside `root` (no `..`, absolute paths or
+    symlinks leaving it), else None: how readers of an atlas open its images."""
+    base = Path(root).resolve()
+    p = (base / rel_path).resolve()
+    return p if p.is_relative_to(base) and p.is_file() else None

@@ -8,6 +8,7 @@ The text tower is the one the activations came from: same OpenCLIP model and wei
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 from sae_core.sae import SparseAutoencoder
+
+from .encoders import load_encoder, spec_from_metadata
 
 DEFAULT_VOCAB = Path(__file__).with_name("vocab") / "visual_concepts.txt"
 TEMPLATE = "a photo of a {}"
@@ -31,25 +34,13 @@ def read_vocab(path: str | Path | None = None) -> list[str]:
     return words
 
 
-@torch.inference_mode()
 def text_embeddings(meta: dict[str, Any], words: list[str], device: torch.device | str = "cpu",
                     batch: int = 256) -> np.ndarray:
-    """Unit-norm CLIP text embeddings [len(words), d] of TEMPLATE.format(word)."""
-    import open_clip
-
-    from .encoders import EncoderSpec, load_encoder
-
-    name = meta["model_name"]
-    spec = EncoderSpec(model=meta.get("model_config_path", name), pretrained=meta.get("pretrained", "none"),
-                       seed=int(meta.get("seed", 0)))
-    model = load_encoder(spec, device).module
-    tokenizer = open_clip.get_tokenizer(Path(name).stem if name.endswith(".json") else name)
-    out = []
-    for i in range(0, len(words), batch):
-        tokens = tokenizer([TEMPLATE.format(w) for w in words[i : i + batch]]).to(device)
-        e = model.encode_text(tokens).float()
-        out.append(torch.nn.functional.normalize(e, dim=-1).cpu())
-    return torch.cat(out).numpy()
+    """Unit-norm CLIP text embeddings [len(words), d] of TEMPLATE.format(word), by the text tower
+    of the model the activations came from (`Encoder.text_embeddings`)."""
+    spec = replace(spec_from_metadata(meta), hook="embed", tokens="cls", patch_tokens=False)
+    encoder = load_encoder(spec, device)
+    return encoder.text_embeddings([TEMPLATE.format(w) for w in words], batch).cpu().numpy()
 
 
 def top_words(directions_sd: np.ndarray, text_vd: np.ndarray, words: list[str], n: int = TOP_WORDS) -> list[dict]:

@@ -5,7 +5,8 @@ s = d_sae (latents), n = rows of a dataset, k = top-k slots, t = tokens per imag
 """
 
 from .config import SAEConfig, TrainConfig
-from .io import convert, load_sae, save_sae
+from .interop import convert
+from .io import load_sae, save_sae
 from .sae import SAEOutput, SparseAutoencoder
 
 __all__ = ["SAEConfig", "TrainConfig", "SparseAutoencoder", "SAEOutput", "load_sae", "save_sae", "convert"]

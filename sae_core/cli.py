@@ -1,4 +1,4 @@
-"""The SAE stage's `clipsae` subcommands: train, metrics, convert.
+"""The SAE stage's `clipsae` subcommands: train, metrics, convert, export-sae.
 
 Each is a thin wrapper: parse flags (generated from the config dataclasses), build the
 stage's config, call its main. The `clipsae` command itself is assembled in `app/cli.py`.
@@ -35,7 +35,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--acts", required=True, help="a .npy matrix [N, d] or an activation cache folder")
     p.add_argument("--out", required=True, help="output folder (one sub-folder per swept value)")
     m = p.add_argument_group("model (SAEConfig, saved in cfg.json)")
-    add_config_flags(m, SAEConfig, skip=("d_in", "k", "norm_scaling_factor", "dtype", "metadata"),
+    add_config_flags(m, SAEConfig, skip=("d_in", "k", "norm_scaling_factor", "layer_norm_variant", "dtype", "metadata"),
                      names={"architecture": "--arch", "normalize_activations": "--normalize"}, required=("d_sae",))
     m.add_argument("--k", type=_ints, default=None, help="active latents for topk/batchtopk; a comma list sweeps")
     m.add_argument("--l1", type=_floats, default=None,
@@ -89,22 +89,63 @@ def _run_metrics(a: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- convert
+# ---------------------------------------------------------------- convert / export-sae
+_SOURCES = ("SAELens folder, sparsify folder or trainer folder, ViT-Prisma folder (config.json + weights.pt) "
+            "or n_images_N.pt, saev sae.pt, dictionary-learning trainer_N/ (ae.pt + config.json), "
+            "overcomplete state dict (.pt/.safetensors, with --arch)")
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="convert a ViT-Prisma or sparsify SAE folder into our (SAELens) layout")
-    p.add_argument("src", help="ViT-Prisma folder (config.json + weights.pt) or sparsify folder (cfg.json + sae.safetensors)")
+    p = sub.add_parser("convert", help="import another library's SAE exactly (or refuse what cannot be honoured)",
+                       description="Convert an SAE of SAELens, sparsify, ViT-Prisma, saev, dictionary-learning "
+                                   "or overcomplete into our layout. Every field is honoured exactly (folded "
+                                   "into the weights) or refused by name. A sparsify trainer folder gives one "
+                                   "SAE per hookpoint under DST.")
+    p.add_argument("src", help=_SOURCES)
     p.add_argument("dst", help="output SAE folder")
+    p.add_argument("--norm-scaling-factor", type=float, default=None,
+                   help="SAELens expected_average_only_in: the factor, when no activation_scaler.json is beside "
+                        "cfg.json (SAELens's pretrained_saes.yaml lists it)")
+    p.add_argument("--arch", choices=("relu", "topk", "jumprelu", "batchtopk"), default=None,
+                   help="overcomplete only (its state dict does not record the class): SAE=relu, TopKSAE=topk, "
+                        "JumpSAE=jumprelu, BatchTopKSAE=batchtopk")
+    p.add_argument("--k", type=int, default=None, help="overcomplete TopKSAE only: its top_k")
+    p.add_argument("--dictionary-norm", default="l2", help="overcomplete only: the dictionary normalisation "
+                   "it was built with (l2, the default; max_l2, l1, max_l1, identity)")
     p.set_defaults(func=_run_convert)
 
 
 def _run_convert(a: argparse.Namespace) -> int:
-    from .io import convert
+    from .interop import Hints, convert
 
-    layout, sae = convert(a.src, a.dst)
-    c = sae.cfg
-    print(f"converted {layout} SAE ({c.architecture}, d_in={c.d_in}, d_sae={c.d_sae}) -> {a.dst}")
+    hints = Hints(norm_scaling_factor=a.norm_scaling_factor, arch=a.arch, k=a.k, dictionary_norm=a.dictionary_norm)
+    layout, written = convert(a.src, a.dst, hints)
+    for path, sae in written:
+        c = sae.cfg
+        folds = c.metadata.get("converted_folds") or []
+        print(f"converted {layout} SAE ({c.architecture}, d_in={c.d_in}, d_sae={c.d_sae}, "
+              f"hook={c.metadata.get('hook_name', 'unknown')}) -> {path}")
+        for fold in folds:
+            print(f"  folded: {fold}")
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_metrics, _add_convert]
+def _add_export_sae(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-sae", help="write an SAE of ours as a SAELens or sparsify folder",
+                       description="Write SAE in another library's layout, equal to ours up to float rounding "
+                                   "(normalisations folded); what the target cannot express is refused by name.")
+    p.add_argument("sae", help="our SAE folder")
+    p.add_argument("dst", help="output folder")
+    p.add_argument("--to", required=True, choices=("saelens", "sparsify"), help="target library")
+    p.set_defaults(func=_run_export_sae)
+
+
+def _run_export_sae(a: argparse.Namespace) -> int:
+    from .interop import export_sae
+
+    print(f"wrote {a.to} SAE -> {export_sae(a.sae, a.dst, a.to)}")
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_metrics, _add_convert, _add_export_sae]
 """The subcommands of this stage; `app/cli.py` assembles every stage's into `clipsae`."""

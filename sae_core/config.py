@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
 Normalize = Literal["none", "unit_norm", "layer_norm", "expected_average_only_in"]
+LayerNormVariant = Literal["saelens", "clipsae-v1"]
 BiasInit = Literal["geometric_median", "mean", "zeros"]
 DeadLatents = Literal["auto", "auxk", "resample", "none"]
 LRDecay = Literal["linear", "cosine", "none"]
@@ -46,6 +47,10 @@ class SAEConfig:
     ViT-Prisma); expected_average_only_in (one constant so that E‖x‖ = √d_in, SAELens)."""
     norm_scaling_factor: float | None = None
     """The constant for expected_average_only_in, fitted on the training data."""
+    layer_norm_variant: LayerNormVariant = "saelens"
+    """The layer_norm formula. saelens (SAELens and ViT-Prisma): (x − μ)/(σ + 1e-5) with the
+    unbiased σ, output y·σ + μ. clipsae-v1 (SAE folders of format version 1): the biased σ
+    + 1e-6, output y·(σ + 1e-6) + μ."""
     jumprelu_bandwidth: float = 0.001
     """Width ε of the rectangle kernel of JumpReLU's straight-through estimator."""
     dtype: str = "float32"
@@ -56,6 +61,7 @@ class SAEConfig:
     def __post_init__(self) -> None:
         _check_choice("architecture", self.architecture, ARCHITECTURES)
         _check_choice("normalize_activations", self.normalize_activations, NORMALIZATIONS)
+        _check_choice("layer_norm_variant", self.layer_norm_variant, get_args(LayerNormVariant))
         if self.d_in <= 0 or self.d_sae <= 0:
             raise ValueError(f"d_in and d_sae must be positive; got d_in={self.d_in}, d_sae={self.d_sae}")
         if self.architecture in ("topk", "batchtopk"):

@@ -13,8 +13,9 @@ it under `no_grad`.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,24 +36,48 @@ class Edit:
     value: float
 
 
-def validate_edits(edits: list[Edit], d_sae: int) -> None:
-    """Refuse out-of-range latents, unknown modes and non-finite or huge values (ValueError)."""
+def latent_id(value: Any, n_latents: int, text: bool = False) -> int:
+    """The one latent-id rule: a whole number in [0, n_latents), given as an int or a whole
+    float (2.0) — or, with `text=True` (deep links, text boxes), a numeric string ("12").
+    Anything else (2.7, "abc", NaN, True, out of range) is a ValueError saying what is
+    allowed; nothing is ever truncated or rounded."""
+    allowed = f"latent must be a whole number from 0 to {n_latents - 1} (an integer)"
+    if isinstance(value, (bool, np.bool_)) or value is None or (isinstance(value, str) and not text):
+        raise ValueError(f"{allowed}; got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        number = int(value)
+    else:
+        try:
+            as_float = float(value.strip()) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{allowed}; got {value!r}") from None
+        if not math.isfinite(as_float) or not as_float.is_integer():
+            raise ValueError(f"{allowed}; got {value!r}")
+        number = int(as_float)
+    if not 0 <= number < n_latents:
+        raise ValueError(f"latent {number} is out of range: {allowed}")
+    return number
+
+
+def validate_edits(edits: list[Edit], d_sae: int) -> list[Edit]:
+    """The edits with checked latent ids; refuses out-of-range or non-whole latents, unknown
+    modes, and non-finite or huge values (ValueError naming the edit)."""
+    checked = []
     for e in edits:
-        if isinstance(e.latent, bool) or not isinstance(e.latent, (int, np.integer)):
-            raise ValueError(f"latent id must be an integer; got {e.latent!r}")
-        if not 0 <= e.latent < d_sae:
-            raise ValueError(f"latent {e.latent} is out of range: this SAE has latents 0..{d_sae - 1}")
+        latent = latent_id(e.latent, d_sae)
         if e.mode not in ("multiply", "set", "add"):
             raise ValueError(f"mode must be multiply, set or add; got {e.mode!r}")
-        if not isinstance(e.value, (int, float)) or not math.isfinite(e.value):
-            raise ValueError(f"the value for latent {e.latent} must be a finite number; got {e.value!r}")
+        if isinstance(e.value, (bool, np.bool_)) or not isinstance(e.value, numbers.Real) or not math.isfinite(e.value):
+            raise ValueError(f"the value for latent {latent} must be a finite number; got {e.value!r}")
         if abs(e.value) > MAX_ABS_VALUE:
-            raise ValueError(f"the value for latent {e.latent} is {e.value:g}; keep it within ±{MAX_ABS_VALUE:g}")
+            raise ValueError(f"the value for latent {latent} is {e.value:g}; keep it within ±{MAX_ABS_VALUE:g}")
+        checked.append(Edit(latent, e.mode, float(e.value)))
+    return checked
 
 
 def apply_edits(sae: SparseAutoencoder, x_bd: torch.Tensor, edits: list[Edit]) -> torch.Tensor:
     """The activations x [B, d] with the edits applied in delta form (see the module docstring)."""
-    validate_edits(edits, sae.cfg.d_sae)
+    edits = validate_edits(edits, sae.cfg.d_sae)
     x = x_bd.float()
     x_norm, ctx = sae.normalize(x)
     f = sae.activate(sae.pre_activation(x_norm))

@@ -32,6 +32,8 @@ from .config import SAEConfig
 from .sparse_ops import sparse_decode, sparse_preact
 
 EPS = 1e-6
+LAYER_NORM_EPS = 1e-5
+"""ε of the saelens layer_norm variant (SAELens's and ViT-Prisma's run-time layer norm)."""
 
 
 @dataclass
@@ -116,7 +118,11 @@ class SparseAutoencoder(nn.Module):
 
     # ------------------------------------------------------------------ normalisation
     def normalize(self, x_bd: Tensor) -> tuple[Tensor, NormContext]:
-        """Apply the configured input normalisation; return the context that undoes it."""
+        """Apply the configured input normalisation; return the context that undoes it.
+
+        layer_norm follows `cfg.layer_norm_variant`: saelens divides by the unbiased std plus
+        1e-5 and multiplies the output back by the std alone (SAELens's and ViT-Prisma's
+        formula, not an exact inverse); clipsae-v1 uses the biased std plus 1e-6 both ways."""
         mode = self.cfg.normalize_activations
         if mode == "none":
             return x_bd, NormContext()
@@ -125,8 +131,12 @@ class SparseAutoencoder(nn.Module):
             return x_bd / scale, NormContext(scale_b1=scale)
         if mode == "layer_norm":
             mu = x_bd.mean(dim=-1, keepdim=True)
-            std = x_bd.std(dim=-1, keepdim=True, unbiased=False) + EPS
-            return (x_bd - mu) / std, NormContext(scale_b1=std, shift_b1=mu)
+            centred = x_bd - mu
+            if self.cfg.layer_norm_variant == "saelens":
+                std = centred.std(dim=-1, keepdim=True)
+                return centred / (std + LAYER_NORM_EPS), NormContext(scale_b1=std, shift_b1=mu)
+            std = centred.std(dim=-1, keepdim=True, unbiased=False) + EPS
+            return centred / std, NormContext(scale_b1=std, shift_b1=mu)
         # expected_average_only_in: one constant fitted on the training data
         factor = self.cfg.norm_scaling_factor
         if factor is None:
@@ -135,6 +145,7 @@ class SparseAutoencoder(nn.Module):
 
     @staticmethod
     def denormalize(y_bd: Tensor, ctx: NormContext) -> Tensor:
+        """Map a reconstruction from the normalised space back: y·scale + shift."""
         if ctx.scale_b1 is not None:
             y_bd = y_bd * ctx.scale_b1
         if ctx.shift_b1 is not None:

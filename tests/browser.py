@@ -1,78 +1,67 @@
-"""Headless Chromium driven over the DevTools protocol, offline-safe flags (no downloads)."""
+"""Playwright for Python driving the system Chromium (`executable_path`): Playwright's own
+browser download cannot work offline, Debian's chromium can. Tests call `open_browser()`
+and skip with the reason when either is missing."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
 
 
 def chromium() -> str | None:
+    """The system Chromium, if installed (`make setup` installs it where apt is usable as root)."""
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def why_not() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (requirements-dev.txt)"
+    if chromium() is None:
+        return "Debian chromium is not installed (make setup installs it where apt is usable as root)"
+    return None
 
 
-def page_text(url: str, selector: str, until: str, timeout: float = 120.0, reload_after: float = 30.0) -> str:
-    """Open url, poll `document.querySelector(selector).innerText` until it contains `until`;
-    reload the page once if it has not rendered after `reload_after` seconds (a slow first
-    connection on a loaded machine)."""
-    import websockets
+@contextmanager
+def open_browser() -> Iterator:
+    """A headless system Chromium under Playwright; yields the Browser."""
+    from playwright.sync_api import sync_playwright
 
-    port = _port()
-    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
-        # its own process group: chromium's helper processes are stopped with it
-        proc = subprocess.Popen([chromium(), *FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
-                                 url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=FLAGS, headless=True)
         try:
-            deadline = time.time() + timeout
-            ws_url = None
-            while ws_url is None and time.time() < deadline:
-                try:
-                    targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2).read())
-                    ws_url = next((t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page"), None)
-                except OSError:
-                    time.sleep(0.2)
-
-            async def poll() -> str:
-                async with websockets.connect(ws_url, max_size=None) as ws:
-                    text, n = "", 0
-                    reload_at = time.time() + reload_after
-                    while time.time() < deadline:
-                        n += 1
-                        if reload_at and time.time() > reload_at:
-                            reload_at = 0
-                            await ws.send(json.dumps({"id": n, "method": "Page.reload", "params": {}}))
-                            n += 1
-                        expr = f"(document.querySelector({json.dumps(selector)}) || {{}}).innerText || ''"
-                        await ws.send(json.dumps({"id": n, "method": "Runtime.evaluate", "params": {"expression": expr}}))
-                        while True:
-                            msg = json.loads(await ws.recv())
-                            if msg.get("id") == n:
-                                break
-                        text = msg.get("result", {}).get("result", {}).get("value", "") or ""
-                        if until in text:
-                            return text
-                        await asyncio.sleep(0.25)
-                    return text
-
-            if ws_url is None:
-                raise RuntimeError("chromium did not open a DevTools endpoint")
-            return asyncio.run(poll())
+            yield browser
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            browser.close()
+
+
+def wait_header(page, text: str, timeout_ms: int = 60_000) -> str:
+    """Wait until the Browse header's title contains `text`; returns the header's text."""
+    page.wait_for_function("t => { const h = document.querySelector('#latent-header h2');"
+                           " return h !== null && h.innerText.includes(t); }", arg=text, timeout=timeout_ms)
+    return page.inner_text("#latent-header")
+
+
+def wait_text(page, selector: str, text: str, timeout_ms: int = 60_000) -> str:
+    """Wait until the element (mounted or not yet: tabs mount on first visit) contains `text`."""
+    page.wait_for_function("([s, t]) => ((document.querySelector(s) || {}).innerText || '').includes(t)",
+                           arg=[selector, text], timeout=timeout_ms)
+    return page.inner_text(selector)
+
+
+def wait_url(page, suffix: str, timeout_ms: int = 30_000) -> str:
+    """Wait until the page's URL ends with `suffix` (the app pushes history after it renders a
+    page, so the URL can trail the header by a moment); returns the URL."""
+    page.wait_for_function("s => window.location.href.endsWith(s)", arg=suffix, timeout=timeout_ms)
+    return page.url
+
+
+def overflows_sideways(page) -> bool:
+    """True if the page scrolls horizontally (content wider than the viewport)."""
+    return bool(page.evaluate("() => document.documentElement.scrollWidth > window.innerWidth + 1"))

@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# sparsify picks its Triton decoder at import when triton is installed, and Triton has no CPU
+# driver: its own eager fallback is the CPU path (the interop tests compare against it).
+os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
 
 
 def make_dictionary_data(n: int = 12_000, d: int = 32, n_atoms: int = 64, active: int = 3,

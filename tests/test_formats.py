@@ -31,9 +31,14 @@ def table(doc: Path, heading: str) -> dict[str, str]:
     return {name: kind.strip() for name, kind in rows}
 
 
+def table_fields(doc: Path, heading: str) -> dict[str, bool]:
+    """The table under `## heading`: first-column name -> whether marked optional."""
+    return {name: "optional" in kind for name, kind in table(doc, heading).items()}
+
+
 def type_ok(value, spec: str) -> bool:
     """Does a JSON value have the documented type (`int`, `str or null`, `list[int]`, …)?"""
-    for alt in spec.replace("(optional)", "").split(" or "):
+    for alt in spec.replace("(optional)", "").replace(", optional", "").split(" or "):
         alt = alt.strip()
         inner = re.fullmatch(r"list\[(\w+)\]", alt)
         if inner:
@@ -104,10 +109,14 @@ def test_cache_files_match_format_page(tmp_path):
 
 def test_sae_cfg_matches_format_page():
     doc = REPO / "sae_core/FORMAT.md"
-    written = cfg_json(SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2))
-    check_fields(doc, "cfg.json", written)
-    assert set(table(doc, "cfg.json")) == set(written)
-    assert {f.name for f in dataclasses.fields(SAEConfig)} <= set(table(doc, "cfg.json"))
+    spec = table(doc, "cfg.json")
+    bare = cfg_json(SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2))
+    full = cfg_json(SAEConfig(d_in=4, d_sae=8, metadata={"model_name": "ViT-B-32", "hook_name": "embed"}))
+    check_fields(doc, "cfg.json", bare)
+    check_fields(doc, "cfg.json", full)
+    assert set(full) == set(spec), f"doc vs cfg.json: {set(spec) ^ set(full)}"
+    assert None not in (full["model_name"], full["hook_name"]) and "hook_name" not in bare
+    assert {f.name for f in dataclasses.fields(SAEConfig)} <= set(spec)
 
 
 @pytest.mark.parametrize("arch", ["relu", "jumprelu"])
@@ -130,7 +139,7 @@ def test_sae_tensors_match_format_page(tmp_path, arch):
             assert tuple(t.shape) == concrete(shape, dims), f"{key}: {tuple(t.shape)} vs {doc[key]}"
             assert str(t.dtype).removeprefix("torch.") == written["dtype"]
     assert keys <= set(doc) and (keys == set(doc)) == (arch == "jumprelu")
-    assert written["format_version"] == 1
+    assert written["format_version"] == 2
 
 
 @pytest.fixture(scope="module")

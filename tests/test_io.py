@@ -1,4 +1,4 @@
-"""SAE files: bit-exact round trips, refusals of broken files, converters, no unpickling."""
+"""Our SAE folders: bit-exact round trips, refusals of broken files, format-1 folders, no unpickling."""
 
 import json
 import pickle
@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from sae_core.config import ARCHITECTURES, SAEConfig
-from sae_core.io import convert, load_sae, save_sae
+from sae_core.interop import convert
+from sae_core.io import load_sae, save_sae
 from sae_core.sae import SparseAutoencoder
 
 
@@ -82,63 +83,44 @@ def test_unknown_architecture_refused(tmp_path):
         load_sae(tmp_path / "sae")
 
 
-# ---------------------------------------------------------------- converters
-def test_convert_vit_prisma_folder(tmp_path):
-    d, s = 8, 32
-    g = torch.Generator().manual_seed(0)
-    w = {"W_enc": torch.randn(d, s, generator=g), "W_dec": torch.randn(s, d, generator=g),
-         "b_enc": torch.randn(s, generator=g), "b_dec": torch.randn(d, generator=g)}
-    src = tmp_path / "prisma"
-    src.mkdir()
-    torch.save(w, src / "weights.pt")
-    (src / "config.json").write_text(json.dumps({
-        "d_in": d, "expansion_factor": 4, "activation_fn_str": "relu", "normalize_activations": "layer_norm",
-        "hook_point": "blocks.9.hook_mlp_out", "model_name": "open-clip:laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K"}))
-    layout, _ = convert(src, tmp_path / "out")
-    assert layout == "vit-prisma"
-    sae = load_sae(tmp_path / "out")
-    assert sae.cfg.normalize_activations == "layer_norm" and sae.cfg.metadata["hook_name"] == "blocks.9.hook_mlp_out"
-    # Prisma's forward, written out independently: layer-norm in, relu SAE, un-normalise out
-    x = torch.randn(5, d, dtype=torch.float64)
+# ---------------------------------------------------------------- format versions
+def test_a_format_1_layer_norm_folder_keeps_its_biased_formula(tmp_path):
+    """Format-1 folders normalised with the biased std + 1e-6; they must still load that way."""
+    sae = random_sae("relu", "layer_norm")
+    save_sae(sae, tmp_path / "sae")
+    cfg = json.loads((tmp_path / "sae/cfg.json").read_text())
+    cfg["format_version"] = 1
+    del cfg["layer_norm_variant"]
+    (tmp_path / "sae/cfg.json").write_text(json.dumps(cfg))
+    old = load_sae(tmp_path / "sae")
+    assert old.cfg.layer_norm_variant == "clipsae-v1"
+    x = torch.randn(6, 8, dtype=torch.float64) * 3 + 1
     mu, std = x.mean(-1, keepdim=True), x.std(-1, keepdim=True, unbiased=False) + 1e-6
-    xn = (x - mu) / std
-    f = torch.relu((xn - w["b_dec"].double()) @ w["W_enc"].double() + w["b_enc"].double())
-    expected = (f @ w["W_dec"].double() + w["b_dec"].double()) * std + mu
-    torch.testing.assert_close(sae(x.float()).x_hat_bd.double(), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(old.normalize(x.float())[0].double(), (x - mu) / std, rtol=1e-5, atol=1e-5)
+    assert load_sae(_resave(tmp_path, old)).cfg.layer_norm_variant == "clipsae-v1"
 
 
-def test_convert_sparsify_folder(tmp_path):
-    d, s, k = 8, 32, 4
-    g = torch.Generator().manual_seed(0)
-    t = {"encoder.weight": torch.randn(s, d, generator=g), "encoder.bias": torch.randn(s, generator=g),
-         "W_dec": torch.randn(s, d, generator=g), "b_dec": torch.randn(d, generator=g)}
-    src = tmp_path / "sparsify"
-    src.mkdir()
-    save_file(t, str(src / "sae.safetensors"))
-    (src / "cfg.json").write_text(json.dumps({"num_latents": s, "k": k, "d_in": d, "normalize_decoder": True}))
-    layout, _ = convert(src, tmp_path / "out")
-    assert layout == "sparsify"
-    sae = load_sae(tmp_path / "out")
-    x = torch.randn(6, d)
-    # sparsify's encode: relu(encoder(x - b_dec)), keep the top k
-    pre = torch.relu((x - t["b_dec"]) @ t["encoder.weight"].T + t["encoder.bias"])
-    vals, idx = pre.topk(k, dim=-1)
-    expected = (torch.zeros(6, s).scatter(-1, idx, vals)) @ t["W_dec"] + t["b_dec"]
-    torch.testing.assert_close(sae(x).x_hat_bd, expected, rtol=1e-5, atol=1e-5)
+def _resave(tmp_path, sae):
+    save_sae(sae, tmp_path / "again")
+    assert json.loads((tmp_path / "again/cfg.json").read_text())["format_version"] == 2
+    return tmp_path / "again"
 
 
-def test_convert_rejects_mismatched_prisma_shapes_and_unknown_activation(tmp_path):
-    src = tmp_path / "prisma"
-    src.mkdir()
-    torch.save({"W_enc": torch.zeros(8, 32), "W_dec": torch.zeros(32, 7), "b_enc": torch.zeros(32),
-                "b_dec": torch.zeros(8)}, src / "weights.pt")
-    (src / "config.json").write_text(json.dumps({"d_in": 8, "d_sae": 32, "activation_fn_str": "relu"}))
-    with pytest.raises(ValueError, match="W_dec has shape"):
-        convert(src, tmp_path / "out")
-    (src / "config.json").write_text(json.dumps({"d_in": 8, "d_sae": 32, "activation_fn_str": "softplus"}))
-    with pytest.raises(ValueError, match="unknown activation 'softplus'"):
-        convert(src, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+def test_new_layer_norm_is_the_unbiased_std_plus_1e_5(tmp_path):
+    sae = random_sae("relu", "layer_norm")
+    assert sae.cfg.layer_norm_variant == "saelens"
+    x = torch.randn(6, 8, dtype=torch.float64) * 3 + 1
+    mu, std = x.mean(-1, keepdim=True), (x - x.mean(-1, keepdim=True)).std(-1, keepdim=True)
+    torch.testing.assert_close(sae.normalize(x.float())[0].double(), (x - mu) / (std + 1e-5), rtol=1e-5, atol=1e-5)
+
+
+def test_a_folder_of_another_tool_is_pointed_to_convert(tmp_path):
+    save_sae(random_sae("relu"), tmp_path / "sae")
+    cfg = json.loads((tmp_path / "sae/cfg.json").read_text())
+    del cfg["format"]
+    (tmp_path / "sae/cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="clipsae convert SRC DST"):
+        load_sae(tmp_path / "sae")
 
 
 class _Evil:
@@ -153,7 +135,7 @@ def test_a_pickle_with_a_malicious_global_is_refused(tmp_path, monkeypatch):
     with open(src / "weights.pt", "wb") as fh:
         pickle.dump({"W_enc": _Evil()}, fh)
     (src / "config.json").write_text(json.dumps({"d_in": 8, "d_sae": 32}))
-    with pytest.raises(ValueError, match="refused"):
+    with pytest.raises(Exception, match="refused"):
         convert(src, tmp_path / "out")
     assert not (tmp_path / "PWNED").exists()
 

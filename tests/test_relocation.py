@@ -70,7 +70,8 @@ def test_served_with_images_root_after_a_move(mounted):
     for s in alive:
         header, gallery, _, bands, data = handlers.latent_page(s)
         assert gallery and all(real_picture(path) for path, _ in gallery)  # every top image, as a real thumbnail
-        assert all(real_picture(path) for path, _ in bands)
+        # every value-band image as a real thumbnail (empty band places are blank tiles)
+        assert sum(real_picture(path) for path, _ in bands) == sum(len(b) for b in data["bands"]) > 0
     assert any(handlers.linked_choices(s) for s in alive)  # links found by SAE hash after the move
     image = Image.open(next(mounted.joinpath("images").rglob("*.png")))
     md, heat, examples, near, found = handlers.inspect(image)

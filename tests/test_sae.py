@@ -80,7 +80,11 @@ def test_normalisation_is_undone_on_the_output(mode):
     sae = make("relu", normalize_activations=mode, **kw)
     x = torch.randn(6, 8) * 3 + 1
     x_norm, ctx = sae.normalize(x)
-    torch.testing.assert_close(sae.denormalize(x_norm, ctx), x, rtol=1e-5, atol=1e-5)
+    expected = x
+    if mode == "layer_norm":  # SAELens's formula: in (x − μ)/(σ + 1e-5), out y·σ + μ (not quite inverse)
+        mu, std = x.mean(1, keepdim=True), x.std(1, keepdim=True)
+        expected = mu + (x - mu) * std / (std + 1e-5)
+    torch.testing.assert_close(sae.denormalize(x_norm, ctx), expected, rtol=1e-5, atol=1e-5)
     if mode == "unit_norm":
         torch.testing.assert_close(x_norm.norm(dim=1), torch.ones(6))
 

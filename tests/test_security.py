@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors import SafetensorError
 
 from app.atlas import Atlas
 from helpers import build_tiny_clip_atlas
@@ -54,7 +55,8 @@ def test_no_loader_unpickles(built, tmp_path):
     from evaluation.datasets import open_dataset
     from precompute.cache import read_metadata
     from sae_core.data import ActivationSource
-    from sae_core.io import convert, load_sae
+    from sae_core.interop import convert
+    from sae_core.io import load_sae
 
     marker = tmp_path / "PWNED"
     evil = _malicious(marker)
@@ -63,35 +65,36 @@ def test_no_loader_unpickles(built, tmp_path):
     sae = tmp_path / "sae"
     shutil.copytree(built / "sae", sae)
     (sae / "sae_weights.safetensors").write_bytes(evil)
-    with pytest.raises(Exception):
+    with pytest.raises(SafetensorError, match="header"):
         load_sae(sae)
 
     prisma = tmp_path / "prisma"
     prisma.mkdir()
     (prisma / "config.json").write_text(json.dumps({"d_in": 16, "d_sae": 24}))
     (prisma / "weights.pt").write_bytes(evil)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="was refused: it holds more than plain tensors"):
         convert(prisma, tmp_path / "converted")
 
     np.save(tmp_path / "acts.npy", obj_array, allow_pickle=True)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="can't be memory-mapped: Python objects"):
         ActivationSource(str(tmp_path / "acts.npy")).read(0, 1)
 
     cache = tmp_path / "cache"
     shutil.copytree(built / "cache", cache)
     shard = next((cache / "shards").glob("acts_*.npy"))
     np.save(shard, obj_array, allow_pickle=True)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="can't be memory-mapped: Python objects"):
         ActivationSource(str(cache)).read(0, 1)
     assert read_metadata(cache)  # json only
 
-    for name in ("topk_ids.npy", "latents.faiss"):
+    for name, error, message in (("topk_ids.npy", ValueError, "can't be memory-mapped: Python objects"),
+                                 ("latents.faiss", RuntimeError, "not recognized")):  # faiss's own reader refuses it
         atlas = _copy_atlas(built, tmp_path / name)
         if name.endswith(".npy"):
             np.save(atlas / name, obj_array, allow_pickle=True)
         else:
             (atlas / name).write_bytes(evil)
-        with pytest.raises(Exception):
+        with pytest.raises(error, match=message):
             Atlas(atlas).page(0)
 
     cifar = tmp_path / "cifar-10-batches-py"
@@ -168,8 +171,6 @@ def test_up_serves_a_mounted_atlas_or_the_demo(tmp_path, monkeypatch):
 
 
 def test_serving_defaults_are_private():
-    import os
-
     from app.server import serve
     from app.cli import build_parser
 
@@ -179,4 +180,13 @@ def test_serving_defaults_are_private():
     for argv in (["serve", "--atlas", "x"], ["demo"], ["up"]):
         a = parser.parse_args(argv)
         assert a.host == "127.0.0.1" and not getattr(a, "share", False)
-    assert os.environ.get("GRADIO_ANALYTICS_ENABLED") == "False"
+
+
+def test_analytics_stay_off_even_when_the_environment_allows_them(built, monkeypatch):
+    from app.server import make_handlers
+    from app.ui import build_ui
+
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "True")
+    handlers, banner = make_handlers(built / "atlas", None, device="cpu")
+    demo = build_ui(handlers, banner)
+    assert demo.analytics_enabled is False

@@ -1,5 +1,6 @@
 """Kandinsky steering with tiny random components: identity is bit-exact, edits change the
-image, the prior is cached, bad values are refused."""
+image, the prior and the original are cached, a cancelled job stops the diffusion loop at
+its next step, bad values are refused."""
 
 import math
 
@@ -8,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from app.jobs import Cancelled, Job
 from app.kandinsky import TINY_DIM, make_tiny_pipelines
-from app.steer import Edit, Steerer, steer_embedding
+from app.steer import Edit, Steerer, parse_edits, steer_embedding
 from sae_core.config import SAEConfig
 from sae_core.sae import SparseAutoencoder
 
@@ -122,3 +124,48 @@ def test_uploaded_image_embedding_is_cached(pipes, monkeypatch):
     other = Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 40, 3), np.uint8))
     s.steer("", [], image=other, **STEPS)
     assert len(calls) == 2
+
+
+def test_parse_edits():
+    assert parse_edits("12:2.5, 40:0; 7 : -1") == [(12, 2.5), (40, 0.0), (7, -1.0)]
+    assert parse_edits("  ") == []
+    with pytest.raises(ValueError, match="latent:value pairs, e.g."):
+        parse_edits("12=2")
+    with pytest.raises(ValueError, match="with numbers"):
+        parse_edits("x:2")
+    with pytest.raises(ValueError, match="whole number"):
+        parse_edits("2.5:1")  # never truncated to latent 2
+
+
+def test_a_cancelled_job_stops_the_diffusion_loop_at_its_next_step(steerer):
+    unet_calls = []
+    hook = steerer.pipes.decoder.unet.register_forward_pre_hook(lambda *a: unet_calls.append(1))
+    steps_seen = []
+
+    def report(fraction, text):
+        steps_seen.append(text)
+        if len(steps_seen) == 3:
+            job.cancel()  # as the Stop button does, from another thread, while the loop runs
+
+    job = Job(report=report)
+    x, neg = steerer.prior_embeds("a red horse", seed=3, steps=2)
+    try:
+        with pytest.raises(Cancelled):
+            steerer.decode(x, neg, seed=3, steps=50, size=64, job=job)
+    finally:
+        hook.remove()
+    assert steps_seen == [f"decoder: step {i}/50" for i in (1, 2, 3)]
+    assert len(unet_calls) == 4  # the step under way when Stop came finished (one UNet call each), then it stopped
+    with pytest.raises(Cancelled):
+        steerer.decode(x, neg, seed=3, steps=50, size=64, job=job)  # a cancelled job does not start again
+    assert len(unet_calls) == 4
+
+
+def test_the_original_is_decoded_once_per_start_seed_steps_and_size(pipes):
+    s = Steerer(pipes, make_sae())
+    s.steer("a green boat", [Edit(0, "multiply", 2.0)], **STEPS)
+    assert s.decoder_calls == 2
+    s.steer("a green boat", [Edit(0, "multiply", 3.0)], **STEPS)  # a slider moved: only the steered image
+    assert s.decoder_calls == 3
+    s.steer("a green boat", [Edit(0, "multiply", 3.0)], **{**STEPS, "size": 128})
+    assert s.decoder_calls == 5
