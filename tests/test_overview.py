@@ -152,5 +152,6 @@ def test_hover_and_click_open_the_latent_page_in_a_real_browser(served, tmp_path
         page.screenshot(path=str(tmp_path / "overview_hover.png"))
         page.mouse.click(point["x"], point["y"])
         header = wait_header(page, f"Latent {point['latent']}", 30_000)
-        assert page.is_visible("#latent-header") and f"Latent {point['latent']}" in header
+        page.wait_for_selector("#latent-header", state="visible", timeout=10_000)  # the tab switch may land later
+        assert f"Latent {point['latent']}" in header
         wait_url(page, f"latent={point['latent']}")  # the URL follows, as for every in-app link
