@@ -1,6 +1,6 @@
 """Research scale: seed 000's dictionary sizes end to end, and latent pages at 1M images.
 
-    .venv/bin/python benchmarks/bench_scale.py                      # everything (~15 min, ~8 GiB peak)
+    .venv/bin/python benchmarks/bench_scale.py                      # everything (~45 min on 2 cores, ~6 GiB peak)
     .venv/bin/python benchmarks/bench_scale.py --parts atlas,link   # build + link only
     .venv/bin/python benchmarks/bench_scale.py --parts pages --page-images 1000000
 
