@@ -73,14 +73,10 @@ class Inspector:
     def text_to_latents(self, text: str, n: int = 20) -> list[tuple[int, float]]:
         """Latents whose decoder direction is nearest the CLIP text embedding of `text`
         (meaningful for SAEs on the CLIP `embed` space, where text and images share a space)."""
-        import open_clip
-
         if self.meta["hook_name"] != "embed" or not hasattr(self.encoder.module, "encode_text"):
             return []
-        name = self.meta["model_name"]
         with self.lock:
-            tokens = open_clip.get_tokenizer(name)([text]).to(self.sae.W_enc.device)
-            emb = self.encoder.module.encode_text(tokens).float().cpu().numpy()
+            emb = self.encoder.text_embeddings([text]).cpu().numpy()
         cos, ids = self.atlas.latent_index.search(emb, n)
         return [(int(i), float(c)) for i, c in zip(ids[0], cos[0]) if i >= 0]
 

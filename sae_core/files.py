@@ -126,3 +126,16 @@ def check_format(meta: dict[str, Any], name: str, max_version: int, where: str |
         raise ValueError(f"{where} has format_version {version}, older than this clipsae reads "
                          f"({min_version}..{max_version}){hint}")
     return meta
+
+
+def read_safetensors(path: str | Path) -> dict[str, Any]:
+    """Every tensor of a .safetensors file (torch tensors, on the CPU). A file that is not
+    safetensors (a pickle renamed, a truncated copy) is refused with a one-line ValueError
+    naming it, never unpickled."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e})") from None

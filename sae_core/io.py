@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .config import ARCHITECTURES, SAEConfig
-from .files import atomic_write_dir
+from .files import atomic_write_dir, read_safetensors
 from .rules import THRESHOLD_ARCHS
 from .sae import SparseAutoencoder
 
@@ -128,7 +128,7 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
     if not weights.exists():
         raise FileNotFoundError(f"{path} has no {WEIGHTS_FILE}")
     cfg = SAEConfig.from_dict(raw)
-    sae = sae_from_tensors(cfg, load_file(str(weights)), where=str(path))
+    sae = sae_from_tensors(cfg, read_safetensors(weights), where=str(path))
     return sae.to(device).eval()
 
 

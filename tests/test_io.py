@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 
 from sae_core.config import ARCHITECTURES, SAEConfig
 from sae_core.interop import convert
+from sae_core.interop.common import Refused
 from sae_core.io import load_sae, save_sae
 from sae_core.sae import SparseAutoencoder
 
@@ -135,7 +136,7 @@ def test_a_pickle_with_a_malicious_global_is_refused(tmp_path, monkeypatch):
     with open(src / "weights.pt", "wb") as fh:
         pickle.dump({"W_enc": _Evil()}, fh)
     (src / "config.json").write_text(json.dumps({"d_in": 8, "d_sae": 32}))
-    with pytest.raises(Exception, match="refused"):
+    with pytest.raises(Refused, match="was refused"):
         convert(src, tmp_path / "out")
     assert not (tmp_path / "PWNED").exists()
 

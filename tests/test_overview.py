@@ -114,6 +114,7 @@ def served(tmp_path_factory):
 
 def test_overview_and_collage_apis(served):
     from gradio_client import Client
+    from gradio_client.exceptions import AppError
 
     port, d = served
     client = Client(f"http://127.0.0.1:{port}/", verbose=False)
@@ -122,7 +123,7 @@ def test_overview_and_collage_apis(served):
     assert "shown: 0" in client.predict([], False, api_name="/overview")
     png = client.predict(3, api_name="/collage")
     assert png.endswith("collage_3.png") and Image.open(png).width > 900
-    with pytest.raises(Exception, match="whole number from 0 to 23"):
+    with pytest.raises(AppError, match="whole number from 0 to 23"):
         client.predict(99, api_name="/collage")
 
 
@@ -152,6 +153,6 @@ def test_hover_and_click_open_the_latent_page_in_a_real_browser(served, tmp_path
         page.screenshot(path=str(tmp_path / "overview_hover.png"))
         page.mouse.click(point["x"], point["y"])
         header = wait_header(page, f"Latent {point['latent']}", 30_000)
-        page.wait_for_selector("#latent-header", state="visible", timeout=10_000)  # the tab switch may land later
+        page.wait_for_selector("#latent-header", state="visible", timeout=10_000)  # the Browse tab is shown
         assert f"Latent {point['latent']}" in header
         wait_url(page, f"latent={point['latent']}")  # the URL follows, as for every in-app link

@@ -25,8 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
+from ..files import read_safetensors
 from .common import Draft, Refused, check_keys, integral, load_pt, need, tensor_dict
 
 NORMS = {
@@ -42,7 +42,7 @@ NORMS = {
 def load_state(src: Path) -> dict[str, torch.Tensor]:
     """A state dict from a .safetensors file or a .pt/.pth (weights_only=True)."""
     if src.suffix == ".safetensors":
-        return load_file(str(src))
+        return read_safetensors(src)
     return tensor_dict(load_pt(src, str(src)), str(src))
 
 

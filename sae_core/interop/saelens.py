@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..files import atomic_write_dir
+from ..files import atomic_write_dir, read_safetensors
 from ..rules import THRESHOLD_ARCHS
 from ..sae import SparseAutoencoder
 from .common import Draft, Refused, check_keys, gated_to_jumprelu, integral, need, read_json
@@ -129,7 +129,7 @@ def read_saelens(src: Path, norm_scaling_factor: float | None = None) -> Draft:
     if cfg.get("reshape_activations", "none") != "none":
         raise Refused(f"{where}: reshape_activations={cfg['reshape_activations']!r} (per-head hook_z inputs) "
                       "has no clipsae hook")
-    t = {k: v.to(torch.float64) for k, v in load_file(str(src / WEIGHTS)).items()}
+    t = {k: v.to(torch.float64) for k, v in read_safetensors(src / WEIGHTS).items()}
     _legacy_scaling_factor(t, where)
     check_keys(t, _TENSORS[arch], str(src / WEIGHTS), f"SAELens architecture {arch!r}")
     draft = _draft(arch, cfg, t, str(src / WEIGHTS))
@@ -222,7 +222,7 @@ def _fold_normalisation(draft: Draft, cfg: dict[str, Any], src: Path, factor: fl
         if not (src / WHITENING).is_file():
             raise Refused(f"{where}: normalize_activations='covariance_whitening' but {WHITENING} is missing, "
                           "so the whitening cannot be folded")
-        w = load_file(str(src / WHITENING))
+        w = read_safetensors(src / WHITENING)
         need(w, ("mean", "matrix", "inverse_matrix"), str(src / WHITENING))
         draft.fold_input_affine(w["mean"], w["matrix"], w["inverse_matrix"], "covariance_whitening")
     else:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..files import atomic_write_dir
+from ..files import atomic_write_dir, read_safetensors
 from ..sae import SparseAutoencoder
 from .common import Draft, Refused, check_keys, integral, need, read_json
 from .hooks import canonical_hook
@@ -56,7 +56,7 @@ def read_sparsify(src: Path, hookpoint: str | None = None, run_cfg: dict[str, An
         if cfg.get(name):
             raise Refused(f"{where}: {name}=true is refused: clipsae SAEs reconstruct their own input "
                           "with encoder, decoder and b_dec only")
-    t = {k: v.to(torch.float64) for k, v in load_file(str(src / WEIGHTS)).items()}
+    t = {k: v.to(torch.float64) for k, v in read_safetensors(src / WEIGHTS).items()}
     check_keys(t, {"encoder.weight", "encoder.bias", "W_dec", "b_dec"}, str(src / WEIGHTS), "a sparsify SAE")
     need(t, ("encoder.weight", "encoder.bias", "W_dec", "b_dec"), str(src / WEIGHTS))
     d_sae, d_in = t["encoder.weight"].shape
