@@ -4,7 +4,7 @@
 #   docker build -t clipsae .
 #   docker run --rm -p 127.0.0.1:7860:7860 -v clipsae-models:/models clipsae                 # the demo
 #   docker run --rm --gpus all -p 127.0.0.1:7860:7860 -v clipsae-models:/models \
-#       -v "$PWD/my_atlases:/data:ro" clipsae                                              # /data/atlas (+ /data/katlas)
+#       -v "$PWD/my_atlases:/data:ro" clipsae                      # /data/atlas (+ /data/katlas, /data/images)
 #
 # Inside the container the server listens on 0.0.0.0 so the published port reaches it;
 # publish it on 127.0.0.1 (as above) unless the network in front is trusted.
@@ -45,6 +45,6 @@ EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=10s --start-period=600s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=8)"]
 
-# Serves /data/atlas (with /data/katlas as the steering atlas when present), else builds
-# (once, cached on /models) and serves the embedded demo.
+# Serves /data/atlas (with /data/katlas as the steering atlas and /data/images as the images
+# root when present), else builds (once, cached on /models) and serves the embedded demo.
 CMD ["clipsae", "up", "--data", "/data", "--cache-dir", "/models/demo_cache", "--host", "0.0.0.0", "--port", "7860"]

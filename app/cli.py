@@ -45,6 +45,8 @@ class ServeConfig:
     """Also open a public Gradio share link (off by default)."""
     device: str = "auto"
     """auto (cuda when available), cpu, cuda, cuda:N."""
+    images_root: str | None = None
+    """Folder the atlases' image paths are relative to (default: as recorded in each atlas)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class UpConfig:
     """`clipsae up`: the container's command."""
 
     data: str = "/data"
-    """Folder holding atlas/ (and optionally katlas/)."""
+    """Folder holding atlas/ (and optionally katlas/ and images/)."""
     cache_dir: str = "demo_cache"
     """Where the demo is built when no atlas is mounted."""
     host: str = DEFAULT_HOST
@@ -79,6 +81,8 @@ class UpConfig:
     """Port to listen on."""
     device: str = "auto"
     """auto (cuda when available), cpu, cuda, cuda:N."""
+    images_root: str | None = None
+    """Folder the atlases' image paths are relative to (default: DATA/images when present, else as recorded)."""
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +97,7 @@ def _run_serve(a: argparse.Namespace) -> int:
     c = config_from_args(ServeConfig, a)
     print(f"serving {c.atlas} on http://{c.host}:{c.port}")
     serve(c.atlas, c.steer_atlas, host=c.host, port=c.port, share=c.share, prior=c.prior, decoder=c.decoder,
-          tiny_kandinsky=c.tiny_kandinsky, device=c.device)
+          tiny_kandinsky=c.tiny_kandinsky, device=c.device, images_root=c.images_root)
     return 0
 
 
@@ -128,7 +132,8 @@ def _run_demo(a: argparse.Namespace) -> int:
 def _add_up(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="serve the atlas mounted at DATA/atlas (+ DATA/katlas), or the demo if none",
                        description="The container's command: DATA/atlas/manifest.json present -> clipsae serve "
-                                   "(with DATA/katlas as the steering atlas when present); absent -> clipsae demo.")
+                                   "(with DATA/katlas as the steering atlas and DATA/images as the images root when "
+                                   "present); absent -> clipsae demo.")
     add_config_flags(p, UpConfig)
     p.set_defaults(func=_run_up)
 
@@ -142,8 +147,11 @@ def _run_up(a: argparse.Namespace) -> int:
         from .server import serve
 
         steer = data / "katlas" if (data / "katlas" / "manifest.json").is_file() else None
-        print(f"serving {data / 'atlas'}" + (f" with steering atlas {steer}" if steer else " (no steering atlas)"))
-        serve(str(data / "atlas"), str(steer) if steer else None, host=c.host, port=c.port, device=c.device)
+        images = c.images_root or (str(data / "images") if (data / "images").is_dir() else None)
+        print(f"serving {data / 'atlas'}" + (f" with steering atlas {steer}" if steer else " (no steering atlas)")
+              + (f", images from {images}" if images else ""))
+        serve(str(data / "atlas"), str(steer) if steer else None, host=c.host, port=c.port, device=c.device,
+              images_root=images)
         return 0
     print(f"no atlas at {data / 'atlas'}: serving the embedded demo")
     return run_demo(DemoConfig(cache_dir=c.cache_dir, host=c.host, port=c.port, device=c.device))

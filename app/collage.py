@@ -144,9 +144,7 @@ def cached_collage(atlas: Atlas, render: RenderCache, latent: int) -> str:
 
 def collage_main(cfg: CollageConfig) -> list[Path]:
     """Write one PNG per chosen latent into cfg.out; returns the paths."""
-    atlas = Atlas(cfg.atlas)
-    if cfg.images_root:
-        atlas.images_root = Path(cfg.images_root)
+    atlas = Atlas(cfg.atlas, images_root=cfg.images_root or None)
     selection = parse_latents(cfg.latents if cfg.latents is not None else str(cfg.top))
     latents = selection.resolve(atlas.n_latents, most_frequent_first(atlas.frequency))
     out = Path(cfg.out)

@@ -51,9 +51,9 @@ class Handlers(BrowseHandlers, InspectHandlers, SteerHandlers):
         return self.browsable[sae]
 
     def atlas_named(self, link_key: str) -> Atlas | None:
-        """The served atlas a link table points to (links are keyed by the other atlas's
-        name or SAE hash), or None if that atlas is not served here."""
+        """The served atlas a link table points to (links are keyed by the other atlas's SAE
+        hash, atlas format 3), or None if that atlas is not served here."""
         for atlas, _ in self.browsable.values():
-            if link_key in (atlas.name, atlas.path.resolve().name, atlas.manifest.get("sae_sha256")):
+            if link_key == atlas.identity:
                 return atlas
         return None

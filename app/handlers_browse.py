@@ -88,6 +88,10 @@ class BrowseHandlers:
         False shows the top images without their patch tint."""
         atlas, render = self.pick(sae)  # type: ignore[attr-defined]
         page = atlas.page(latent)
+        # a first view renders ~36 thumbnails and overlays: on a few threads (later views find the files)
+        render.parallel([(render.overlay, (page.latent, slot, t["image"], t["mask"], page.mask_scale)) if masks
+                         else (render.thumb, (t["image"],)) for slot, t in enumerate(page.top)]
+                        + [(render.thumb, (q["image"], 96)) for band in page.bands for q in band])
         gallery = [(render.overlay(page.latent, slot, t["image"], t["mask"], page.mask_scale) if masks
                     else render.thumb(t["image"]), caption(t["value"], t["path"], t["image"]))
                    for slot, t in enumerate(page.top)]
@@ -127,7 +131,7 @@ class BrowseHandlers:
             if not live:
                 continue
             what = "steering latents" if other is not None and other is self.steer_atlas else "latents"
-            name = other.name if other is not None else key
+            name = other.name if other is not None else atlas.link_names.get(key, key[:12])
             items = " · ".join(f"{link(other, j) if other is not None else j} r={c:.2f}" for j, c in live)
             lines.append(f"**Co-activates with {name} {what}** (Pearson r over images): {items}")
         return "\n\n".join(lines)

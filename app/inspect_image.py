@@ -4,9 +4,7 @@ heat maps of its similarity to a text with a latent removed or scaled (seed 003)
 
 from __future__ import annotations
 
-import json
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,11 +38,10 @@ class Inspector:
     """Encoder + SAE of one atlas, loaded once."""
 
     def __init__(self, atlas: Atlas, device: str = "cpu"):
-        acts = Path(atlas.manifest["config"]["acts"])
-        meta_path = acts / "metadata.json"
-        if not meta_path.exists():
-            raise ValueError("the atlas was built from a plain matrix: no encoder is known, so images cannot be inspected")
-        meta = json.loads(meta_path.read_text())
+        meta = atlas.encoder  # the atlas's own encoder.json: the activation cache is never reopened
+        if meta is None:
+            raise ValueError("the atlas was built from a plain matrix: no encoder is recorded, so images cannot be "
+                             "inspected")
         self.meta = meta
         self.encoder = load_encoder(spec_from_metadata(meta, patch_tokens=True), device)
         self.sae = load_sae(atlas.path / "sae", device=device)

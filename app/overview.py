@@ -83,7 +83,10 @@ def latent_map(atlas: Atlas) -> LatentMap:
         x[ids] = x0 + width * (0.2 + 0.6 * ((rank * 0.618034) % 1.0))
         y[ids] = y0 + (y1 - y0) * (0.02 + 0.96 * (rank + 0.5) / ids.size)
     labelled = np.zeros(freq.shape, dtype=bool)
-    if atlas.labels:
+    words = getattr(atlas, "label_words", None)  # the label arrays (atlas format 3): no per-latent dicts
+    if words is not None:
+        labelled[:] = (np.asarray(words) >= 0).any(axis=1)
+    elif atlas.labels:
         labelled[:] = [bool(lab.get("words")) for lab in atlas.labels]
     for s, row in atlas.interpretations.rows.items():
         if atlas.interpretation_words(s):

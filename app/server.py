@@ -51,13 +51,17 @@ def _pipelines(prior: str, decoder: str, tiny: bool, dev: str, notes: list[str])
 
 def make_handlers(atlas: str | Path, steer_atlas: str | Path | None = None, prior: str = PRIOR_ID,
                   decoder: str = DECODER_ID, tiny_kandinsky: bool = False, device: str = "auto",
-                  measure_timings: bool = True) -> tuple[Handlers, str]:
+                  measure_timings: bool = True, images_root: str | Path | None = None) -> tuple[Handlers, str]:
     """Open everything once; returns the handlers and the banner text shown on top of the app.
     With a steering atlas and Kandinsky, the decoder is timed here (a few seconds at most)
-    so that every resolution shows its expected time and the defaults fit the device."""
+    so that every resolution shows its expected time and the defaults fit the device.
+    `images_root` overrides where both atlases' image paths are resolved (default: as recorded)."""
     dev = str(resolve_device(device))
-    a = Atlas(atlas)
+    a = Atlas(atlas, images_root=images_root)
     notes = []
+    if a.manifest["has_images"] and a.images_root is None:
+        notes.append("The atlas's images were not found (neither the recorded images root nor one beside the atlas): "
+                     "thumbnails are placeholders; pass --images-root.")
     if a.manifest.get("random_weights"):
         notes.append("⚠️ **The CLIP encoder of this atlas has RANDOM weights** (no pretrained weights were available): "
                      "features reflect image statistics, not learned concepts.")
@@ -68,7 +72,7 @@ def make_handlers(atlas: str | Path, steer_atlas: str | Path | None = None, prio
         notes.append(f"Inspect is unavailable: {exc}")
     steerer = satlas = timings = None
     if steer_atlas:
-        satlas = Atlas(steer_atlas)
+        satlas = Atlas(steer_atlas, images_root=images_root)
         pipes = _pipelines(prior, decoder, tiny_kandinsky, dev, notes)
         if pipes is not None:
             try:

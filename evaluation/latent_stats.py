@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from precompute.atlas_format import read_manifest
-from precompute.atlas_stats import pass_topk
+from precompute.atlas_stats import score_stats
 from sae_core.data import ActivationSource
 from sae_core.device import resolve_device
 from sae_core.evaluate import evaluate_sae
@@ -136,7 +136,7 @@ def heldout_stats(sae, acts: str, manifest: dict, device) -> tuple[SplitStats, A
     token_indices = meta.get("token_indices", [0])
     rule = manifest["config"].get("score", "max") if t > 1 else "max"
     block = max(1, 256 * 2**20 // (4 * sae.cfg.d_sae * t * 2))
-    st = pass_topk(sae, source, 1, t, block, rule, token_indices.index(0) if 0 in token_indices else None, device)
+    st = score_stats(sae, source, 1, t, block, rule, token_indices.index(0) if 0 in token_indices else None, device)
     return SplitStats("held-out", st.n_images, st.frequency, st.mean_activation), source
 
 

@@ -1,38 +1,47 @@
-"""Build the atlas the app browses (`clipsae atlas`).
+"""Build the atlas the app browses (`clipsae atlas`, or `torchrun -m precompute.atlas`).
 
     clipsae atlas --acts cache/ --sae saes/l1_0.01 --out atlas/
     clipsae atlas --acts acts.npy --sae sae/ --out atlas/          # no images: top-k + stats only
+    torchrun --nproc_per_node=2 -m precompute.atlas --acts cache/ --sae sae/ --out atlas/
 
 For every latent: the top-k images (exact, every architecture), their patch masks,
 frequency / mean / max, a 50-bin histogram and value-band samples, a label (embed-space
-SAEs), plus faiss indexes of images (by embedding) and latents (by decoder direction).
-The folder is built under a temporary name and swapped in, with `manifest.json` written
-last, so an interrupted build leaves the previous atlas intact. See precompute/ATLAS.md.
+SAEs), the sparse codes of every image, the encoder's description, plus faiss indexes of
+images (by embedding) and latents (by decoder direction): everything the app and `link`
+need, so neither reopens the activation cache. Under torchrun each rank takes a contiguous
+share of the images (and of the latents for the masks); the merged result is the atlas one
+process builds, bit for bit. The folder is built under a temporary name and swapped in,
+with `manifest.json` written last, so an interrupted build leaves the previous atlas
+intact. See precompute/ATLAS.md.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
 import shutil
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sae_core.data import ActivationSource
-from sae_core.files import atomic_write_dir, sha256_file
-from sae_core.io import CFG_FILE, WEIGHTS_FILE, load_sae
 from sae_core.device import resolve_device
+from sae_core.files import atomic_write_dir
+from sae_core.io import load_sae
 
-from .atlas_format import ATLAS_FORMAT, ATLAS_VERSION, MANIFEST, read_manifest, sae_hash
-from .atlas_stats import pass_distribution, pass_topk
+from .atlas_format import read_manifest
+from .atlas_stats import Distribution, merge_distribution, merge_topk_states, pass_distribution, pass_topk, stats_sample
+from .atlas_write import AtlasInputs, Shares, write_atlas
+from .codes import CodesPart, CodesWriter
 from .masks import PatchReader, patch_masks
-from .topk import ScoreRule
+from .neighbours import block_rows, nearest_latents, unit_directions
+from .ranks import Ranks, ranks_from_env
+from .topk import ScoreRule, finalize_topk
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -49,129 +58,171 @@ class AtlasConfig:
     """Top images kept per latent."""
     score: ScoreRule = "max"
     """Image score from token activations: max or mean over tokens, or the CLS token."""
-    block_mb: int = 1024
-    """Memory budget of one block of latent activations (larger blocks: faster matmuls)."""
-    stats_images: int = 32_768
-    """Images used for histograms and value-band samples (the first ones of the cache)."""
+    block_mb: float = 1024
+    """Memory budget of one block of latent activations (larger blocks: faster matmuls). Blocks
+    start at fixed image offsets and torchrun ranks take whole blocks, so every rank encodes
+    exactly the matrices one process would (the same bits on any BLAS)."""
+    stats_images: int = 0
+    """Images behind the histograms and value bands: a random sample of this many, drawn
+    across the whole dataset from --seed (0: every image)."""
+    seed: int = 0
+    """Seed of the stats sample and of the random choice of value-band images."""
     images_root: str | None = None
-    """Where the images live (default: the cache's images_root)."""
+    """Where the images live (default: the cache's images_root); the app can override it."""
     masks: bool = True
+    """Patch masks of the top images (needs patch tokens in the cache)."""
     labels: bool = True
+    """Vocabulary labels (SAEs on the CLIP embed space)."""
     vocab: str | None = None
     """Vocabulary file for labels (default: the bundled visual-concepts list)."""
+    max_codes_gb: float = 64.0
+    """Refuse an SAE so dense that its sparse codes would exceed this size."""
+    neighbours: int = 8
+    """Nearest latents stored per latent (exact; F²·d multiply-adds: minutes for 10⁵ latents on a
+    CPU, seconds on a GPU); 0: none, the app then searches latents.faiss on each page."""
     device: str = "auto"
+    """auto (cuda when available), cpu, cuda, cuda:N."""
 
     def __post_init__(self) -> None:
-        for name in ("top_images", "block_mb", "stats_images"):
-            if getattr(self, name) <= 0:
+        for name in ("top_images", "block_mb", "max_codes_gb"):
+            if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+        if self.neighbours < 0:
+            raise ValueError(f"neighbours must be >= 0; got {self.neighbours}")
+        if self.stats_images < 0:
+            raise ValueError(f"stats_images must be >= 0 (0: every image); got {self.stats_images}")
         if self.score not in ("max", "mean", "cls"):
             raise ValueError(f"--score must be max, mean or cls; got {self.score!r}")
 
 
-def cache_hash(acts: Path) -> str:
-    """SHA-256 of a .npy file, or of a cache's metadata.json (which lists its shards)."""
-    return sha256_file(acts / "metadata.json" if acts.is_dir() else acts)
-
-
-def _save(tmp: Path, name: str, array: np.ndarray) -> None:
-    np.save(tmp / name, array)
-
-
-def build_atlas(cfg: AtlasConfig) -> dict[str, Any]:
-    """Compute everything, then write the atlas folder atomically; returns the manifest."""
-    device = resolve_device(cfg.device)
-    acts, sae_dir = Path(cfg.acts), Path(cfg.sae)
+def open_inputs(cfg: AtlasConfig, ranks: Ranks) -> AtlasInputs:
+    """The cache, the SAE and the token layout, checked against each other."""
+    acts = Path(cfg.acts)
     source = ActivationSource(acts)
-    meta = source.metadata
-    sae = load_sae(sae_dir, device=device)
+    sae = load_sae(cfg.sae, device=ranks.device)
     if sae.cfg.d_in != source.d:
         raise ValueError(f"SAE d_in={sae.cfg.d_in} but {acts} has width {source.d}")
+    meta = source.metadata
     t = int(meta.get("tokens_per_image", 1))
     token_indices = meta.get("token_indices", [0])
-    cls_pos = token_indices.index(0) if 0 in token_indices else None
+    return AtlasInputs(cfg=cfg, source=source, sae=sae, meta=meta, tokens_per_image=t,
+                       cls_pos=token_indices.index(0) if 0 in token_indices else None,
+                       n_images=source.n_rows // t, device=ranks.device)
+
+
+def staging_dir(out: str | Path) -> Path:
+    """Where ranks leave their parts (codes, masks, neighbours) for rank 0: beside the atlas."""
+    out = Path(out)
+    return out.parent / f".{out.name}.parts"
+
+
+def compute_shares(inp: AtlasInputs, ranks: Ranks, staging: Path) -> Shares:
+    """Every rank: pass 1 over its images (codes to `staging`), the merged top-k, pass 2 over
+    its codes, and the merged distribution."""
+    cfg, sae = inp.cfg, inp.sae
     # float32 activations [F, b·T] plus a same-sized temporary of the encoder
-    block_images = max(1, cfg.block_mb * 2**20 // (4 * sae.cfg.d_sae * t * 2))
-    stats = pass_topk(sae, source, cfg.top_images, t, block_images, cfg.score, cls_pos, device)
-    pass_distribution(stats, sae, source, t, block_images, cfg.stats_images, cfg.score, cls_pos, device)
+    block_images = max(1, int(cfg.block_mb * 2**20) // (4 * sae.cfg.d_sae * inp.tokens_per_image * 2))
+    b0, b1 = ranks.split(-(-inp.n_images // block_images))  # whole blocks: a GEMM's bits depend on its shape
+    lo, hi = min(inp.n_images, b0 * block_images), min(inp.n_images, b1 * block_images)
+    writer = CodesWriter(staging, ranks.rank, lo, hi)
+    try:
+        state = pass_topk(sae, inp.source, cfg.top_images, inp.tokens_per_image, block_images, cfg.score, inp.cls_pos,
+                          ranks.device, lo=lo, hi=hi, codes=writer, max_codes_gb=cfg.max_codes_gb)
+    finally:
+        writer.close()
+    vals, ids = merge_topk_states(list(zip(ranks.all_gather(state[0]), ranks.all_gather(state[1]))))
+    max_activation = vals[:, 0].clamp_min(0).cpu().numpy().astype(np.float32)
+    in_sample, priority = stats_sample(inp.n_images, cfg.stats_images, cfg.seed)
+    d = pass_distribution(CodesPart.open(staging, ranks.rank, lo), max_activation, in_sample, priority, ranks.device)
+    gathered = [ranks.all_gather(t) for t in (d.histogram, d.band_priority, d.band_ids, d.band_values)]
+    d = merge_distribution([Distribution(*parts) for parts in zip(*gathered)])
+    n_stats = inp.n_images if in_sample is None else int(in_sample.sum())
+    return Shares(vals, ids, d, n_stats)
 
-    has_images = bool(meta) and (acts / "images.jsonl").exists()
-    notes: list[str] = []
-    masks = scale = None
-    if cfg.masks and meta:
-        try:
-            masks, scale = patch_masks(sae, PatchReader(acts, meta), stats.topk_ids, device=device)
-        except ValueError as exc:
-            notes.append(f"no patch masks: {exc}")
-    elif not meta:
-        notes.append("no images: --acts is a plain matrix, so masks, image indexes and image files are skipped")
 
-    labels = None
-    if cfg.labels and meta.get("hook_name") == "embed" and not meta.get("model_name", "").startswith("kandinsky"):
-        from .labels import label_latents
+def compute_masks(inp: AtlasInputs, ranks: Ranks, topk_ids_sorted: np.ndarray, staging: Path, notes: list[str]) -> bool:
+    """Every rank: the patch masks of its share of the latents, saved to `staging`."""
+    if not inp.cfg.masks or not inp.meta:
+        return False
+    try:
+        reader = PatchReader(Path(inp.cfg.acts), inp.meta)
+    except ValueError as exc:
+        notes.append(f"no patch masks: {exc}")
+        return False
+    l0, l1 = ranks.split(len(topk_ids_sorted))
+    masks, scale = patch_masks(inp.sae, reader, topk_ids_sorted[l0:l1], device=ranks.device, first_latent=l0)
+    np.save(staging / f"masks_part{ranks.rank:05d}.npy", masks)
+    np.save(staging / f"mask_scale_part{ranks.rank:05d}.npy", scale)
+    return True
 
-        try:
-            labels = label_latents(sae, meta, vocab_path=cfg.vocab, device=device)
-        except ValueError as exc:
-            notes.append(f"no labels: {exc}")
-    elif cfg.labels:
-        notes.append("no labels: vocabulary labels need an SAE on the CLIP `embed` space")
 
-    from .indexes import image_index, latent_index
+def compute_neighbours(inp: AtlasInputs, ranks: Ranks, staging: Path) -> None:
+    """Every rank: the nearest latents of its share of the (fixed) row blocks, saved to `staging`."""
+    if not inp.cfg.neighbours:
+        return
+    directions = unit_directions(inp.sae)
+    per_block = block_rows(len(directions), inp.cfg.block_mb)
+    b0, b1 = ranks.split(-(-len(directions) // per_block))
+    cos, ids = nearest_latents(directions, inp.cfg.neighbours, range(b0, b1), per_block)
+    np.save(staging / f"neighbour_cos_part{ranks.rank:05d}.npy", cos)
+    np.save(staging / f"neighbour_ids_part{ranks.rank:05d}.npy", ids)
 
-    def fill(tmp: Path) -> None:
-        _save(tmp, "topk_ids.npy", stats.topk_ids)
-        _save(tmp, "topk_values.npy", stats.topk_values)
-        _save(tmp, "frequency.npy", stats.frequency)
-        _save(tmp, "mean_activation.npy", stats.mean_activation)
-        _save(tmp, "max_activation.npy", stats.max_activation)
-        _save(tmp, "histogram.npy", stats.histogram)
-        _save(tmp, "band_ids.npy", stats.band_ids)
-        _save(tmp, "band_values.npy", stats.band_values)
-        if masks is not None:
-            _save(tmp, "masks.npy", masks)
-            _save(tmp, "mask_scale.npy", scale)
-        if labels is not None:
-            (tmp / "labels.json").write_text(json.dumps(labels))
-        if has_images:
-            shutil.copyfile(acts / "images.jsonl", tmp / "images.jsonl")
-        latent_index(sae).write(tmp / "latents.faiss")
-        if has_images and t == 1:
-            image_index(source).write(tmp / "images.faiss")
-        sae_copy = tmp / "sae"
-        sae_copy.mkdir()
-        for name in (CFG_FILE, WEIGHTS_FILE):
-            shutil.copyfile(sae_dir / name, sae_copy / name)
-        manifest = {
-            "format": ATLAS_FORMAT,
-            "format_version": ATLAS_VERSION,
-            "config": asdict(cfg),
-            "sae_sha256": sae_hash(sae_dir),
-            "cache_sha256": cache_hash(acts),
-            "d_sae": sae.cfg.d_sae,
-            "d_in": sae.cfg.d_in,
-            "architecture": sae.cfg.architecture,
-            "top_images": cfg.top_images,
-            "score_rule": cfg.score if t > 1 else "single row per image",
-            "n_images": stats.n_images,
-            "stats_images": stats.stats_images,
-            "n_dead": int((stats.frequency == 0).sum()),
-            "model_name": meta.get("model_name"),
-            "pretrained": meta.get("pretrained"),
-            "random_weights": bool(meta.get("random_weights", False)),
-            "hook_name": meta.get("hook_name"),
-            "images_root": cfg.images_root or meta.get("images_root"),
-            "has_images": has_images,
-            "masks": masks is not None,
-            "n_patches": int(masks.shape[2]) if masks is not None else 0,
-            "labels": labels is not None,
-            "image_index": has_images and t == 1,
-            "notes": notes,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # last file of the folder
 
-    atomic_write_dir(cfg.out, fill)
+def build_atlas(cfg: AtlasConfig, ranks: Ranks | None = None) -> dict[str, Any] | None:
+    """Compute everything, then write the atlas folder atomically (rank 0); returns the
+    manifest on rank 0, None on the other ranks."""
+    ranks = ranks or Ranks(device=resolve_device(cfg.device))
+    inp = open_inputs(cfg, ranks)
+    staging = staging_dir(cfg.out)
+    if ranks.main:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    ranks.barrier()
+    try:
+        shares = compute_shares(inp, ranks, staging)
+        notes: list[str] = [] if inp.meta else [
+            "no images: --acts is a plain matrix, so masks, image indexes and image files are skipped"]
+        _, sorted_ids = finalize_topk(shares.topk_values, shares.topk_ids)
+        has_masks = compute_masks(inp, ranks, sorted_ids.cpu().numpy(), staging, notes)
+        compute_neighbours(inp, ranks, staging)
+        ranks.barrier()  # every part is on disk
+        if ranks.main:
+            atomic_write_dir(cfg.out, lambda tmp: write_atlas(tmp, inp, shares, staging, ranks.world, has_masks, notes))
+    finally:  # no barrier here: after a failure the other ranks are stopped by torchrun, not waited for
+        if ranks.main:
+            shutil.rmtree(staging, ignore_errors=True)
+    if not ranks.main:
+        return None
     manifest = read_manifest(cfg.out)
-    log.info("atlas: %d latents x top-%d over %d images -> %s (%d dead)%s", sae.cfg.d_sae, cfg.top_images, stats.n_images,
-             cfg.out, manifest["n_dead"], "".join(f"; {n}" for n in notes))
+    log.info("atlas: %d latents x top-%d over %d images -> %s (%d dead)%s", manifest["d_sae"], cfg.top_images,
+             manifest["n_images"], cfg.out, manifest["n_dead"], "".join(f"; {n}" for n in manifest["notes"]))
     return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`torchrun -m precompute.atlas …` (or plain `python -m precompute.atlas …`): the flags of `clipsae atlas`."""
+    from sae_core.cliargs import add_config_flags, config_from_args, run_reporting
+
+    p = argparse.ArgumentParser(prog="precompute.atlas", description=__doc__.splitlines()[0])
+    add_config_flags(p, AtlasConfig, required=("acts", "sae", "out"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def run() -> int:
+        cfg = config_from_args(AtlasConfig, args)
+        with ranks_from_env(cfg.device) as ranks:
+            m = build_atlas(cfg, ranks)
+        if m is not None:
+            print(summary_line(m, cfg.out))
+        return 0
+
+    return run_reporting("precompute.atlas", run)
+
+
+def summary_line(m: dict[str, Any], out: str) -> str:
+    """The one line `clipsae atlas` prints."""
+    return f"atlas: {m['d_sae']} latents, top-{m['top_images']} of {m['n_images']} images, {m['n_dead']} dead -> {out}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,16 +41,17 @@ def _add_atlas(sub: argparse._SubParsersAction) -> None:
     from .atlas import AtlasConfig
 
     p = sub.add_parser("atlas", help="top images per latent, patch masks, stats, labels, faiss indexes",
-                       description="Build the atlas folder the app browses (written atomically, manifest last).")
+                       description="Build the atlas folder the app browses (written atomically, manifest last). "
+                                   "Several processes: torchrun --nproc_per_node=N -m precompute.atlas …")
     add_config_flags(p, AtlasConfig, required=("acts", "sae", "out"))
     p.set_defaults(func=_run_atlas)
 
 
 def _run_atlas(a: argparse.Namespace) -> int:
-    from .atlas import AtlasConfig, build_atlas
+    from .atlas import AtlasConfig, build_atlas, summary_line
 
     m = build_atlas(config_from_args(AtlasConfig, a))
-    print(f"atlas: {m['d_sae']} latents, top-{m['top_images']} of {m['n_images']} images, {m['n_dead']} dead -> {a.out}")
+    print(summary_line(m, a.out))
     for note in m["notes"]:
         print(f"  note: {note}")
     return 0
@@ -59,18 +60,18 @@ def _run_atlas(a: argparse.Namespace) -> int:
 def _add_link(sub: argparse._SubParsersAction) -> None:
     from .link import LinkConfig
 
-    p = sub.add_parser("link", help="for each latent of A, the latents of B that co-activate most (and the reverse)")
+    p = sub.add_parser("link", help="for each latent of A, the latents of B that co-activate most (and the reverse)",
+                       description="Exact Pearson correlations from the two atlases' sparse codes. Several "
+                                   "processes: torchrun --nproc_per_node=N -m precompute.link …")
     add_config_flags(p, LinkConfig, positional=("atlas_a", "atlas_b"))
     p.set_defaults(func=_run_link)
 
 
 def _run_link(a: argparse.Namespace) -> int:
-    from .link import LinkConfig, link
+    from .link import LinkConfig, link, summary_line
 
     cfg = config_from_args(LinkConfig, a)
-    r = link(cfg.atlas_a, cfg.atlas_b, top=cfg.top_links, block_images=cfg.block_images, budget_mb=cfg.budget_mb,
-             device=cfg.device)
-    print(f"linked {r['a']} <-> {r['b']} over {r['shared_images']} shared images (top {r['top']})")
+    print(summary_line(link(cfg.atlas_a, cfg.atlas_b, top=cfg.top_links, budget_mb=cfg.budget_mb, device=cfg.device)))
     return 0
 
 

@@ -1,36 +1,46 @@
-"""Link two atlases over the same images (`clipsae link ATLAS_A ATLAS_B`): for each latent
-of A, the `top` latents of B whose image scores correlate most with it (Pearson, over the
-shared images), and the reverse. Typically A is a CLIP atlas and B the Kandinsky-prior
-atlas of the same images, so a feature found while browsing can be steered.
+"""Link two atlases over the same images (`clipsae link ATLAS_A ATLAS_B`, or under torchrun):
+for each latent of A, the `top_links` latents of B whose image scores correlate most with
+it (Pearson, over the shared images), and the reverse. Typically A is a CLIP atlas and B
+the Kandinsky-prior atlas of the same images, so a feature found while browsing can be
+steered.
 
-Images are matched by id (relative path + content hash); two atlases built from plain
-matrices (no image table) are matched by row when they have the same number of rows.
-The sums (n, Σa, Σb, Σa², Σb², Σab) stream over blocks of images; the cross term is kept
-for a chunk of A's latents at a time, so memory is bounded by `budget_mb`, not by N.
-Results go to `links/` inside each atlas: `<other>.ids.npy`, `<other>.corr.npy` [F, top]
-and `<other>.json`.
+    clipsae link atlas/ katlas/
+    torchrun --nproc_per_node=2 -m precompute.link atlas/ katlas/     # ranks share A's latents
+
+Everything comes from the two atlas folders (their sparse codes and image tables): no
+activation cache is reopened and no SAE re-encodes anything. Images are matched by id
+(relative path + content hash); two atlases built from plain matrices are matched by row
+when they have the same number of rows. The correlations are exact (precompute/
+coactivation.py), computed a chunk of A's latents at a time within `budget_mb`.
+Results go to `links/` inside each atlas, named by the other atlas's SAE hash:
+`<sha256>.ids.npy`, `<sha256>.corr.npy` [F, top] (−1 / 0 where a latent has fewer
+defined correlations) and `<sha256>.json`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from sae_core.data import ActivationSource
 from sae_core.device import resolve_device
 from sae_core.files import atomic_save_npy, atomic_write_text
-from sae_core.io import load_sae
 from sae_core.progress import Progress
 
 from .atlas_format import read_manifest
-from .topk import empty_topk, image_scores, merge_topk
+from .codes import Codes
+from .coactivation import BYTES_PER_PAIR, Backend, Side, chunk_links, chunks, make_side, merge_links, pair_counts
+from .ranks import Ranks, ranks_from_env
 
 log = logging.getLogger(__name__)
+LINKS_DIR = "links"
 
 
 @dataclass(frozen=True)
@@ -43,51 +53,36 @@ class LinkConfig:
     """An atlas of the same images (e.g. the Kandinsky-prior one)."""
     top_links: int = 5
     """Linked latents kept per latent, each way."""
-    block_images: int = 4096
-    """Images read and encoded at once."""
     budget_mb: float = 1024
-    """Memory for the correlation accumulators."""
+    """Memory for the co-active pairs of one chunk of A's latents."""
     device: str = "auto"
     """auto (cuda when available), cpu, cuda, cuda:N."""
 
     def __post_init__(self) -> None:
-        for name in ("top_links", "block_images", "budget_mb"):
+        for name in ("top_links", "budget_mb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
 
 
-class _AtlasSide:
-    def __init__(self, atlas: str | Path, device: torch.device):
+class AtlasSide:
+    """One atlas as `link` sees it: manifest, image ids and codes (no cache, no SAE)."""
+
+    def __init__(self, atlas: str | Path):
         self.path = Path(atlas)
         self.manifest = read_manifest(self.path)
-        self.sae = load_sae(self.path / "sae", device=device)
-        self.source = ActivationSource(self.manifest["config"]["acts"])
-        meta = self.source.metadata
-        self.t = int(meta.get("tokens_per_image", 1))
-        tokens = meta.get("token_indices", [0])
-        self.cls_pos = tokens.index(0) if 0 in tokens else None
-        self.rule = self.manifest["config"]["score"]
+        self.codes = Codes(self.path)
+        self.n = int(self.manifest["n_images"])
+        self.n_latents = int(self.manifest["d_sae"])
         images = self.path / "images.jsonl"
         self.ids = [json.loads(line)["id"] for line in images.read_text().splitlines()] if images.exists() else None
-        self.n = self.source.n_rows // self.t
 
-    def scores(self, image_indices: np.ndarray) -> torch.Tensor:
-        """Image scores [b, F] of the given image indices (contiguous runs read in one go)."""
-        parts = []
-        start = prev = int(image_indices[0])
-        for i in list(image_indices[1:]) + [None]:
-            if i is not None and int(i) == prev + 1:
-                prev = int(i)
-                continue
-            parts.append(self.source.read(start * self.t, (prev + 1) * self.t))
-            if i is not None:
-                start = prev = int(i)
-        x = torch.from_numpy(np.concatenate(parts)).to(self.sae.W_enc.device)
-        with torch.inference_mode():
-            return image_scores(self.sae.encode(x), self.t, self.rule, self.cls_pos).double()
+    @property
+    def identity(self) -> str:
+        return self.manifest["sae_sha256"]
 
 
-def shared_images(a: _AtlasSide, b: _AtlasSide) -> tuple[np.ndarray, np.ndarray]:
+def shared_images(a: AtlasSide, b: AtlasSide) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the images both atlases hold, in A's order: (in A, in B)."""
     if a.ids is None and b.ids is None:
         if a.n != b.n:
             raise ValueError(f"atlases without image tables can only be linked row by row: {a.n} vs {b.n} rows")
@@ -103,61 +98,101 @@ def shared_images(a: _AtlasSide, b: _AtlasSide) -> tuple[np.ndarray, np.ndarray]
     return ia, ib
 
 
-def link(atlas_a: str | Path, atlas_b: str | Path, top: int = 5, block_images: int = 4096,
-         budget_mb: float = 1024, device: str = "auto") -> dict:
-    """Compute and store the links both ways; returns a summary."""
-    dev = resolve_device(device)
-    a, b = _AtlasSide(atlas_a, dev), _AtlasSide(atlas_b, dev)
-    ia, ib = shared_images(a, b)
-    fa, fb = a.sae.cfg.d_sae, b.sae.cfg.d_sae
-    top_a, top_b = min(top, fb), min(top, fa)
-    chunk = max(1, min(fa, int(budget_mb * 2**20) // (8 * fb)))
-    ab_ids = np.zeros((fa, top_a), np.int64)
-    ab_corr = np.zeros((fa, top_a), np.float32)
-    ba_vals, ba_ids = empty_topk(fb, top_b, dev)
-    n = len(ia)
-    bar = Progress(n * (-(-fa // chunk)), "link", unit="img")
-    for c0 in range(0, fa, chunk):
-        c1 = min(fa, c0 + chunk)
-        sa = torch.zeros(c1 - c0, dtype=torch.float64, device=dev)
-        sa2 = torch.zeros_like(sa)
-        sb = torch.zeros(fb, dtype=torch.float64, device=dev)
-        sb2 = torch.zeros_like(sb)
-        sab = torch.zeros(c1 - c0, fb, dtype=torch.float64, device=dev)
-        for i0 in range(0, n, block_images):
-            xa = a.scores(ia[i0 : i0 + block_images])[:, c0:c1]
-            xb = b.scores(ib[i0 : i0 + block_images])
-            sa += xa.sum(0)
-            sa2 += (xa * xa).sum(0)
-            sb += xb.sum(0)
-            sb2 += (xb * xb).sum(0)
-            sab += xa.T @ xb
-            bar.update(len(xa))
-        var_a = (n * sa2 - sa * sa).clamp_min(0)
-        var_b = (n * sb2 - sb * sb).clamp_min(0)
-        denom = (var_a[:, None] * var_b[None, :]).sqrt()
-        corr = torch.where(denom > 0, (n * sab - sa[:, None] * sb[None, :]) / denom.clamp_min(1e-300),
-                           torch.zeros_like(sab)).float()
-        v, j = corr.topk(top_a, dim=1)
-        ab_ids[c0:c1], ab_corr[c0:c1] = j.cpu().numpy(), v.cpu().numpy()
-        ba_vals, ba_ids = merge_topk(ba_vals, ba_ids, corr.T.contiguous(), torch.arange(c0, c1, device=dev))
+def _gather_rows(ranks: Ranks, rows: torch.Tensor, n_total: int) -> torch.Tensor:
+    """Every rank's consecutive rows (shares of `ranks.split`), joined in rank order."""
+    width = -(-n_total // ranks.world)
+    padded = torch.zeros((width, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    padded[: len(rows)] = rows
+    parts = ranks.all_gather(padded)
+    return torch.cat([p[: hi - lo] for p, (lo, hi) in zip(parts, (ranks.split(n_total, r) for r in range(ranks.world)))])
+
+
+def correlate(a: Side, b: Side, n: int, top_ab: int, top_ba: int, budget_mb: float, ranks: Ranks,
+              backend: Backend = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(A→B values [F_A, top], ids, B→A values [F_B, top], ids), every rank taking a share of A's latents."""
+    at = a.csr.T.tocsr()  # [F_A, n]: each latent of A over the images
+    lo, hi = ranks.split(a.n_latents)
+    counts = pair_counts(at, b)
+    plan = chunks(counts, lo, hi, max(1, int(budget_mb * 2**20) // BYTES_PER_PAIR))
+    dev = ranks.device
+    ab_v = torch.full((hi - lo, top_ab), float("-inf"), dtype=torch.float64, device=dev)
+    ab_i = torch.full((hi - lo, top_ab), -1, dtype=torch.int64, device=dev)
+    ba = (torch.full((b.n_latents, top_ba), float("-inf"), dtype=torch.float64, device=dev),
+          torch.full((b.n_latents, top_ba), -1, dtype=torch.int64, device=dev))
+    bar = Progress(int(counts[lo:hi].sum()), "link", unit="pair")
+    for a0, a1 in plan:
+        v, i, bv, bi = chunk_links(n, a, b, at[a0:a1], (a0, a1), top_ab, top_ba, dev, backend)
+        ab_v[a0 - lo : a1 - lo], ab_i[a0 - lo : a1 - lo] = v, i
+        ba = merge_links([ba, (bv, bi)], top_ba)
+        bar.update(int(counts[a0:a1].sum()))
     bar.close()
-    order = ba_vals.argsort(dim=1, descending=True)
-    ba_corr = ba_vals.gather(1, order).cpu().numpy()
-    ba_idx = ba_ids.gather(1, order).cpu().numpy()
-    _store(a.path, b, ab_ids, ab_corr, n)
-    _store(b.path, a, ba_idx, ba_corr, n)
-    log.info("linked %s (%d latents) <-> %s (%d latents) over %d shared images", a.path, fa, b.path, fb, n)
+    ab_v, ab_i = _gather_rows(ranks, ab_v, a.n_latents), _gather_rows(ranks, ab_i, a.n_latents)
+    ba = merge_links(list(zip(ranks.all_gather(ba[0]), ranks.all_gather(ba[1]))), top_ba)
+    return ab_v, ab_i, ba[0], ba[1]
+
+
+def link(atlas_a: str | Path, atlas_b: str | Path, top: int = 5, budget_mb: float = 1024, device: str = "auto",
+         ranks: Ranks | None = None, backend: Backend = "auto") -> dict[str, Any] | None:
+    """Compute and store the links both ways; returns a summary (None on ranks other than 0)."""
+    ranks = ranks or Ranks(device=resolve_device(device))
+    a, b = AtlasSide(atlas_a), AtlasSide(atlas_b)
+    ia, ib = shared_images(a, b)
+    n = len(ia)
+    side_a = make_side(a.codes.csr(a.n_latents, ia), ranks.device)
+    side_b = make_side(b.codes.csr(b.n_latents, ib), ranks.device)
+    top_ab, top_ba = min(top, b.n_latents), min(top, a.n_latents)
+    ab_v, ab_i, ba_v, ba_i = correlate(side_a, side_b, n, top_ab, top_ba, budget_mb, ranks, backend)
+    if not ranks.main:
+        return None
+    _store(a.path, b, ab_i, ab_v, n)
+    _store(b.path, a, ba_i, ba_v, n)
+    log.info("linked %s (%d latents) <-> %s (%d latents) over %d shared images", a.path, a.n_latents, b.path,
+             b.n_latents, n)
     return {"shared_images": n, "a": str(a.path), "b": str(b.path), "top": top}
 
 
-def _store(atlas: Path, other: _AtlasSide, ids: np.ndarray, corr: np.ndarray, n_shared: int) -> None:
-    d = atlas / "links"
+def _store(atlas: Path, other: AtlasSide, ids: torch.Tensor, corr: torch.Tensor, n_shared: int) -> None:
+    """links/<other's SAE hash>.{ids,corr}.npy, then the .json that makes them visible."""
+    d = atlas / LINKS_DIR
     d.mkdir(exist_ok=True)
-    name = other.path.resolve().name
-    atomic_save_npy(d / f"{name}.ids.npy", ids)
-    atomic_save_npy(d / f"{name}.corr.npy", corr)
+    ids_np = ids.cpu().numpy()
+    corr_np = np.where(ids_np >= 0, corr.cpu().numpy(), 0).astype(np.float32)
+    name = other.identity
+    atomic_save_npy(d / f"{name}.ids.npy", ids_np)
+    atomic_save_npy(d / f"{name}.corr.npy", corr_np)
     atomic_write_text(d / f"{name}.json", json.dumps({
-        "other_atlas": str(other.path.resolve()), "other_sae_sha256": other.manifest["sae_sha256"],
-        "other_model": other.manifest.get("model_name"), "shared_images": n_shared, "top": int(ids.shape[1]),
-        "measure": "Pearson correlation of image scores over the shared images"}, indent=2))
+        "other_sae_sha256": other.identity, "other_name": other.path.resolve().name,
+        "other_atlas": str(other.path.resolve()), "other_model": other.manifest.get("model_name"),
+        "other_cache_sha256": other.manifest.get("cache_sha256"), "shared_images": n_shared,
+        "top": int(ids_np.shape[1]),
+        "measure": "Pearson correlation of image scores over the shared images (exact, from the sparse codes)"},
+        indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`torchrun -m precompute.link A B …` (or `python -m precompute.link`): the flags of `clipsae link`."""
+    from sae_core.cliargs import add_config_flags, config_from_args, run_reporting
+
+    p = argparse.ArgumentParser(prog="precompute.link", description=__doc__.splitlines()[0])
+    add_config_flags(p, LinkConfig, positional=("atlas_a", "atlas_b"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def run() -> int:
+        cfg = config_from_args(LinkConfig, args)
+        with ranks_from_env(cfg.device) as ranks:
+            r = link(cfg.atlas_a, cfg.atlas_b, top=cfg.top_links, budget_mb=cfg.budget_mb, ranks=ranks)
+        if r is not None:
+            print(summary_line(r))
+        return 0
+
+    return run_reporting("precompute.link", run)
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    """The one line `clipsae link` prints."""
+    return f"linked {r['a']} <-> {r['b']} over {r['shared_images']} shared images (top {r['top']})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

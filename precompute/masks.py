@@ -61,8 +61,9 @@ class PatchReader:
 
 @torch.inference_mode()
 def patch_masks(sae: SparseAutoencoder, reader: PatchReader, topk_ids: np.ndarray, chunk: int = 64,
-                device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Masks [F, k, P] float16 (0 where a slot has no image) and the per-latent scale [F]."""
+                device: torch.device | str = "cpu", first_latent: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Masks [F, k, P] float16 (0 where a slot has no image) and the per-latent scale [F] of the
+    latents `first_latent` .. `first_latent + len(topk_ids)` (a rank's share, or all)."""
     device = torch.device(device)
     n_latents, k = topk_ids.shape
     masks = np.zeros((n_latents, k, reader.n_patches), dtype=np.float16)
@@ -80,9 +81,10 @@ def patch_masks(sae: SparseAutoencoder, reader: PatchReader, topk_ids: np.ndarra
             x_c = (x_norm - sae.b_dec).reshape(u, p, d)
             pos = np.zeros(ids.shape, dtype=np.int64)
             pos[valid] = inverse
-            w = sae.W_enc[:, l0:l1].T  # [C, d]
-            h = torch.einsum("ckpd,cd->ckp", x_c[torch.from_numpy(pos).to(device)], w) + sae.b_enc[l0:l1, None, None]
-            threshold = sae.threshold_s[l0:l1] if sae.threshold_s is not None else None
+            g0, g1 = first_latent + l0, first_latent + l1
+            w = sae.W_enc[:, g0:g1].T  # [C, d]
+            h = torch.einsum("ckpd,cd->ckp", x_c[torch.from_numpy(pos).to(device)], w) + sae.b_enc[g0:g1, None, None]
+            threshold = sae.threshold_s[g0:g1] if sae.threshold_s is not None else None
             vals = rules.elementwise(h, sae.cfg.architecture, threshold, latent_dim=0)
             vals = vals * torch.from_numpy(valid).to(device)[..., None]
             masks[l0:l1] = vals.cpu().numpy().astype(np.float16)

@@ -30,9 +30,12 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def atomic_write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
+def atomic_write_with(path: str | Path, write: Callable[[Path], object], sync: bool = True) -> Path:
     """Call `write(tmp)` to produce the file at a temporary path beside `path` (for writers
-    that want a file name: PIL, matplotlib, safetensors), fsync it, rename it into place."""
+    that want a file name: PIL, matplotlib, safetensors), fsync it, rename it into place.
+
+    `sync=False` is for caches that can be rebuilt (rendered thumbnails): the file is still
+    renamed into place whole, so no reader sees half of it, but a crash may lose it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -40,7 +43,8 @@ def atomic_write_with(path: str | Path, write: Callable[[Path], object]) -> Path
     tmp = Path(name)
     try:
         write(tmp)
-        _fsync_file(tmp)
+        if sync:
+            _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -50,9 +50,10 @@ def write_images(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (4
     return paths
 
 
-def build_tiny_clip_atlas(folder: Path, n_images: int = 10, d_sae: int = 24, k: int = 4) -> Path:
-    """Images -> tiny CLIP `embed` cache with patch tokens -> a random SAE -> its atlas (no labels).
-    Returns the atlas folder; the images, cache and SAE sit beside it."""
+def build_tiny_clip_atlas(folder: Path, n_images: int = 10, d_sae: int = 24, k: int = 4, labels: bool = False) -> Path:
+    """Images -> tiny CLIP `embed` cache with patch tokens -> a random SAE -> its atlas (labels
+    only if asked: they embed ~2k words). Returns the atlas folder; the images, cache and SAE
+    sit beside it."""
     import torch
 
     from precompute.activations import EmbedConfig, run_embed
@@ -68,5 +69,5 @@ def build_tiny_clip_atlas(folder: Path, n_images: int = 10, d_sae: int = 24, k: 
     sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=d_sae), generator=torch.Generator().manual_seed(0))
     save_sae(sae, folder / "sae")
     build_atlas(AtlasConfig(acts=str(folder / "cache"), sae=str(folder / "sae"), out=str(folder / "atlas"), top_images=k,
-                            labels=False))
+                            labels=labels))
     return folder / "atlas"

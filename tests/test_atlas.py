@@ -1,5 +1,6 @@
 """Atlas: top-k and stats against brute force, merges, masks, labels, atomic builds."""
 
+import copy
 import json
 
 import numpy as np
@@ -7,10 +8,9 @@ import pytest
 import torch
 
 from helpers import write_images, write_tiny_clip_config
-from precompute import atlas as atlas_mod
 from precompute.activations import EmbedConfig, run_embed
 from precompute.atlas import AtlasConfig, build_atlas
-from precompute.atlas_stats import N_BANDS, N_BINS, pass_distribution, pass_topk
+from precompute.atlas_stats import N_BANDS, N_BINS, pass_topk
 from precompute.encoders import EncoderSpec
 from precompute.topk import empty_topk, finalize_topk, merge_topk
 from sae_core.config import ARCHITECTURES, K_ARCHS, SAEConfig
@@ -41,6 +41,29 @@ def brute_force(f_ns: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, vals
 
 
+def run_passes(tmp_path, sae, x_path, k, tokens, block_images, stats_images=0, seed=0):
+    """Pass 1 (top-k + codes), the codes joined, sums and pass 2: what build_atlas does in one process."""
+    from precompute.atlas_stats import finish_distribution, finish_stats, latent_sums, pass_distribution, stats_sample
+    from precompute.codes import CODE_FILES, CodesPart, CodesWriter, write_codes
+
+    source = ActivationSource(x_path)
+    n = source.n_rows // tokens
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    writer = CodesWriter(parts, 0, 0, n)
+    vals, ids = pass_topk(sae, source, k=k, tokens_per_image=tokens, block_images=block_images, codes=writer)
+    writer.close()
+    out = tmp_path / "codes"
+    out.mkdir()
+    write_codes(out, parts, 1)
+    count, total = latent_sums(*(np.load(out / f) for f in CODE_FILES[1:]), sae.cfg.d_sae)
+    stats = finish_stats(vals, ids, count, total, n)
+    in_sample, priority = stats_sample(n, stats_images, seed)
+    d = pass_distribution(CodesPart.open(parts, 0, 0), stats.max_activation, in_sample, priority)
+    finish_distribution(stats, d, n if in_sample is None else int(in_sample.sum()))
+    return stats, in_sample, priority, out
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("tokens", [1, 3])
 @pytest.mark.parametrize("route", ["sparse", "dense"])
@@ -53,32 +76,66 @@ def test_topk_and_stats_equal_brute_force(tmp_path, monkeypatch, arch, tokens, r
     x = rng.normal(size=(n_images * tokens, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     sae = random_sae(arch)
-    stats = pass_topk(sae, ActivationSource(tmp_path / "x.npy"), k=5, tokens_per_image=tokens, block_images=7)
-    with torch.no_grad():
-        f = sae.encode(torch.from_numpy(x)).numpy().reshape(n_images, tokens, -1).max(axis=1)
-    ids, vals = brute_force(f, 5)
-    np.testing.assert_array_equal(stats.topk_ids, ids)
-    np.testing.assert_allclose(stats.topk_values, vals, rtol=1e-6)
+    stats, in_sample, priority, codes = run_passes(tmp_path, sae, tmp_path / "x.npy", 5, tokens, 7, stats_images=200,
+                                                   seed=3)
+    with torch.no_grad():  # the reference in float64: it does not depend on the BLAS's float32 reduction order
+        f64 = copy.deepcopy(sae).double().encode(torch.from_numpy(x).double()).numpy()
+    f64 = f64.reshape(n_images, tokens, -1).max(axis=1)
+    f = f64.astype(np.float32)
+    ids, vals = brute_force(f64, 5)
+    # float32 scores equal float64 to ~1e-7 relative: ids may swap only between values that close
+    np.testing.assert_allclose(stats.topk_values, vals, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(stats.topk_ids >= 0, ids >= 0)
+    lat_of = np.arange(f.shape[1])[:, None]
+    held = np.where(stats.topk_ids >= 0, f64[np.maximum(stats.topk_ids, 0), lat_of], 0)
+    np.testing.assert_allclose(held, vals, rtol=1e-5, atol=1e-6)  # each id holds the value it is listed with
+    assert all(len(set(r[r >= 0])) == (r >= 0).sum() for r in stats.topk_ids)
+    assert (stats.topk_ids != ids).mean() < 0.05  # swaps between near-equal values only, not a different list
     active = f > 0
     np.testing.assert_allclose(stats.frequency, active.mean(axis=0), rtol=1e-6)
-    np.testing.assert_allclose(stats.max_activation, f.max(axis=0).clip(0), rtol=1e-6)
-    mean = np.where(active.any(0), (f * active).sum(0) / active.sum(0).clip(1), 0)
-    np.testing.assert_allclose(stats.mean_activation, mean, rtol=1e-5)
+    np.testing.assert_allclose(stats.max_activation, f.max(axis=0).clip(0), rtol=1e-5, atol=1e-6)
+    mean = np.where(active.any(0), (f.astype(np.float64) * active).sum(0) / active.sum(0).clip(1), 0)
+    np.testing.assert_allclose(stats.mean_activation, mean, rtol=1e-5, atol=1e-6)
+    # the codes hold every non-zero image score, by image
+    indptr, lat, val = (np.load(codes / name) for name in ("codes_indptr.npy", "codes_latents.npy", "codes_values.npy"))
+    dense = np.zeros_like(f)
+    dense[np.repeat(np.arange(n_images), np.diff(indptr)), lat] = val
+    np.testing.assert_allclose(dense, f, rtol=1e-5, atol=1e-6)
+    assert (dense > 0).sum() == active.sum()
 
-    pass_distribution(stats, sae, ActivationSource(tmp_path / "x.npy"), tokens, block_images=11, stats_images=200)
-    sub = f[:200]
-    assert stats.stats_images == 200
+    # histogram and bands: a random sample of 200 images drawn across the whole dataset
+    assert stats.stats_images == 200 and in_sample.sum() == 200 and in_sample[200:].any()
+    sub = f[in_sample]
     np.testing.assert_array_equal(stats.histogram.sum(axis=1), (sub > 0).sum(axis=0))
     s = int(np.argmax((sub > 0).sum(0)))
     expected_hist = np.histogram(sub[sub[:, s] > 0, s], bins=N_BINS, range=(0, stats.max_activation[s]))[0]
     assert np.abs(stats.histogram[s] - expected_hist).sum() <= 2  # bin-edge rounding only
+    # each band's samples: the 4 sample images of smallest random priority among those whose score
+    # falls in that fifth of (0, max] (bins computed as the code does, in float32, from the codes)
+    inv_peak = np.float32(N_BINS) / np.maximum(stats.max_activation, np.float32(1e-12))
+    band_of = np.minimum((dense * inv_peak).astype(np.int64), N_BINS - 1) // (N_BINS // N_BANDS)
     for lat in range(f.shape[1]):
         for band in range(N_BANDS):
-            for img, val in zip(stats.band_ids[lat, band], stats.band_values[lat, band]):
-                if img >= 0:
-                    assert val == pytest.approx(sub[img, lat])
-                    rel = val / stats.max_activation[lat]
-                    assert band / N_BANDS - 1e-6 <= rel <= (band + 1) / N_BANDS + 1e-6
+            members = np.flatnonzero(in_sample & (dense[:, lat] > 0) & (band_of[:, lat] == band))
+            expected = sorted(members, key=lambda i: priority[i])[:4]
+            chosen = stats.band_ids[lat, band]
+            assert sorted(chosen[chosen >= 0].tolist()) == sorted(int(i) for i in expected)
+            vals_here = stats.band_values[lat, band][chosen >= 0]
+            np.testing.assert_allclose(vals_here, f[chosen[chosen >= 0], lat], rtol=1e-5, atol=1e-6)
+            assert (np.diff(vals_here) >= 0).all()  # low to high within a band
+            rel = vals_here / max(stats.max_activation[lat], 1e-12)
+            assert ((band / N_BANDS - 1e-5 <= rel) & (rel <= (band + 1) / N_BANDS + 1e-5)).all()
+
+
+def test_stats_sample_is_seeded_and_spread():
+    from precompute.atlas_stats import stats_sample
+
+    a, pa = stats_sample(10_000, 500, seed=1)
+    b, pb = stats_sample(10_000, 500, seed=1)
+    c, _ = stats_sample(10_000, 500, seed=2)
+    assert np.array_equal(a, b) and np.array_equal(pa, pb) and not np.array_equal(a, c)
+    assert a.sum() == 500 and a[5000:].sum() > 150  # not the first images: across the whole dataset
+    assert stats_sample(100, 0, seed=1)[0] is None and sorted(stats_sample(100, 0, 1)[1]) == list(range(100))
 
 
 def test_merging_two_halves_equals_the_whole():
@@ -204,10 +261,16 @@ def test_labels_find_a_planted_direction(tmp_path, clip_cache):
     save_sae(sae, tmp_path / "sae")
     m = build_atlas(AtlasConfig(acts=str(clip_cache / "cache"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"),
                                 masks=False))
-    labels = json.loads((tmp_path / "a/labels.json").read_text())
-    assert m["labels"] and len(labels) == 32
-    assert labels[5]["words"][0] == "zebra" and labels[5]["scores"][0] == pytest.approx(1.0, abs=1e-4)
-    assert labels[9]["words"][0] == "lighthouse"
+    from app.atlas import Atlas
+
+    vocab = json.loads((tmp_path / "a/label_vocab.json").read_text())
+    words, scores = np.load(tmp_path / "a/label_words.npy"), np.load(tmp_path / "a/label_scores.npy")
+    assert m["labels"] and words.shape == (32, 5) and scores.shape == (32, 5)
+    assert vocab[words[5, 0]] == "zebra" and scores[5, 0] == pytest.approx(1.0, abs=1e-4)
+    assert vocab[words[9, 0]] == "lighthouse"
+    atlas = Atlas(tmp_path / "a")
+    assert atlas.label(5)[0] == "zebra" and atlas.search_labels("ZEBR")[0] == 5  # by the label's best word first
+    assert 9 in atlas.search_labels("lighthouse") and atlas.search_labels("no such word") == []
     assert len(read_vocab()) >= 2000
 
 
@@ -220,7 +283,9 @@ def test_interrupted_build_leaves_the_previous_atlas_intact(tmp_path, clip_cache
     def boom(*a, **kw):
         raise KeyboardInterrupt("killed while writing")
 
-    monkeypatch.setattr(atlas_mod, "_save", boom)
+    from precompute import atlas_write
+
+    monkeypatch.setattr(atlas_write, "_write_sidecars", boom)
     with pytest.raises(KeyboardInterrupt):
         build_atlas(AtlasConfig(**{**cfg.__dict__, "top_images": 5}))
     after = {p.name: p.read_bytes() for p in (tmp_path / "atlas").iterdir() if p.is_file()}
@@ -237,44 +302,3 @@ def test_plain_matrix_gives_an_atlas_without_image_parts(tmp_path):
     assert any("no images" in n for n in m["notes"])
     assert np.load(tmp_path / "a/topk_ids.npy").shape == (24, 4)
     assert (tmp_path / "a/latents.faiss").exists() and not (tmp_path / "a/images.faiss").exists()
-
-
-def test_link_finds_planted_coactivation(tmp_path):
-    from precompute.link import link
-
-    rng = np.random.default_rng(0)
-    n = 500
-    z = rng.uniform(1, 2, n) * (rng.random(n) < 0.3)  # a sparse hidden feature both sides see
-    xa = rng.normal(size=(n, 8)).astype(np.float32) * 0.3
-    xb = rng.normal(size=(n, 6)).astype(np.float32) * 0.3
-    xa[:, 0] += 2 * z
-    xb[:, 0] += 2 * z
-    np.save(tmp_path / "a.npy", xa)
-    np.save(tmp_path / "b.npy", xb)
-    for name, d, s, planted in (("a", 8, 24, 2), ("b", 6, 20, 7)):
-        sae = random_sae("relu", d=d, s=s, seed=len(name) + d)
-        with torch.no_grad():
-            sae.W_enc[0].mul_(0.05)  # other latents barely see the shared axis
-            sae.W_enc[:, planted] = 0
-            sae.W_enc[0, planted] = 1.0
-            sae.b_enc[planted] = -0.5
-            sae.b_dec.zero_()
-        save_sae(sae, tmp_path / f"sae_{name}")
-        build_atlas(AtlasConfig(acts=str(tmp_path / f"{name}.npy"), sae=str(tmp_path / f"sae_{name}"),
-                                out=str(tmp_path / f"atlas_{name}"), top_images=4))
-    # a budget of ~6 latents of A per chunk: the reverse direction is merged across 4 chunks
-    r = link(tmp_path / "atlas_a", tmp_path / "atlas_b", top=5, block_images=64, budget_mb=0.001)
-    assert r["shared_images"] == n
-    ab_ids = np.load(tmp_path / "atlas_a/links/atlas_b.ids.npy")
-    ab_corr = np.load(tmp_path / "atlas_a/links/atlas_b.corr.npy")
-    ba_ids = np.load(tmp_path / "atlas_b/links/atlas_a.ids.npy")
-    assert ab_ids.shape == (24, 5) and ba_ids.shape == (20, 5)
-    assert ab_ids[2, 0] == 7 and ab_corr[2, 0] > 0.9
-    assert ba_ids[7, 0] == 2
-    # the correlation itself, computed directly
-    with torch.no_grad():
-        from sae_core.io import load_sae
-
-        fa = load_sae(tmp_path / "sae_a").encode(torch.from_numpy(xa))[:, 2].numpy()
-        fb = load_sae(tmp_path / "sae_b").encode(torch.from_numpy(xb))[:, 7].numpy()
-    assert ab_corr[2, 0] == pytest.approx(np.corrcoef(fa, fb)[0, 1], abs=1e-4)

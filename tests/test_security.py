@@ -95,7 +95,9 @@ def test_no_loader_unpickles(built, tmp_path):
         else:
             (atlas / name).write_bytes(evil)
         with pytest.raises(error, match=message):
-            Atlas(atlas).page(0)
+            opened = Atlas(atlas)
+            opened.page(0)
+            assert opened.latent_index  # the latent index is read on first use (a page reads the neighbour table)
 
     cifar = tmp_path / "cifar-10-batches-py"
     cifar.mkdir()
