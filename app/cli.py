@@ -95,9 +95,9 @@ def _run_serve(a: argparse.Namespace) -> int:
     from .server import serve
 
     c = config_from_args(ServeConfig, a)
-    print(f"serving {c.atlas} on http://{c.host}:{c.port}")
     serve(c.atlas, c.steer_atlas, host=c.host, port=c.port, share=c.share, prior=c.prior, decoder=c.decoder,
-          tiny_kandinsky=c.tiny_kandinsky, device=c.device, images_root=c.images_root)
+          tiny_kandinsky=c.tiny_kandinsky, device=c.device, images_root=c.images_root,
+          announce=f"serving {c.atlas} on http://{c.host}:{c.port}")
     return 0
 
 
@@ -113,15 +113,17 @@ def run_demo(c: DemoConfig) -> int:
     from pathlib import Path
 
     from .demo import demo_main
-    from .server import serve
+    from .server import check_port, serve
 
+    if c.serve:
+        check_port(c.host, c.port)  # before the build, not after it
     print(demo_main(c.cache_dir, rebuild=c.rebuild, device=c.device))
     if not c.serve:
         return 0
     info = json.loads((Path(c.cache_dir) / "demo.json").read_text())
-    print(f"serving the demo on http://{c.host}:{c.port} (Ctrl-C to stop)")
     serve(info["clip_atlas"], info["kandinsky_atlas"], host=c.host, port=c.port,
-          tiny_kandinsky=info["kandinsky"] == "tiny", device=c.device)
+          tiny_kandinsky=info["kandinsky"] == "tiny", device=c.device,
+          announce=f"serving the demo on http://{c.host}:{c.port} (Ctrl-C to stop)")
     return 0
 
 
@@ -148,10 +150,10 @@ def _run_up(a: argparse.Namespace) -> int:
 
         steer = data / "katlas" if (data / "katlas" / "manifest.json").is_file() else None
         images = c.images_root or (str(data / "images") if (data / "images").is_dir() else None)
-        print(f"serving {data / 'atlas'}" + (f" with steering atlas {steer}" if steer else " (no steering atlas)")
-              + (f", images from {images}" if images else ""))
         serve(str(data / "atlas"), str(steer) if steer else None, host=c.host, port=c.port, device=c.device,
-              images_root=images)
+              images_root=images, announce=f"serving {data / 'atlas'} on http://{c.host}:{c.port}"
+              + (f" with steering atlas {steer}" if steer else " (no steering atlas)")
+              + (f", images from {images}" if images else ""))
         return 0
     print(f"no atlas at {data / 'atlas'}: serving the embedded demo")
     return run_demo(DemoConfig(cache_dir=c.cache_dir, host=c.host, port=c.port, device=c.device))

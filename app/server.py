@@ -11,6 +11,7 @@ path on disk is served directly.
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import torch
@@ -93,10 +94,26 @@ def make_handlers(atlas: str | Path, steer_atlas: str | Path | None = None, prio
     return h, "\n\n".join(notes)
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse, in one line, a port the app could not listen on, before anything slow is loaded."""
+    if not 0 < port < 65536:
+        raise ValueError(f"--port {port}: a port is a number from 1 to 65535")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): another server (another "
+                             "clipsae?) may hold it; pass --port with a free port") from None
+
+
 def serve(atlas: str | Path, steer_atlas: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860,
-          share: bool = False, prevent_thread_lock: bool = False, **kwargs):
-    """Build the UI and launch it; returns the Blocks (running in the background if prevent_thread_lock)."""
+          share: bool = False, prevent_thread_lock: bool = False, announce: str = "", **kwargs):
+    """Build the UI and launch it; returns the Blocks (running in the background if prevent_thread_lock).
+    `announce` is printed once the atlases have loaded, just before the server starts."""
+    check_port(host, port)
     handlers, banner = make_handlers(atlas, steer_atlas, **kwargs)
+    if announce:
+        print(announce, flush=True)
     return launch(build_ui(handlers, banner), host, port, share=share, prevent_thread_lock=prevent_thread_lock)
 
 

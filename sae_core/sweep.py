@@ -24,6 +24,8 @@ def make_specs(base: SAEConfig, l1_values: list[float], k_values: list[int | Non
     """One RunSpec per (λ, k) pair; names only mention the values that vary."""
     specs = []
     for l1 in l1_values:
+        if not l1 >= 0:  # also NaN; a negative λ rewards density
+            raise ValueError(f"--l1 {l1:g}: the sparsity coefficient must be >= 0")
         for k in k_values:
             cfg = SAEConfig.from_dict({**base.to_dict(), "k": k})
             parts = []

@@ -297,3 +297,18 @@ def test_the_readme_snippet_runs_against_the_app(served):
     exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102 - our own README
     assert scope["header"].startswith("## Latent 3") and scope["page"]["latent"] == 3
     assert len(scope["maps"]) == 3 and len(scope["strip"]) == 3 and scope["rows"]["data"]
+
+
+def test_a_busy_or_impossible_port_is_one_line_before_anything_loads(served, capsys):
+    from app.cli import main
+
+    missing = served.folder / "no_such_atlas"  # never read: the port is refused first
+    assert main(["serve", "--atlas", str(missing), "--port", str(served.port)]) == 2
+    out, err = capsys.readouterr()
+    assert f"cannot listen on 127.0.0.1:{served.port}" in err and "--port" in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and "serving" not in out
+    assert main(["serve", "--atlas", str(missing), "--port", "99999"]) == 2
+    assert "--port 99999: a port is a number from 1 to 65535" in capsys.readouterr().err
+    assert main(["serve", "--atlas", str(missing), "--port", str(free_port())]) == 2  # then the atlas is checked
+    out, err = capsys.readouterr()
+    assert "no_such_atlas" in err and "serving" not in out

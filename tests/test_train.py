@@ -383,3 +383,15 @@ def test_cli_trains_a_matryoshka_sae_and_reports_each_prefix(tmp_path, caplog, c
     evs = [m["ev_prefix_16"], m["ev_prefix_64"], m["ev_prefix_128"]]
     assert evs[0] < evs[1] < evs[2] and evs[0] > 0.2 and evs[2] >= 0.85, evs
     assert evs[2] == pytest.approx(m["explained_variance"], abs=1e-6)
+
+
+def test_a_negative_or_nan_l1_is_refused_before_training(tmp_path, small_npy, capsys):
+    from app.cli import main
+
+    for bad in ("-1", "0.05,nan"):
+        out = tmp_path / f"o{len(bad)}"
+        assert main(["train", "--acts", small_npy, "--out", str(out), "--arch", "relu", "--d-sae", "32",
+                     "--l1", bad]) == 2
+        err = capsys.readouterr().err
+        assert "the sparsity coefficient must be >= 0" in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()  # nothing written
