@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 LINKS_DIR = "links"
 
+DENSE_FREQUENCY = 0.1
+"""A latent firing on at least this fraction of the images is "dense" (the Overview's colour, the
+landing page's rule)."""
+
 
 @dataclass
 class LatentPage:
@@ -273,6 +277,11 @@ class Atlas:
         row = self.interpretations.rows.get(int(latent))
         return [w for w, _ in row["keywords"]] if row and row["interpretation"] != NO_PATTERN else []
 
+    def short_label(self, latent: int, n: int = 3) -> list[str]:
+        """Up to n words naming the latent wherever it is listed: its label words, else the
+        keywords of its interpretation."""
+        return self.label(latent)[:n] or self.interpretation_words(latent)[:n]
+
     def search_interpretations(self, text: str, n: int = 20) -> list[int]:
         """Latents whose sentence contains the text (case-insensitive), those whose best keywords
         match first; sentences without a clear pattern never match."""
@@ -297,14 +306,15 @@ class Atlas:
 
     def landing_latent(self) -> int:
         """An interesting live latent to open first: labelled ones first when labels exist, then
-        the largest frequency × max activation among latents firing on at most half the
-        images (those firing on nearly every image say little); 0 if none fires."""
+        the largest frequency × max activation among the latents that are not dense (firing on
+        fewer than DENSE_FREQUENCY of the images: dense ones say little, and their top images are
+        tinted all over); 0 if none fires."""
         live = self.live
         if live.size == 0:
             return 0
         freq, top = np.asarray(self.frequency)[live], np.asarray(self.max_activation)[live]
         score = freq * top
-        score = np.where(freq <= 0.5, score, score * 1e-3)  # keep them as a fallback only
+        score = np.where(freq < DENSE_FREQUENCY, score, score * 1e-3)  # dense: a fallback only
         if self.label_words is not None:  # vectorised: a list over 163,840 latents took ~0.5 s
             score = score + score.max() * (np.asarray(self.label_words)[live] >= 0).any(axis=1)
         return int(live[int(np.argmax(score))])

@@ -60,7 +60,7 @@ class InspectHandlers:
         res = self.inspector.run(image)  # type: ignore[union-attr]
         top = res["top"]
         a = self.atlas
-        rows = [f"| {link(a, s)} | {v:.4g} | {', '.join(a.label(s)[:3])} |" for s, v in top]
+        rows = [f"| {link(a, s)} | {v:.4g} | {', '.join(a.short_label(s))} |" for s, v in top]
         table = ("| latent | activation | label |\n|---|---|---|\n" + "\n".join(rows)) if rows else "No latent fires."
         chosen = a.check_latent(latent) if latent not in (None, "") else (top[0][0] if top else None)
         heat, grid, per_patch = None, 0, []

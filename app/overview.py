@@ -22,10 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .atlas import Atlas
+from .atlas import DENSE_FREQUENCY, Atlas
 
-DENSE_FREQUENCY = 0.1
-"""A latent firing on at least this fraction of images is "dense"."""
 KINDS = ("live", "dense", "dead")
 COLOURS = {"dead": (150, 150, 150), "live": (31, 78, 216), "dense": (230, 120, 0)}
 WIDTH, HEIGHT = 760, 470
@@ -163,7 +161,7 @@ def tooltip(atlas: Atlas, m: LatentMap, latent: int) -> str:
     """One line for hovering a latent: id, frequency, mean, label or interpretation keywords."""
     f = m.frequency[latent]
     text = f"latent {latent} · " + (f"fires on {f:.2%} · mean {m.mean_activation[latent]:.3g}" if f > 0 else "dead")
-    words = atlas.label(latent)[:3] or atlas.interpretation_words(latent)
+    words = atlas.short_label(latent)
     return text + (f" · {', '.join(words)}" if words else "")
 
 

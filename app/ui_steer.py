@@ -20,6 +20,8 @@ from .timing import UI_RESOLUTIONS
 from .ui_common import UI, guard, run_job, upload_image
 
 TITLE, ID = "Steer", "steer"
+STOPPED = "Stopped: the generation ends at its next step."
+"""The status line after Stop (cleared when the next run starts)."""
 N_SLOTS = 4
 
 
@@ -121,7 +123,10 @@ def wire(h: Handlers, ui: UI) -> None:
     strip = c["strip_run"].click(guard(steer_strip), [c["prompt"], c["strip_latent"], c["amount"], c["seed"],
                                                       c["steps"], c["resolution"], c["image"]],
                                  c["strip"], api_name="steer_strip", **jobs)
-    c["stop"].click(lambda: "Stopped: the generation ends at its next step.", None, c["status"], api_name=False,
+    for start in (c["generate"], c["strip_run"]):  # a new run: the last Stop's line no longer applies
+        start.click(lambda s: "" if (s or "").startswith(STOPPED) else s, c["status"], c["status"], api_name=False,
+                    queue=False)
+    c["stop"].click(lambda: STOPPED, None, c["status"], api_name=False,
                     queue=False, cancels=[gen, api, strip])
     for k, (latent, mode, value) in enumerate(c["slots"]):
         # .change, not .input: Gradio's input event needs key presses (a paste would be missed)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.atlas import Interpretations
+from app.atlas import Atlas, Interpretations
 from app.overview import CELL, HEIGHT, KINDS, WIDTH, Overview, cells, latent_map, shown, to_pixels
 from helpers import build_tiny_clip_atlas
 
@@ -28,6 +28,8 @@ class FakeAtlas:
 
     def interpretation_words(self, s):
         return []
+
+    short_label = Atlas.short_label  # the real rule over the two above
 
 
 def synthetic(n_latents=163_840, n_images=1_000_000, seed=0):
