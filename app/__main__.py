@@ -12,10 +12,9 @@ Environment: CLIPSAE_ATLAS, CLIPSAE_STEER_ATLAS, CLIPSAE_TINY_KANDINSKY=1, CLIPS
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
+from app.demo import read_demo_info
 from app.server import launch, make_handlers
 from app.ui import build_ui
 
@@ -25,11 +24,11 @@ def atlases_from_env() -> tuple[str, str | None, bool]:
     atlas = os.environ.get("CLIPSAE_ATLAS")
     if atlas:
         return atlas, os.environ.get("CLIPSAE_STEER_ATLAS") or None, os.environ.get("CLIPSAE_TINY_KANDINSKY") == "1"
-    info = Path(os.environ.get("CLIPSAE_DEMO_CACHE", "demo_cache")) / "demo.json"
-    if not info.is_file():
+    root = os.environ.get("CLIPSAE_DEMO_CACHE", "demo_cache")
+    d = read_demo_info(root)
+    if d is None:
         raise SystemExit(f"set CLIPSAE_ATLAS (and CLIPSAE_STEER_ATLAS), or build the demo first: "
-                         f"clipsae demo --no-serve --cache-dir {info.parent}")
-    d = json.loads(info.read_text())
+                         f"clipsae demo --no-serve --cache-dir {root}")
     return d["clip_atlas"], d["kandinsky_atlas"], d["kandinsky"] == "tiny"
 
 

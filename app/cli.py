@@ -109,10 +109,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def run_demo(c: DemoConfig) -> int:
     """Build the demo (once), print its report, then serve it unless told not to."""
-    import json
-    from pathlib import Path
-
-    from .demo import demo_main
+    from .demo import demo_main, read_demo_info
     from .server import check_port, serve
 
     if c.serve:
@@ -120,7 +117,7 @@ def run_demo(c: DemoConfig) -> int:
     print(demo_main(c.cache_dir, rebuild=c.rebuild, device=c.device))
     if not c.serve:
         return 0
-    info = json.loads((Path(c.cache_dir) / "demo.json").read_text())
+    info = read_demo_info(c.cache_dir)
     serve(info["clip_atlas"], info["kandinsky_atlas"], host=c.host, port=c.port,
           tiny_kandinsky=info["kandinsky"] == "tiny", device=c.device,
           announce=f"serving the demo on http://{c.host}:{c.port} (Ctrl-C to stop)")

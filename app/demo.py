@@ -145,16 +145,37 @@ class DemoPaths:
         return self.root / "demo.json"
 
 
+PATH_KEYS = ("clip_cache", "clip_sae", "clip_atlas", "kandinsky_atlas")
+"""demo.json's folders: written relative to the demo folder, read back as paths inside it, so a
+demo built from one working directory serves from any other (and from a moved folder)."""
+
+
+def read_demo_info(root: str | Path) -> dict | None:
+    """The built demo's demo.json with its folders resolved inside `root`; None if not built.
+    (Demos built before this wrote the folders relative to the working directory: the last part
+    of each path is the folder's name inside `root` either way.)"""
+    path = DemoPaths(Path(root)).info
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text())
+    return {**info, **{key: str(Path(root) / Path(info[key]).name) for key in PATH_KEYS if key in info}}
+
+
+def _write_demo_info(root: Path, info: dict) -> None:
+    atomic_write_text(DemoPaths(root).info, json.dumps(
+        {**info, **{key: Path(info[key]).name for key in PATH_KEYS if key in info}}, indent=2))
+
+
 def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: str = "auto") -> dict:
     """Build (or reuse) the demo: images, ViT-B-32 `embed` activations with patch tokens, an SAE."""
     paths = DemoPaths(Path(root))
     if rebuild and paths.root.exists():
         shutil.rmtree(paths.root)
-    if paths.info.exists():
-        info = json.loads(paths.info.read_text())
+    info = read_demo_info(paths.root)
+    if info is not None:
         if "captioner" not in info:  # a demo built before `clipsae interpret` existed
             info = interpret_demo(info, device)
-            atomic_write_text(paths.info, json.dumps(info, indent=2))
+            _write_demo_info(paths.root, info)
         return info
     n = write_demo_images(paths.images)
     weights = resolve_clip_weights()
@@ -196,7 +217,7 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
             "clip_cache": str(paths.clip_cache), "clip_sae": str(paths.clip_sae), "clip_atlas": str(paths.clip_atlas),
             "kandinsky": "real" if real_kandinsky else "tiny", "kandinsky_atlas": str(paths.k_atlas)}
     info = interpret_demo(info, device)
-    atomic_write_text(paths.info, json.dumps(info, indent=2))
+    _write_demo_info(paths.root, info)
     return info
 
 

@@ -41,8 +41,7 @@ def create_ui(h: Handlers) -> dict[str, Any]:
         c["steer_this"] = gr.Button("Steer this", scale=1, min_width=120, elem_id="steer-this")
         c["icon"] = gr.Image(label="Feature icon", visible=False, height=140, width=140, interactive=False,
                              elem_id="clipsae-icon", scale=0, min_width=140)
-    c["gallery"] = gr.Gallery(label="Top images · tint = activation per patch, one scale per latent "
-                                    "(full tint at the latent's largest patch value)",
+    c["gallery"] = gr.Gallery(label=GALLERY_LABEL,
                               columns=8, height="auto", elem_classes=["clipsae-gallery", "clipsae-cols-8"],
                               elem_id="top-images")
     with gr.Row(equal_height=False):
@@ -70,6 +69,10 @@ def _view_outputs(c: dict[str, Any]) -> list:
             c["steer_this"], c["icon"], c["query"]]
 
 
+GALLERY_LABEL = ("Top images · tint = activation per patch, one scale per latent "
+                 "(full tint at the latent's largest patch value)")
+
+
 def _view_values(h: Handlers, v: PageView) -> tuple:
     on_steering = h.steer_atlas is not None and v.sae == h.steer_atlas.name
     linked = gr.Dropdown(choices=v.linked, value=v.linked[0] if v.linked else None, visible=not on_steering,
@@ -77,7 +80,10 @@ def _view_values(h: Handlers, v: PageView) -> tuple:
     steer = gr.Button(value="Steer this latent" if on_steering else "Steer the linked latent",
                       interactive=v.steerable, visible=h.steerer is not None)
     icon = gr.Image(value=v.icon, visible=on_steering and not v.data["dead"])
-    return (v.sae, v.latent, v.header, v.gallery, v.histogram, v.bands, v.data, linked, steer, icon,
+    has_masks = h.pick(v.sae)[0].masks is not None
+    gallery = gr.Gallery(value=v.gallery, label=GALLERY_LABEL if has_masks else
+                         "Top images (this atlas has no patch masks: whole-image activations only)")
+    return (v.sae, v.latent, v.header, gallery, v.histogram, v.bands, v.data, linked, steer, icon,
             gr.Textbox(label=h.search_hint(v.sae)))
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from app.demo import read_demo_info  # noqa: E402
 
 
 def free_port() -> int:
@@ -65,7 +67,7 @@ def main() -> None:
     a = p.parse_args()
     clipsae = str(Path(sys.executable).with_name("clipsae"))
     subprocess.run([clipsae, "demo", "--no-serve", "--cache-dir", a.cache_dir], check=True, stdout=subprocess.DEVNULL)
-    info = json.loads((Path(a.cache_dir) / "demo.json").read_text())
+    info = read_demo_info(a.cache_dir)
     port = free_port()
     cmd = [clipsae, "serve", "--atlas", info["clip_atlas"], "--steer-atlas", info["kandinsky_atlas"],
            "--port", str(port), "--device", "cpu"] + (["--tiny-kandinsky"] if info["kandinsky"] == "tiny" else [])

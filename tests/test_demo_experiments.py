@@ -78,3 +78,20 @@ def test_eval_segment_on_the_demo_photos(demo, tmp_path):
     assert [r["class"] for r in rows] == ["astronaut"] * 3 + ["coffee"] * 3 + ["rocket"] * 3
     assert all(r["images"] == 6 and len(r["mask"].split()) == 49 for r in rows)  # ViT-B-32: 7x7 patches
     assert len(list((tmp_path / "out").glob("segment_*.png"))) == 3
+
+
+def test_a_built_demo_serves_from_any_working_directory_and_when_moved(demo, tmp_path, monkeypatch):
+    from app.demo import PATH_KEYS, read_demo_info
+
+    root, _ = demo
+    written = json.loads((root / "demo_cache" / "demo.json").read_text())
+    assert all("/" not in written[key] for key in PATH_KEYS)  # names inside the demo folder
+    moved = tmp_path / "elsewhere" / "my_demo"
+    shutil.copytree(root / "demo_cache", moved)
+    monkeypatch.chdir(tmp_path)
+    info = read_demo_info(moved)
+    for key in PATH_KEYS:
+        assert Path(info[key]).parent == moved and Path(info[key]).is_dir()
+    old = {**written, **{key: f"demo_cache/{written[key]}" for key in PATH_KEYS}}  # as older demos wrote it
+    (moved / "demo.json").write_text(json.dumps(old))
+    assert read_demo_info(moved) == info
