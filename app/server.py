@@ -99,7 +99,8 @@ def check_port(host: str, port: int) -> None:
     if not 0 < port < 65536:
         raise ValueError(f"--port {port}: a port is a number from 1 to 65535")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: a listener refuses it,
+        try:                                                     # a just-closed one's TIME_WAIT does not
             s.bind((host, port))
         except OSError as exc:
             raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): another server (another "
