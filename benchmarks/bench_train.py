@@ -41,6 +41,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from sae_core.synthetic import planted_dictionary  # noqa: E402
+
 SUITES = {  # rows, d, atoms, active, d_sae, k, batch, lr (equal settings), epochs
     "small": dict(rows=100_000, d=96, atoms=512, active=6, d_sae=1024, k=8, batch=512, lr=8e-4, epochs=5),
     "wide": dict(rows=100_000, d=512, atoms=4096, active=24, d_sae=16384, k=32, batch=4096, lr=2e-4, epochs=3),
@@ -90,17 +93,7 @@ print(json.dumps({"import_s": t_import - t0, "loop_s": t_end - t_loop, "steps": 
 
 def make_data(rows: int, d: int, atoms: int, active: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """x = codes @ atoms + 0.01·noise with exactly `active` atoms per row, codes in [0.5, 1.5]."""
-    rng = np.random.default_rng(seed)
-    dictionary = rng.normal(size=(atoms, d))
-    dictionary /= np.linalg.norm(dictionary, axis=1, keepdims=True)
-    x = np.empty((rows, d), dtype=np.float32)
-    for lo in range(0, rows, 8192):
-        hi = min(rows, lo + 8192)
-        idx = np.argsort(rng.random((hi - lo, atoms)), axis=1)[:, :active]
-        codes = np.zeros((hi - lo, atoms))
-        np.put_along_axis(codes, idx, rng.uniform(0.5, 1.5, size=(hi - lo, active)), axis=1)
-        x[lo:hi] = codes @ dictionary + 0.01 * rng.normal(size=(hi - lo, d))
-    return x, dictionary.astype(np.float32)
+    return planted_dictionary(rows, d, atoms, active, 0.01, seed)
 
 
 def quality(w_dec: np.ndarray, encode_decode, held: np.ndarray, atoms: np.ndarray) -> dict:
