@@ -25,9 +25,10 @@ RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin clipsae \
 
 WORKDIR /app
 
-# Dependencies first: this layer is rebuilt only when requirements.txt changes.
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+# The runtime only (no test or interop extras), at the tested versions of constraints.txt.
+# Dependencies first: this layer is rebuilt only when those two files change.
+COPY requirements.txt constraints.txt ./
+RUN pip install --no-cache-dir -r requirements.txt -c constraints.txt
 
 COPY --chown=clipsae:clipsae pyproject.toml README.md ./
 COPY --chown=clipsae:clipsae sae_core ./sae_core

@@ -13,7 +13,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 
 def chromium() -> str | None:
-    """The system Chromium, if installed (`make setup` installs it where apt is usable as root)."""
+    """The system Chromium, if installed (`make browser` installs it as root with apt, as CI does)."""
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -22,9 +22,9 @@ def why_not() -> str | None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "playwright is not installed (requirements-dev.txt)"
+        return "playwright is not installed (the [dev] extra: make setup-dev)"
     if chromium() is None:
-        return "Debian chromium is not installed (make setup installs it where apt is usable as root)"
+        return "Debian chromium is not installed (make browser installs it as root with apt)"
     return None
 
 

