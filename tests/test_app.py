@@ -1,7 +1,7 @@
 """The app launched for real on 127.0.0.1 and driven through gradio_client, per API name:
 named parameters, clean one-line errors (no server path, no traceback in the log), uploads
 through our decoder with one pixel cap everywhere, generation that really stops, the
-README's snippet, and the serving defaults."""
+snippet of docs/app.md, and the serving defaults."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_api_names_keep_working_with_named_parameters(client):
         "/heatmap": ["image", "text", "latent", "scale", "dataset_image"],
         "/steer": ["prompt", "edits", "mode", "seed", "steps", "resolution", "image"],
         "/steer_strip": ["prompt", "latent", "amount", "seed", "steps", "resolution", "image"]}
-    header, *_ = client.predict(latent=3, api_name="/latent_page")  # by name, as the README shows
+    header, *_ = client.predict(latent=3, api_name="/latent_page")  # by name, as docs/app.md shows
     assert header.startswith("## Latent 3")
 
 
@@ -286,15 +286,15 @@ def test_without_a_steering_model_the_other_tabs_work(served):
         demo.close()
 
 
-def test_the_readme_snippet_runs_against_the_app(served):
-    readme = (REPO / "README.md").read_text()
-    snippet = re.search(r"```python\n(from gradio_client import.*?)```", readme, re.S).group(1)
+def test_the_docs_snippet_runs_against_the_app(served):
+    doc = (REPO / "docs" / "app.md").read_text()
+    snippet = re.search(r"```python\n(from gradio_client import.*?)```", doc, re.S).group(1)
     for old, new in (("http://127.0.0.1:7860/", served.url), ("cat.jpg", _image(served)), ("latent=42", "latent=3"),
                      ('"12"', '"1"'), ("12:4.0, 40:0", "1:4.0, 2:0"), ("25, 512", "2, 64")):
         assert old in snippet, old
         snippet = snippet.replace(old, new)
     scope: dict = {}
-    exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    exec(compile(snippet, "docs/app.md", "exec"), scope)  # noqa: S102 - our own docs
     assert scope["header"].startswith("## Latent 3") and scope["page"]["latent"] == 3
     assert len(scope["maps"]) == 3 and len(scope["strip"]) == 3 and scope["rows"]["data"]
 
