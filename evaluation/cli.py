@@ -8,6 +8,8 @@ Each writes OUT/<name>.md, .csv, .json (+ PNG plots) and prints the table.
     clipsae eval heatmap  --image cat.jpg --text "a photo of a cat" --sae saes/l1_0.001 --latent 12 --scale 0
     clipsae eval segment  --dataset imagenet_val/ --sae saes/l1_0.001 --classes "tabby cat" --out results/
     clipsae eval latents  --atlas atlas/ --acts heldout_cache/ --labels imagenet/ --out results/
+    clipsae eval card     --sae saes/l1_0.001 --acts heldout_cache/ --evaluator facebook/dinov2-base --out card/
+    clipsae eval compare  card_a/ card_b/ --out results/
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _common(p: argparse.ArgumentParser, sae_many: bool = True) -> None:
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluation: reconstruction, zero-shot, linear probe, gradient heat maps, class "
-                                    "masks, latent statistics",
+                                    "masks, latent statistics, scorecards",
                        description="Reproduce the seed reports' experiments; each writes Markdown + CSV (+ PNG).")
     ev = p.add_subparsers(dest="eval_command", required=True, metavar="EVAL")
 
@@ -80,6 +82,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     h.set_defaults(func=_run_heatmap)
     _add_segment(ev)
     _add_latents(ev)
+    from .card_cli import add_card_commands
+    add_card_commands(ev)
 
 
 def _add_segment(ev: argparse._SubParsersAction) -> None:

@@ -6,7 +6,8 @@
 
 A field `foo_bar` becomes `--foo-bar` in every command, so one idea has one name
 everywhere (`--device`, `--seed`, `--batch-size`, ...). `Literal` fields become choices,
-`bool` fields `--x/--no-x`, `X | None` fields take an X and default to None.
+`bool` fields `--x/--no-x`, `X | None` fields take an X and default to None, `tuple[X, ...]`
+fields take one or more values.
 
 `run_reporting(prog, fn)` runs an entry point and turns every expected user error into one
 line on stderr and a non-zero exit (2; 28 for a full disk; 130 when interrupted): the
@@ -73,6 +74,8 @@ def _argparse_kwargs(tp: Any, default: Any) -> dict[str, Any]:
         return {"choices": choices, "type": type(choices[0]), "default": default}
     if get_origin(tp) is tuple:
         args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: one or more values
+            return {"nargs": "+", "type": args[0], "default": default}
         return {"nargs": len(args), "type": args[0], "default": default, "metavar": tuple(a.__name__.upper() for a in args)}
     if tp in (int, float, str):
         return {"type": tp, "default": default}
@@ -108,6 +111,7 @@ def add_config_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, 
         text = helps.get(f.name, docs.get(f.name, "")).replace("%", "%%")
         if f.name in positional:
             kwargs.pop("default", None)
+            kwargs.pop("metavar", None)
             parser.add_argument(f.name, metavar=f.name.upper(), help=text, **kwargs)
             added.append(f.name)
             continue
