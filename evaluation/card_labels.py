@@ -102,13 +102,14 @@ def label_auc(codes: sp.csr_matrix, images: np.ndarray, texts: np.ndarray, max_n
     n, f = csc.shape
     sample = np.arange(n) if n <= max_negatives else np.sort(
         np.random.default_rng(seed).choice(n, size=max_negatives, replace=False))
-    pool = images[sample].astype(np.float32)
+    # float64 products rounded to float32: equal images get equal scores whichever kernel computed them
+    pool, texts64 = images[sample].astype(np.float64), texts.astype(np.float64)
     labelled = np.flatnonzero(~np.isnan(texts[:, 0]))
     auc = np.full(f, np.nan)
     bar = Progress(len(labelled), "label quality", unit="latents")
     for a in range(0, len(labelled), CHUNK):
         chunk = labelled[a:a + CHUNK]
-        pool_scores = pool @ texts[chunk].T  # [M, c]
+        pool_scores = (pool @ texts64[chunk].T).astype(np.float32)  # [M, c]
         for j, s in enumerate(chunk):
             pos = csc.indices[csc.indptr[s]:csc.indptr[s + 1]]
             if pos.size == 0 or pos.size == n:
@@ -118,7 +119,7 @@ def label_auc(codes: sp.csr_matrix, images: np.ndarray, texts: np.ndarray, max_n
             neg = np.sort(pool_scores[~is_pos, j])
             if neg.size == 0:
                 continue
-            p = images[pos].astype(np.float32) @ texts[s]
+            p = (images[pos].astype(np.float64) @ texts64[s]).astype(np.float32)
             below = np.searchsorted(neg, p, side="left")
             ties = np.searchsorted(neg, p, side="right") - below
             auc[s] = (below.sum() + 0.5 * ties.sum()) / (pos.size * neg.size)
