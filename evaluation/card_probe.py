@@ -60,6 +60,7 @@ def sparse_probing(codes: sp.csr_matrix, classes: np.ndarray, k_values: tuple[in
     train, test = _split(y, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant latents: F is undefined
+        warnings.simplefilter("ignore", UserWarning)
         f_stat, _ = f_classif(x[train], y[train])
     ranked = np.argsort(-np.nan_to_num(f_stat, nan=-np.inf), kind="stable")
     ks = [k for k in k_values if k <= x.shape[1]]
