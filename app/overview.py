@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .atlas import DENSE_FREQUENCY, Atlas
-from .scores_view import card_html, score_data, score_flags, score_rgb, score_values
+from .scores_view import card_html, map_note, score_data, score_flags, score_rgb, score_values
 
 KINDS = ("live", "dense", "dead")
 COLOURS = {"dead": (150, 150, 150), "live": (31, 78, 216), "dense": (230, 120, 0)}
@@ -202,14 +202,16 @@ def summary(m: LatentMap) -> str:
             f"of images), {dead} dead (the grey column), {int(m.labelled.sum())} labelled or interpreted{flags}")
 
 
-def map_html(atlas: Atlas, m: LatentMap, mask: np.ndarray, colour: str = "kind") -> str:
+def map_html(atlas: Atlas, m: LatentMap, mask: np.ndarray, colour: str = "kind",
+             only: list[str] | tuple[str, ...] = ()) -> str:
     """One map as HTML: the PNG (coloured by kind or by a score), the cell table the page's
     script reads (no script inside), and the SAE's card when the atlas has one."""
     png = base64.b64encode(render_png(m, mask, score_values(atlas, colour))).decode()
     box = [AXES_BOX[0] * FIG_W, AXES_BOX[1] * FIG_H]
     data = json.dumps({"sae": m.name, "cell": CELL, "box": box, "cells": cells(atlas, m, mask)}, separators=(",", ":"))
     return (f'<div class="ov-map" data-map="{html.escape(data, quote=True)}">'
-            f'<div class="ov-title">{html.escape(summary(m).replace("**", ""))} · shown: {int(mask.sum())}</div>'
+            f'<div class="ov-title">{html.escape(summary(m).replace("**", ""))} · shown: {int(mask.sum())}'
+            f'{html.escape(map_note(atlas, m.flags, mask, colour, only))}</div>'
             f'<img class="ov-img" alt="latent map of {html.escape(m.name)}" width="{FIG_W}" height="{FIG_H}" '
             f'src="data:image/png;base64,{png}">{card_html(atlas)}</div>')
 
@@ -235,8 +237,8 @@ class Overview:
         """Every atlas's map under the filters and colouring (cached)."""
         key = (tuple(sorted(kinds)), bool(labelled_only), tuple(sorted(only)), colour)
         if key not in self._html:
-            parts = [map_html(self.atlases[n], self.map(n), shown(self.map(n), kinds, labelled_only, only), colour)
-                     for n in self.atlases]
+            parts = [map_html(self.atlases[n], self.map(n), shown(self.map(n), kinds, labelled_only, only), colour,
+                              only) for n in self.atlases]
             self._html[key] = "".join(parts)
             while len(self._html) > self.cache_size:
                 self._html.popitem(last=False)

@@ -109,6 +109,23 @@ def score_rgb(px: np.ndarray, py: np.ndarray, values: np.ndarray, mask: np.ndarr
     return img.astype(np.uint8)
 
 
+def map_note(atlas: Any, flags: dict[str, np.ndarray], mask: np.ndarray, colour: str, only) -> str:
+    """What the map's title adds about scores: the colour scale, or why a choice shows nothing."""
+    note = ""
+    values = score_values(atlas, colour)
+    if values is not None:
+        shown = values[mask & np.isfinite(values)]
+        if shown.size:
+            lo, hi = np.percentile(shown, [2, 98])
+            note += f" · colour: {colour} {lo:.3g} (dark) → {hi:.3g} (yellow), grey: not scored"
+    elif colour != "kind":
+        note += f" · no {colour} scores in this atlas: coloured by kind"
+    missing = [f for f in only if f not in flags]
+    if missing:
+        note += f" · no scores for {' / '.join(missing)} (clipsae eval card --atlas): the filter keeps no latent"
+    return note
+
+
 def _spread(grid: np.ndarray) -> np.ndarray:
     """Each pixel's 3×3 neighbourhood sum (a 3×3 dot per latent)."""
     h, w = grid.shape
@@ -128,6 +145,7 @@ def card_html(atlas: Any) -> str:
         return ""
     body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
     held = card.get("heldout", {})
+    where = f"{held.get('rows', '?')} rows of {str(held.get('acts', '?')).rstrip('/').rsplit('/', 1)[-1]}"
     return (f'<details class="ov-card" open><summary>Card of {html.escape(str(atlas.name))} '
-            f"(clipsae eval card, on {held.get('rows', '?')} held-out rows)</summary>"
+            f"(clipsae eval card, on {html.escape(where)}; details: card.md)</summary>"
             f"<table>{body}</table></details>")

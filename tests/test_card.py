@@ -6,6 +6,7 @@ format 3 atlases still open) and in the app's latent page and Overview."""
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 
@@ -159,11 +160,16 @@ def test_latent_page_and_overview_show_the_scores_and_the_card(scored):
     ov = Overview({atlas.name: atlas})
     kinds = ["live", "dense", "dead"]
     everything = ov.html(kinds)
-    assert "Card of atlas" in everything and "Explained variance" in everything
+    assert "Card of atlas" in everything and "Explained variance" in everything and "rows of cache" in everything
     m = ov.map(atlas.name)
     assert set(m.flags) == {"monosemantic", "localised"}
     assert f"shown: {int(m.flags['localised'].sum())}<" in ov.html(kinds, only=["localised"])
-    assert ov.html(kinds, colour="monosemanticity") != everything
+    coloured = ov.html(kinds, colour="monosemanticity")
+    assert coloured != everything and "colour: monosemanticity" in coloured and "(yellow)" in coloured
+    bare = Overview({"bare": Atlas(scored / "atlas")})
+    bare.atlases["bare"].latent_scores = None  # an atlas never scored: filters keep nothing, and say why
+    assert "shown: 0 · no scores for localised" in bare.html(kinds, only=["localised"])
+    assert "no Moran's I scores in this atlas" in html.unescape(bare.html(kinds, colour="Moran's I"))
     assert f"{int(m.flags['monosemantic'].sum())} monosemantic" in everything
 
 
