@@ -26,11 +26,11 @@ def planted_dictionary(n: int, d: int, n_atoms: int, active: int, noise: float =
 
 def write_cache(folder, rows: np.ndarray, tokens_per_image: int = 1, token_indices: list[int] | None = None,
                 model_name: str = "synthetic", hook_name: str = "embed", patches: np.ndarray | None = None,
-                images_root: str = "", shard_rows: int | None = None) -> dict:
+                images_root: str = "", shard_rows: int | None = None, paths: list[str] | None = None) -> dict:
     """A minimal activation cache (precompute/FORMAT.md's metadata.json, shards and image table)
     holding `rows` [images·T, d]: what the tests and benchmarks use when no images are embedded.
-    Image i is `img_{i:07d}.png` with id `img_{i:07d}.png#<i as 12 hex digits>`; `patches`
-    [images, P, d] become patch-token shards. Returns the metadata."""
+    Image i is `paths[i]` (default `img_{i:07d}.png`) with id `<path>#<i as 12 hex digits>`;
+    `patches` [images, P, d] become patch-token shards. Returns the metadata."""
     import json
     from pathlib import Path
 
@@ -50,8 +50,9 @@ def write_cache(folder, rows: np.ndarray, tokens_per_image: int = 1, token_indic
             entry["patches"] = f"shards/patches_{s:06d}.npy"
             np.save(out / entry["patches"], patches[i0:i1])
         shards.append(entry)
+    paths = paths or [f"img_{i:07d}.png" for i in range(n_images)]
     (out / "images.jsonl").write_text("".join(
-        json.dumps({"id": f"img_{i:07d}.png#{i:012x}", "path": f"img_{i:07d}.png"}) + "\n" for i in range(n_images)))
+        json.dumps({"id": f"{p}#{i:012x}", "path": p}) + "\n" for i, p in enumerate(paths)))
     meta = {"format": CACHE_FORMAT, "format_version": CACHE_VERSION, "model_name": model_name, "pretrained": "none",
             "hook_name": hook_name, "tokens": "cls" if t == 1 else "all", "image_size": 0, "preprocessing": "",
             "dim": int(rows.shape[1]), "dtype": str(rows.dtype), "token_indices": token_indices or list(range(t)),
