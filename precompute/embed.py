@@ -13,28 +13,15 @@ import logging
 import os
 import sys
 
-from sae_core.cliargs import add_config_flags, run_reporting
-from sae_core.cliargs import config_from_args as configs_from_args
+from sae_core.cliargs import add_config_flags, config_from_args, run_reporting
 
-from .activations import EmbedConfig, run_embed
-from .encoders import EncoderSpec
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of `clipsae embed` (= `torchrun -m precompute.embed`), from EmbedConfig + EncoderSpec."""
-    add_config_flags(p, EmbedConfig, skip=("encoder",), required=("images", "out"),
-                     helps={"images": "folder of images (recursive) or a list file of paths",
-                            "out": "cache folder (created; an unfinished one is resumed)"})
-    add_config_flags(p.add_argument_group("encoder"), EncoderSpec)
-
-
-def config_from_args(a: argparse.Namespace) -> EmbedConfig:
-    return configs_from_args(EmbedConfig, a, encoder=configs_from_args(EncoderSpec, a))
+from .activations import run_embed
+from .configs import EmbedConfig
 
 
 def run(a: argparse.Namespace) -> int:
     """Run single-process, or as one rank when launched by torchrun (WORLD_SIZE > 1)."""
-    cfg = config_from_args(a)
+    cfg = config_from_args(EmbedConfig, a)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         meta = run_embed(cfg)
@@ -55,8 +42,9 @@ def run(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`torchrun -m precompute.embed …` (or `python -m precompute.embed …`): the flags of `clipsae embed`."""
     p = argparse.ArgumentParser(prog="precompute.embed", description=__doc__.splitlines()[0])
-    add_arguments(p)
+    add_config_flags(p, EmbedConfig)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = p.parse_args(argv)
     return run_reporting("precompute.embed", lambda: run(args))
