@@ -32,7 +32,6 @@ from PIL import Image
 
 from precompute.encoders import load_encoder, spec_from_metadata
 from precompute.selection import parse_latents
-from sae_core import rules
 from sae_core.device import resolve_device
 from sae_core.files import atomic_write_with
 from sae_core.sae import SparseAutoencoder
@@ -125,10 +124,8 @@ class _Segmenter:
     def patch_values(self, e: _Encoded, latents: torch.Tensor) -> torch.Tensor:
         """[B, P, L]: the element-wise rule of each chosen latent on each patch token."""
         b, p, d = e.patches.shape
-        x, _ = self.sae.normalize(e.patches.reshape(b * p, d).float().to(self.device))
-        h = (x - self.sae.b_dec) @ self.sae.W_enc[:, latents] + self.sae.b_enc[latents]
-        thr = self.sae.threshold_s[latents] if self.sae.threshold_s is not None else None
-        return rules.elementwise(h, self.sae.cfg.architecture, thr).reshape(b, p, -1).cpu()
+        return self.sae.elementwise_codes(e.patches.reshape(b * p, d).float().to(self.device),
+                                          latents.to(self.device)).reshape(b, p, -1).cpu()
 
 
 def _batches(seg: _Segmenter, data: LabelledImages, cfg: SegmentConfig, failures: list[str], desc: str):
