@@ -35,6 +35,7 @@ from sae_core.errors import BadActivations, Incomplete
 from .configs import EmbedConfig
 from .encoders import Encoder, load_encoder
 from .images import BadImage, ImageRef, image_id, list_images, load_image
+from .ranks import Ranks
 
 log = logging.getLogger(__name__)
 
@@ -140,27 +141,23 @@ MAX_WORKER_RESTARTS = 3
 """A dead decode worker restarts the unfinished shards (finished ones are on disk) this often."""
 
 
-def run_embed(cfg: EmbedConfig, rank: int = 0, world_size: int = 1, barrier: Any = None) -> dict[str, Any] | None:
-    """Extract the shards of this rank; rank 0 then writes `metadata.json`.
-
-    Returns the metadata (rank 0) or None. `barrier` is called between the two phases
-    when several ranks share the work.
-    """
+def run_embed(cfg: EmbedConfig, ranks: Ranks | None = None) -> dict[str, Any] | None:
+    """Extract the shards of this rank (default: the single process on `cfg.device`); rank 0
+    then writes `metadata.json`. Returns the metadata (rank 0) or None. Several ranks come
+    from `ranks_from_env` (torchrun), which gives each its device."""
+    ranks = ranks or Ranks(device=resolve_device(cfg.device))
     out = Path(cfg.out)
     root, refs = list_images(cfg.images)
-    device = resolve_device(cfg.device)
-    if world_size > 1 and device.type == "cuda":
-        device = torch.device("cuda", rank % torch.cuda.device_count())
+    device = ranks.device
     settings = settings_of(cfg, refs, device)
-    if rank == 0:
+    if ranks.main:
         check_or_write_settings(out, settings)
         remove_stale_temporaries(out)  # a killed run's half-written files (no rank is writing yet)
-    if barrier is not None:
-        barrier()
-    if rank != 0:
+    ranks.barrier()
+    if not ranks.main:
         check_or_write_settings(out, settings)
     n_shards = -(-len(refs) // cfg.shard_size)
-    mine = [s for s in range(n_shards) if s % world_size == rank and not shard_done(out, s)]
+    mine = [s for s in range(n_shards) if s % ranks.world == ranks.rank and not shard_done(out, s)]
     done_before = sum(shard_done(out, s) for s in range(n_shards))
     if done_before:
         log.info("resuming: %d of %d shards already done", done_before, n_shards)
@@ -182,9 +179,8 @@ def run_embed(cfg: EmbedConfig, rank: int = 0, world_size: int = 1, barrier: Any
                 mine = [s for s in mine if not shard_done(out, s)]
                 log.warning("a decode worker died (%s); restarting the workers for the %d unfinished shards",
                             exc, len(mine))
-    if barrier is not None:
-        barrier()
-    if rank != 0:
+    ranks.barrier()
+    if not ranks.main:
         return None
     return finalize(out, cfg, root, n_shards)
 

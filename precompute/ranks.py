@@ -1,4 +1,5 @@
-"""One process or several (`torchrun`): the few collectives the atlas build and `link` use.
+"""One process or several (`torchrun`): the process group and the few collectives `embed`, the
+atlas build and `link` use.
 
     torchrun --nproc_per_node=2 -m precompute.atlas --acts cache/ --sae sae/ --out atlas/
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \
