@@ -46,9 +46,6 @@ from sae_core.io import load_sae
 from .configs import LatentStatsConfig
 from .report import Column, write_table
 
-SPLITS = ("train", "held-out")
-
-
 @dataclass
 class SplitStats:
     """Per-latent statistics of one split."""

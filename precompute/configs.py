@@ -66,8 +66,8 @@ class EncoderSpec:
 
 
 def default_workers() -> int:
-    """One core stays with the model: on 2 cores, 1 worker hides decoding (measured: 101% of
-    the bare forward's rate) where 2 workers compete with it (86%)."""
+    """One core stays with the model: on 2 cores one worker hides the decoding where two compete
+    with the model (benchmarks/bench_embed.py compares the pipeline with the bare forward)."""
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 

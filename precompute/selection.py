@@ -17,9 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-HELP = ("N (a count: the command's N first latents by its ranking), or ids a,b,c (ranges a-b; one id: 'a,')")
-
-
 @dataclass(frozen=True)
 class LatentSelection:
     """A parsed `--latents`: either a count or explicit ids (never both)."""

@@ -95,7 +95,7 @@ def _comma_list(kind: type) -> Callable[[str], tuple[Any, ...]]:
 
 
 def _argparse_kwargs(tp: Any, default: Any, f: dataclasses.Field, required: bool) -> dict[str, Any]:
-    tp, optional = _unwrap_optional(tp)
+    tp, _ = _unwrap_optional(tp)
     if tp is bool:
         return {"action": argparse.BooleanOptionalAction, "default": default}
     if get_origin(tp) is Literal:

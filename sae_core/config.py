@@ -229,7 +229,7 @@ class TrainConfig:
 
 DEFAULT_L1 = {"relu": 0.07, "jumprelu": 0.03}
 """λ when --l1 is not given, in the scaled convention (README "Loss convention"): relu's is
-E[Σ f]/σ's weight (0.07: L0 ≈ 2.5× the true L0 on issue 12's planted data), jumprelu's the
+E[Σ f]/σ's weight (0.07: L0 ≈ 2.5× the true L0 on the planted data of `synthetic.py`), jumprelu's the
 FVU an active latent must buy (0.03)."""
 
 
