@@ -46,6 +46,7 @@ from sae_core.io import load_sae
 from .configs import LatentStatsConfig
 from .report import Column, write_table
 
+
 @dataclass
 class SplitStats:
     """Per-latent statistics of one split."""
