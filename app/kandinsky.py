@@ -17,6 +17,7 @@ import torch
 
 from precompute.hub_ids import KANDINSKY_DECODER as DECODER_ID
 from precompute.hub_ids import KANDINSKY_PRIOR as PRIOR_ID
+from sae_core.device import is_cuda
 
 if TYPE_CHECKING:
     from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
@@ -96,6 +97,15 @@ def load_pipelines(prior: str = PRIOR_ID, decoder: str = DECODER_ID, device: str
     except (OSError, ValueError) as exc:
         raise ValueError(f"could not load Kandinsky 2.2 ({prior}, {decoder}): {exc}") from None
     return _ready(prior_pipe, decoder_pipe, device, tiny=False)
+
+
+def pipelines_for(prior: str = PRIOR_ID, decoder: str = DECODER_ID, tiny: bool = False,
+                  device: str = "cpu") -> KandinskyPipes:
+    """The pipelines a command asked for: the tiny random ones (`--tiny-kandinsky`), or the real
+    ones (`load_pipelines`) in float16 on any CUDA device (cuda, cuda:1, …), float32 on the CPU."""
+    if tiny:
+        return make_tiny_pipelines(device=device)
+    return load_pipelines(prior, decoder, device=device, dtype=torch.float16 if is_cuda(device) else torch.float32)
 
 
 def _tiny_tokenizer(folder: Path):

@@ -12,26 +12,26 @@ def add_card_commands(ev: argparse._SubParsersAction) -> None:
     """The `card` and `compare` subcommands of `clipsae eval`."""
     from sae_core.cliargs import add_config_flags
 
-    from .card import CardConfig
-    from .card_compare import CompareConfig
+    from .card_config import CardConfig, CompareConfig
 
     p = ev.add_parser("card", help="the scorecard of an SAE: reconstruction, sparsity, probing, monosemanticity, "
                                    "localisation, stability, label quality (card.json + card.md)",
                       description="Every quality axis the inputs allow, in one versioned card.json (docs/scorecard.md), "
                                   "card.md and latents.csv; with --atlas the per-latent scores go into the atlas.")
-    add_config_flags(p, CardConfig, required=("sae", "acts"))
+    add_config_flags(p, CardConfig)
     p.set_defaults(func=_run_card)
     c = ev.add_parser("compare", help="several SAEs' cards side by side + the L0–EV frontier plot",
                       description="One table of the cards' headline numbers (compare.md / .csv / .json) and "
                                   "frontier.png, one point per SAE.")
-    add_config_flags(c, CompareConfig, positional=("cards",))
+    add_config_flags(c, CompareConfig)
     c.set_defaults(func=_run_compare)
 
 
 def _run_card(a: argparse.Namespace) -> int:
     from sae_core.cliargs import config_from_args
 
-    from .card import CardConfig, card_main
+    from .card import card_main
+    from .card_config import CardConfig
     from .card_io import card_markdown
 
     cfg = config_from_args(CardConfig, a)
@@ -45,7 +45,8 @@ def _run_card(a: argparse.Namespace) -> int:
 def _run_compare(a: argparse.Namespace) -> int:
     from sae_core.cliargs import config_from_args
 
-    from .card_compare import CompareConfig, compare_main
+    from .card_compare import compare_main
+    from .card_config import CompareConfig
 
     cfg = config_from_args(CompareConfig, a)
     print(compare_main(cfg))

@@ -8,7 +8,6 @@ the notes say so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,9 @@ import numpy as np
 
 from sae_core.files import atomic_write_with
 
+from .card_config import CompareConfig
 from .card_io import read_card
 from .report import Column, write_table
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """One `clipsae eval compare` run."""
-
-    cards: tuple[str, ...]
-    """Card folders (or their card.json files), written by clipsae eval card."""
-    out: str = "eval_results"
-    """Output folder: compare.md, compare.csv, compare.json and frontier.png."""
 
 
 COLUMNS = [
