@@ -28,7 +28,7 @@ from sae_core.device import resolve_device
 from sae_core.io import load_sae
 from sae_core.sae import SparseAutoencoder
 
-from .card_config import CardConfig
+from .configs import CardConfig
 from .card_io import ABSORPTION_LEFT_OUT, CARD_FORMAT, CARD_VERSION, SECTIONS, clean, hist_png, write_card
 from .card_moran import MoranAccumulator, MoranRules
 from .card_pass import DENSE_FRACTION, HeldOut, PassResult, card_pass, open_heldout, patch_moran

@@ -12,7 +12,7 @@ def add_card_commands(ev: argparse._SubParsersAction) -> None:
     """The `card` and `compare` subcommands of `clipsae eval`."""
     from sae_core.cliargs import add_config_flags
 
-    from .card_config import CardConfig, CompareConfig
+    from .configs import CardConfig, CompareConfig
 
     p = ev.add_parser("card", help="the scorecard of an SAE: reconstruction, sparsity, probing, monosemanticity, "
                                    "localisation, stability, label quality (card.json + card.md)",
@@ -31,7 +31,7 @@ def _run_card(a: argparse.Namespace) -> int:
     from sae_core.cliargs import config_from_args
 
     from .card import card_main
-    from .card_config import CardConfig
+    from .configs import CardConfig
     from .card_io import card_markdown
 
     cfg = config_from_args(CardConfig, a)
@@ -46,7 +46,7 @@ def _run_compare(a: argparse.Namespace) -> int:
     from sae_core.cliargs import config_from_args
 
     from .card_compare import compare_main
-    from .card_config import CompareConfig
+    from .configs import CompareConfig
 
     cfg = config_from_args(CompareConfig, a)
     print(compare_main(cfg))

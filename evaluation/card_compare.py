@@ -15,7 +15,7 @@ import numpy as np
 
 from sae_core.files import atomic_write_with
 
-from .card_config import CompareConfig
+from .configs import CompareConfig
 from .card_io import read_card
 from .report import Column, write_table
 
