@@ -3,11 +3,11 @@ card.json (docs/scorecard.md), card.md, latents.csv and PNGs; with --atlas, the 
 scores also go into the atlas (precompute/atlas_scores.py) for the app.
 
     clipsae eval card --sae sae/ --acts heldout/ --out card/
-    clipsae eval card --sae sae/ --acts heldout/ --atlas atlas/ --labels imagenet_val/ \\
+    clipsae eval card --sae sae/ --acts heldout/ --atlas atlas/ --class-folders imagenet_val/ \\
         --evaluator facebook/dinov2-base --compare sae_seed1/ --dataset cifar-10-batches-bin/ --out card/
 
 Inputs → sections: --acts alone gives reconstruction, sparsity and (token caches, or embed
-caches with patch tokens) Moran's I; --evaluator the MS; --labels sparse probing; --atlas
+caches with patch tokens) Moran's I; --evaluator the MS; --class-folders sparse probing; --atlas
 (with labels or interpretations) label quality; --compare seed stability; --dataset zero-shot
 accuracy and CE recovered. A section the inputs do not allow is null in card.json and card.md
 says why (`skipped`).

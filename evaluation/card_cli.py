@@ -16,7 +16,8 @@ def add_card_commands(ev: argparse._SubParsersAction) -> None:
 
     p = ev.add_parser("card", help="the scorecard of an SAE: reconstruction, sparsity, probing, monosemanticity, "
                                    "localisation, stability, label quality (card.json + card.md)",
-                      description="Every quality axis the inputs allow, in one versioned card.json (docs/scorecard.md), "
+                      description="Every quality axis the inputs allow, in one versioned card.json "
+                                  "(docs/scorecard.md), "
                                   "card.md and latents.csv; with --atlas the per-latent scores go into the atlas.")
     add_config_flags(p, CardConfig)
     p.set_defaults(func=_run_card)

@@ -47,7 +47,8 @@ def card_row(card: dict[str, Any]) -> dict[str, Any]:
             "ce_recovered": get("downstream", "ce_recovered"), "probe_area": get("probing", "area_under_k_accuracy"),
             "ms_median": get("monosemanticity", "median"),
             "monosemantic_fraction": get("monosemanticity", "monosemantic_fraction"),
-            "morans_median": get("localisation", "median"), "localised_fraction": get("localisation", "localised_fraction"),
+            "morans_median": get("localisation", "median"),
+            "localised_fraction": get("localisation", "localised_fraction"),
             "label_auc_median": get("label_quality", "median"),
             "stability": float(np.mean([s["matched_fraction"] for s in stab])) if stab else None}
 

@@ -79,7 +79,8 @@ def _from_cache(folder: Path, held: HeldOut, sae_meta: dict[str, Any]) -> Embedd
         picked = np.empty((int(present.sum()), other.d), dtype=np.float32)
         picked[order] = other.take(rows)
         vectors[present] = unit_rows(picked)
-    desc = f"{Path(str(meta.get('model_name'))).name} ({meta.get('pretrained')}, {meta.get('hook_name')}; cache {folder.name})"
+    model = Path(str(meta.get("model_name"))).name
+    desc = f"{model} ({meta.get('pretrained')}, {meta.get('hook_name')}; cache {folder.name})"
     missing = [f"{held.image_paths[i]}: not in {folder}" for i in np.flatnonzero(~present)]
     return Embeddings(vectors, present, desc, missing)
 

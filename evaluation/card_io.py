@@ -71,7 +71,8 @@ def summary_rows(card: dict[str, Any]) -> list[tuple[str, str]]:
                      f"{st['matched_fraction']:.1%} matched, mean cos {st['mean_cosine']:.3f}"))
     lq = card["label_quality"]
     if lq:
-        rows.append((f"Label AUC, median ({lq['source']})", f"{_num(lq['median'], '{:.3f}')} ({lq['n_scored']} labels)"))
+        rows.append((f"Label AUC, median ({lq['source']})",
+                     f"{_num(lq['median'], '{:.3f}')} ({lq['n_scored']} labels)"))
     return rows
 
 

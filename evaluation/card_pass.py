@@ -19,7 +19,7 @@ import scipy.sparse as sp
 import torch
 
 from precompute.masks import PatchReader
-from precompute.topk import ScoreRule
+from precompute.topk import ScoreRule, image_scores
 from sae_core.data import ActivationSource
 from sae_core.metrics import MetricsAccumulator
 from sae_core.progress import Progress
@@ -91,20 +91,6 @@ class PassResult:
     moran: MoranAccumulator | None = None
 
 
-def _image_scores(f: torch.Tensor, t: int, rule: ScoreRule, cls_pos: int | None) -> torch.Tensor:
-    """[b·t, F] row activations -> [b, F] image scores (precompute.topk's rules, row-major)."""
-    if t == 1:
-        return f
-    f = f.view(-1, t, f.shape[1])
-    if rule == "max":
-        return f.amax(dim=1)
-    if rule == "mean":
-        return f.mean(dim=1)
-    if cls_pos is None:
-        raise ValueError("--score cls needs the CLS token among the cached tokens (--tokens cls or all)")
-    return f[:, cls_pos]
-
-
 def block_images(d_sae: int, tokens_per_image: int, block_mb: float) -> int:
     """Images per block: about three [rows, F] float32 buffers within `block_mb`."""
     return max(1, int(block_mb * 2**20) // (3 * 4 * d_sae * tokens_per_image))
@@ -137,7 +123,7 @@ def card_pass(sae: SparseAutoencoder, held: HeldOut, rule: ScoreRule = "max", bl
         f = out.f_bs
         acc.update(out.x_norm_bd, out.x_hat_norm_bd, f)
         l0_counts += np.bincount((f != 0).sum(dim=1).cpu().numpy(), minlength=f_dim + 1)
-        s = _image_scores(f, t, rule, held.cls_pos)
+        s = image_scores(f.T, t, rule, held.cls_pos).T  # the atlas's rule, on a transposed view: [b, F]
         rows, cols = s.nonzero(as_tuple=True)  # row-major: CSR order
         indices.append(cols.to(torch.int32).cpu().numpy())
         values.append(s[rows, cols].float().cpu().numpy())

@@ -53,9 +53,10 @@ def monosemanticity_section(cfg, held: HeldOut, codes: sp.csr_matrix, sae: Spars
 
 
 def probing(cfg, held: HeldOut, codes: sp.csr_matrix, skipped: dict[str, str]) -> dict | None:
-    """Sparse probing on the held-out images' classes (--labels)."""
+    """Sparse probing on the held-out images' classes (--class-folders)."""
     if not cfg.labels:
-        skipped["probing"] = "no --labels: sparse probing needs the held-out images' classes (an ImageFolder tree)"
+        skipped["probing"] = ("no --class-folders: sparse probing needs the held-out images' classes "
+                              "(an ImageFolder tree)")
         return None
     if not held.image_paths:
         skipped["probing"] = f"{cfg.acts} is a plain matrix: its rows have no image paths to find classes by"
