@@ -103,7 +103,7 @@ def card_main(cfg: CardConfig) -> dict[str, Any]:
     card["localisation"], moran, counted = localisation(acc, source)
     if moran is None:
         skipped["localisation"] = ("the held-out activations have no patch grid (an embed cache without "
-                                   "--patch-tokens, --tokens cls, or a plain .npy)")
+                                   "--patch-tokens, --tokens cls, patches that are not a square grid, or a plain .npy)")
     else:
         columns["morans_i"], columns["moran_images"], scores["morans_i"] = moran, counted, moran
     card["monosemanticity"], ms = monosemanticity_section(cfg, held, res.codes, sae, dev, out, skipped)

@@ -48,6 +48,11 @@ def grid_of(n_patches: int) -> tuple[int, int]:
     return side, side
 
 
+def is_grid(n_patches: int) -> bool:
+    """Whether n patch tokens form a square grid of at least 2 × 2 (Moran's I needs one)."""
+    return n_patches >= 4 and math.isqrt(n_patches) ** 2 == n_patches
+
+
 def queen_weights(rows: int, cols: int) -> np.ndarray:
     """[P, P] float64 binary weights: 1 between patches that touch by a side or a corner."""
     r, c = np.divmod(np.arange(rows * cols), cols)

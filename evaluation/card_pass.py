@@ -25,7 +25,7 @@ from sae_core.metrics import MetricsAccumulator
 from sae_core.progress import Progress
 from sae_core.sae import SparseAutoencoder
 
-from .card_moran import MoranAccumulator, MoranRules, grid_of
+from .card_moran import MoranAccumulator, MoranRules, grid_of, is_grid
 
 DENSE_FRACTION = 0.1
 """A latent firing on at least this fraction of the held-out rows is dense (the app's rule for images)."""
@@ -108,7 +108,7 @@ def card_pass(sae: SparseAutoencoder, held: HeldOut, rule: ScoreRule = "max", bl
     l0_counts = np.zeros(f_dim + 1, dtype=np.int64)
     spatial = held.spatial if t > 1 else []
     moran_acc = None
-    if moran is not None and len(spatial) >= 4:
+    if moran is not None and is_grid(len(spatial)):
         moran_acc = MoranAccumulator(f_dim, grid_of(len(spatial)), moran, device)
     spatial_t = torch.tensor(spatial, dtype=torch.int64, device=device)
     indptr, indices, values = [np.zeros(1, dtype=np.int64)], [], []
@@ -158,6 +158,8 @@ def patch_moran(sae: SparseAutoencoder, held: HeldOut, rules: MoranRules, n_imag
     if not held.meta.get("patch_tokens"):
         return None
     reader = PatchReader(Path(held.source.path), held.meta)
+    if not is_grid(reader.n_patches):
+        return None
     n = held.n_images if n_images <= 0 or n_images >= held.n_images else n_images
     ids = np.arange(held.n_images) if n == held.n_images else np.sort(
         np.random.default_rng(seed).choice(held.n_images, size=n, replace=False))
