@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from evaluation.cli import add_eval
 from precompute.cli import COMMANDS as PRECOMPUTE_COMMANDS
 from precompute.hub_ids import KANDINSKY_DECODER, KANDINSKY_PRIOR
+
+from .pipeline_options import KandinskyOptions
 from sae_core.cliargs import add_config_flags, config_from_args, run_reporting
 from sae_core.cli import COMMANDS as SAE_COMMANDS
 
@@ -88,6 +90,7 @@ class UpConfig:
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="the app: browse an atlas, inspect images, steer Kandinsky 2.2")
     add_config_flags(p, ServeConfig, required=("atlas",))
+    add_config_flags(p, KandinskyOptions)
     p.set_defaults(func=_run_serve)
 
 
@@ -97,7 +100,7 @@ def _run_serve(a: argparse.Namespace) -> int:
     c = config_from_args(ServeConfig, a)
     serve(c.atlas, c.steer_atlas, host=c.host, port=c.port, share=c.share, prior=c.prior, decoder=c.decoder,
           tiny_kandinsky=c.tiny_kandinsky, device=c.device, images_root=c.images_root,
-          announce=f"serving {c.atlas} on http://{c.host}:{c.port}")
+          kandinsky=config_from_args(KandinskyOptions, a), announce=f"serving {c.atlas} on http://{c.host}:{c.port}")
     return 0
 
 
@@ -203,13 +206,12 @@ class IconsConfig:
 def _add_icons(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("icons", help="precompute feature icons of a steering atlas (KATLAS/icons/), e.g. on a GPU")
     add_config_flags(p, IconsConfig, positional=("katlas",))
+    add_config_flags(p, KandinskyOptions)
     p.set_defaults(func=_run_icons)
 
 
 def _run_icons(a: argparse.Namespace) -> int:
-    import torch
-
-    from sae_core.device import is_cuda, resolve_device
+    from sae_core.device import resolve_device
     from sae_core.io import load_sae
 
     from .atlas import Atlas
@@ -222,7 +224,7 @@ def _run_icons(a: argparse.Namespace) -> int:
     atlas = Atlas(c.katlas)
     latents = [atlas.check_latent(x) for x in c.latents.split(",") if x.strip()] or None
     pipes = make_tiny_pipelines(device=dev) if c.tiny_kandinsky else load_pipelines(
-        c.prior, c.decoder, device=dev, dtype=torch.float16 if is_cuda(dev) else torch.float32)
+        c.prior, c.decoder, device=dev, options=config_from_args(KandinskyOptions, a))
     steerer = Steerer(pipes, load_sae(atlas.path / "sae", device=dev), device=dev)
     spec = IconSpec(size=c.size, steps=c.steps, seed=c.seed, strength=c.strength)
     n = write_icons(atlas, steerer, spec, latents, decoder_name="tiny" if c.tiny_kandinsky else c.decoder)
