@@ -33,19 +33,24 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def build_modules(device: str | torch.device = "meta") -> dict[str, torch.nn.Module]:
-    """The five networks from the configs, random weights on `device` (meta: shapes only)."""
+def build_modules(device: str | torch.device = "meta", dtype: torch.dtype | None = None) -> dict[str, torch.nn.Module]:
+    """The five networks from the configs, random weights on `device` (meta: shapes only), each
+    cast to `dtype` as soon as it is built (peak memory: one network in float32)."""
     from diffusers import PriorTransformer, UNet2DConditionModel, VQModel
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
 
+    makers = {
+        "prior": lambda: PriorTransformer.from_config(_json(PRIOR_CFG / "prior/config.json")),
+        "image_encoder": lambda: CLIPVisionModelWithProjection(CLIPVisionConfig.from_pretrained(PRIOR_CFG / "image_encoder")),
+        "text_encoder": lambda: CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(PRIOR_CFG / "text_encoder")),
+        "unet": lambda: UNet2DConditionModel.from_config(_json(DECODER_CFG / "unet/config.json")),
+        "movq": lambda: VQModel.from_config(_json(DECODER_CFG / "movq/config.json")),
+    }
+    mods = {}
     with torch.device(device):
-        mods = {
-            "prior": PriorTransformer.from_config(_json(PRIOR_CFG / "prior/config.json")),
-            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig.from_pretrained(PRIOR_CFG / "image_encoder")),
-            "text_encoder": CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(PRIOR_CFG / "text_encoder")),
-            "unet": UNet2DConditionModel.from_config(_json(DECODER_CFG / "unet/config.json")),
-            "movq": VQModel.from_config(_json(DECODER_CFG / "movq/config.json")),
-        }
+        for name, make in makers.items():
+            m = make()
+            mods[name] = m.to(dtype) if dtype is not None else m
     return mods
 
 
@@ -63,7 +68,7 @@ def save_full(folder: Path, device: str, dtype: torch.dtype = torch.float16) -> 
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    mods = {k: m.to(dtype).eval() for k, m in build_modules(device).items()}
+    mods = {k: m.eval() for k, m in build_modules(device, dtype).items()}
     with torch.no_grad():  # the random init leaves clip_std at 0, and post-processing multiplies by it
         mods["prior"].clip_std.fill_(1.0)
     (folder / "tokenizer").mkdir(parents=True, exist_ok=True)
