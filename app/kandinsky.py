@@ -19,13 +19,22 @@ import torch
 from precompute.hub_ids import KANDINSKY_DECODER as DECODER_ID
 from precompute.hub_ids import KANDINSKY_PRIOR as PRIOR_ID
 
-from .pipeline_options import KandinskyOptions, resolve_dtype
+from .configs import PRECISIONS, KandinskyOptions
 
 if TYPE_CHECKING:
     from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
 
 TINY_DIM = 32
 log = logging.getLogger(__name__)
+
+
+def resolve_dtype(precision: str, device: str | torch.device) -> torch.dtype:
+    """The torch dtype of a precision name: auto is float16 on any CUDA device, else float32."""
+    if precision == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be auto, float32, float16 or bfloat16; got {precision!r}")
+    return getattr(torch, precision)
 
 
 @dataclass
@@ -123,6 +132,16 @@ def load_pipelines(prior: str = PRIOR_ID, decoder: str = DECODER_ID, device: str
     except (OSError, ValueError) as exc:
         raise ValueError(f"could not load Kandinsky 2.2 ({prior}, {decoder}): {exc}") from None
     return _ready(prior_pipe, decoder_pipe, device, tiny=False, options=options)
+
+
+def pipelines_for(prior: str = PRIOR_ID, decoder: str = DECODER_ID, tiny: bool = False, device: str = "cpu",
+                  options: KandinskyOptions | None = None) -> KandinskyPipes:
+    """The pipelines a command asked for: the tiny random ones (`--tiny-kandinsky`), or the real
+    ones (`load_pipelines`) with the options' precision (auto: float16 on any CUDA device,
+    float32 on the CPU), attention kernels and compiled decoder."""
+    if tiny:
+        return make_tiny_pipelines(device=device)
+    return load_pipelines(prior, decoder, device=device, options=options)
 
 
 def _tiny_tokenizer(folder: Path):

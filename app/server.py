@@ -14,6 +14,7 @@ import logging
 import socket
 from pathlib import Path
 
+
 from sae_core.device import is_cuda, resolve_device
 from sae_core.io import load_sae
 
@@ -22,8 +23,8 @@ from .handlers import Handlers
 from .icons import IconSpec, IconStore
 from .inputs import MAX_UPLOAD
 from .inspect_image import Inspector
-from .kandinsky import (DECODER_ID, PRIOR_ID, KandinskyOptions, KandinskyPipes, load_pipelines, make_tiny_pipelines,
-                        missing_parts)
+from .configs import KandinskyOptions
+from .kandinsky import DECODER_ID, PRIOR_ID, KandinskyPipes, missing_parts, pipelines_for
 from .steer import Steerer
 from .timing import measure
 from .ui import build_ui
@@ -35,16 +36,14 @@ log = logging.getLogger(__name__)
 def _pipelines(prior: str, decoder: str, tiny: bool, dev: str, notes: list[str],
                options: KandinskyOptions | None = None) -> KandinskyPipes | None:
     """The Kandinsky pipelines, or None with a note saying why steering is off (never an exit)."""
-    if tiny:
-        return make_tiny_pipelines(device=dev)
-    gaps = {m: missing_parts(m) for m in (prior, decoder)}
+    gaps = {} if tiny else {m: missing_parts(m) for m in (prior, decoder)}
     if any(gaps.values()):
         what = "; ".join(f"{m}: missing {', '.join(g)}" for m, g in gaps.items() if g)
         notes.append(f"Steering is unavailable: Kandinsky 2.2 is not complete on this machine ({what}). Pass local "
                      "diffusers folders with --prior/--decoder, or download the models into the Hugging Face cache.")
         return None
-    try:  # precision auto: float16 on any CUDA device (cuda, cuda:1, …), float32 on the CPU
-        return load_pipelines(prior, decoder, device=dev, options=options)
+    try:
+        return pipelines_for(prior, decoder, tiny=tiny, device=dev, options=options)
     except ValueError as exc:
         notes.append(f"Steering is unavailable: {exc}")
         return None

@@ -43,27 +43,8 @@ from sae_core.evaluate import evaluate_sae
 from sae_core.files import atomic_write_text, atomic_write_with
 from sae_core.io import load_sae
 
+from .configs import LatentStatsConfig
 from .report import Column, write_table
-
-SPLITS = ("train", "held-out")
-
-
-@dataclass(frozen=True)
-class LatentStatsConfig:
-    """One `clipsae eval latents` run."""
-
-    atlas: str
-    """An atlas folder (its SAE copy, statistics and, for the train row, its activation cache)."""
-    acts: str | None = None
-    """Held-out activations of the same encoder and hook: a cache folder or a .npy matrix."""
-    labels: str | None = None
-    """ImageFolder tree holding the atlas's images in class folders (for label entropy)."""
-    out: str = "eval_results"
-    """Output folder."""
-    batch_size: int = 8192
-    """Rows per batch for the metrics."""
-    device: str = "auto"
-    """auto (cuda when available), cpu, cuda, cuda:N."""
 
 
 @dataclass

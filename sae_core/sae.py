@@ -1,7 +1,7 @@
 """The sparse autoencoder: encode, decode, forward with loss terms, for five architectures.
 
 Conventions (shape suffixes: b = batch, d = d_in, s = d_sae):
-- pre-activation  h = (norm(x) − b_dec) @ W_enc + b_enc
+- pre-activation  h = (norm(x) − b_dec) @ W_enc + b_enc   (`pre_activation`, the only place)
 - relu       f = relu(h)                          sparsity term: mean_{b,s} f (unit-norm decoder rows)
 - topk       f = relu(h) on the k largest h per input, 0 elsewhere
 - batchtopk  training: the k·B largest relu(h) over the whole batch; inference:
@@ -96,8 +96,8 @@ class SAEOutput:
             counts = torch.bincount(cols[vals != 0], minlength=self.h_bs.shape[1])
             return float(vals.detach().sum()), counts
         f = self.f_dense_bs.detach()  # type: ignore[union-attr]
-        # 0/1 written straight into a float buffer, then a float column sum: ~6x faster on CPU
-        # than count_nonzero (bool -> int64 cast + int64 reduction); exact below 2**24 rows.
+        # 0/1 written straight into a float buffer, then a float column sum: cheaper on a CPU than
+        # count_nonzero (bool -> int64 cast + int64 reduction); exact below 2**24 rows.
         counts = torch.gt(f, 0, out=torch.empty_like(f)).sum(dim=0)
         return float(f.sum()), counts.to(torch.int64)
 
@@ -172,10 +172,35 @@ class SparseAutoencoder(nn.Module):
             return self.threshold
         return None
 
-    def pre_activation(self, x_norm_bd: Tensor) -> Tensor:
-        """h = (x − b_dec) @ W_enc + b_enc, computed as x @ W_enc + (b_enc − b_dec @ W_enc): the
-        same function, but b_dec's gradient is a vector-matrix product, not a B×d×s matmul."""
-        return torch.addmm(self.b_enc - self.b_dec @ self.W_enc, x_norm_bd, self.W_enc)
+    def pre_activation(self, x_norm_bd: Tensor, latents: Tensor | slice | None = None,
+                       latent_major: bool = False) -> Tensor:
+        """h = (x − b_dec) @ W_enc + b_enc of normalised inputs x [B, d_in] (`normalize`): the one
+        place this formula is written (encode, forward, init, the atlas, its patch masks and
+        eval segment all call it).
+
+        Computed as x @ W_enc + (b_enc − b_dec @ W_enc): the same function, but b_dec's gradient
+        is a vector-matrix product, not a B×d×s matmul. `latents` (ids or a slice) keeps those
+        columns only; `latent_major` returns h.T [latents, B], computed in that layout."""
+        w = self.W_enc if latents is None else self.W_enc[:, latents]
+        b = self.b_enc if latents is None else self.b_enc[latents]
+        bias = b - self.b_dec @ w
+        if latent_major:
+            return torch.addmm(bias[:, None], w.T, x_norm_bd.T)
+        return torch.addmm(bias, x_norm_bd, w)
+
+    def elementwise_codes(self, x_bd: Tensor, latents: Tensor | slice | None = None,
+                          latent_major: bool = False) -> Tensor:
+        """What each chosen latent does by itself on raw inputs x: the element-wise rule
+        (`rules.elementwise`, inference form) of its pre-activation. Exact codes for relu,
+        jumprelu and batchtopk; for topk relu(h), the latent's drive (the top-k needs every
+        latent of an input). The atlas's scores, its patch masks and eval segment use it.
+        `latents` and `latent_major` as in `pre_activation`."""
+        h = self.pre_activation(self.normalize(x_bd)[0], latents, latent_major)
+        threshold = self.threshold_s
+        if threshold is not None and latents is not None:
+            threshold = threshold[latents]
+        return rules.elementwise(h, self.cfg.architecture, threshold, latent_dim=0 if latent_major else -1,
+                                 inplace=True)
 
     def activate(self, h: Tensor, latent_dim: int = -1) -> Tensor:
         """The sparsifying rule (`rules.activate`); batchtopk's batch rule and jumprelu's
@@ -260,7 +285,7 @@ class SparseAutoencoder(nn.Module):
         n_batch = x_bd.shape[0]
         with torch.no_grad():
             x_c = x_norm - self.b_dec
-            h = torch.addmm(self.b_enc, x_c, self.W_enc)
+            h = self.pre_activation(x_norm)
         rows, cols, h_n = rules.kept_entries(h, self.cfg.architecture, self.cfg.k)
         vals = F.relu(sparse_preact(self.W_enc, self.b_enc, self.b_dec, x_c, rows, cols, h_n))
         prefix_mse = None
