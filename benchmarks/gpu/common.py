@@ -141,3 +141,26 @@ def child_env() -> dict[str, str]:
     """The environment of the commands a section starts: this repo and the carried wheels first."""
     paths = [str(REPO), *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), "GRADIO_ANALYTICS_ENABLED": "False"}
+
+
+def import_sparsify() -> str:
+    """Import sparsify; returns a note. Its package imports `datasets` (for its Trainer only,
+    which this benchmark does not use): where that import fails on the device (say, an older
+    pyarrow), a stand-in module takes its place so `SparseCoder` can still be measured."""
+    try:
+        import sparsify  # noqa: F401
+
+        return ""
+    except ImportError as exc:
+        if "datasets" not in str(exc) and "pyarrow" not in str(exc):
+            raise
+        import types
+
+        for name in [m for m in sys.modules if m == "sparsify" or m.startswith(("sparsify.", "datasets"))]:
+            del sys.modules[name]
+        stub = types.ModuleType("datasets")
+        stub.Dataset = stub.DatasetDict = type("Dataset", (), {})  # type: ignore[attr-defined]
+        sys.modules["datasets"] = stub
+        import sparsify  # noqa: F401
+
+        return f"datasets stubbed ({type(exc).__name__}: {exc})"[:200]

@@ -137,4 +137,10 @@ def run(ctx: Ctx) -> None:
     parts = _parts(ctx)
     prior_dir, decoder_dir = build(ctx)
     for i, precision in enumerate(parts["precisions"]):
-        measure_precision(ctx, prior_dir, decoder_dir, precision, parts, first=i == 0)
+        try:
+            measure_precision(ctx, prior_dir, decoder_dir, precision, parts, first=i == 0)
+        except Exception as exc:  # noqa: BLE001 - a failed precision must not hide the other's rows
+            if i == 0 and ctx.smoke:
+                raise
+            ctx.rec(f"{precision} failed", f"{type(exc).__name__}: {exc}"[:400])
+            free_cuda()

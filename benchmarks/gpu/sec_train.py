@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import HERE, REPO, Ctx, child_env, free_cuda, missing
+from common import HERE, REPO, Ctx, child_env, free_cuda, import_sparsify, missing
 
 SETS = {  # rows, d, atoms, active, d_sae, k, batch, lr (sparsify's rule 2e-4 / sqrt(d_sae / 2^14)), epochs
     "wide": dict(rows=1_000_000, d=512, atoms=4096, active=24, d_sae=16_384, k=32, batch=4096, lr=2e-4, epochs=2),
@@ -142,6 +142,7 @@ def evaluate_clipsae(ctx: Ctx, out: Path, held: np.ndarray, atoms: np.ndarray) -
 def evaluate_sparsify(ctx: Ctx, out: Path, held: np.ndarray, atoms: np.ndarray) -> dict:
     if not ctx.cuda:
         os.environ["SPARSIFY_DISABLE_TRITON"] = "1"  # Triton has no CPU driver
+    import_sparsify()
     from sparsify import SparseCoder
 
     sae = SparseCoder.load_from_disk(out, device=ctx.device)
@@ -169,16 +170,20 @@ def bench_set(ctx: Ctx, name: str, s: dict) -> None:
         ctx.rec(f"{name}: {label} (loop)", round(samples / r["loop_s"]), "samples/s",
                 f"whole command {samples / r['wall_s']:,.0f}/s ({r['wall_s']:.1f} s); EV {r['ev']}, mmc {r['mmc']}")
         free_cuda()
-    gaps = missing("sparsify", "datasets", "schedulefree", "simple_parsing", "natsort")
+    gaps = missing("sparsify", "schedulefree", "simple_parsing", "natsort")
     if gaps or ctx.smoke:
         ctx.skip(f"{name}: sparsify", f"not installed: {', '.join(gaps)}" if gaps else
                  "--smoke: importing sparsify alone takes ~10 s on 2 cores (tests compile sparsify_loop.py)")
         return
     out = ctx.work / f"{name}_sparsify"
-    r = run_sparsify(ctx, acts, out, s)
-    r.update(evaluate_sparsify(ctx, out, held, atoms))
+    try:
+        r = run_sparsify(ctx, acts, out, s)
+        r.update(evaluate_sparsify(ctx, out, held, atoms))
+    except Exception as exc:  # noqa: BLE001 - the next set still runs
+        ctx.rec(f"{name}: sparsify", f"failed: {type(exc).__name__}: {exc}"[:400])
+        return
     ctx.rec(f"{name}: sparsify (loop)", round(samples / r["loop_s"]), "samples/s",
-            f"decoder {r['decoder']}; whole command {samples / r['wall_s']:,.0f}/s ({r['wall_s']:.1f} s); "
+            f"decoder {r['decoder']}{'; ' + r['note'] if r.get('note') else ''}; whole command {samples / r['wall_s']:,.0f}/s ({r['wall_s']:.1f} s); "
             f"EV {r['ev']}, mmc {r['mmc']}")
     best = max(results.values(), key=lambda q: samples / q["loop_s"])
     ctx.rec(f"{name}: clipsae / sparsify (loop)", round(r["loop_s"] / best["loop_s"], 2), "×",
@@ -198,6 +203,9 @@ def run(ctx: Ctx) -> None:
         if ctx.left() < 20 and not ctx.smoke:
             ctx.skip(name, "the section's budget is nearly spent")
             continue
-        bench_set(ctx, name, s)
+        try:
+            bench_set(ctx, name, s)
+        except Exception as exc:  # noqa: BLE001 - the next set still runs
+            ctx.rec(f"{name}: failed", f"{type(exc).__name__}: {exc}"[:400])
         free_cuda()
     del torch

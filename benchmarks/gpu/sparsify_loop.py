@@ -16,10 +16,15 @@ t0 = time.perf_counter()
 a = json.loads(sys.argv[1])
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+sys.path.insert(0, a["repo"])
+sys.path.insert(0, a["repo"] + "/benchmarks/gpu")
+from common import import_sparsify  # noqa: E402
+
+note = import_sparsify()
 from sparsify import SparseCoder, SparseCoderConfig  # noqa: E402
 from sparsify.utils import decoder_impl  # noqa: E402
 
-sys.path.insert(0, a["repo"])
 from sae_core.data import ActivationSource, iter_batches, make_plan  # noqa: E402
 
 t_import = time.perf_counter()
@@ -49,4 +54,5 @@ for epoch in range(a["epochs"]):
 sync()
 t_end = time.perf_counter()
 sae.save_to_disk(a["out"])
-print(json.dumps({"import_s": t_import - t0, "loop_s": t_end - t_loop, "steps": step, "decoder": decoder_impl.__name__}))
+print(json.dumps({"import_s": t_import - t0, "loop_s": t_end - t_loop, "steps": step, "decoder": decoder_impl.__name__,
+                  "note": note}))
