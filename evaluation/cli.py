@@ -8,7 +8,7 @@ field of the command's config (`evaluation/configs.py`); the work is in the comm
     clipsae eval probe    --dataset cifar-100-binary/ --sae saes/l1_0.001 --out results/
     clipsae eval heatmap  --image cat.jpg --text "a photo of a cat" --sae saes/l1_0.001 --latent 12 --scale 0
     clipsae eval segment  --dataset imagenet_val/ --sae saes/l1_0.001 --classes "tabby cat" --out results/
-    clipsae eval latents  --atlas atlas/ --acts heldout_cache/ --labels imagenet/ --out results/
+    clipsae eval latents  --atlas atlas/ --acts heldout_cache/ --class-folders imagenet/ --out results/
 """
 
 from __future__ import annotations

@@ -5,8 +5,12 @@
     cfg = config_from_args(TrainConfig, p.parse_args())   # each field's docstring
 
 A field `foo_bar` becomes `--foo-bar` in every command, so one idea has one name
-everywhere (`--device`, `--seed`, `--batch-size`, ...). `Literal` fields become choices,
-`bool` fields `--x/--no-x`, `X | None` fields take an X and default to None.
+everywhere (`--device`, `--seed`, `--batch-size`, ...; tests/test_cli.py checks that every
+flag of every `clipsae` subcommand comes from here and means one thing). `Literal` fields
+become choices, `bool` fields `--x/--no-x`, `X | None` fields take an X and default to None,
+`tuple[X, ...]` fields several values (`--sae a b`; comma-separated with `COMMAS`), a field
+without a default a required flag, a field whose type is a config dataclass that class's
+flags. Field metadata `POSITIONAL` makes a positional argument, `renamed(...)` another flag.
 
 `run_reporting(prog, fn)` runs an entry point and turns every expected user error into one
 line on stderr and a non-zero exit (2; 28 for a full disk; 130 when interrupted): the

@@ -17,12 +17,17 @@ Means over elements (not sums) are seed 001's λ convention; the trainer scales 
 convention in use (`TrainConfig.l1_convention`, see `trainer.py`).
 
 The rules themselves live in `rules.py` (one home, shared with the atlas and the masks);
-the sparse backward in `sparse_ops.py`. Not handled here: the training loop, dead-latent
-bookkeeping and file I/O (see `train.py`, `trainer.py`, `io.py`).
+the normalisations in `normalization.py`; the sparse backward in `sparse_ops.py`. Not
+handled here: the training loop, dead-latent bookkeeping and file I/O (see `train.py`,
+`trainer.py`, `io.py`).
+
+Python use, as SAELens's: `x_hat = sae.decode(sae.encode(x))` is in the input space for
+every normalisation (see `decode`); `decode_normalized(f)` stays in the normalised space.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -31,19 +36,9 @@ from torch import Tensor, nn
 
 from . import rules
 from .config import SAEConfig
+from .normalization import EPS, PER_INPUT_NORMS, NormContext, denormalize, normalize
 from .sparse_ops import sparse_decode, sparse_preact
 
-EPS = 1e-6
-LAYER_NORM_EPS = 1e-5
-"""ε of the saelens layer_norm variant (SAELens's and ViT-Prisma's run-time layer norm)."""
-
-
-@dataclass
-class NormContext:
-    """Per-input statistics needed to undo the input normalisation on the output."""
-
-    scale_b1: Tensor | None = None
-    shift_b1: Tensor | None = None
 
 
 @dataclass
@@ -130,42 +125,19 @@ class SparseAutoencoder(nn.Module):
             self.register_buffer("threshold", torch.zeros(s))
         # Fraction of active latents of the last training batch (picks ReLU's sparse path).
         self.register_buffer("relu_density", torch.ones((), dtype=torch.float64))
+        # thread id -> (batch shape, NormContext) of that thread's last `encode` (see `decode`)
+        self._encoded_norms: dict[int, tuple[torch.Size, NormContext]] = {}
 
     # ------------------------------------------------------------------ normalisation
     def normalize(self, x_bd: Tensor) -> tuple[Tensor, NormContext]:
-        """Apply the configured input normalisation; return the context that undoes it.
-
-        layer_norm follows `cfg.layer_norm_variant`: saelens divides by the unbiased std plus
-        1e-5 and multiplies the output back by the std alone (SAELens's and ViT-Prisma's
-        formula, not an exact inverse); clipsae-v1 uses the biased std plus 1e-6 both ways."""
-        mode = self.cfg.normalize_activations
-        if mode == "none":
-            return x_bd, NormContext()
-        if mode == "unit_norm":
-            scale = x_bd.norm(dim=-1, keepdim=True).clamp_min(EPS)
-            return x_bd / scale, NormContext(scale_b1=scale)
-        if mode == "layer_norm":
-            mu = x_bd.mean(dim=-1, keepdim=True)
-            centred = x_bd - mu
-            if self.cfg.layer_norm_variant == "saelens":
-                std = centred.std(dim=-1, keepdim=True)
-                return centred / (std + LAYER_NORM_EPS), NormContext(scale_b1=std, shift_b1=mu)
-            std = centred.std(dim=-1, keepdim=True, unbiased=False) + EPS
-            return centred / std, NormContext(scale_b1=std, shift_b1=mu)
-        # expected_average_only_in: one constant fitted on the training data
-        factor = self.cfg.norm_scaling_factor
-        if factor is None:
-            raise ValueError("normalize_activations=expected_average_only_in needs cfg.norm_scaling_factor")
-        return x_bd * factor, NormContext(scale_b1=torch.full_like(x_bd[..., :1], 1.0 / factor))
+        """Apply the configured input normalisation; return the context that undoes it
+        (`normalization.normalize`)."""
+        return normalize(self.cfg, x_bd)
 
     @staticmethod
     def denormalize(y_bd: Tensor, ctx: NormContext) -> Tensor:
         """Map a reconstruction from the normalised space back: y·scale + shift."""
-        if ctx.scale_b1 is not None:
-            y_bd = y_bd * ctx.scale_b1
-        if ctx.shift_b1 is not None:
-            y_bd = y_bd + ctx.shift_b1
-        return y_bd
+        return denormalize(y_bd, ctx)
 
     # ------------------------------------------------------------------ encode / decode
     @property
@@ -212,15 +184,61 @@ class SparseAutoencoder(nn.Module):
         return rules.activate(h, c.architecture, c.k, self.threshold_s, self.training, latent_dim,
                               c.jumprelu_bandwidth)
 
+    MAX_REMEMBERED_THREADS = 64
+    """`encode` keeps the normalisation of this many threads' last inputs (oldest dropped)."""
+
+    def encode_with_context(self, x_bd: Tensor) -> tuple[Tensor, NormContext]:
+        """Latents f [..., d_sae] of raw inputs x [..., d_in], and the context that undoes their
+        normalisation (`decode(f, ctx)`): the explicit form, for code that decodes other latents
+        or encodes in several places at once."""
+        x_norm, ctx = self.normalize(x_bd)
+        f = self.activate(self.pre_activation(x_norm.reshape(-1, x_norm.shape[-1])))
+        return f.reshape(*x_bd.shape[:-1], -1), ctx
+
     def encode(self, x_bd: Tensor) -> Tensor:
-        """Latent activations f [B, d_sae] of raw inputs x [B, d_in]."""
-        x_norm, _ = self.normalize(x_bd)
-        return self.activate(self.pre_activation(x_norm))
+        """Latent activations f [..., d_sae] of raw inputs x [..., d_in].
+
+        As in SAELens, it keeps the normalisation statistics of x (per thread, for unit_norm
+        and layer_norm) so that `decode(f)` of latents of this batch returns the input space."""
+        f, ctx = self.encode_with_context(x_bd)
+        if self.cfg.normalize_activations in PER_INPUT_NORMS:
+            memory = self._encoded_norms
+            memory.pop(threading.get_ident(), None)
+            memory[threading.get_ident()] = (x_bd.shape[:-1], ctx)
+            while len(memory) > self.MAX_REMEMBERED_THREADS:
+                memory.pop(next(iter(memory)))
+        return f
 
     def decode(self, f_bs: Tensor, ctx: NormContext | None = None) -> Tensor:
-        """Reconstruction from latents; with `ctx` (from `normalize`) in the input space."""
-        y = f_bs @ self.W_dec + self.b_dec
+        """Reconstruction x̂ [..., d_in] of latents f [..., d_sae] in the input space: the
+        normalisation undone, so `decode(encode(x))` is x̂ as SAELens's is (and `forward`'s).
+
+        none and expected_average_only_in need nothing else. unit_norm and layer_norm need the
+        inputs' own statistics: `ctx` (from `encode_with_context` or `normalize`), else those of
+        this thread's last `encode`, when its batch has f's shape (edited latents of that batch
+        decode too); otherwise a ValueError. `decode_normalized` is x̂ in the normalised space."""
+        y = self.decode_normalized(f_bs)
+        mode = self.cfg.normalize_activations
+        if ctx is None and mode in PER_INPUT_NORMS:
+            shape, ctx = self._encoded_norms.get(threading.get_ident(), (None, None))
+            if ctx is None or shape != f_bs.shape[:-1]:
+                seen = "no encode in this thread" if ctx is None else f"the last encode had batch shape {list(shape)}"
+                raise ValueError(
+                    f"decode: this SAE normalises each input ({mode}), so decoding needs those inputs' statistics, "
+                    f"but latents of shape {list(f_bs.shape)} came with none ({seen}); call encode(x) on their "
+                    "inputs first, pass ctx from encode_with_context(x), or use decode_normalized(f) for the "
+                    "normalised space")
+            if not torch.is_inference_mode_enabled():  # statistics kept under inference_mode, used outside it
+                ctx = NormContext(*(t.clone() if t is not None and t.is_inference() else t
+                                    for t in (ctx.scale_b1, ctx.shift_b1)))
+        elif ctx is None and mode == "expected_average_only_in":  # one constant: nothing to keep
+            ctx = normalize(self.cfg, y[..., :1])[1]
         return self.denormalize(y, ctx) if ctx is not None else y
+
+    def decode_normalized(self, f_bs: Tensor) -> Tensor:
+        """f @ W_dec + b_dec: the reconstruction in the normalised space the SAE works in
+        (context-free; `decode` maps it back to the inputs' space)."""
+        return f_bs @ self.W_dec + self.b_dec
 
     def prefix_reconstructions(self, f_bs: Tensor) -> list[Tensor]:
         """matryoshka: x̂_g = f[:, :g] @ W_dec[:g] + b_dec for each prefix size g in `groups`, in the
@@ -254,7 +272,7 @@ class SparseAutoencoder(nn.Module):
         x_c = x_norm - self.b_dec
         h = self.pre_activation(x_norm)
         f = self.activate(h)
-        y_norm = f @ self.W_dec + self.b_dec
+        y_norm = self.decode_normalized(f)
         mse = (y_norm - x_norm).pow(2).mean()
         arch = self.cfg.architecture
         if arch == "relu":

@@ -79,3 +79,94 @@ def test_every_layout_of_the_pre_activation_is_the_same_function(arch, normalize
         else:  # the inference codes themselves
             assert torch.allclose(codes, sae.encode(x), atol=1e-5)
         assert torch.allclose(sae.elementwise_codes(x, cols, latent_major=True), codes[:, cols].T, atol=1e-5)
+
+
+# ---------------------------------------------------------------- encode / decode in the input space
+NORMS = ["none", "layer_norm", "unit_norm", "expected_average_only_in"]
+
+
+@pytest.mark.parametrize("normalize", NORMS)
+@pytest.mark.parametrize("arch", ["relu", "topk"])
+def test_decode_of_encode_is_the_input_space_as_in_saelens(tmp_path, arch, normalize):
+    """Our SAE and the same weights loaded by the live SAELens (SAE.load_from_disk of our export:
+    unit_norm as constant_norm_rescale, the scalar factor folded) give the same decode(encode(x))."""
+    pytest.importorskip("sae_lens")
+    from sae_lens import SAE
+
+    from interop_helpers import clear_rows
+    from sae_core.interop import export_sae
+    from sae_core.io import save_sae
+
+    ours = _sae(arch, normalize, seed=len(arch) + len(normalize))
+    save_sae(ours, tmp_path / "ours")
+    export_sae(tmp_path / "ours", tmp_path / "theirs", "saelens")
+    theirs = SAE.load_from_disk(str(tmp_path / "theirs")).eval()
+    x = _x(seed=len(normalize)) * 1.7
+    with torch.no_grad():
+        x_hat = ours.decode(ours.encode(x))
+        rows = clear_rows(ours.pre_activation(ours.normalize(x)[0]), k=K if arch == "topk" else None)
+        theirs_hat = theirs.decode(theirs.encode(x))
+        relative = (x_hat - theirs_hat).double().abs().amax(dim=1) / x.double().norm(dim=1)  # rows up to 10x the norm
+        assert float(relative[rows].max()) < 1e-5, float(relative[rows].max())
+        assert torch.allclose(x_hat, ours(x).x_hat_bd, atol=1e-5)  # the full forward, the same function
+        y = ours.decode_normalized(ours.encode(x))  # the context-free decode: the normalised space
+        assert torch.allclose(y, ours(x).x_hat_norm_bd, atol=1e-5)
+        if normalize != "none":
+            assert (y - x_hat).abs().max() > 1.0
+
+
+def test_per_input_normalisations_decode_only_what_they_can_undo():
+    sae = _sae("relu", "layer_norm")
+    x = _x()
+    with torch.no_grad():
+        f = sae.encode(x)
+        edited = f.clone()
+        edited[:, 3] *= 2
+        _, ctx = sae.encode_with_context(x)
+        assert torch.allclose(sae.decode(edited), sae.decode(edited, ctx))  # latents of that batch, edited
+        with pytest.raises(ValueError, match=r"batch shape \[33\].*decode_normalized"):
+            sae.decode(f[:5])  # not the batch the last encode saw
+        errors: list[Exception] = []
+
+        def other_thread() -> None:
+            try:
+                sae.decode(f)
+            except ValueError as exc:
+                errors.append(exc)
+            assert torch.allclose(sae.decode(f, ctx), sae(x).x_hat_bd, atol=1e-5)  # explicit: any thread
+
+        import threading
+
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+        assert errors and "no encode in this thread" in str(errors[0])
+        batch = x.reshape(3, 11, D)  # leading dimensions keep their shape
+        assert torch.allclose(sae.decode(sae.encode(batch)), sae(x).x_hat_bd.reshape(3, 11, D), atol=1e-5)
+    with torch.inference_mode():
+        f = sae.encode(x)
+    x_hat = sae.decode(f.clone())  # statistics kept under inference_mode, decoded with autograd on
+    assert x_hat.requires_grad and torch.allclose(x_hat, sae(x).x_hat_bd, atol=1e-5)
+
+
+@pytest.mark.parametrize("normalize", ["none", "expected_average_only_in"])
+def test_constant_normalisations_decode_without_a_context(normalize):
+    sae, x = _sae("topk", normalize), _x()
+    f = sae.encode_with_context(x)[0]  # nothing remembered
+    with torch.no_grad():
+        assert torch.allclose(sae.decode(f), sae(x).x_hat_bd, atol=1e-6)
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    from sae_core.io import load_sae, save_sae
+
+    text = (REPO / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "load_sae" in b)
+    assert len(block.strip().splitlines()) <= 5
+    folder = re.search(r'load_sae\("([^"]+)"\)', block).group(1)
+    save_sae(_sae("relu", "layer_norm"), tmp_path / folder)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    with torch.no_grad():
+        assert torch.allclose(scope["x_hat"], load_sae(tmp_path / folder)(scope["x"]).x_hat_bd, atol=1e-5)

@@ -35,7 +35,8 @@ class Hints:
 
     norm_scaling_factor: float | None = None
     """SAELens expected_average_only_in: the factor, when no activation_scaler.json is beside
-    cfg.json (SAELens's pretrained_saes.yaml lists it); refused when one is, with another value."""
+    cfg.json (SAELens's pretrained_saes.yaml lists it); refused when the file records another
+    value, or for any other normalisation."""
     arch: Literal["relu", "topk", "jumprelu", "batchtopk"] | None = None
     """overcomplete only (its state dict does not record the class): SAE=relu, TopKSAE=topk,
     JumpSAE=jumprelu, BatchTopKSAE=batchtopk."""

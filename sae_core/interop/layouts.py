@@ -8,12 +8,12 @@ from ..io import CFG_FILE, WEIGHTS_FILE, load_sae, save_sae
 from ..sae import SparseAutoencoder
 from . import EXPORT_TARGETS, Hints
 from .common import Draft, Refused, load_pt, read_json
-from .dictlearn import dictlearn_files, read_dictlearn
+from .dictlearn import dictlearn_files, read_dictlearn, without_config
 from .overcomplete import is_overcomplete_state, load_state, read_overcomplete
 from .prisma import CHECKPOINT_STUBS, is_prisma_dir, read_prisma_checkpoint, read_prisma_dir
 from .saelens import export_saelens, is_saelens_dir, read_saelens
 from .saev import is_saev_file, read_saev
-from .sparsify import export_sparsify, is_sparsify_dir, read_sparsify, sparsify_hookpoints
+from .sparsify import export_sparsify, hookpoint_of, is_sparsify_dir, read_sparsify, sparsify_hookpoints
 
 
 def detect_source(src: str | Path) -> str:
@@ -32,6 +32,8 @@ def detect_source(src: str | Path) -> str:
             return "vit-prisma"
         if sparsify_hookpoints(src):
             return "sparsify-trainer"
+        if (src / "ae.pt").is_file():
+            raise Refused(without_config(src / "ae.pt") or f"{src}: unreadable ae.pt")
     else:
         if is_saev_file(src):
             return "saev"
@@ -52,6 +54,9 @@ def _read_file(src: Path, hints: Hints) -> tuple[str, Draft]:
         state = load_pt(src, str(src), CHECKPOINT_STUBS)
         if isinstance(state, dict) and {"cfg", "state_dict"} <= set(state):
             return "vit-prisma", read_prisma_checkpoint(src)
+        problem = without_config(src, set(state) if isinstance(state, dict) else None)
+        if problem:
+            raise Refused(problem)
     if is_overcomplete_state(load_state(src)):
         return "overcomplete", read_overcomplete(src, hints.arch, hints.k, hints.dictionary_norm)
     raise ValueError(f"{src}: neither a ViT-Prisma checkpoint ({{'cfg', 'state_dict'}}) nor an overcomplete "
@@ -84,7 +89,7 @@ def convert(src: str | Path, dst: str | Path,
     _check_hints(layout, hints)
     if layout == "sparsify-trainer":
         run_cfg = read_json(src / "config.json") if (src / "config.json").is_file() else {}
-        drafts = [(dst / p.relative_to(src), read_sparsify(p, str(p.relative_to(src).parts[0]), run_cfg), p)
+        drafts = [(dst / p.relative_to(src), read_sparsify(p, hookpoint_of(p, src), run_cfg), p)
                   for p in sparsify_hookpoints(src)]
         return layout, [(out, _write(draft, p, out)) for out, draft, p in drafts]
     if layout == "clipsae":
