@@ -52,8 +52,6 @@ def rates(ctx: Ctx, model: str, n: int, batch: int, workers: int, rounds: int, f
     for r in range(rounds):
         b.append(bare())
         p.append(pipeline(r))
-    del enc
-    free_cuda()
     return statistics.median(b), statistics.median(p)
 
 
@@ -72,6 +70,7 @@ def run(ctx: Ctx) -> None:
             ctx.skip(f"embed {model}", "the section's budget is nearly spent")
             continue
         bare, pipe = rates(ctx, model, n, batch, workers, rounds, ctx.work)
+        free_cuda()  # the encoder went with rates()' frame
         note = f"{n} JPEGs 500x375, batch {batch}, {workers} workers, median of {rounds}"
         ctx.rec(f"embed {model}: bare forward", round(bare, 1), "images/s", note)
         ctx.rec(f"embed {model}: clipsae embed pipeline", round(pipe, 1), "images/s", f"{pipe / bare:.0%} of bare")

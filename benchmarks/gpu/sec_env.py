@@ -37,7 +37,6 @@ def run(ctx: Ctx) -> None:
     b = torch.empty_like(a)
     t, _, _ = timed(lambda: b.copy_(a), ctx.device, repeats=10, warmup=3)
     ctx.rec("device-to-device copy", round(2 * a.numel() * 2 / t / 1e12, 2), "TB/s", "bytes read + written")
-    del a, b
     m = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     t, _, _ = timed(lambda: m @ m, ctx.device, repeats=10, warmup=3)
     ctx.rec("bf16 matmul 8192³", round(2 * 8192**3 / t / 1e12, 1), "TFLOP/s", "random data")

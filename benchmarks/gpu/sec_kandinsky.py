@@ -91,8 +91,6 @@ def measure_precision(ctx: Ctx, prior_dir, decoder_dir, precision: str, parts: d
         t, _, _ = timed(lambda: steerer.decode(x, neg, 0, steps, size), ctx.device, reps)
         ctx.rec(f"decoder {p} {size}px {steps} steps, eager attention", round(t, 3), "s",
                 "set_default_attn_processor (vs the SDPA row above)")
-    del steerer, pipes
-    free_cuda()
 
 
 def generate_rows(ctx: Ctx, steerer, latent: int, size: int, steps: int, prior_steps: int, reps: int, p: str,
@@ -139,6 +137,7 @@ def run(ctx: Ctx) -> None:
     for i, precision in enumerate(parts["precisions"]):
         try:
             measure_precision(ctx, prior_dir, decoder_dir, precision, parts, first=i == 0)
+            free_cuda()  # the pipelines went with measure_precision's frame
         except Exception as exc:  # noqa: BLE001 - a failed precision must not hide the other's rows
             if i == 0 and ctx.smoke:
                 raise

@@ -28,7 +28,6 @@ def count_syncs(prof) -> dict[str, int]:
 
 
 def _profile(ctx: Ctx, fn, name: str, per: int, unit: str) -> None:
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.cuda else [])
@@ -45,7 +44,6 @@ def _profile(ctx: Ctx, fn, name: str, per: int, unit: str) -> None:
     ctx.rec(f"{name}: syncs per {unit}", round((runtime if ctx.cuda else ops) / per, 2), "",
             f"{'CUDA runtime syncs' if ctx.cuda else 'sync-making ops'} over {per} {unit}s: {counts}")
     ctx.rec(f"{name}: time per {unit}", round(1000 * seconds / per, 3), "ms", "under the profiler")
-    del torch
 
 
 def train_loop(ctx: Ctx, rows: int, d: int, d_sae: int, k: int, batch: int):

@@ -134,9 +134,7 @@ def evaluate_clipsae(ctx: Ctx, out: Path, held: np.ndarray, atoms: np.ndarray) -
     from sae_core.io import load_sae
 
     sae = load_sae(out, device=ctx.device).eval()
-    q = quality(ctx, sae.W_dec.detach(), lambda x: sae(x).x_hat_bd, held, atoms)
-    del sae
-    return q
+    return quality(ctx, sae.W_dec.detach(), lambda x: sae(x).x_hat_bd, held, atoms)
 
 
 def evaluate_sparsify(ctx: Ctx, out: Path, held: np.ndarray, atoms: np.ndarray) -> dict:
@@ -146,9 +144,7 @@ def evaluate_sparsify(ctx: Ctx, out: Path, held: np.ndarray, atoms: np.ndarray) 
     from sparsify import SparseCoder
 
     sae = SparseCoder.load_from_disk(out, device=ctx.device)
-    q = quality(ctx, sae.W_dec.detach(), lambda x: sae(x).sae_out, held, atoms)
-    del sae
-    return q
+    return quality(ctx, sae.W_dec.detach(), lambda x: sae(x).sae_out, held, atoms)
 
 
 def bench_set(ctx: Ctx, name: str, s: dict) -> None:
@@ -191,8 +187,6 @@ def bench_set(ctx: Ctx, name: str, s: dict) -> None:
 
 
 def run(ctx: Ctx) -> None:
-    import torch
-
     sets = SMOKE if ctx.smoke else SETS
     if ctx.cuda:
         import importlib.util
@@ -208,4 +202,3 @@ def run(ctx: Ctx) -> None:
         except Exception as exc:  # noqa: BLE001 - the next set still runs
             ctx.rec(f"{name}: failed", f"{type(exc).__name__}: {exc}"[:400])
         free_cuda()
-    del torch
