@@ -1,7 +1,8 @@
 """sparsify 1.3.3 trained as its Trainer does, in a plain loop over `sae_core.data`'s batches
 (the same rows in the same order as `clipsae train --seed 0`): b_dec = mean of the first
 batch, FVU loss, the gradient parallel to the decoder rows removed, rows renormalised after
-each step, Adam at a constant lr. On CUDA: its Trainer's `set_float32_matmul_precision
+each step, Adam at a constant lr (or, with "optimizer": "signum", sparsify's default:
+schedule-free sign SGD at its own lr rule). On CUDA: its Trainer's `set_float32_matmul_precision
 ("high")`, its bf16-autocast forward and its Triton sparse decoder (unless
 SPARSIFY_DISABLE_TRITON=1). Prints one JSON line: import_s, loop_s, steps, decoder.
 
@@ -34,7 +35,14 @@ if dev.startswith("cuda"):
 x = np.load(a["acts"], mmap_mode="r")
 torch.manual_seed(0)
 sae = SparseCoder(x.shape[1], SparseCoderConfig(num_latents=a["d_sae"], k=a["k"]), device=dev)
-opt = torch.optim.Adam(sae.parameters(), lr=a["lr"])
+if a.get("optimizer", "adam") == "adam":
+    opt = torch.optim.Adam(sae.parameters(), lr=a["lr"])
+else:  # sparsify's default: schedule-free sign SGD at its own lr rule (sparsify/trainer.py)
+    from schedulefree import ScheduleFreeWrapper
+    from sparsify.sign_sgd import SignSGD
+
+    opt = ScheduleFreeWrapper(SignSGD(sae.parameters(), lr=5e-3 / (a["d_sae"] / 2**14) ** 0.5), momentum=0.95)
+    opt.train()
 src = ActivationSource(a["acts"])
 plan = make_plan(src.n_rows, a["batch"], 262_144, 1_024)
 sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
@@ -53,6 +61,8 @@ for epoch in range(a["epochs"]):
         step += 1
 sync()
 t_end = time.perf_counter()
+if a.get("optimizer", "adam") != "adam":
+    opt.eval()
 sae.save_to_disk(a["out"])
 print(json.dumps({"import_s": t_import - t0, "loop_s": t_end - t_loop, "steps": step, "decoder": decoder_impl.__name__,
                   "note": note}))
