@@ -20,7 +20,8 @@ from precompute.cli import COMMANDS as PRECOMPUTE_COMMANDS
 from sae_core.cli import COMMANDS as SAE_COMMANDS
 from sae_core.cliargs import add_config_flags, config_from_args, run_reporting
 
-from .configs import DEFAULT_HOST, DEFAULT_PORT, CollageConfig, DemoConfig, IconsConfig, ServeConfig, UpConfig
+from .configs import (DEFAULT_HOST, DEFAULT_PORT, CollageConfig, DemoConfig, IconsConfig, KandinskyOptions, ServeConfig,
+                      UpConfig)
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServeConfig", "DemoConfig", "UpConfig", "IconsConfig", "build_parser",
            "main", "run_demo"]
@@ -29,6 +30,7 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServeConfig", "DemoConfig", "UpConfi
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="the app: browse an atlas, inspect images, steer Kandinsky 2.2")
     add_config_flags(p, ServeConfig)
+    add_config_flags(p, KandinskyOptions)
     p.set_defaults(func=_run_serve)
 
 
@@ -38,7 +40,7 @@ def _run_serve(a: argparse.Namespace) -> int:
     c = config_from_args(ServeConfig, a)
     serve(c.atlas, c.steer_atlas, host=c.host, port=c.port, share=c.share, prior=c.prior, decoder=c.decoder,
           tiny_kandinsky=c.tiny_kandinsky, device=c.device, images_root=c.images_root,
-          announce=f"serving {c.atlas} on http://{c.host}:{c.port}")
+          kandinsky=config_from_args(KandinskyOptions, a), announce=f"serving {c.atlas} on http://{c.host}:{c.port}")
     return 0
 
 
@@ -116,13 +118,14 @@ def _run_collage(a: argparse.Namespace) -> int:
 def _add_icons(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("icons", help="precompute feature icons of a steering atlas (KATLAS/icons/), e.g. on a GPU")
     add_config_flags(p, IconsConfig)
+    add_config_flags(p, KandinskyOptions)
     p.set_defaults(func=_run_icons)
 
 
 def _run_icons(a: argparse.Namespace) -> int:
     from .icons import icons_main
 
-    print(icons_main(config_from_args(IconsConfig, a)))
+    print(icons_main(config_from_args(IconsConfig, a), config_from_args(KandinskyOptions, a)))
     return 0
 
 

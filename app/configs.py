@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from precompute.hub_ids import KANDINSKY_DECODER, KANDINSKY_PRIOR
 from precompute.selection import parse_latents
@@ -76,6 +77,27 @@ class UpConfig:
     """auto (cuda when available), cpu, cuda, cuda:N."""
     images_root: str | None = None
     """Folder the atlases' image paths are relative to (default: DATA/images when present, else as recorded)."""
+
+
+Precision = Literal["auto", "float32", "float16", "bfloat16"]
+Attention = Literal["sdpa", "eager"]
+PRECISIONS = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class KandinskyOptions:
+    """How the Kandinsky 2.2 pipelines run (the flags of `clipsae serve` and `clipsae icons`;
+    `app.kandinsky.load_pipelines` applies them)."""
+
+    precision: Precision = "auto"
+    """Compute precision of the Kandinsky pipelines: auto (float16 on CUDA, float32 on the CPU),
+    float32, float16 or bfloat16."""
+    attention: Attention = "sdpa"
+    """Attention kernels: sdpa (PyTorch's scaled_dot_product_attention, flash / memory-efficient
+    kernels on CUDA; diffusers' and transformers' default) or eager (plain matmul + softmax)."""
+    compile_decoder: bool = False
+    """torch.compile the decoder's UNet, channels-last (for CUDA: the first generation at each
+    resolution compiles, about a minute; later ones run the compiled graph)."""
 
 
 @dataclass(frozen=True)

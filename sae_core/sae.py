@@ -82,19 +82,22 @@ class SAEOutput:
         return f
 
     @torch.no_grad()
-    def latent_stats(self) -> tuple[float, Tensor]:
-        """(Σ|f|, per-latent count of non-zero activations), with one pass over f.
+    def latent_stats(self) -> tuple[Tensor, Tensor]:
+        """(Σ|f| as a 0-d tensor, per-latent count of non-zero activations), with one pass over f,
+        both left on f's device (no host-device sync).
 
         Every architecture gives f >= 0, so Σ|f| = Σf."""
         if self.coords is not None:
             _, cols, vals = self.coords
-            counts = torch.bincount(cols[vals != 0], minlength=self.h_bs.shape[1])
-            return float(vals.detach().sum()), counts
+            # a zero value adds 0 to its latent's count: no boolean mask, and index_add_ rather than
+            # bincount, which reads the largest index back to the host on CUDA (both syncs)
+            counts = torch.zeros(self.h_bs.shape[1], dtype=torch.int64, device=cols.device)
+            return vals.detach().sum(), counts.index_add_(0, cols, (vals != 0).to(torch.int64))
         f = self.f_dense_bs.detach()  # type: ignore[union-attr]
         # 0/1 written straight into a float buffer, then a float column sum: cheaper on a CPU than
         # count_nonzero (bool -> int64 cast + int64 reduction); exact below 2**24 rows.
         counts = torch.gt(f, 0, out=torch.empty_like(f)).sum(dim=0)
-        return float(f.sum()), counts.to(torch.int64)
+        return f.sum(), counts.to(torch.int64)
 
 
 class SparseAutoencoder(nn.Module):
@@ -250,7 +253,7 @@ class SparseAutoencoder(nn.Module):
     SPARSE_RELU_DENSITY = 0.05
     """ReLU trains on the sparse path when the last batch had fewer active latents than this."""
 
-    def note_density(self, active_fraction: float) -> None:
+    def note_density(self, active_fraction: float | Tensor) -> None:
         """Tell the model the fraction of active latents of the last training batch (the
         trainer has it from its statistics), which picks ReLU's dense or sparse path. It is a
         buffer, so checkpoints carry it and a resumed run takes the same path."""
@@ -353,12 +356,12 @@ class SparseAutoencoder(nn.Module):
     def update_batchtopk_threshold_(self, kept: Tensor, momentum: float) -> None:
         """EMA of the smallest activation kept by the batch top-k (batchtopk, matryoshka).
 
-        `kept`: the kept activation values (any shape; zeros are ignored)."""
-        active = kept[kept > 0]
-        if active.numel() == 0:
+        `kept`: the kept activation values (any shape; zeros are ignored). Written with
+        `torch.where` rather than branches, so nothing is read back to the host: the first
+        update sets the threshold, a batch with nothing kept leaves it unchanged."""
+        if kept.numel() == 0:  # a shape, known on the host
             return
-        low = active.min()
-        if bool((self.threshold == 0).all()):
-            self.threshold.fill_(low)
-        else:
-            self.threshold.mul_(momentum).add_((1 - momentum) * low)
+        low = torch.where(kept > 0, kept, torch.full_like(kept, float("inf"))).min()
+        ema = self.threshold * momentum + (1 - momentum) * low
+        new = torch.where((self.threshold == 0).all(), low.expand_as(self.threshold), ema)
+        self.threshold.copy_(torch.where(torch.isfinite(low), new, self.threshold))
