@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from precompute.atlas_format import ENCODER_FILE, LABEL_VOCAB, content_hash, read_manifest
+from precompute.atlas_scores import LatentScores, read_scores
 from precompute.indexes import FlatIndex
 from precompute.interpret import NO_PATTERN, read_interpretations
 from sae_core.edit import latent_id
@@ -295,6 +296,16 @@ class Atlas:
             ranks = [r for r, (w, _) in enumerate(row["keywords"]) if text in w]
             hits.append((ranks[0] if ranks else len(row["keywords"]), s))
         return [s for _, s in sorted(hits)[:n]]
+
+    @cached_property
+    def latent_scores(self) -> LatentScores | None:
+        """Per-latent quality scores and the SAE's card (scores/, `clipsae eval card --atlas`), read
+        on first use; None without. An unreadable or stale file is logged and ignored."""
+        try:
+            return read_scores(self.path, self.manifest)
+        except (ValueError, OSError) as exc:
+            log.warning("ignoring the scores of %s: %s", self.path, exc)
+            return None
 
     # ------------------------------------------------------------------ navigation helpers (the app)
     # Landing choice, previous/next and search over latents that fire; read-only like the rest.

@@ -2,7 +2,10 @@
 
 This is the top of the pipeline, so it may import every stage: each stage exposes its own
 subcommands (`sae_core.cli`, `precompute.cli`, `evaluation.cli`) and the app adds its own
-(serve, demo, up, collage). Every expected user error is one line and a non-zero exit.
+(serve, demo, up, icons, collage). Every subcommand's flags are the fields of its config
+dataclass (each stage's `configs.py`, turned into flags by `sae_core.cliargs`), and building
+the parser imports no torch, so `clipsae --help` is quick. Every expected user error is one
+line and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -11,83 +14,23 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from evaluation.cli import add_eval
+from evaluation.cli import COMMANDS as EVAL_COMMANDS
 from precompute.cli import COMMANDS as PRECOMPUTE_COMMANDS
-from precompute.hub_ids import KANDINSKY_DECODER, KANDINSKY_PRIOR
-from sae_core.cliargs import add_config_flags, config_from_args, run_reporting
 from sae_core.cli import COMMANDS as SAE_COMMANDS
+from sae_core.cliargs import add_config_flags, config_from_args, run_reporting
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7860
+from .configs import (DEFAULT_HOST, DEFAULT_PORT, CollageConfig, DemoConfig, IconsConfig, KandinskyOptions, ServeConfig,
+                      UpConfig)
 
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """`clipsae serve`: which atlases, where to listen, which Kandinsky."""
-
-    atlas: str
-    """An atlas folder (clipsae atlas)."""
-    steer_atlas: str | None = None
-    """An atlas of a Kandinsky-prior SAE (enables the Steer tab)."""
-    host: str = DEFAULT_HOST
-    """Interface to bind (default: this machine only)."""
-    port: int = DEFAULT_PORT
-    """Port to listen on."""
-    prior: str = KANDINSKY_PRIOR
-    """Kandinsky 2.2 prior: hub id (from the HF cache) or local diffusers folder."""
-    decoder: str = KANDINSKY_DECODER
-    """Kandinsky 2.2 decoder: hub id (from the HF cache) or local diffusers folder."""
-    tiny_kandinsky: bool = False
-    """Tiny random Kandinsky components (CPU demo of the mechanics)."""
-    share: bool = False
-    """Also open a public Gradio share link (off by default)."""
-    device: str = "auto"
-    """auto (cuda when available), cpu, cuda, cuda:N."""
-    images_root: str | None = None
-    """Folder the atlases' image paths are relative to (default: as recorded in each atlas)."""
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """`clipsae demo`: build (once) and serve the embedded demo."""
-
-    cache_dir: str = "demo_cache"
-    """Where the demo is built and cached."""
-    rebuild: bool = False
-    """Delete the cached demo and build it again."""
-    serve: bool = True
-    """Serve the app after building (--no-serve: build and report only)."""
-    host: str = DEFAULT_HOST
-    """Interface to bind (default: this machine only)."""
-    port: int = DEFAULT_PORT
-    """Port to listen on."""
-    device: str = "auto"
-    """auto (cuda when available), cpu, cuda, cuda:N."""
-
-
-@dataclass(frozen=True)
-class UpConfig:
-    """`clipsae up`: the container's command."""
-
-    data: str = "/data"
-    """Folder holding atlas/ (and optionally katlas/ and images/)."""
-    cache_dir: str = "demo_cache"
-    """Where the demo is built when no atlas is mounted."""
-    host: str = DEFAULT_HOST
-    """Interface to bind (default: this machine only)."""
-    port: int = DEFAULT_PORT
-    """Port to listen on."""
-    device: str = "auto"
-    """auto (cuda when available), cpu, cuda, cuda:N."""
-    images_root: str | None = None
-    """Folder the atlases' image paths are relative to (default: DATA/images when present, else as recorded)."""
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServeConfig", "DemoConfig", "UpConfig", "IconsConfig", "build_parser",
+           "main", "run_demo"]
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="the app: browse an atlas, inspect images, steer Kandinsky 2.2")
-    add_config_flags(p, ServeConfig, required=("atlas",))
+    add_config_flags(p, ServeConfig)
+    add_config_flags(p, KandinskyOptions)
     p.set_defaults(func=_run_serve)
 
 
@@ -97,7 +40,7 @@ def _run_serve(a: argparse.Namespace) -> int:
     c = config_from_args(ServeConfig, a)
     serve(c.atlas, c.steer_atlas, host=c.host, port=c.port, share=c.share, prior=c.prior, decoder=c.decoder,
           tiny_kandinsky=c.tiny_kandinsky, device=c.device, images_root=c.images_root,
-          announce=f"serving {c.atlas} on http://{c.host}:{c.port}")
+          kandinsky=config_from_args(KandinskyOptions, a), announce=f"serving {c.atlas} on http://{c.host}:{c.port}")
     return 0
 
 
@@ -157,76 +100,32 @@ def _run_up(a: argparse.Namespace) -> int:
 
 
 def _add_collage(sub: argparse._SubParsersAction) -> None:
-    from .collage import CollageConfig
-
     p = sub.add_parser("collage", help="one PNG per latent: its top images with patch masks and a caption strip",
                        description="Seed 001's collages: each latent's top images in a grid with their patch masks, "
                                    "values, label / interpretation and frequency.")
-    add_config_flags(p, CollageConfig, positional=("atlas",), required=("out",))
+    add_config_flags(p, CollageConfig)
     p.set_defaults(func=_run_collage)
 
 
 def _run_collage(a: argparse.Namespace) -> int:
-    from .collage import CollageConfig, collage_main
+    from .collage import collage_main
 
     paths = collage_main(config_from_args(CollageConfig, a))
     print(f"wrote {len(paths)} collages to {a.out}" + (f" ({paths[0].name} …)" if paths else ""))
     return 0
 
 
-@dataclass(frozen=True)
-class IconsConfig:
-    """`clipsae icons KATLAS`: precompute the feature icons of a steering atlas."""
-
-    katlas: str
-    """A steering atlas (a Kandinsky-prior SAE's atlas); icons go to KATLAS/icons/."""
-    prior: str = KANDINSKY_PRIOR
-    """Kandinsky 2.2 prior: hub id (from the HF cache) or local diffusers folder."""
-    decoder: str = KANDINSKY_DECODER
-    """Kandinsky 2.2 decoder: hub id (from the HF cache) or local diffusers folder."""
-    tiny_kandinsky: bool = False
-    """Tiny random Kandinsky components (tests and CPU demos)."""
-    size: int = 512
-    """Icon resolution in pixels (512 with the real decoder on a GPU; 64 on a CPU)."""
-    steps: int = 12
-    """Decoder steps per icon."""
-    seed: int = 0
-    """Noise seed, the same for every icon."""
-    strength: float = 1.0
-    """Each latent is set to strength × its highest activation over the atlas's images."""
-    latents: str = ""
-    """Comma-separated latent ids (default: every latent that fires)."""
-    device: str = "auto"
-    """auto (cuda when available), cpu, cuda, cuda:N."""
-
-
 def _add_icons(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("icons", help="precompute feature icons of a steering atlas (KATLAS/icons/), e.g. on a GPU")
-    add_config_flags(p, IconsConfig, positional=("katlas",))
+    add_config_flags(p, IconsConfig)
+    add_config_flags(p, KandinskyOptions)
     p.set_defaults(func=_run_icons)
 
 
 def _run_icons(a: argparse.Namespace) -> int:
-    import torch
+    from .icons import icons_main
 
-    from sae_core.device import is_cuda, resolve_device
-    from sae_core.io import load_sae
-
-    from .atlas import Atlas
-    from .icons import IconSpec, write_icons
-    from .kandinsky import load_pipelines, make_tiny_pipelines
-    from .steer import Steerer
-
-    c = config_from_args(IconsConfig, a)
-    dev = str(resolve_device(c.device))
-    atlas = Atlas(c.katlas)
-    latents = [atlas.check_latent(x) for x in c.latents.split(",") if x.strip()] or None
-    pipes = make_tiny_pipelines(device=dev) if c.tiny_kandinsky else load_pipelines(
-        c.prior, c.decoder, device=dev, dtype=torch.float16 if is_cuda(dev) else torch.float32)
-    steerer = Steerer(pipes, load_sae(atlas.path / "sae", device=dev), device=dev)
-    spec = IconSpec(size=c.size, steps=c.steps, seed=c.seed, strength=c.strength)
-    n = write_icons(atlas, steerer, spec, latents, decoder_name="tiny" if c.tiny_kandinsky else c.decoder)
-    print(f"{n} icon(s) written to {atlas.path / 'icons'} ({spec.size} px, {spec.steps} steps)")
+    print(icons_main(config_from_args(IconsConfig, a), config_from_args(KandinskyOptions, a)))
     return 0
 
 
@@ -242,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in [*SAE_COMMANDS, *PRECOMPUTE_COMMANDS, add_eval, *APP_COMMANDS]:
+    for add in [*SAE_COMMANDS, *PRECOMPUTE_COMMANDS, *EVAL_COMMANDS, *APP_COMMANDS]:
         add(sub)
     return parser
 

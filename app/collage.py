@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -23,6 +22,7 @@ from precompute.selection import most_frequent_first, parse_latents
 from sae_core.files import atomic_write_with
 
 from .atlas import Atlas
+from .configs import CollageConfig
 from .render import RenderCache, open_thumb, overlay
 
 log = logging.getLogger(__name__)
@@ -32,37 +32,6 @@ GAP = 8
 TEXT = (20, 20, 20)
 MUTED = (90, 90, 90)
 WARN = (170, 40, 0)
-
-
-@dataclass(frozen=True)
-class CollageConfig:
-    """One `clipsae collage` run."""
-
-    atlas: str
-    """An atlas folder (clipsae atlas) whose images are available."""
-    out: str
-    """Folder for the PNGs (latent_<id>.png)."""
-    latents: str | None = None
-    """Which latents: N (the N most frequent), ids a,b,c, ranges a-b, or one id 'a,'."""
-    top: int | None = None
-    """The N most frequent latents (the same as --latents N)."""
-    columns: int = 4
-    """Images per row."""
-    tile: int = 224
-    """Side of each image in pixels."""
-    masks: bool = True
-    """Tint each image's patches by the latent's activation (--no-masks: plain images)."""
-    images_root: str | None = None
-    """Where the atlas's images are (default: the atlas's images_root)."""
-
-    def __post_init__(self) -> None:
-        if (self.latents is None) == (self.top is None):
-            raise ValueError("name the latents with --latents a,b,c (or N) or --top N (one of the two)")
-        if self.top is not None and self.top <= 0:
-            raise ValueError(f"--top must be > 0; got {self.top}")
-        if not 1 <= self.columns <= 16 or not 64 <= self.tile <= 1024:
-            raise ValueError(f"--columns must be 1..16 and --tile 64..1024; got {self.columns}, {self.tile}")
-        parse_latents(self.latents)
 
 
 def _font(size: int) -> ImageFont.ImageFont:

@@ -141,11 +141,15 @@ class DemoPaths:
         return self.root / "kandinsky_atlas"
 
     @property
+    def card(self) -> Path:
+        return self.root / "card"
+
+    @property
     def info(self) -> Path:
         return self.root / "demo.json"
 
 
-PATH_KEYS = ("clip_cache", "clip_sae", "clip_atlas", "kandinsky_atlas")
+PATH_KEYS = ("clip_cache", "clip_sae", "clip_atlas", "kandinsky_atlas", "kandinsky_cache", "card")
 """demo.json's folders: written relative to the demo folder, read back as paths inside it, so a
 demo built from one working directory serves from any other (and from a moved folder)."""
 
@@ -175,6 +179,9 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
     if info is not None:
         if "captioner" not in info:  # a demo built before `clipsae interpret` existed
             info = interpret_demo(info, device)
+            _write_demo_info(paths.root, info)
+        if "card" not in info:  # a demo built before `clipsae eval card` existed
+            info = card_demo({**info, "kandinsky_cache": str(paths.k_cache)}, paths.card, device)
             _write_demo_info(paths.root, info)
         return info
     n = write_demo_images(paths.images)
@@ -215,8 +222,10 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
     link(paths.clip_atlas, paths.k_atlas)
     info = {"n_images": meta["n_images"], "clip_weights": weights, "random_weights": random_weights,
             "clip_cache": str(paths.clip_cache), "clip_sae": str(paths.clip_sae), "clip_atlas": str(paths.clip_atlas),
-            "kandinsky": "real" if real_kandinsky else "tiny", "kandinsky_atlas": str(paths.k_atlas)}
+            "kandinsky": "real" if real_kandinsky else "tiny", "kandinsky_atlas": str(paths.k_atlas),
+            "kandinsky_cache": str(paths.k_cache)}
     info = interpret_demo(info, device)
+    info = card_demo(info, paths.card, device)
     _write_demo_info(paths.root, info)
     return info
 
@@ -231,6 +240,23 @@ def interpret_demo(info: dict, device: str = "auto") -> dict:
     return {**info, "captioner": spec, "captioner_description": captioner.description}
 
 
+DEMO_MORAN_MIN_IMAGES = 10
+"""The demo's 132 images are too few for ViSAEBench's 50 images per latent; its card says 10."""
+
+
+def card_demo(info: dict, out: Path, device: str = "auto") -> dict:
+    """The CLIP SAE's card (`clipsae eval card`), its scores into the CLIP atlas: MS under the
+    Kandinsky prior's image encoder (another encoder, its cache of the same images), Moran's I
+    from the patch tokens, label quality of the interpretations. The demo has no held-out set:
+    the card is measured on the SAE's own training images, and says so in the report."""
+    from evaluation.card import CardConfig, card_main
+
+    card_main(CardConfig(sae=info["clip_sae"], acts=info["clip_cache"], atlas=info["clip_atlas"],
+                         evaluator=info["kandinsky_cache"], moran_min_images=DEMO_MORAN_MIN_IMAGES, out=str(out),
+                         device=device))
+    return {**info, "card": str(out)}
+
+
 def demo_main(root: str = "demo_cache", rebuild: bool = False, device: str = "auto") -> str:
     """Build the demo if needed and return its report (metrics table + atlas preview)."""
     info = build_demo(root, rebuild=rebuild, device=device)
@@ -239,7 +265,17 @@ def demo_main(root: str = "demo_cache", rebuild: bool = False, device: str = "au
     table = metrics_main(info["clip_cache"], info["clip_sae"], device=device)
     return (f"Demo: {info['n_images']} images bundled with scikit-image/scikit-learn.\n{banner}\n"
             f"Latent interpretations (clipsae interpret): {info['captioner_description']}\n\n{table}\n\n"
-            f"{atlas_summary(info['clip_atlas'])}\n")
+            f"{card_summary(info['card'])}\n\n{atlas_summary(info['clip_atlas'])}\n")
+
+
+def card_summary(card_dir: str | Path) -> str:
+    """The demo card's table (card.md's), with where the card is."""
+    from evaluation.card_io import read_card, summary_rows
+
+    rows = summary_rows(read_card(card_dir))
+    lines = [f"Card of the CLIP SAE (clipsae eval card, on its own training images; {card_dir}/card.md):",
+             "| Metric | Value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines)
 
 
 def atlas_summary(atlas: str | Path, n_latents: int = 5) -> str:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from .atlas import Atlas, LatentPage
 from .collage import cached_collage
+from .scores_view import score_data, score_line
 
 if TYPE_CHECKING:
     from .icons import IconStore
@@ -122,6 +123,8 @@ class BrowseHandlers:
             lines.append(f"Fires on **{page.frequency:.1%}** of the {n} images · when it fires: mean "
                          f"**{page.mean_activation:.3g}**, max **{page.max_activation:.3g}** "
                          "(SAE latent activations; the mean is over the images where it fires)")
+        if score_line(atlas, page.latent):  # clipsae eval card --atlas
+            lines.append(score_line(atlas, page.latent))
         if page.neighbours:
             lines.append("**Nearest latents** (cosine of decoder directions): " + " · ".join(
                 f"{link(atlas, j)} {c:.2f}" for j, c in page.neighbours[:N_SHOWN_LINKS]))
@@ -159,7 +162,8 @@ class BrowseHandlers:
                 "top": [{"image": t["image"], "image_path": t["path"], "value": t["value"]} for t in page.top],
                 "bands": [[{"image": q["image"], "image_path": q["path"], "value": q["value"]} for q in band]
                           for band in page.bands],
-                "neighbours": page.neighbours, "links": page.links, "interpretation": atlas.interpretation(page.latent)}
+                "neighbours": page.neighbours, "links": page.links, "interpretation": atlas.interpretation(page.latent),
+                "scores": score_data(atlas, page.latent)}
 
     def collage(self, latent: Any, sae: str = "") -> str:
         """The latent's collage PNG (top images, masks, caption strip), as `clipsae collage` writes it."""

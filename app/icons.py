@@ -19,11 +19,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from precompute.selection import most_frequent_first, parse_latents
 from sae_core.edit import Edit
 from sae_core.files import atomic_write_text, atomic_write_with, check_format
 from sae_core.progress import Progress
 
 from .atlas import Atlas
+from .configs import IconsConfig, KandinskyOptions
 from .jobs import Job
 from .steer import Steerer, steer_embedding
 
@@ -130,3 +132,23 @@ def write_icons(atlas: Atlas, steerer: Steerer, spec: IconSpec, latents: list[in
         bar.update()
     bar.close()
     return len(todo)
+
+
+def icons_main(cfg: IconsConfig, options: KandinskyOptions | None = None) -> str:
+    """`clipsae icons KATLAS`: write the icons of the chosen latents (default: every latent that
+    fires) into KATLAS/icons/; returns the line saying what was written."""
+    from sae_core.device import resolve_device
+    from sae_core.io import load_sae
+
+    from .kandinsky import pipelines_for
+
+    dev = str(resolve_device(cfg.device))
+    atlas = Atlas(cfg.katlas)
+    chosen = parse_latents(cfg.latents)
+    latents = None if chosen.count is None and chosen.ids is None else chosen.resolve(
+        atlas.n_latents, most_frequent_first(atlas.frequency))
+    pipes = pipelines_for(cfg.prior, cfg.decoder, tiny=cfg.tiny_kandinsky, device=dev, options=options)
+    steerer = Steerer(pipes, load_sae(atlas.path / "sae", device=dev), device=dev)
+    spec = IconSpec(size=cfg.size, steps=cfg.steps, seed=cfg.seed, strength=cfg.strength)
+    n = write_icons(atlas, steerer, spec, latents, decoder_name="tiny" if cfg.tiny_kandinsky else cfg.decoder)
+    return f"{n} icon(s) written to {atlas.path / 'icons'} ({spec.size} px, {spec.steps} steps)"

@@ -8,6 +8,7 @@ the steering SAE lives in that space); the decoder turns an embedding into an im
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,22 @@ import torch
 from precompute.hub_ids import KANDINSKY_DECODER as DECODER_ID
 from precompute.hub_ids import KANDINSKY_PRIOR as PRIOR_ID
 
+from .configs import PRECISIONS, KandinskyOptions
+
 if TYPE_CHECKING:
     from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
 
 TINY_DIM = 32
+log = logging.getLogger(__name__)
+
+
+def resolve_dtype(precision: str, device: str | torch.device) -> torch.dtype:
+    """The torch dtype of a precision name: auto is float16 on any CUDA device, else float32."""
+    if precision == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be auto, float32, float16 or bfloat16; got {precision!r}")
+    return getattr(torch, precision)
 
 
 @dataclass
@@ -70,19 +83,42 @@ def kandinsky_available(prior: str = PRIOR_ID, decoder: str = DECODER_ID) -> boo
     return not missing_parts(prior) and not missing_parts(decoder)
 
 
-def _ready(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, device: str, tiny: bool) -> KandinskyPipes:
+def _ready(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, device: str, tiny: bool,
+           options: KandinskyOptions | None = None) -> KandinskyPipes:
     prior.to(device)
     prior.set_progress_bar_config(disable=True)
     decoder.to(device)
     decoder.set_progress_bar_config(disable=True)  # progress goes through the job's step callback
-    return KandinskyPipes(prior, decoder, tiny=tiny)
+    pipes = KandinskyPipes(prior, decoder, tiny=tiny)
+    apply_options(pipes, options or KandinskyOptions())
+    return pipes
+
+
+def apply_options(pipes: KandinskyPipes, options: KandinskyOptions) -> None:
+    """Attention kernels and the optional compiled decoder (precision is chosen at load time)."""
+    if options.attention not in ("sdpa", "eager"):
+        raise ValueError(f"--attention must be sdpa or eager; got {options.attention!r}")
+    if options.attention == "eager":  # diffusers' classic processors; the CLIP encoders' eager attention
+        pipes.prior.prior.set_default_attn_processor()
+        pipes.decoder.unet.set_default_attn_processor()
+        for enc in (pipes.prior.text_encoder, pipes.prior.image_encoder):
+            enc.set_attn_implementation("eager")
+    if options.compile_decoder and not hasattr(pipes.decoder.unet, "_orig_mod"):  # not compiled twice
+        unet = pipes.decoder.unet.to(memory_format=torch.channels_last)
+        pipes.decoder.unet = torch.compile(unet)
+        log.info("the decoder's UNet is compiled on its first call at each resolution")
 
 
 def load_pipelines(prior: str = PRIOR_ID, decoder: str = DECODER_ID, device: str = "cpu",
-                   dtype: torch.dtype = torch.float32) -> KandinskyPipes:
-    """The real pipelines from hub ids (the HF cache, offline) or local diffusers folders.
-    A ValueError names what is missing rather than reaching for the network."""
+                   dtype: torch.dtype | None = None, options: KandinskyOptions | None = None) -> KandinskyPipes:
+    """The real pipelines from hub ids (the HF cache, offline) or local diffusers folders, in
+    `dtype` (default: `options.precision`, auto: float16 on CUDA, float32 on the CPU), with the
+    options' attention kernels and compiled decoder. A ValueError names what is missing rather
+    than reaching for the network."""
     from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
+
+    options = options or KandinskyOptions()
+    dtype = dtype or resolve_dtype(options.precision, device)
 
     for model in (prior, decoder):
         gaps = missing_parts(model)
@@ -95,7 +131,17 @@ def load_pipelines(prior: str = PRIOR_ID, decoder: str = DECODER_ID, device: str
         decoder_pipe = KandinskyV22Pipeline.from_pretrained(decoder, torch_dtype=dtype, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ValueError(f"could not load Kandinsky 2.2 ({prior}, {decoder}): {exc}") from None
-    return _ready(prior_pipe, decoder_pipe, device, tiny=False)
+    return _ready(prior_pipe, decoder_pipe, device, tiny=False, options=options)
+
+
+def pipelines_for(prior: str = PRIOR_ID, decoder: str = DECODER_ID, tiny: bool = False, device: str = "cpu",
+                  options: KandinskyOptions | None = None) -> KandinskyPipes:
+    """The pipelines a command asked for: the tiny random ones (`--tiny-kandinsky`), or the real
+    ones (`load_pipelines`) with the options' precision (auto: float16 on any CUDA device,
+    float32 on the CPU), attention kernels and compiled decoder."""
+    if tiny:
+        return make_tiny_pipelines(device=device)
+    return load_pipelines(prior, decoder, device=device, options=options)
 
 
 def _tiny_tokenizer(folder: Path):

@@ -18,11 +18,12 @@ import html
 import io
 import json
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .atlas import DENSE_FREQUENCY, Atlas
+from .scores_view import card_html, map_note, score_data, score_flags, score_rgb, score_values
 
 KINDS = ("live", "dense", "dead")
 COLOURS = {"dead": (150, 150, 150), "live": (31, 78, 216), "dense": (230, 120, 0)}
@@ -54,6 +55,8 @@ class LatentMap:
     ylim: tuple[float, float]
     dead_x: float
     """Right edge of the dead column."""
+    flags: dict[str, np.ndarray] = field(default_factory=dict)
+    """[F] bool per score filter the atlas allows ("monosemantic", "localised"; `clipsae eval card`)."""
 
 
 def latent_map(atlas: Atlas) -> LatentMap:
@@ -89,12 +92,17 @@ def latent_map(atlas: Atlas) -> LatentMap:
     for s, row in atlas.interpretations.rows.items():
         if atlas.interpretation_words(s):
             labelled[s] = True
-    return LatentMap(atlas.name, n_images, freq, mean, kind, labelled, x, y, (x0, x1), (y0, y1), dead_right)
+    return LatentMap(atlas.name, n_images, freq, mean, kind, labelled, x, y, (x0, x1), (y0, y1), dead_right,
+                     score_flags(atlas, freq.size))
 
 
-def shown(m: LatentMap, kinds: list[str] | tuple[str, ...], labelled_only: bool = False) -> np.ndarray:
-    """Mask of the latents the filters keep."""
+def shown(m: LatentMap, kinds: list[str] | tuple[str, ...], labelled_only: bool = False,
+          only: list[str] | tuple[str, ...] = ()) -> np.ndarray:
+    """Mask of the latents the filters keep; `only` names score filters ("monosemantic",
+    "localised"), and one this atlas has no scores for keeps none of its latents."""
     keep = np.isin(m.kind, [KINDS.index(k) for k in kinds if k in KINDS])
+    for name in only:
+        keep = keep & m.flags.get(name, np.zeros_like(keep))
     return keep & m.labelled if labelled_only else keep
 
 
@@ -121,7 +129,7 @@ def density_rgb(m: LatentMap, mask: np.ndarray) -> np.ndarray:
     return img.astype(np.uint8)
 
 
-def render_png(m: LatentMap, mask: np.ndarray) -> bytes:
+def render_png(m: LatentMap, mask: np.ndarray, values: np.ndarray | None = None) -> bytes:
     """The map with its axes as PNG bytes; the plot area is AXES_BOX, WIDTH × HEIGHT pixels, so
     positions in it map back to the data (`to_pixels`)."""
     import matplotlib
@@ -131,7 +139,8 @@ def render_png(m: LatentMap, mask: np.ndarray) -> bytes:
 
     fig = plt.figure(figsize=(FIG_W / 100, FIG_H / 100), dpi=100)
     ax = fig.add_axes((AXES_BOX[0], 1 - AXES_BOX[3], AXES_BOX[2] - AXES_BOX[0], AXES_BOX[3] - AXES_BOX[1]))
-    ax.imshow(density_rgb(m, mask), extent=(*m.xlim, *m.ylim), aspect="auto", interpolation="nearest")
+    rgb = density_rgb(m, mask) if values is None else score_rgb(*to_pixels(m, m.x, m.y), values, mask, HEIGHT, WIDTH)
+    ax.imshow(rgb, extent=(*m.xlim, *m.ylim), aspect="auto", interpolation="nearest")
     ax.axvline(m.dead_x, color="#999", linewidth=0.8)
     ax.text(m.xlim[0] + 0.5 * (m.dead_x - m.xlim[0]), m.ylim[1], "dead", ha="center", va="bottom", fontsize=8,
             color="#666")
@@ -162,7 +171,10 @@ def tooltip(atlas: Atlas, m: LatentMap, latent: int) -> str:
     f = m.frequency[latent]
     text = f"latent {latent} · " + (f"fires on {f:.2%} · mean {m.mean_activation[latent]:.3g}" if f > 0 else "dead")
     words = atlas.short_label(latent)
-    return text + (f" · {', '.join(words)}" if words else "")
+    scores = {k: v for k, v in (score_data(atlas, latent) or {}).items() if v is not None}
+    names = {"monosemanticity": "MS", "morans_i": "Moran's I", "label_auc": "label AUC"}
+    return (text + (f" · {', '.join(words)}" if words else "")
+            + "".join(f" · {names[k]} {v:.2f}" for k, v in scores.items()))
 
 
 def cells(atlas: Atlas, m: LatentMap, mask: np.ndarray) -> list[list]:
@@ -185,19 +197,23 @@ def cells(atlas: Atlas, m: LatentMap, mask: np.ndarray) -> list[list]:
 def summary(m: LatentMap) -> str:
     n = m.frequency.size
     dead, dense = int((m.kind == 2).sum()), int((m.kind == 1).sum())
+    flags = "".join(f", {int(v.sum())} {k}" for k, v in m.flags.items())
     return (f"**{m.name}**: {n} latents — {n - dead - dense} live, {dense} dense (fire on ≥ {DENSE_FREQUENCY:.0%} "
-            f"of images), {dead} dead (the grey column), {int(m.labelled.sum())} labelled or interpreted")
+            f"of images), {dead} dead (the grey column), {int(m.labelled.sum())} labelled or interpreted{flags}")
 
 
-def map_html(atlas: Atlas, m: LatentMap, mask: np.ndarray) -> str:
-    """One map as HTML: the PNG and the cell table the page's script reads (no script inside)."""
-    png = base64.b64encode(render_png(m, mask)).decode()
+def map_html(atlas: Atlas, m: LatentMap, mask: np.ndarray, colour: str = "kind",
+             only: list[str] | tuple[str, ...] = ()) -> str:
+    """One map as HTML: the PNG (coloured by kind or by a score), the cell table the page's
+    script reads (no script inside), and the SAE's card when the atlas has one."""
+    png = base64.b64encode(render_png(m, mask, score_values(atlas, colour))).decode()
     box = [AXES_BOX[0] * FIG_W, AXES_BOX[1] * FIG_H]
     data = json.dumps({"sae": m.name, "cell": CELL, "box": box, "cells": cells(atlas, m, mask)}, separators=(",", ":"))
     return (f'<div class="ov-map" data-map="{html.escape(data, quote=True)}">'
-            f'<div class="ov-title">{html.escape(summary(m).replace("**", ""))} · shown: {int(mask.sum())}</div>'
+            f'<div class="ov-title">{html.escape(summary(m).replace("**", ""))} · shown: {int(mask.sum())}'
+            f'{html.escape(map_note(atlas, m.flags, mask, colour, only))}</div>'
             f'<img class="ov-img" alt="latent map of {html.escape(m.name)}" width="{FIG_W}" height="{FIG_H}" '
-            f'src="data:image/png;base64,{png}"></div>')
+            f'src="data:image/png;base64,{png}">{card_html(atlas)}</div>')
 
 
 class Overview:
@@ -216,22 +232,23 @@ class Overview:
             self._maps[name] = latent_map(self.atlases[name])
         return self._maps[name]
 
-    def html(self, kinds: list[str] | tuple[str, ...], labelled_only: bool = False) -> str:
-        """Every atlas's map under the filters (cached)."""
-        key = (tuple(sorted(kinds)), bool(labelled_only))
+    def html(self, kinds: list[str] | tuple[str, ...], labelled_only: bool = False,
+             only: list[str] | tuple[str, ...] = (), colour: str = "kind") -> str:
+        """Every atlas's map under the filters and colouring (cached)."""
+        key = (tuple(sorted(kinds)), bool(labelled_only), tuple(sorted(only)), colour)
         if key not in self._html:
-            parts = [map_html(self.atlases[n], self.map(n), shown(self.map(n), kinds, labelled_only))
-                     for n in self.atlases]
+            parts = [map_html(self.atlases[n], self.map(n), shown(self.map(n), kinds, labelled_only, only), colour,
+                              only) for n in self.atlases]
             self._html[key] = "".join(parts)
             while len(self._html) > self.cache_size:
                 self._html.popitem(last=False)
         return self._html[key]
 
     def nearest(self, name: str, px: float, py: float, kinds: list[str] | tuple[str, ...],
-                labelled_only: bool = False) -> int | None:
+                labelled_only: bool = False, only: list[str] | tuple[str, ...] = ()) -> int | None:
         """The shown latent nearest a pixel of the map (plot-area pixels, 0 at the top left)."""
         m = self.map(name)
-        ids = np.flatnonzero(shown(m, kinds, labelled_only))
+        ids = np.flatnonzero(shown(m, kinds, labelled_only, only))
         if not ids.size:
             return None
         x, y = to_pixels(m, m.x[ids], m.y[ids])

@@ -14,7 +14,6 @@ import logging
 import socket
 from pathlib import Path
 
-import torch
 
 from sae_core.device import is_cuda, resolve_device
 from sae_core.io import load_sae
@@ -24,7 +23,8 @@ from .handlers import Handlers
 from .icons import IconSpec, IconStore
 from .inputs import MAX_UPLOAD
 from .inspect_image import Inspector
-from .kandinsky import DECODER_ID, PRIOR_ID, KandinskyPipes, load_pipelines, make_tiny_pipelines, missing_parts
+from .configs import KandinskyOptions
+from .kandinsky import DECODER_ID, PRIOR_ID, KandinskyPipes, missing_parts, pipelines_for
 from .steer import Steerer
 from .timing import measure
 from .ui import build_ui
@@ -33,18 +33,17 @@ from .ui_assets import CSS, PAGE_JS
 log = logging.getLogger(__name__)
 
 
-def _pipelines(prior: str, decoder: str, tiny: bool, dev: str, notes: list[str]) -> KandinskyPipes | None:
+def _pipelines(prior: str, decoder: str, tiny: bool, dev: str, notes: list[str],
+               options: KandinskyOptions | None = None) -> KandinskyPipes | None:
     """The Kandinsky pipelines, or None with a note saying why steering is off (never an exit)."""
-    if tiny:
-        return make_tiny_pipelines(device=dev)
-    gaps = {m: missing_parts(m) for m in (prior, decoder)}
+    gaps = {} if tiny else {m: missing_parts(m) for m in (prior, decoder)}
     if any(gaps.values()):
         what = "; ".join(f"{m}: missing {', '.join(g)}" for m, g in gaps.items() if g)
         notes.append(f"Steering is unavailable: Kandinsky 2.2 is not complete on this machine ({what}). Pass local "
                      "diffusers folders with --prior/--decoder, or download the models into the Hugging Face cache.")
         return None
-    try:  # float16 on any CUDA device (cuda, cuda:1, …), float32 on the CPU
-        return load_pipelines(prior, decoder, device=dev, dtype=torch.float16 if is_cuda(dev) else torch.float32)
+    try:
+        return pipelines_for(prior, decoder, tiny=tiny, device=dev, options=options)
     except ValueError as exc:
         notes.append(f"Steering is unavailable: {exc}")
         return None
@@ -52,11 +51,13 @@ def _pipelines(prior: str, decoder: str, tiny: bool, dev: str, notes: list[str])
 
 def make_handlers(atlas: str | Path, steer_atlas: str | Path | None = None, prior: str = PRIOR_ID,
                   decoder: str = DECODER_ID, tiny_kandinsky: bool = False, device: str = "auto",
-                  measure_timings: bool = True, images_root: str | Path | None = None) -> tuple[Handlers, str]:
+                  measure_timings: bool = True, images_root: str | Path | None = None,
+                  kandinsky: KandinskyOptions | None = None) -> tuple[Handlers, str]:
     """Open everything once; returns the handlers and the banner text shown on top of the app.
     With a steering atlas and Kandinsky, the decoder is timed here (a few seconds at most)
     so that every resolution shows its expected time and the defaults fit the device.
-    `images_root` overrides where both atlases' image paths are resolved (default: as recorded)."""
+    `images_root` overrides where both atlases' image paths are resolved (default: as recorded);
+    `kandinsky` sets the pipelines' precision, attention kernels and compiled decoder."""
     dev = str(resolve_device(device))
     a = Atlas(atlas, images_root=images_root)
     notes = []
@@ -74,7 +75,7 @@ def make_handlers(atlas: str | Path, steer_atlas: str | Path | None = None, prio
     steerer = satlas = timings = None
     if steer_atlas:
         satlas = Atlas(steer_atlas, images_root=images_root)
-        pipes = _pipelines(prior, decoder, tiny_kandinsky, dev, notes)
+        pipes = _pipelines(prior, decoder, tiny_kandinsky, dev, notes, kandinsky)
         if pipes is not None:
             try:
                 steerer = Steerer(pipes, load_sae(satlas.path / "sae", device=dev), device=dev)

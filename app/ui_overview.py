@@ -14,6 +14,7 @@ import gradio as gr
 
 from .handlers import Handlers
 from .overview import DENSE_FREQUENCY, KINDS, Overview
+from .scores_view import COLOURS, FILTERS
 from .ui_common import UI
 
 # Hover and click without a script tag: one listener on the component reads the map's cell
@@ -62,6 +63,8 @@ CSS = """
 position: relative;
 .ov-img { max-width: 100%; height: auto; cursor: crosshair; display: block; }
 .ov-title { font-size: 14px; margin: 10px 0 4px; }
+.ov-card { font-size: 13px; margin: 6px 0 14px; }
+.ov-card td { padding: 1px 10px 1px 0; }
 .ov-tip { position: absolute; display: none; background: #222; color: #fff; padding: 4px 8px; border-radius: 4px;
           font-size: 13px; pointer-events: none; max-width: 460px; z-index: 20; }
 """
@@ -75,10 +78,15 @@ def create_ui(h: Handlers) -> dict[str, Any]:
     c: dict[str, Any] = {"overview": Overview({name: atlas for name, (atlas, _) in h.browsable.items()})}
     gr.Markdown("Every latent on the PatchSAE map: how often it fires against how strongly (log–log). "
                 f"Blue: live, orange: dense (fires on ≥ {DENSE_FREQUENCY:.0%} of images), grey column: dead. "
-                "Hover for a latent's label or interpretation; click to open its page.")
+                "Hover for a latent's label or interpretation; click to open its page. Atlases scored by "
+                "`clipsae eval card --atlas` can be filtered to monosemantic or localised latents and coloured "
+                "by a score, and show the SAE's card under their map.")
     with gr.Row():
         c["kinds"] = gr.CheckboxGroup(list(KINDS), value=list(KINDS), label="Show")
         c["labelled"] = gr.Checkbox(False, label="Only labelled or interpreted latents")
+    with gr.Row():  # scores from `clipsae eval card --atlas`; an atlas without them shows no latent when filtered
+        c["only"] = gr.CheckboxGroup(list(FILTERS), value=[], label="Only latents that are (clipsae eval card scores)")
+        c["colour"] = gr.Dropdown(list(COLOURS), value="kind", label="Colour by (scores: viridis, grey = not scored)")
     c["maps"] = gr.HTML("", js_on_load=JS, css_template=CSS, elem_id="overview-maps")
     return c
 
@@ -89,16 +97,18 @@ def wire(h: Handlers, ui: UI) -> None:
     c = ui.comps[ID]
     overview: Overview = c["overview"]
 
-    def render(kinds: list[str] | None, labelled_only: bool) -> str:
+    def render(kinds: list[str] | None, labelled_only: bool, only: list[str] | None = None,
+               colour: str | None = "kind") -> str:
         """The maps of every served SAE under the filters, as HTML."""
-        return overview.html(kinds or [], bool(labelled_only))
+        return overview.html(kinds or [], bool(labelled_only), only or [], colour or "kind")
 
     def open_latent(evt: gr.EventData) -> str:
         # the Browse tab's navigation box: "sae|latent|nonce" (the nonce makes every click a change)
         return f"{evt.sae}|{int(evt.latent)}|{time.monotonic_ns()}"
 
-    inputs = [c["kinds"], c["labelled"]]
+    inputs = [c["kinds"], c["labelled"], c["only"], c["colour"]]
     ui.tab_of[ID].select(render, inputs, c["maps"], api_name=False, queue=False)
     c["kinds"].change(render, inputs, c["maps"], api_name="overview", queue=False)
-    c["labelled"].change(render, inputs, c["maps"], api_name=False, queue=False)
+    for other in ("labelled", "only", "colour"):
+        c[other].change(render, inputs, c["maps"], api_name=False, queue=False)
     c["maps"].click(open_latent, None, ui.comps["browse"]["nav"], api_name=False, queue=False)

@@ -10,7 +10,7 @@ Each run is its own process, timed from start to exit (imports, loading, init an
 included), so samples/s = rows × epochs / wall seconds, as a user's terminal shows it:
 
 - clipsae: the `clipsae train` command;
-- sparsify: a script that imports sparsify, loads the `.npy` and trains its `SparseCoder` in a
+- sparsify: a script (benchmarks/gpu/sparsify_loop.py, also the device benchmark's) that imports sparsify, loads the `.npy` and trains its `SparseCoder` in a
   plain loop, as its `Trainer` does (b_dec = mean of the first batch, FVU loss, gradient parallel
   to the decoder rows removed, decoder rows renormalised after each step). It prints its loop
   time too ("loop"), without its imports (~8 s here) and loading.
@@ -49,48 +49,6 @@ SUITES = {  # rows, d, atoms, active, d_sae, k, batch, lr (equal settings), epoc
     "wide": dict(rows=100_000, d=512, atoms=4096, active=24, d_sae=16384, k=32, batch=4096, lr=2e-4, epochs=3),
 }
 
-SPARSIFY_SCRIPT = r'''
-import json, os, sys, time
-t0 = time.perf_counter()
-os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")  # its Triton kernel needs a GPU
-import numpy as np, torch
-from sparsify import SparseCoder, SparseCoderConfig
-a = json.loads(sys.argv[1])
-t_import = time.perf_counter()
-x = np.load(a["acts"], mmap_mode="r")
-torch.manual_seed(0)
-sae = SparseCoder(x.shape[1], SparseCoderConfig(num_latents=a["d_sae"], k=a["k"]))
-if a["optimizer"] == "adam":
-    opt = torch.optim.Adam(sae.parameters(), lr=a["lr"])
-else:  # sparsify's default: schedule-free sign SGD at its own lr rule (sparsify/trainer.py)
-    from schedulefree import ScheduleFreeWrapper
-    from sparsify.sign_sgd import SignSGD
-    opt = ScheduleFreeWrapper(SignSGD(sae.parameters(), lr=5e-3 / (a["d_sae"] / 2**14) ** 0.5), momentum=0.95)
-    opt.train()
-sys.path.insert(0, a["repo"])
-from sae_core.data import ActivationSource, iter_batches, make_plan  # the same batches as clipsae
-src = ActivationSource(a["acts"])
-plan = make_plan(src.n_rows, a["batch"], 262_144, 1_024)
-t_loop, step = time.perf_counter(), 0
-for epoch in range(a["epochs"]):
-    for xb in iter_batches(src, plan, 0, epoch):
-        if step == 0:
-            sae.b_dec.data = xb.mean(0)
-        out = sae(xb)
-        opt.zero_grad()
-        out.fvu.backward()
-        sae.remove_gradient_parallel_to_decoder_directions()
-        opt.step()
-        sae.set_decoder_norm_to_unit_norm()
-        step += 1
-t_end = time.perf_counter()
-if a["optimizer"] != "adam":
-    opt.eval()
-sae.save_to_disk(a["out"])
-print(json.dumps({"import_s": t_import - t0, "loop_s": t_end - t_loop, "steps": step}))
-'''
-
-
 def make_data(rows: int, d: int, atoms: int, active: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """x = codes @ atoms + 0.01·noise with exactly `active` atoms per row, codes in [0.5, 1.5]."""
     return planted_dictionary(rows, d, atoms, active, 0.01, seed)
@@ -126,9 +84,11 @@ def run_clipsae(acts: Path, out: Path, s: dict, equal: bool) -> dict:
 
 def run_sparsify(acts: Path, out: Path, s: dict, equal: bool) -> dict:
     arg = {"acts": str(acts), "out": str(out), "d_sae": s["d_sae"], "k": s["k"], "batch": s["batch"], "lr": s["lr"],
-           "epochs": s["epochs"], "optimizer": "adam" if equal else "signum", "repo": str(REPO)}
+           "epochs": s["epochs"], "optimizer": "adam" if equal else "signum", "repo": str(REPO), "device": "cpu"}
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", SPARSIFY_SCRIPT, json.dumps(arg)], capture_output=True, text=True)
+    env = {**os.environ, "SPARSIFY_DISABLE_TRITON": "1"}  # its Triton kernel needs a GPU
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu/sparsify_loop.py"), json.dumps(arg)],
+                       capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if r.returncode:
         raise RuntimeError(r.stderr[-2000:])

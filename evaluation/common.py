@@ -21,6 +21,7 @@ from sae_core.progress import Progress
 from sae_core.sae import SparseAutoencoder
 from sae_core.device import resolve_device
 
+from .configs import ModelChoice
 from .datasets import LabelledImages
 from .splice import SplicedClip
 
@@ -49,17 +50,6 @@ def load_saes(paths: list[str], device: torch.device) -> list[NamedSAE]:
     if not found:
         raise FileNotFoundError(f"no SAE (cfg.json + sae_weights.safetensors) under {', '.join(paths)}")
     return found
-
-
-@dataclass
-class ModelChoice:
-    """Flags that override the encoder recorded in the SAE's cfg.json."""
-
-    model: str | None = None
-    pretrained: str | None = None
-    hook: str | None = None
-    tokens: str | None = None
-    device: str = "auto"
 
 
 def encoder_metadata(saes: list[NamedSAE], choice: ModelChoice) -> dict:
@@ -100,6 +90,13 @@ def load_clip(saes: list[NamedSAE], choice: ModelChoice) -> SplicedClip:
                              f"{width}-d; pass the matching --model / --hook")
         s.sae.to(clip.device)
     return clip
+
+
+def setup(sae_paths: str | list[str] | tuple[str, ...], choice: ModelChoice) -> tuple[list[NamedSAE], SplicedClip]:
+    """The SAEs under `sae_paths` and the CLIP model they read (`load_saes` + `load_clip`)."""
+    paths = [sae_paths] if isinstance(sae_paths, str) else list(sae_paths)
+    saes = load_saes(paths, resolve_device(choice.device))
+    return saes, load_clip(saes, choice)
 
 
 def image_batches(data: LabelledImages, preprocess, batch_size: int, desc: str,

@@ -13,15 +13,21 @@ is untouched bit for bit, so any difference between the two maps is the edit's d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
+from precompute.images import load_image
 from sae_core.edit import Edit
+from sae_core.files import atomic_write_with
 from sae_core.sae import SparseAutoencoder
 
+from .common import setup
+from .configs import HeatmapConfig
+from .report import Column, write_table
 from .splice import SpliceFn, SplicedClip, edit
 
 Method = Literal["grad_x_input", "grad_norm"]
@@ -99,3 +105,50 @@ def heat_overlay(image: Image.Image, heat: np.ndarray, vmax: float | None = None
 def scale_latents(latents: list[int], scale: float) -> list[Edit]:
     """Edits that multiply each latent by `scale` (0 removes it)."""
     return [Edit(int(i), "multiply", float(scale)) for i in latents]
+
+
+def top_latents(clip: SplicedClip, sae: SparseAutoencoder, pixels: torch.Tensor, n: int) -> list[int]:
+    """The n latents most active on this image at the SAE's hook (max over its tokens)."""
+    found: list[torch.Tensor] = []
+
+    def peek(acts: torch.Tensor) -> torch.Tensor:
+        found.append(sae.encode(acts.reshape(-1, acts.shape[-1]).float()).amax(dim=0))
+        return acts
+
+    with torch.no_grad():
+        clip.encode(pixels, peek)
+    return [int(i) for i in found[0].topk(min(n, found[0].numel())).indices]
+
+
+HEATMAP_COLUMNS = [
+    Column("image", "Image"), Column("text", "Text"), Column("latents", "Latents"), Column("scale", "Scale"),
+    Column("sim_base", "Similarity", "{:.4f}"), Column("sim_edited", "Similarity (edited)", "{:.4f}"),
+    Column("heat_change", "Σ|Δ heat| / Σ heat", "{:.3f}"),
+]
+
+
+def heatmap_main(cfg: HeatmapConfig) -> tuple[str, str]:
+    """`clipsae eval heatmap`: the three overlays OUT/<stem>_heat_{base,edited,difference}.png
+    and the table OUT/<stem>_heatmap.md, .csv, .json; returns (the table's name, the table)."""
+    saes, clip = setup(cfg.sae, cfg.clip)
+    sae = saes[0].sae
+    image, _ = load_image(cfg.image)
+    pixels = clip.preprocess(image)[None].to(clip.device)
+    latents = list(cfg.latent or ()) or top_latents(clip, sae, pixels, 3)
+    result = compare(clip, sae, pixels, clip.text_embedding(cfg.text), scale_latents(latents, cfg.scale), cfg.method)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    vmax = float(max(result.base.max(), result.edited.max()))
+    stem = Path(cfg.image).stem
+    files = {"base": heat_overlay(image, result.base, vmax), "edited": heat_overlay(image, result.edited, vmax),
+             "difference": heat_overlay(image, result.difference, signed=True)}
+    for key, im in files.items():
+        atomic_write_with(out / f"{stem}_heat_{key}.png", lambda tmp, im=im: im.save(tmp, format="PNG"))
+    row = {"image": cfg.image, "text": cfg.text, "latents": " ".join(map(str, latents)), "scale": cfg.scale,
+           "sim_base": result.sim_base, "sim_edited": result.sim_edited,
+           "heat_change": float(abs(result.difference).sum() / max(abs(result.base).sum(), 1e-12))}
+    name = f"{stem}_heatmap"
+    table = write_table(out, name, [row], HEATMAP_COLUMNS, title="Gradient heat map",
+                        notes=f"Overlays: {', '.join(f'{stem}_heat_{k}.png' for k in files)} (difference: red = more, "
+                              "blue = less salient after the edit).")
+    return name, table

@@ -2,12 +2,12 @@
 `clipsae eval latents`:
 
     clipsae eval latents --atlas atlas/ --out results/
-    clipsae eval latents --atlas atlas/ --acts heldout_cache/ --labels imagenet/ --out results/
+    clipsae eval latents --atlas atlas/ --acts heldout_cache/ --class-folders imagenet/ --out results/
 
 - latents.csv: per latent, its activation frequency (fraction of images with a non-zero
   score), mean activation when active, number of images it fires on, on the atlas's
   (training) images and, with --acts, on held-out activations (same SAE, same image-score
-  rule as the atlas); with --labels, its label entropy.
+  rule as the atlas); with --class-folders, its label entropy.
 - latents_map.png: frequency against mean activation, log–log, one point per latent (train
   | held-out); dead latents (never fire) cannot sit on a log axis and are counted in the
   panel titles; coloured by label entropy when classes are known.
@@ -19,7 +19,7 @@
 
 Label entropy (PatchSAE, `calculate_entropy` of its analysis utilities): over a latent's
 top images, p(class) = the summed activation of its top images of that class / the total;
-entropy = −Σ p log p (nats). Classes come from --labels, an ImageFolder tree holding the
+entropy = −Σ p log p (nats). Classes come from --class-folders, an ImageFolder tree holding the
 atlas's images (`<class>/…`, optionally under train/, val/ or test/); images outside it are
 unlabelled and left out. Latents without a labelled top image get no entropy (empty).
 """
@@ -43,27 +43,8 @@ from sae_core.evaluate import evaluate_sae
 from sae_core.files import atomic_write_text, atomic_write_with
 from sae_core.io import load_sae
 
+from .configs import LatentStatsConfig
 from .report import Column, write_table
-
-SPLITS = ("train", "held-out")
-
-
-@dataclass(frozen=True)
-class LatentStatsConfig:
-    """One `clipsae eval latents` run."""
-
-    atlas: str
-    """An atlas folder (its SAE copy, statistics and, for the train row, its activation cache)."""
-    acts: str | None = None
-    """Held-out activations of the same encoder and hook: a cache folder or a .npy matrix."""
-    labels: str | None = None
-    """ImageFolder tree holding the atlas's images in class folders (for label entropy)."""
-    out: str = "eval_results"
-    """Output folder."""
-    batch_size: int = 8192
-    """Rows per batch for the metrics."""
-    device: str = "auto"
-    """auto (cuda when available), cpu, cuda, cuda:N."""
 
 
 @dataclass
@@ -84,7 +65,7 @@ def image_classes(images_root: str | Path, rel_paths: list[str], labels: str | P
     """Class index of each atlas image (−1: not under `labels`) and the class names (sorted)."""
     base = Path(os.path.abspath(labels))
     if not base.is_dir():
-        raise FileNotFoundError(f"--labels {labels}: no such folder (an ImageFolder tree: <class>/<image>)")
+        raise FileNotFoundError(f"--class-folders {labels}: no such folder (an ImageFolder tree: <class>/<image>)")
     names: list[str | None] = []
     root = Path(os.path.abspath(images_root))
     for rel in rel_paths:
@@ -98,7 +79,7 @@ def image_classes(images_root: str | Path, rel_paths: list[str], labels: str | P
         names.append(parts[0] if len(parts) >= 2 else None)
     classes = sorted({n for n in names if n is not None})
     if not classes:
-        raise ValueError(f"--labels {labels}: none of the atlas's images lies in a class folder of it "
+        raise ValueError(f"--class-folders {labels}: none of the atlas's images lies in a class folder of it "
                          f"(the atlas's images are under {root})")
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index[n] if n is not None else -1 for n in names], dtype=np.int64), classes
@@ -256,7 +237,7 @@ def latent_stats_main(cfg: LatentStatsConfig) -> str:
     classes: list[str] | None = None
     if cfg.labels:
         if not manifest["has_images"]:
-            raise ValueError(f"--labels needs the atlas's image table; {atlas} was built from a plain matrix")
+            raise ValueError(f"--class-folders needs the atlas's image table; {atlas} was built from a plain matrix")
         rel = [json.loads(line)["path"] for line in (atlas / "images.jsonl").read_text().splitlines() if line]
         image_class, classes = image_classes(manifest["images_root"], rel, cfg.labels)
         entropy, top_class, share = label_entropy(np.asarray(arrays["topk_ids"]), np.asarray(arrays["topk_values"]),

@@ -16,9 +16,10 @@ import scipy.sparse as sp
 import torch
 
 from .classification import classification_report
-from .common import NamedSAE, image_batches
-from .datasets import LabelledImages
-from .report import Column
+from .common import NamedSAE, image_batches, setup
+from .configs import ProbeConfig
+from .datasets import LabelledImages, open_dataset
+from .report import Column, write_table
 from .splice import SplicedClip, on_rows
 
 
@@ -100,3 +101,14 @@ COLUMNS = [
     Column("accuracy", "Accuracy", "{:.2%}"), Column("precision", "Precision", "{:.2%}"),
     Column("recall", "Recall", "{:.2%}"), Column("f1", "F1", "{:.2%}"),
 ]
+
+
+def probe_main(cfg: ProbeConfig) -> tuple[str, list[str]]:
+    """`clipsae eval probe`: OUT/probe.md, .csv, .json; returns (the table, unreadable images)."""
+    train = open_dataset(cfg.dataset, "train").subset(cfg.max_images)
+    test = open_dataset(cfg.dataset, "test").subset(cfg.max_images)
+    saes, clip = setup(cfg.sae, cfg.clip)
+    rows, failures = probe(clip, saes, train, test, batch_size=cfg.batch_size, C=cfg.C, max_iter=cfg.max_iter)
+    notes = (f"logistic regression (C={cfg.C}) fitted on {rows[0]['n_train']} train images, scored on "
+             f"{rows[0]['n_test']} test images; precision / recall / F1 are macro averages.")
+    return write_table(cfg.out, "probe", rows, COLUMNS, title=f"Linear probe {train.name}", notes=notes), failures

@@ -25,6 +25,15 @@ class Column:
         return self.fmt.format(value)
 
 
+def write_skipped(out_dir: str | Path, name: str, failures: list[str]) -> Path | None:
+    """OUT/name_skipped.txt listing the unreadable images (None when there were none)."""
+    if not failures:
+        return None
+    path = Path(out_dir) / f"{name}_skipped.txt"
+    atomic_write_text(path, "\n".join(failures) + "\n")
+    return path
+
+
 def markdown(rows: list[dict[str, Any]], columns: list[Column]) -> str:
     lines = ["| " + " | ".join(c.title for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(c.cell(r.get(c.key)) for c in columns) + " |" for r in rows]

@@ -32,58 +32,18 @@ from PIL import Image
 
 from precompute.encoders import load_encoder, spec_from_metadata
 from precompute.selection import parse_latents
-from sae_core import rules
 from sae_core.device import resolve_device
 from sae_core.files import atomic_write_with
 from sae_core.sae import SparseAutoencoder
 
 from .common import ModelChoice, encoder_metadata, image_batches, load_saes
+from .configs import SegmentConfig
 from .datasets import LabelledImages, open_dataset
 from .heatmap import heat_overlay
 from .report import Column, write_table
 
 THUMB = 112
 """Side of the stored mean and example images (masks are a few patches wide)."""
-
-
-@dataclass(frozen=True)
-class SegmentConfig:
-    """One `clipsae eval segment` run."""
-
-    dataset: str
-    """ImageFolder tree (PATH/<class>/…, or its test/ or val/ split) or CIFAR binary folder."""
-    sae: str
-    """One SAE folder (embed with patch tokens, or a block hook)."""
-    out: str = "eval_results"
-    """Output folder."""
-    classes: str | None = None
-    """Comma-separated class names (folder names; default: every class)."""
-    latents: str = "5"
-    """N (the N most active latents of each class) or ids a,b,c / ranges a-b (these on every class)."""
-    examples: int = 4
-    """Example images of each class drawn beside its mean image."""
-    max_images: int | None = None
-    """A seeded random subset of this many images (default: all)."""
-    keep_mb: int = 1024
-    """Keep the encoder's outputs in memory for the mask pass up to this size (else encode twice)."""
-    batch_size: int = 64
-    """Images encoded at once."""
-    device: str = "auto"
-    """auto (cuda when available), cpu, cuda, cuda:N."""
-    model: str | None = None
-    """OpenCLIP model name or config .json (default: what the SAE's cfg.json records)."""
-    pretrained: str | None = None
-    """OpenCLIP tag, local checkpoint or none (default: the SAE's)."""
-    hook: str | None = None
-    """embed or blocks.L.{resid_post|mlp_out|attn_out} (default: the SAE's)."""
-    tokens: str | None = None
-    """cls, spatial or all: the token positions the SAE reads at a block hook (default: the SAE's)."""
-
-    def __post_init__(self) -> None:
-        parse_latents(self.latents)
-        for name in ("examples", "batch_size", "keep_mb"):
-            if getattr(self, name) < (0 if name == "examples" else 1):
-                raise ValueError(f"--{name.replace('_', '-')} must be positive; got {getattr(self, name)}")
 
 
 @dataclass
@@ -164,10 +124,8 @@ class _Segmenter:
     def patch_values(self, e: _Encoded, latents: torch.Tensor) -> torch.Tensor:
         """[B, P, L]: the element-wise rule of each chosen latent on each patch token."""
         b, p, d = e.patches.shape
-        x, _ = self.sae.normalize(e.patches.reshape(b * p, d).float().to(self.device))
-        h = (x - self.sae.b_dec) @ self.sae.W_enc[:, latents] + self.sae.b_enc[latents]
-        thr = self.sae.threshold_s[latents] if self.sae.threshold_s is not None else None
-        return rules.elementwise(h, self.sae.cfg.architecture, thr).reshape(b, p, -1).cpu()
+        return self.sae.elementwise_codes(e.patches.reshape(b * p, d).float().to(self.device),
+                                          latents.to(self.device)).reshape(b, p, -1).cpu()
 
 
 def _batches(seg: _Segmenter, data: LabelledImages, cfg: SegmentConfig, failures: list[str], desc: str):

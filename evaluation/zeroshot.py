@@ -12,6 +12,7 @@ image goes through the model once untouched, once zero-ablated and once per SAE.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,9 +20,11 @@ import torch
 from sae_core.metrics import MetricsAccumulator
 
 from .classification import ce_recovered, classification_report, cross_entropy_sum
-from .common import NamedSAE, image_batches
-from .datasets import LabelledImages
-from .report import Column
+from .common import NamedSAE, image_batches, setup
+from .configs import ZeroshotConfig
+from .datasets import LabelledImages, open_dataset
+from .prompts import classes_from_file, templates_for
+from .report import Column, scatter_png, write_table
 from .splice import SplicedClip, reconstruct, zero_ablate
 
 
@@ -95,3 +98,22 @@ COLUMNS = [
     Column("embed_cos", "Embed cos sim", "{:.4f}"), Column("hook_ev", "Hook expl. var.", "{:.4f}"),
     Column("hook_l0", "Hook L0", "{:.1f}"),
 ]
+
+
+def zeroshot_main(cfg: ZeroshotConfig) -> tuple[str, list[str]]:
+    """`clipsae eval zeroshot`: OUT/zeroshot.md, .csv, .json and the accuracy plot; returns
+    (the table, unreadable images)."""
+    data = open_dataset(cfg.dataset, cfg.split if cfg.split == "train" else None).subset(cfg.max_images)
+    classnames = classes_from_file(cfg.classes, len(data.classnames)) if cfg.classes else data.classnames
+    templates = templates_for(data.kind, cfg.templates)
+    saes, clip = setup(cfg.sae, cfg.clip)
+    rows, failures = zeroshot(clip, saes, data, classnames, templates, batch_size=cfg.batch_size,
+                              logit_scale=cfg.logit_scale)
+    notes = (f"{rows[0]['n_images']} {cfg.split} images, {len(classnames)} classes, {len(templates)} templates, "
+             f"logit scale {rows[0]['logit_scale']:.4g}, hook {clip.hook} ({clip.tokens}). "
+             "CE recovered = (CE_zero − CE_recon) / (CE_zero − CE), zero ablation at the hook.")
+    table = write_table(cfg.out, "zeroshot", rows, COLUMNS, title=f"Zero-shot {data.name}", notes=notes)
+    scatter_png(Path(cfg.out) / "zeroshot_accuracy.png", [(r["hook_l0"], r["acc_sae"], r["sparsity"]) for r in rows],
+                "average L0 at the hook", "zero-shot accuracy with the SAE spliced in",
+                f"Zero-shot {data.name}", log_x=True, hline=(rows[0]["acc_clip"], "CLIP"))
+    return table, failures

@@ -18,10 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,50 +32,14 @@ from sae_core.data import CACHE_FORMAT, CACHE_VERSION
 from sae_core.device import resolve_device
 from sae_core.errors import BadActivations, Incomplete
 
-from .encoders import Encoder, EncoderSpec, load_encoder
-from .images import DEFAULT_MAX_PIXELS, BadImage, ImageRef, image_id, list_images, load_image
+from .configs import EmbedConfig
+from .encoders import Encoder, load_encoder
+from .images import BadImage, ImageRef, image_id, list_images, load_image
+from .ranks import Ranks
 
 log = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards"
-
-
-@dataclass(frozen=True)
-class EmbedConfig:
-    """One extraction run (saved as `settings.json`; a resume must match it)."""
-
-    images: str
-    """Folder (walked recursively) or list file of image paths."""
-    out: str
-    """Cache folder."""
-    encoder: EncoderSpec = EncoderSpec()
-    batch_size: int = 64
-    """Images per forward pass."""
-    workers: int = field(default_factory=lambda: default_workers())
-    """Decode/preprocess worker processes (0: in the main process); default cores − 1, at most 8."""
-    shard_size: int = 4096
-    """Images per shard (the unit of resuming)."""
-    device: str = "auto"
-    """auto, cpu, cuda, cuda:N."""
-    dtype: Literal["float16", "float32"] = "float16"
-    """Storage dtype of the activations."""
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    """Images with more pixels are skipped (decompression-bomb guard)."""
-
-    def __post_init__(self) -> None:
-        if self.dtype not in ("float16", "float32"):
-            raise ValueError(f"--dtype must be float16 or float32; got {self.dtype!r}")
-        for name in ("batch_size", "shard_size", "max_pixels"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0; got {self.workers}")
-
-
-def default_workers() -> int:
-    """One core stays with the model: on 2 cores, 1 worker hides decoding (measured: 101% of
-    the bare forward's rate) where 2 workers compete with it (86%)."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 # ---------------------------------------------------------------- decoding workers
@@ -178,27 +141,23 @@ MAX_WORKER_RESTARTS = 3
 """A dead decode worker restarts the unfinished shards (finished ones are on disk) this often."""
 
 
-def run_embed(cfg: EmbedConfig, rank: int = 0, world_size: int = 1, barrier: Any = None) -> dict[str, Any] | None:
-    """Extract the shards of this rank; rank 0 then writes `metadata.json`.
-
-    Returns the metadata (rank 0) or None. `barrier` is called between the two phases
-    when several ranks share the work.
-    """
+def run_embed(cfg: EmbedConfig, ranks: Ranks | None = None) -> dict[str, Any] | None:
+    """Extract the shards of this rank (default: the single process on `cfg.device`); rank 0
+    then writes `metadata.json`. Returns the metadata (rank 0) or None. Several ranks come
+    from `ranks_from_env` (torchrun), which gives each its device."""
+    ranks = ranks or Ranks(device=resolve_device(cfg.device))
     out = Path(cfg.out)
     root, refs = list_images(cfg.images)
-    device = resolve_device(cfg.device)
-    if world_size > 1 and device.type == "cuda":
-        device = torch.device("cuda", rank % torch.cuda.device_count())
+    device = ranks.device
     settings = settings_of(cfg, refs, device)
-    if rank == 0:
+    if ranks.main:
         check_or_write_settings(out, settings)
         remove_stale_temporaries(out)  # a killed run's half-written files (no rank is writing yet)
-    if barrier is not None:
-        barrier()
-    if rank != 0:
+    ranks.barrier()
+    if not ranks.main:
         check_or_write_settings(out, settings)
     n_shards = -(-len(refs) // cfg.shard_size)
-    mine = [s for s in range(n_shards) if s % world_size == rank and not shard_done(out, s)]
+    mine = [s for s in range(n_shards) if s % ranks.world == ranks.rank and not shard_done(out, s)]
     done_before = sum(shard_done(out, s) for s in range(n_shards))
     if done_before:
         log.info("resuming: %d of %d shards already done", done_before, n_shards)
@@ -220,9 +179,8 @@ def run_embed(cfg: EmbedConfig, rank: int = 0, world_size: int = 1, barrier: Any
                 mine = [s for s in mine if not shard_done(out, s)]
                 log.warning("a decode worker died (%s); restarting the workers for the %d unfinished shards",
                             exc, len(mine))
-    if barrier is not None:
-        barrier()
-    if rank != 0:
+    ranks.barrier()
+    if not ranks.main:
         return None
     return finalize(out, cfg, root, n_shards)
 

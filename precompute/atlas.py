@@ -21,7 +21,6 @@ import argparse
 import logging
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,63 +35,13 @@ from .atlas_format import read_manifest
 from .atlas_stats import Distribution, merge_distribution, merge_topk_states, pass_distribution, pass_topk, stats_sample
 from .atlas_write import AtlasInputs, Shares, write_atlas
 from .codes import CodesPart, CodesWriter
+from .configs import AtlasConfig
 from .masks import PatchReader, patch_masks
 from .neighbours import block_rows, nearest_latents, unit_directions
 from .ranks import Ranks, ranks_from_env
-from .topk import ScoreRule, finalize_topk
+from .topk import finalize_topk
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AtlasConfig:
-    """One atlas build (saved in the manifest)."""
-
-    acts: str
-    """Activation cache folder (or a plain .npy: no image parts)."""
-    sae: str
-    """SAE folder."""
-    out: str
-    """Atlas folder (written atomically, manifest last)."""
-    top_images: int = 16
-    """Top images kept per latent."""
-    score: ScoreRule = "max"
-    """Image score from token activations: max or mean over tokens, or the CLS token."""
-    block_mb: float = 1024
-    """Memory budget of one block of latent activations (larger blocks: faster matmuls). Blocks
-    start at fixed image offsets and torchrun ranks take whole blocks, so every rank encodes
-    exactly the matrices one process would (the same bits on any BLAS)."""
-    stats_images: int = 0
-    """Images behind the histograms and value bands: a random sample of this many, drawn
-    across the whole dataset from --seed (0: every image)."""
-    seed: int = 0
-    """Seed of the stats sample and of the random choice of value-band images."""
-    images_root: str | None = None
-    """Where the images live (default: the cache's images_root); the app can override it."""
-    masks: bool = True
-    """Patch masks of the top images (needs patch tokens in the cache)."""
-    labels: bool = True
-    """Vocabulary labels (SAEs on the CLIP embed space)."""
-    vocab: str | None = None
-    """Vocabulary file for labels (default: the bundled visual-concepts list)."""
-    max_codes_gb: float = 64.0
-    """Refuse an SAE so dense that its sparse codes would exceed this size."""
-    neighbours: int = 8
-    """Nearest latents stored per latent (exact; F²·d multiply-adds: minutes for 10⁵ latents on a
-    CPU, seconds on a GPU); 0: none, the app then searches latents.faiss on each page."""
-    device: str = "auto"
-    """auto (cuda when available), cpu, cuda, cuda:N."""
-
-    def __post_init__(self) -> None:
-        for name in ("top_images", "block_mb", "max_codes_gb"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
-        if self.neighbours < 0:
-            raise ValueError(f"neighbours must be >= 0; got {self.neighbours}")
-        if self.stats_images < 0:
-            raise ValueError(f"stats_images must be >= 0 (0: every image); got {self.stats_images}")
-        if self.score not in ("max", "mean", "cls"):
-            raise ValueError(f"--score must be max, mean or cls; got {self.score!r}")
 
 
 def open_inputs(cfg: AtlasConfig, ranks: Ranks) -> AtlasInputs:
@@ -204,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from sae_core.cliargs import add_config_flags, config_from_args, run_reporting
 
     p = argparse.ArgumentParser(prog="precompute.atlas", description=__doc__.splitlines()[0])
-    add_config_flags(p, AtlasConfig, required=("acts", "sae", "out"))
+    add_config_flags(p, AtlasConfig)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

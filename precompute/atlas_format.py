@@ -19,8 +19,9 @@ from sae_core.files import check_format, sha256_file
 from sae_core.io import CFG_FILE, WEIGHTS_FILE
 
 ATLAS_FORMAT = "clipsae-atlas"
-ATLAS_VERSION = 3
-"""3: self-contained and relocatable — sparse codes (`codes_*.npy`), the encoder's description
+ATLAS_VERSION = 4
+"""4: per-latent quality scores (`scores/`, written by `clipsae eval card --atlas`; precompute/atlas_scores.py);
+version 3 atlases are read as they are (they have no scores). 3: self-contained and relocatable — sparse codes (`codes_*.npy`), the encoder's description
 (`encoder.json`), image paths relative to a root that can be overridden, labels as arrays,
 histograms and bands from a seeded random sample (all images by default), links keyed by the
 other atlas's SAE hash, per-file SHA-256 in the manifest. 2: value-band samples are

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sae_core import rules
 from sae_core.data import ActivationSource
 from sae_core.progress import Progress
 from sae_core.sae import SparseAutoencoder
@@ -63,10 +62,7 @@ def encode_transposed(sae: SparseAutoencoder, x_rd: Tensor) -> Tensor:
     assert not sae.training, "the atlas encodes with the inference rule (sae.eval())"
     if sae.cfg.architecture == "topk":
         return sae.encode(x_rd).T.contiguous()
-    x_norm, _ = sae.normalize(x_rd)
-    x_c = x_norm - sae.b_dec
-    h_sr = torch.addmm(sae.b_enc[:, None], sae.W_enc.T, x_c.T)
-    return rules.elementwise(h_sr, sae.cfg.architecture, sae.threshold_s, latent_dim=0, inplace=True)
+    return sae.elementwise_codes(x_rd, latent_major=True)
 
 
 def block_scores(sae: SparseAutoencoder, source: ActivationSource, tokens_per_image: int, block_images: int,

@@ -71,7 +71,7 @@ class Captioner:
         inputs = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
         pixels = inputs["pixel_values"].to(self.device, dtype=self.model.dtype)
         threads = torch.get_num_threads()
-        if self.tiny:  # 32-wide matrices gain nothing from threads, and lose much on a busy CPU (measured 18x)
+        if self.tiny:  # 32-wide matrices gain nothing from threads, and lose much to them on a busy CPU
             torch.set_num_threads(1)
         try:
             ids = self.model.generate(pixel_values=pixels, max_new_tokens=self.max_new_tokens, num_beams=1,

@@ -78,9 +78,6 @@ class CodesPart:
     def n_images(self) -> int:
         return len(self.indptr) - 1
 
-    def image_of_entries(self) -> np.ndarray:
-        """The global image index of every entry [nnz] int64."""
-        return np.repeat(np.arange(self.lo, self.lo + self.n_images, dtype=np.int64), np.diff(self.indptr))
 
 
 def _npy_from_raw(out: Path, sources: list[Path], dtype: str, n: int) -> None:

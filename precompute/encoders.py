@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from PIL import Image
@@ -29,10 +29,9 @@ from torch import nn
 from sae_core.files import sha256_file
 from sae_core.interop.hooks import canonical_hook
 
-from .hub_ids import CLIP_MODEL, CLIP_PRETRAINED, KANDINSKY_PRIOR
+from .configs import KANDINSKY_ALIASES, EncoderSpec, Tokens
+from .hub_ids import KANDINSKY_PRIOR
 
-Tokens = Literal["cls", "spatial", "all"]
-KANDINSKY_ALIASES = {"kandinsky-2-2-prior", "kandinsky", KANDINSKY_PRIOR}
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.(resid_post|mlp_out|attn_out)$")
 
 
@@ -41,43 +40,6 @@ _ARMED = "_armed"
 
 class _StopForward(Exception):
     """Raised from a hook to skip the layers after the one we need."""
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Which model, weights, hook and tokens to extract."""
-
-    model: str = CLIP_MODEL
-    """OpenCLIP model name, a local OpenCLIP config `.json`, or `kandinsky-2-2-prior` / a local
-    diffusers prior folder."""
-    pretrained: str = CLIP_PRETRAINED
-    """OpenCLIP pretrained tag, a local checkpoint path, or `none` (random weights)."""
-    hook: str = "embed"
-    """embed | blocks.L.resid_post | blocks.L.mlp_out | blocks.L.attn_out (SAELens / ViT-Prisma spellings
-    such as blocks.L.hook_resid_post are accepted and stored in ours)."""
-    tokens: Tokens = "cls"
-    """Token positions of a block hook: cls (token 0), spatial (1..T-1) or all."""
-    patch_tokens: bool = False
-    """For `embed`: also return patch tokens mapped into the embedding space."""
-    seed: int = 0
-    """Seed of the random weights when pretrained is `none`."""
-
-    def __post_init__(self) -> None:
-        hook = canonical_hook(self.hook)  # SAELens / Prisma spellings: blocks.9.hook_resid_post
-        if hook is None:
-            raise ValueError(f"--hook must be embed or blocks.L.{{resid_post|mlp_out|attn_out}} (or the SAELens / "
-                             f"ViT-Prisma spelling blocks.L.hook_resid_post, ...); got {self.hook!r}")
-        object.__setattr__(self, "hook", hook)
-        if self.tokens not in ("cls", "spatial", "all"):
-            raise ValueError(f"--tokens must be cls, spatial or all; got {self.tokens!r}")
-        if self.hook == "embed" and self.tokens != "cls":
-            raise ValueError("hook `embed` is one vector per image: use --tokens cls (or a blocks.L hook for tokens)")
-        if self.patch_tokens and self.hook != "embed":
-            raise ValueError("--patch-tokens maps patch tokens into the embedding space; it needs --hook embed")
-
-    @property
-    def is_kandinsky(self) -> bool:
-        return self.model in KANDINSKY_ALIASES or (Path(self.model) / "image_encoder").is_dir()
 
 
 @dataclass

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .configs import DEFAULT_MAX_PIXELS
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
 )
-DEFAULT_MAX_PIXELS = 64_000_000
-"""Refuse larger images (decompression-bomb guard): 64 MP, e.g. 8000 x 8000."""
 
 
 class BadImage(ValueError):

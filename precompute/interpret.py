@@ -37,7 +37,7 @@ from sae_core.progress import Progress
 
 from .atlas_format import read_manifest
 from .captioner import Captioner, load_captioner
-from .hub_ids import BLIP_CAPTIONER
+from .configs import InterpretConfig
 from .images import BadImage, load_image, path_inside
 from .selection import most_frequent_first, parse_latents
 
@@ -64,36 +64,6 @@ can could may might must not no yes all any both each every few more most other 
 too very just also again once one two three four many much lot lots something someone somebody thing things
 """.split()) | frozenset({"arafed", "araffe", "arafe", "araf", "arafly"})
 """Function words, plus the non-words BLIP-base is known to emit ("arafed", "araffe")."""
-
-
-@dataclass(frozen=True)
-class InterpretConfig:
-    """One `clipsae interpret` run."""
-
-    atlas: str
-    """An atlas folder (clipsae atlas) whose images are available."""
-    captioner: str = BLIP_CAPTIONER
-    """BLIP: a hub id from the Hugging Face cache, a local folder, or `tiny` (random weights, a demo)."""
-    latents: str | None = None
-    """Which latents: N (the N most frequent), ids a,b,c, ranges a-b, or one id 'a,' (default: all)."""
-    images: int = 8
-    """Distinct top images captioned per latent."""
-    batch_size: int = 16
-    """Images captioned at once."""
-    caption_tokens: int = 30
-    """Longest caption, in tokens."""
-    images_root: str | None = None
-    """Where the atlas's images are (default: the atlas's images_root)."""
-    device: str = "auto"
-    """auto (cuda when available), cpu, cuda, cuda:N."""
-    seed: int = 0
-    """Seed of the tiny captioner's random weights."""
-
-    def __post_init__(self) -> None:
-        for name in ("images", "batch_size", "caption_tokens"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be > 0; got {getattr(self, name)}")
-        parse_latents(self.latents)  # a bad --latents fails before any model is loaded
 
 
 # ---------------------------------------------------------------------------- the recipe

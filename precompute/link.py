@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,32 +35,12 @@ from sae_core.progress import Progress
 
 from .atlas_format import read_manifest
 from .codes import Codes
+from .configs import LinkConfig
 from .coactivation import BYTES_PER_PAIR, Backend, Side, chunk_links, chunks, make_side, merge_links, pair_counts
 from .ranks import Ranks, ranks_from_env
 
 log = logging.getLogger(__name__)
 LINKS_DIR = "links"
-
-
-@dataclass(frozen=True)
-class LinkConfig:
-    """One `clipsae link` run."""
-
-    atlas_a: str
-    """An atlas (e.g. the CLIP one)."""
-    atlas_b: str
-    """An atlas of the same images (e.g. the Kandinsky-prior one)."""
-    top_links: int = 5
-    """Linked latents kept per latent, each way."""
-    budget_mb: float = 1024
-    """Memory for the co-active pairs of one chunk of A's latents."""
-    device: str = "auto"
-    """auto (cuda when available), cpu, cuda, cuda:N."""
-
-    def __post_init__(self) -> None:
-        for name in ("top_links", "budget_mb"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
 
 
 class AtlasSide:
@@ -174,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from sae_core.cliargs import add_config_flags, config_from_args, run_reporting
 
     p = argparse.ArgumentParser(prog="precompute.link", description=__doc__.splitlines()[0])
-    add_config_flags(p, LinkConfig, positional=("atlas_a", "atlas_b"))
+    add_config_flags(p, LinkConfig)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -2,8 +2,8 @@
 
 Patch tokens come from the cache: for `embed` caches, the patch tokens mapped into the
 embedding space (`--patch-tokens`); for token caches, the spatial token rows. The value
-of a patch is the SAE's element-wise rule (`sae_core.rules.elementwise`) applied to the
-latent's pre-activation on that patch: exact for relu, jumprelu and batchtopk (whose
+of a patch is the SAE's element-wise rule applied to the latent's pre-activation on that
+patch (`SparseAutoencoder.elementwise_codes`): exact for relu, jumprelu and batchtopk (whose
 inference rule is the threshold the atlas scores use too); for topk it is relu(h), the
 latent's drive (the top-k competes over every latent of a patch, which a mask of one
 latent does not compute).
@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sae_core import rules
 from sae_core.progress import Progress
 from sae_core.sae import SparseAutoencoder
 
@@ -77,15 +76,12 @@ def patch_masks(sae: SparseAutoencoder, reader: PatchReader, topk_ids: np.ndarra
             uniq, inverse = np.unique(ids[valid], return_inverse=True)
             patches = torch.from_numpy(reader.read(uniq)).to(device)  # [u, P, d]
             u, p, d = patches.shape
-            x_norm, _ = sae.normalize(patches.reshape(u * p, d))
-            x_c = (x_norm - sae.b_dec).reshape(u, p, d)
             pos = np.zeros(ids.shape, dtype=np.int64)
             pos[valid] = inverse
             g0, g1 = first_latent + l0, first_latent + l1
-            w = sae.W_enc[:, g0:g1].T  # [C, d]
-            h = torch.einsum("ckpd,cd->ckp", x_c[torch.from_numpy(pos).to(device)], w) + sae.b_enc[g0:g1, None, None]
-            threshold = sae.threshold_s[g0:g1] if sae.threshold_s is not None else None
-            vals = rules.elementwise(h, sae.cfg.architecture, threshold, latent_dim=0)
+            # every chunk latent on every patch of the chunk's images, then each latent's own images
+            v_cup = sae.elementwise_codes(patches.reshape(u * p, d), slice(g0, g1), latent_major=True).view(l1 - l0, u, p)
+            vals = v_cup[torch.arange(l1 - l0, device=device)[:, None], torch.from_numpy(pos).to(device)]  # [C, k, P]
             vals = vals * torch.from_numpy(valid).to(device)[..., None]
             masks[l0:l1] = vals.cpu().numpy().astype(np.float16)
             scale[l0:l1] = vals.flatten(1).amax(dim=1).cpu().numpy()

@@ -1,4 +1,5 @@
-"""One process or several (`torchrun`): the few collectives the atlas build and `link` use.
+"""One process or several (`torchrun`): the process group and the few collectives `embed`, the
+atlas build and `link` use.
 
     torchrun --nproc_per_node=2 -m precompute.atlas --acts cache/ --sae sae/ --out atlas/
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \
@@ -15,7 +16,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -56,16 +56,6 @@ class Ranks:
         out = [torch.empty_like(t) for _ in range(self.world)]
         dist.all_gather(out, t)
         return out
-
-    def broadcast_object(self, obj: Any) -> Any:
-        """Rank 0's object, on every rank."""
-        if self.world == 1:
-            return obj
-        import torch.distributed as dist
-
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
 
 
 @contextmanager

@@ -1,9 +1,9 @@
-"""The `--latents` grammar shared by `clipsae interpret`, `clipsae collage` and
-`clipsae eval segment`: one flag, one meaning everywhere.
+"""The `--latents` grammar shared by `clipsae interpret`, `clipsae collage`, `clipsae icons`
+and `clipsae eval segment`: one flag, one meaning everywhere.
 
     --latents 300          a count: the 300 first latents of the command's ranking
-                           (interpret, collage: the most frequent; eval segment: the most
-                           active on each class)
+                           (interpret, collage, icons: the most frequent; eval segment: the
+                           most active on each class)
     --latents 12,40,7      these latents, in this order
     --latents 7,           one latent (the trailing comma makes it a list)
     --latents 0-299        a range, both ends included (mixable: 3,10-12,40)
@@ -16,9 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-HELP = ("N (a count: the command's N first latents by its ranking), or ids a,b,c (ranges a-b; one id: 'a,')")
-
 
 @dataclass(frozen=True)
 class LatentSelection:

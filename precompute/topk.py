@@ -10,12 +10,10 @@ order, and every selection here is stable), so the grouping never changes the re
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
-ScoreRule = Literal["max", "mean", "cls"]
+from .configs import ScoreRule
 
 
 def image_scores(f_sr: Tensor, tokens_per_image: int, rule: ScoreRule = "max", cls_pos: int | None = None) -> Tensor:

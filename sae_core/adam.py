@@ -1,9 +1,9 @@
 """Adam for SAE training: torch's fused Adam kernel, called without `torch.optim`.
 
-`torch.optim.Adam(fused=True)` runs `torch._fused_adam_` (one pass over each tensor: ~5x
-faster than the per-op Adam for wide SAEs on a CPU), but the first use of `torch.optim` (and
-of `torch.nn.utils.clip_grad_norm_`) imports `torch._dynamo`, about 2 s of every
-`clipsae train` command. This class keeps the kernel and leaves `torch.optim` out; its steps
+`torch.optim.Adam(fused=True)` runs `torch._fused_adam_` (one pass over each tensor, where
+the per-op Adam makes several), but the first use of `torch.optim` (and of
+`torch.nn.utils.clip_grad_norm_`) imports `torch._dynamo`, seconds of every `clipsae train`
+command (benchmarks/bench_train.py). This class keeps the kernel and leaves `torch.optim` out; its steps
 equal torch.optim.Adam(fused=True)'s bit for bit (tests/test_train.py), with the state
 (step, exp_avg, exp_avg_sq) in the same layout.
 

@@ -1,7 +1,8 @@
 """The SAE stage's `clipsae` subcommands: train, metrics, convert, export-sae.
 
-Each is a thin wrapper: parse flags (generated from the config dataclasses), build the
-stage's config, call its main. The `clipsae` command itself is assembled in `app/cli.py`.
+Each is a thin wrapper: its flags are the fields of its configs (`config.py`, and
+`interop.ConvertConfig` / `ExportSAEConfig`), it builds them and calls the stage's main. The
+`clipsae` command itself is assembled in `app/cli.py`.
 """
 
 from __future__ import annotations
@@ -10,26 +11,10 @@ import argparse
 from collections.abc import Callable
 
 from .cliargs import add_config_flags, config_from_args
-from .config import K_ARCHS, SAEConfig, TrainConfig
+from .config import DEFAULT_L1, MetricsConfig, SAEConfig, SweepConfig, TrainConfig
+from .interop import ConvertConfig, ExportSAEConfig
 
-DEFAULT_L1 = {"relu": 0.07, "jumprelu": 0.03}
-"""λ when --l1 is not given, in the scaled convention (README "Loss convention"): relu's is
-E[Σ f]/σ's weight (0.07: L0 ≈ 2.5× the true L0 on issue 12's planted data), jumprelu's the
-FVU an active latent must buy (0.03)."""
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+__all__ = ["COMMANDS", "DEFAULT_L1"]
 
 
 # ---------------------------------------------------------------- train
@@ -37,22 +22,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train SAEs on an activation matrix (a λ or k sweep in one pass)",
                        description="Train one SAE, or one per swept value on the same batches. Every "
                                    "TrainConfig field is a flag; `train_config.json` records the values used.")
-    p.add_argument("--acts", required=True, help="a .npy matrix [N, d] or an activation cache folder")
-    p.add_argument("--out", required=True, help="output folder (one sub-folder per swept value)")
+    add_config_flags(p, SweepConfig, skip=("k", "groups", "l1"))
     m = p.add_argument_group("model (SAEConfig, saved in cfg.json)")
     add_config_flags(m, SAEConfig, skip=("d_in", "k", "groups", "norm_scaling_factor", "layer_norm_variant", "dtype",
                                           "metadata"),
-                     names={"architecture": "--arch", "normalize_activations": "--normalize"}, required=("d_sae",))
-    m.add_argument("--k", type=_ints, default=None,
-                   help="active latents per input for topk/batchtopk/matryoshka; a comma list sweeps")
-    m.add_argument("--groups", type=_ints, default=None,
-                   help="matryoshka: nested prefix sizes g1,g2,...,d_sae (increasing, the last = --d-sae)")
-    m.add_argument("--l1", type=_floats, default=None,
-                   help="sparsity coefficient λ (relu: L1, jumprelu: L0) in the --l1-convention; a comma list "
-                        "sweeps (default: relu 0.07, jumprelu 0.03; a first scaled sweep for relu: 0.05,0.07,0.1)")
+                     names={"architecture": "--arch", "normalize_activations": "--normalize"})
+    add_config_flags(m, SweepConfig, skip=("acts", "out", "resume", "overwrite"))
     add_config_flags(p.add_argument_group("run (TrainConfig, saved in train_config.json)"), TrainConfig)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint exactly")
-    p.add_argument("--overwrite", action="store_true", help="replace SAEs already in OUT")
     p.set_defaults(func=_run_train)
 
 
@@ -61,22 +37,12 @@ def _run_train(a: argparse.Namespace) -> int:
     from .sweep import make_specs
     from .train import train
 
-    if a.architecture in K_ARCHS:
-        if not a.k:
-            raise ValueError(f"--arch {a.architecture} needs --k (for example --k 32, or --k 16,32,64 to sweep)")
-        if a.l1:
-            raise ValueError(f"--l1 is for relu/jumprelu; --arch {a.architecture} is sparse by --k")
-        k_values: list[int | None] = list(a.k)
-        l1_values = [0.0]
-    else:
-        if a.k:
-            raise ValueError(f"--k is for {'/'.join(sorted(K_ARCHS))}; --arch {a.architecture} uses --l1")
-        k_values = [None]
-        l1_values = a.l1 or [DEFAULT_L1[a.architecture]]
-    d_in = ActivationSource(a.acts).d
-    base = config_from_args(SAEConfig, a, d_in=d_in, k=k_values[0], groups=tuple(a.groups) if a.groups else None)
+    sweep = config_from_args(SweepConfig, a)
+    k_values, l1_values = sweep.values(a.architecture)
+    base = config_from_args(SAEConfig, a, d_in=ActivationSource(sweep.acts).d, k=k_values[0], groups=sweep.groups or None)
     cfg = config_from_args(TrainConfig, a)
-    written = train(a.acts, a.out, make_specs(base, l1_values, k_values), cfg, resume=a.resume, overwrite=a.overwrite)
+    written = train(sweep.acts, sweep.out, make_specs(base, l1_values, k_values), cfg, resume=sweep.resume,
+                    overwrite=sweep.overwrite)
     for path in written:
         print(path)
     return 0
@@ -85,59 +51,39 @@ def _run_train(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- metrics
 def _add_metrics(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("metrics", help="MSE, L1, L0, explained variance, ... of SAEs on held-out activations")
-    p.add_argument("--acts", required=True, help="a .npy matrix or an activation cache folder")
-    p.add_argument("--sae", required=True, help="an SAE folder, or a folder of them (a sweep)")
-    p.add_argument("--out", default=None, help="also write the Markdown table here (+ .json)")
-    p.add_argument("--batch-size", type=int, default=8192, help="rows per forward pass (default: %(default)s)")
-    p.add_argument("--max-rows", type=int, default=None, help="evaluate on the first N rows only")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    add_config_flags(p, MetricsConfig)
     p.set_defaults(func=_run_metrics)
 
 
 def _run_metrics(a: argparse.Namespace) -> int:
     from .evaluate import metrics_main
 
-    print(metrics_main(a.acts, a.sae, out=a.out, batch_size=a.batch_size, device=a.device, max_rows=a.max_rows))
+    c = config_from_args(MetricsConfig, a)
+    print(metrics_main(c.acts, c.sae, out=c.out, batch_size=c.batch_size, device=c.device, max_rows=c.max_rows))
     return 0
 
 
 # ---------------------------------------------------------------- convert / export-sae
-_SOURCES = ("SAELens folder, sparsify folder or trainer folder, ViT-Prisma folder (config.json + weights.pt) "
-            "or n_images_N.pt, saev sae.pt, dictionary-learning trainer_N/ (ae.pt + config.json), "
-            "overcomplete state dict (.pt/.safetensors, with --arch)")
-
-
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="import another library's SAE exactly (or refuse what cannot be honoured)",
                        description="Convert an SAE of SAELens, sparsify, ViT-Prisma, saev, dictionary-learning "
                                    "or overcomplete into our layout. Every field is honoured exactly (folded "
                                    "into the weights) or refused by name. A sparsify trainer folder gives one "
                                    "SAE per hookpoint under DST.")
-    p.add_argument("src", help=_SOURCES)
-    p.add_argument("dst", help="output SAE folder")
-    p.add_argument("--norm-scaling-factor", type=float, default=None,
-                   help="SAELens expected_average_only_in: the factor, when no activation_scaler.json is beside "
-                        "cfg.json (SAELens's pretrained_saes.yaml lists it)")
-    p.add_argument("--arch", choices=("relu", "topk", "jumprelu", "batchtopk"), default=None,
-                   help="overcomplete only (its state dict does not record the class): SAE=relu, TopKSAE=topk, "
-                        "JumpSAE=jumprelu, BatchTopKSAE=batchtopk")
-    p.add_argument("--k", type=int, default=None, help="overcomplete TopKSAE only: its top_k")
-    p.add_argument("--dictionary-norm", default="l2", help="overcomplete only: the dictionary normalisation "
-                   "it was built with (l2, the default; max_l2, l1, max_l1, identity)")
+    add_config_flags(p, ConvertConfig)
     p.set_defaults(func=_run_convert)
 
 
 def _run_convert(a: argparse.Namespace) -> int:
-    from .interop import Hints, convert
+    from .interop import convert
 
-    hints = Hints(norm_scaling_factor=a.norm_scaling_factor, arch=a.arch, k=a.k, dictionary_norm=a.dictionary_norm)
-    layout, written = convert(a.src, a.dst, hints)
+    c = config_from_args(ConvertConfig, a)
+    layout, written = convert(c.src, c.dst, c.hints)
     for path, sae in written:
-        c = sae.cfg
-        folds = c.metadata.get("converted_folds") or []
-        print(f"converted {layout} SAE ({c.architecture}, d_in={c.d_in}, d_sae={c.d_sae}, "
-              f"hook={c.metadata.get('hook_name', 'unknown')}) -> {path}")
-        for fold in folds:
+        m = sae.cfg.metadata
+        print(f"converted {layout} SAE ({sae.cfg.architecture}, d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}, "
+              f"hook={m.get('hook_name', 'unknown')}) -> {path}")
+        for fold in m.get("converted_folds") or []:
             print(f"  folded: {fold}")
     return 0
 
@@ -146,16 +92,15 @@ def _add_export_sae(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export-sae", help="write an SAE of ours as a SAELens or sparsify folder",
                        description="Write SAE in another library's layout, equal to ours up to float rounding "
                                    "(normalisations folded); what the target cannot express is refused by name.")
-    p.add_argument("sae", help="our SAE folder")
-    p.add_argument("dst", help="output folder")
-    p.add_argument("--to", required=True, choices=("saelens", "sparsify"), help="target library")
+    add_config_flags(p, ExportSAEConfig)
     p.set_defaults(func=_run_export_sae)
 
 
 def _run_export_sae(a: argparse.Namespace) -> int:
     from .interop import export_sae
 
-    print(f"wrote {a.to} SAE -> {export_sae(a.sae, a.dst, a.to)}")
+    c = config_from_args(ExportSAEConfig, a)
+    print(f"wrote {c.to} SAE -> {export_sae(c.sae, c.dst, c.to)}")
     return 0
 
 

@@ -1,8 +1,10 @@
-"""Configuration dataclasses: the SAE model (`SAEConfig`) and a training run (`TrainConfig`).
+"""Configuration dataclasses: the SAE model (`SAEConfig`), a training run (`TrainConfig`), and
+what `clipsae train` sweeps (`SweepConfig`) and `clipsae metrics` reads (`MetricsConfig`).
 
 The model config is what is saved in `cfg.json` beside the weights; the run config is
-saved as `train_config.json` in the output folder. Both validate themselves in
-`__post_init__` and raise `ValueError` naming the field and the allowed values.
+saved as `train_config.json` in the output folder. All validate themselves in
+`__post_init__` and raise `ValueError` naming the field and the allowed values. Their
+fields are the commands' flags (`cliargs`); this module imports no torch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+
+from .cliargs import COMMAS
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
 Normalize = Literal["none", "unit_norm", "layer_norm", "expected_average_only_in"]
@@ -221,3 +225,61 @@ class TrainConfig:
         if "adam_betas" in d:
             d["adam_betas"] = tuple(d["adam_betas"])
         return cls(**d)
+
+
+DEFAULT_L1 = {"relu": 0.07, "jumprelu": 0.03}
+"""λ when --l1 is not given, in the scaled convention (README "Loss convention"): relu's is
+E[Σ f]/σ's weight (0.07: L0 ≈ 2.5× the true L0 on the planted data of `synthetic.py`), jumprelu's the
+FVU an active latent must buy (0.03)."""
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What `clipsae train` reads and writes, and the values it sweeps: one SAE per value of
+    --k or --l1, all trained in one pass over the same batches."""
+
+    acts: str
+    """A .npy matrix [N, d] or an activation cache folder."""
+    out: str
+    """Output folder (one sub-folder per swept value)."""
+    k: tuple[int, ...] | None = field(default=None, metadata=COMMAS)
+    """Active latents per input for topk/batchtopk/matryoshka; a comma list sweeps."""
+    groups: tuple[int, ...] | None = field(default=None, metadata=COMMAS)
+    """matryoshka: nested prefix sizes g1,g2,...,d_sae (increasing, the last = --d-sae)."""
+    l1: tuple[float, ...] | None = field(default=None, metadata=COMMAS)
+    """Sparsity coefficient λ (relu: L1, jumprelu: L0) in the --l1-convention; a comma list sweeps
+    (default: relu 0.07, jumprelu 0.03; a first scaled sweep for relu: 0.05,0.07,0.1)."""
+    resume: bool = False
+    """Continue from OUT/checkpoint exactly."""
+    overwrite: bool = False
+    """Replace SAEs already in OUT."""
+
+    def values(self, architecture: str) -> tuple[list[int | None], list[float]]:
+        """(k values, λ values) to train for `architecture`; a ValueError names a flag it does not use."""
+        if architecture in K_ARCHS:
+            if not self.k:
+                raise ValueError(f"--arch {architecture} needs --k (for example --k 32, or --k 16,32,64 to sweep)")
+            if self.l1:
+                raise ValueError(f"--l1 is for relu/jumprelu; --arch {architecture} is sparse by --k")
+            return list(self.k), [0.0]
+        if self.k:
+            raise ValueError(f"--k is for {'/'.join(sorted(K_ARCHS))}; --arch {architecture} uses --l1")
+        return [None], list(self.l1 or [DEFAULT_L1[architecture]])
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """One `clipsae metrics` run."""
+
+    acts: str
+    """A .npy matrix or an activation cache folder (held-out rows)."""
+    sae: str
+    """An SAE folder, or a folder of them (a sweep)."""
+    out: str | None = None
+    """Also write the Markdown table here (+ .json)."""
+    batch_size: int = 8192
+    """Rows per forward pass."""
+    max_rows: int | None = None
+    """Evaluate on the first N rows only (default: all)."""
+    device: str = "auto"
+    """auto (cuda when available), cpu, cuda, cuda:N."""

@@ -188,6 +188,7 @@ def iter_batches(
     """Yield float32 batches of one epoch, skipping the first `skip` without reading them.
     A block holding NaN or inf is refused (ValueError) before any of its batches is used."""
     order, rng = chunk_order(plan, seed, epoch)
+    on_gpu = torch.device(device).type == "cuda"
     seen = 0
     for b in range(plan.n_blocks):
         lo, hi = plan.block_bounds(b)
@@ -198,13 +199,16 @@ def iter_batches(
             continue
         # in file order: forward reads only (the block is shuffled anyway)
         block = torch.from_numpy(source.read_pieces(sorted(plan.pieces(order, b))))
+        if on_gpu:  # one copy per block; each batch is then a gather on the device (the same rows)
+            block = block.to(device)
+            perm_t = torch.from_numpy(perm).to(device)
         if not torch.isfinite(block).all():
             raise ValueError(f"{source.path}: rows of block {b} (epoch {epoch}) contain NaN or inf activations; "
                              "clean or re-extract the activations")
         for j in range(n_batches):
             if seen >= skip:
-                idx = torch.from_numpy(perm[j * plan.batch_size : (j + 1) * plan.batch_size])
-                yield block[idx].to(device, non_blocking=True)
+                sel = slice(j * plan.batch_size, (j + 1) * plan.batch_size)
+                yield block[perm_t[sel]] if on_gpu else block[torch.from_numpy(perm[sel])].to(device)
             seen += 1
 
 

@@ -24,4 +24,4 @@ class Incomplete(UserError):
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
                                                 IsADirectoryError, PermissionError, UserError)
-"""What a command-line entry point turns into one line (`report_errors`)."""
+"""What a command-line entry point turns into one line (`cliargs.run_reporting`)."""

@@ -48,9 +48,9 @@ def init_runs(runs: list[SAETrainer], sample_nd: torch.Tensor, cfg: TrainConfig)
             sae.b_dec.copy_(b)
             if sae.cfg.architecture != "jumprelu":  # its threshold breaks the scale invariance
                 num = denom = 0.0
-                for x_c in (x_norm - sae.b_dec).split(CHUNK_ROWS):
-                    g = sae.activate(x_c @ sae.W_enc + sae.b_enc) @ sae.W_dec
-                    num += float((x_c * g).sum())
+                for x_n in x_norm.split(CHUNK_ROWS):
+                    g = sae.activate(sae.pre_activation(x_n)) @ sae.W_dec
+                    num += float(((x_n - sae.b_dec) * g).sum())
                     denom += float(g.pow(2).sum())
                 if denom > 0 and num > 0:
                     sae.W_enc.mul_(num / denom)

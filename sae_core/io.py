@@ -96,7 +96,7 @@ def _validate(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: str) -> N
 def sae_from_tensors(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: str = "SAE") -> SparseAutoencoder:
     """Build an SAE from SAELens tensors after checking shapes and finiteness."""
     _validate(cfg, tensors, where)
-    with torch.device("meta"):  # no random init to overwrite (6 s for a 163,840 x 1280 SAE)
+    with torch.device("meta"):  # no random init to overwrite (costly at the seeds' sizes)
         sae = SparseAutoencoder(cfg)
     names = ["W_enc", "W_dec", "b_enc", "b_dec"] + (["threshold"] if cfg.architecture in THRESHOLD_ARCHS else [])
     for name in names:

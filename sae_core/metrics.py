@@ -71,39 +71,65 @@ class MetricsAccumulator:
 
     def reset(self) -> None:
         self.n = 0
-        self.sum_sq_err = 0.0
-        self.sum_x_sq = 0.0
-        self.sum_x_d = np.zeros(self.d_in, dtype=np.float64)
-        self.sum_abs_f = 0.0
-        self.n_active = 0
-        self.sum_cos = 0.0
-        self.fire_count_s = np.zeros(self.d_sae, dtype=np.int64)
+        self._sums: dict[str, Tensor] | None = None  # made on the first batch's device
         self.sum_sq_err_g = np.zeros(len(self.groups), dtype=np.float64)
+
+    def _on(self, device: torch.device) -> dict[str, Tensor]:
+        """The running sums, kept on the batches' device: adding a batch reads nothing back
+        to the host (float64 tensors add exactly as the Python floats they replace)."""
+        if self._sums is None:
+            f64, i64 = torch.float64, torch.int64
+            self._sums = {"sum_sq_err": torch.zeros((), dtype=f64, device=device),
+                          "sum_x_sq": torch.zeros((), dtype=f64, device=device),
+                          "sum_x_d": torch.zeros(self.d_in, dtype=f64, device=device),
+                          "sum_abs_f": torch.zeros((), dtype=f64, device=device),
+                          "n_active": torch.zeros((), dtype=i64, device=device),
+                          "sum_cos": torch.zeros((), dtype=f64, device=device),
+                          "fire_count_s": torch.zeros(self.d_sae, dtype=i64, device=device)}
+        return self._sums
+
+    def _value(self, name: str):
+        t = None if self._sums is None else self._sums[name]
+        if name in ("sum_x_d", "fire_count_s"):
+            size = self.d_in if name == "sum_x_d" else self.d_sae
+            dtype = np.float64 if name == "sum_x_d" else np.int64
+            return np.zeros(size, dtype=dtype) if t is None else t.cpu().numpy()
+        return (0 if name == "n_active" else 0.0) if t is None else t.item()
+
+    sum_sq_err = property(lambda self: self._value("sum_sq_err"))
+    sum_x_sq = property(lambda self: self._value("sum_x_sq"))
+    sum_x_d = property(lambda self: self._value("sum_x_d"))
+    sum_abs_f = property(lambda self: self._value("sum_abs_f"))
+    n_active = property(lambda self: self._value("n_active"))
+    sum_cos = property(lambda self: self._value("sum_cos"))
+    fire_count_s = property(lambda self: self._value("fire_count_s"))
 
     @torch.no_grad()
     def update(self, x_bd: Tensor, x_hat_bd: Tensor, f_bs: Tensor) -> None:
         """Add a batch given dense latents."""
         f = f_bs.detach()
-        self.update_stats(x_bd, x_hat_bd, float(f.abs().sum()), (f != 0).sum(dim=0))
+        self.update_stats(x_bd, x_hat_bd, f.abs().sum(), (f != 0).sum(dim=0))
 
     @torch.no_grad()
-    def update_stats(self, x_bd: Tensor, x_hat_bd: Tensor, abs_sum: float, fire_count_s: Tensor) -> None:
+    def update_stats(self, x_bd: Tensor, x_hat_bd: Tensor, abs_sum: float | Tensor, fire_count_s: Tensor) -> None:
         """Add a batch given Σ|f| and the per-latent non-zero counts (cheap for sparse latents).
 
         Sums accumulate in float64 (each reduction runs in float64 over the inputs, without a
-        float64 copy of them); the latent sums come in as float32 reductions."""
+        float64 copy of them); the latent sums come in as float32 reductions. Nothing is read
+        back to the host here (`result` does, once per metric line)."""
         x, x_hat = x_bd.detach(), x_hat_bd.detach()
         f64 = torch.float64
+        t = self._on(x.device)
         self.n += x.shape[0]
-        self.sum_sq_err += float((x_hat - x).pow_(2).sum(dtype=f64))
-        self.sum_x_sq += float(x.pow(2).sum(dtype=f64))
-        self.sum_x_d += x.sum(dim=0, dtype=f64).cpu().numpy()
-        self.sum_abs_f += abs_sum
-        counts = fire_count_s.cpu().numpy().astype(np.int64)
-        self.n_active += int(counts.sum())
+        t["sum_sq_err"] += (x_hat - x).pow_(2).sum(dtype=f64)
+        t["sum_x_sq"] += x.pow(2).sum(dtype=f64)
+        t["sum_x_d"] += x.sum(dim=0, dtype=f64)
+        t["sum_abs_f"] += abs_sum.to(f64) if isinstance(abs_sum, Tensor) else abs_sum
+        counts = fire_count_s.to(torch.int64)
+        t["n_active"] += counts.sum()
         cos = (x * x_hat).sum(dim=1, dtype=f64) / (x.norm(dim=1) * x_hat.norm(dim=1)).clamp_min(1e-8)
-        self.sum_cos += float(cos.sum())
-        self.fire_count_s += counts
+        t["sum_cos"] += cos.sum()
+        t["fire_count_s"] += counts
 
     @torch.no_grad()
     def update_prefixes(self, x_bd: Tensor, x_hat_g: list[Tensor]) -> None:
@@ -115,18 +141,21 @@ class MetricsAccumulator:
     def result(self) -> dict[str, float]:
         if self.n == 0:
             raise ValueError("no inputs were accumulated")
-        sst = self.sum_x_sq - float((self.sum_x_d**2).sum()) / self.n
-        l0_mean = self.n_active / self.n
+        sum_sq_err, sum_x_sq, sum_abs_f, n_active, sum_cos = (
+            self.sum_sq_err, self.sum_x_sq, self.sum_abs_f, self.n_active, self.sum_cos)
+        fire_count_s = self.fire_count_s
+        sst = sum_x_sq - float((self.sum_x_d**2).sum()) / self.n
+        l0_mean = n_active / self.n
         return {
             "n_inputs": float(self.n),
-            "mse": self.sum_sq_err / (self.n * self.d_in),
-            "l1": self.sum_abs_f / (self.n * self.d_sae),
+            "mse": sum_sq_err / (self.n * self.d_in),
+            "l1": sum_abs_f / (self.n * self.d_sae),
             "l0": l0_mean,
-            "explained_variance": 1 - self.sum_sq_err / sst if sst > 0 else float("nan"),
-            "cosine_similarity": self.sum_cos / self.n,
-            "alive_fraction": alive_fraction(self.fire_count_s),
-            "mean_activation": self.sum_abs_f / self.n_active if self.n_active else 0.0,
-            "activation_entropy": activation_entropy(self.fire_count_s),
+            "explained_variance": 1 - sum_sq_err / sst if sst > 0 else float("nan"),
+            "cosine_similarity": sum_cos / self.n,
+            "alive_fraction": alive_fraction(fire_count_s),
+            "mean_activation": sum_abs_f / n_active if n_active else 0.0,
+            "activation_entropy": activation_entropy(fire_count_s),
             "max_entropy": math.log(self.d_sae),
             "expansion": self.d_sae / self.d_in,
             "active_fraction": l0_mean / self.d_sae,

@@ -10,8 +10,8 @@
 Three forms of the same rules, tested equal to each other:
 - `activate`     dense latents in any layout (`latent_dim` names the latent axis: -1 for
                  [inputs, latents], 0 for the atlas's latent-major [latents, inputs]);
-- `kept_coords`  the (input, latent) pairs a training batch keeps, sorted by input, for the
-                 sparse training path that never builds a dense latent gradient;
+- `kept_entries` the (input, latent, h) entries a training batch keeps, sorted by input, for
+                 the sparse training path that never builds a dense latent gradient;
 - `elementwise`  the rule without competition between latents: what one latent does on one
                  input by itself. Exact for relu, jumprelu and batchtopk at inference; for topk
                  it is relu(h), the latent's drive (the top-k needs every latent of the input).
@@ -139,8 +139,3 @@ def kept_entries(h_bs: Tensor, architecture: str, k: int | None = None) -> tuple
         return flat // d_sae, flat % d_sae, vals[order]
     raise ValueError(f"{architecture} has no sparse training path")
 
-
-def kept_coords(h_bs: Tensor, architecture: str, k: int | None = None) -> tuple[Tensor, Tensor]:
-    """(rows, cols) of `kept_entries`."""
-    rows, cols, _ = kept_entries(h_bs, architecture, k)
-    return rows, cols

@@ -1,7 +1,7 @@
 """The sparse autoencoder: encode, decode, forward with loss terms, for five architectures.
 
 Conventions (shape suffixes: b = batch, d = d_in, s = d_sae):
-- pre-activation  h = (norm(x) − b_dec) @ W_enc + b_enc
+- pre-activation  h = (norm(x) − b_dec) @ W_enc + b_enc   (`pre_activation`, the only place)
 - relu       f = relu(h)                          sparsity term: mean_{b,s} f (unit-norm decoder rows)
 - topk       f = relu(h) on the k largest h per input, 0 elsewhere
 - batchtopk  training: the k·B largest relu(h) over the whole batch; inference:
@@ -17,12 +17,17 @@ Means over elements (not sums) are seed 001's λ convention; the trainer scales 
 convention in use (`TrainConfig.l1_convention`, see `trainer.py`).
 
 The rules themselves live in `rules.py` (one home, shared with the atlas and the masks);
-the sparse backward in `sparse_ops.py`. Not handled here: the training loop, dead-latent
-bookkeeping and file I/O (see `train.py`, `trainer.py`, `io.py`).
+the normalisations in `normalization.py`; the sparse backward in `sparse_ops.py`. Not
+handled here: the training loop, dead-latent bookkeeping and file I/O (see `train.py`,
+`trainer.py`, `io.py`).
+
+Python use, as SAELens's: `x_hat = sae.decode(sae.encode(x))` is in the input space for
+every normalisation (see `decode`); `decode_normalized(f)` stays in the normalised space.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -31,19 +36,9 @@ from torch import Tensor, nn
 
 from . import rules
 from .config import SAEConfig
+from .normalization import EPS, PER_INPUT_NORMS, NormContext, denormalize, normalize
 from .sparse_ops import sparse_decode, sparse_preact
 
-EPS = 1e-6
-LAYER_NORM_EPS = 1e-5
-"""ε of the saelens layer_norm variant (SAELens's and ViT-Prisma's run-time layer norm)."""
-
-
-@dataclass
-class NormContext:
-    """Per-input statistics needed to undo the input normalisation on the output."""
-
-    scale_b1: Tensor | None = None
-    shift_b1: Tensor | None = None
 
 
 @dataclass
@@ -87,19 +82,22 @@ class SAEOutput:
         return f
 
     @torch.no_grad()
-    def latent_stats(self) -> tuple[float, Tensor]:
-        """(Σ|f|, per-latent count of non-zero activations), with one pass over f.
+    def latent_stats(self) -> tuple[Tensor, Tensor]:
+        """(Σ|f| as a 0-d tensor, per-latent count of non-zero activations), with one pass over f,
+        both left on f's device (no host-device sync).
 
         Every architecture gives f >= 0, so Σ|f| = Σf."""
         if self.coords is not None:
             _, cols, vals = self.coords
-            counts = torch.bincount(cols[vals != 0], minlength=self.h_bs.shape[1])
-            return float(vals.detach().sum()), counts
+            # a zero value adds 0 to its latent's count: no boolean mask, and index_add_ rather than
+            # bincount, which reads the largest index back to the host on CUDA (both syncs)
+            counts = torch.zeros(self.h_bs.shape[1], dtype=torch.int64, device=cols.device)
+            return vals.detach().sum(), counts.index_add_(0, cols, (vals != 0).to(torch.int64))
         f = self.f_dense_bs.detach()  # type: ignore[union-attr]
-        # 0/1 written straight into a float buffer, then a float column sum: ~6x faster on CPU
-        # than count_nonzero (bool -> int64 cast + int64 reduction); exact below 2**24 rows.
+        # 0/1 written straight into a float buffer, then a float column sum: cheaper on a CPU than
+        # count_nonzero (bool -> int64 cast + int64 reduction); exact below 2**24 rows.
         counts = torch.gt(f, 0, out=torch.empty_like(f)).sum(dim=0)
-        return float(f.sum()), counts.to(torch.int64)
+        return f.sum(), counts.to(torch.int64)
 
 
 class SparseAutoencoder(nn.Module):
@@ -127,42 +125,19 @@ class SparseAutoencoder(nn.Module):
             self.register_buffer("threshold", torch.zeros(s))
         # Fraction of active latents of the last training batch (picks ReLU's sparse path).
         self.register_buffer("relu_density", torch.ones((), dtype=torch.float64))
+        # thread id -> (batch shape, NormContext) of that thread's last `encode` (see `decode`)
+        self._encoded_norms: dict[int, tuple[torch.Size, NormContext]] = {}
 
     # ------------------------------------------------------------------ normalisation
     def normalize(self, x_bd: Tensor) -> tuple[Tensor, NormContext]:
-        """Apply the configured input normalisation; return the context that undoes it.
-
-        layer_norm follows `cfg.layer_norm_variant`: saelens divides by the unbiased std plus
-        1e-5 and multiplies the output back by the std alone (SAELens's and ViT-Prisma's
-        formula, not an exact inverse); clipsae-v1 uses the biased std plus 1e-6 both ways."""
-        mode = self.cfg.normalize_activations
-        if mode == "none":
-            return x_bd, NormContext()
-        if mode == "unit_norm":
-            scale = x_bd.norm(dim=-1, keepdim=True).clamp_min(EPS)
-            return x_bd / scale, NormContext(scale_b1=scale)
-        if mode == "layer_norm":
-            mu = x_bd.mean(dim=-1, keepdim=True)
-            centred = x_bd - mu
-            if self.cfg.layer_norm_variant == "saelens":
-                std = centred.std(dim=-1, keepdim=True)
-                return centred / (std + LAYER_NORM_EPS), NormContext(scale_b1=std, shift_b1=mu)
-            std = centred.std(dim=-1, keepdim=True, unbiased=False) + EPS
-            return centred / std, NormContext(scale_b1=std, shift_b1=mu)
-        # expected_average_only_in: one constant fitted on the training data
-        factor = self.cfg.norm_scaling_factor
-        if factor is None:
-            raise ValueError("normalize_activations=expected_average_only_in needs cfg.norm_scaling_factor")
-        return x_bd * factor, NormContext(scale_b1=torch.full_like(x_bd[..., :1], 1.0 / factor))
+        """Apply the configured input normalisation; return the context that undoes it
+        (`normalization.normalize`)."""
+        return normalize(self.cfg, x_bd)
 
     @staticmethod
     def denormalize(y_bd: Tensor, ctx: NormContext) -> Tensor:
         """Map a reconstruction from the normalised space back: y·scale + shift."""
-        if ctx.scale_b1 is not None:
-            y_bd = y_bd * ctx.scale_b1
-        if ctx.shift_b1 is not None:
-            y_bd = y_bd + ctx.shift_b1
-        return y_bd
+        return denormalize(y_bd, ctx)
 
     # ------------------------------------------------------------------ encode / decode
     @property
@@ -172,10 +147,35 @@ class SparseAutoencoder(nn.Module):
             return self.threshold
         return None
 
-    def pre_activation(self, x_norm_bd: Tensor) -> Tensor:
-        """h = (x − b_dec) @ W_enc + b_enc, computed as x @ W_enc + (b_enc − b_dec @ W_enc): the
-        same function, but b_dec's gradient is a vector-matrix product, not a B×d×s matmul."""
-        return torch.addmm(self.b_enc - self.b_dec @ self.W_enc, x_norm_bd, self.W_enc)
+    def pre_activation(self, x_norm_bd: Tensor, latents: Tensor | slice | None = None,
+                       latent_major: bool = False) -> Tensor:
+        """h = (x − b_dec) @ W_enc + b_enc of normalised inputs x [B, d_in] (`normalize`): the one
+        place this formula is written (encode, forward, init, the atlas, its patch masks and
+        eval segment all call it).
+
+        Computed as x @ W_enc + (b_enc − b_dec @ W_enc): the same function, but b_dec's gradient
+        is a vector-matrix product, not a B×d×s matmul. `latents` (ids or a slice) keeps those
+        columns only; `latent_major` returns h.T [latents, B], computed in that layout."""
+        w = self.W_enc if latents is None else self.W_enc[:, latents]
+        b = self.b_enc if latents is None else self.b_enc[latents]
+        bias = b - self.b_dec @ w
+        if latent_major:
+            return torch.addmm(bias[:, None], w.T, x_norm_bd.T)
+        return torch.addmm(bias, x_norm_bd, w)
+
+    def elementwise_codes(self, x_bd: Tensor, latents: Tensor | slice | None = None,
+                          latent_major: bool = False) -> Tensor:
+        """What each chosen latent does by itself on raw inputs x: the element-wise rule
+        (`rules.elementwise`, inference form) of its pre-activation. Exact codes for relu,
+        jumprelu and batchtopk; for topk relu(h), the latent's drive (the top-k needs every
+        latent of an input). The atlas's scores, its patch masks and eval segment use it.
+        `latents` and `latent_major` as in `pre_activation`."""
+        h = self.pre_activation(self.normalize(x_bd)[0], latents, latent_major)
+        threshold = self.threshold_s
+        if threshold is not None and latents is not None:
+            threshold = threshold[latents]
+        return rules.elementwise(h, self.cfg.architecture, threshold, latent_dim=0 if latent_major else -1,
+                                 inplace=True)
 
     def activate(self, h: Tensor, latent_dim: int = -1) -> Tensor:
         """The sparsifying rule (`rules.activate`); batchtopk's batch rule and jumprelu's
@@ -184,15 +184,61 @@ class SparseAutoencoder(nn.Module):
         return rules.activate(h, c.architecture, c.k, self.threshold_s, self.training, latent_dim,
                               c.jumprelu_bandwidth)
 
+    MAX_REMEMBERED_THREADS = 64
+    """`encode` keeps the normalisation of this many threads' last inputs (oldest dropped)."""
+
+    def encode_with_context(self, x_bd: Tensor) -> tuple[Tensor, NormContext]:
+        """Latents f [..., d_sae] of raw inputs x [..., d_in], and the context that undoes their
+        normalisation (`decode(f, ctx)`): the explicit form, for code that decodes other latents
+        or encodes in several places at once."""
+        x_norm, ctx = self.normalize(x_bd)
+        f = self.activate(self.pre_activation(x_norm.reshape(-1, x_norm.shape[-1])))
+        return f.reshape(*x_bd.shape[:-1], -1), ctx
+
     def encode(self, x_bd: Tensor) -> Tensor:
-        """Latent activations f [B, d_sae] of raw inputs x [B, d_in]."""
-        x_norm, _ = self.normalize(x_bd)
-        return self.activate(self.pre_activation(x_norm))
+        """Latent activations f [..., d_sae] of raw inputs x [..., d_in].
+
+        As in SAELens, it keeps the normalisation statistics of x (per thread, for unit_norm
+        and layer_norm) so that `decode(f)` of latents of this batch returns the input space."""
+        f, ctx = self.encode_with_context(x_bd)
+        if self.cfg.normalize_activations in PER_INPUT_NORMS:
+            memory = self._encoded_norms
+            memory.pop(threading.get_ident(), None)
+            memory[threading.get_ident()] = (x_bd.shape[:-1], ctx)
+            while len(memory) > self.MAX_REMEMBERED_THREADS:
+                memory.pop(next(iter(memory)))
+        return f
 
     def decode(self, f_bs: Tensor, ctx: NormContext | None = None) -> Tensor:
-        """Reconstruction from latents; with `ctx` (from `normalize`) in the input space."""
-        y = f_bs @ self.W_dec + self.b_dec
+        """Reconstruction x̂ [..., d_in] of latents f [..., d_sae] in the input space: the
+        normalisation undone, so `decode(encode(x))` is x̂ as SAELens's is (and `forward`'s).
+
+        none and expected_average_only_in need nothing else. unit_norm and layer_norm need the
+        inputs' own statistics: `ctx` (from `encode_with_context` or `normalize`), else those of
+        this thread's last `encode`, when its batch has f's shape (edited latents of that batch
+        decode too); otherwise a ValueError. `decode_normalized` is x̂ in the normalised space."""
+        y = self.decode_normalized(f_bs)
+        mode = self.cfg.normalize_activations
+        if ctx is None and mode in PER_INPUT_NORMS:
+            shape, ctx = self._encoded_norms.get(threading.get_ident(), (None, None))
+            if ctx is None or shape != f_bs.shape[:-1]:
+                seen = "no encode in this thread" if ctx is None else f"the last encode had batch shape {list(shape)}"
+                raise ValueError(
+                    f"decode: this SAE normalises each input ({mode}), so decoding needs those inputs' statistics, "
+                    f"but latents of shape {list(f_bs.shape)} came with none ({seen}); call encode(x) on their "
+                    "inputs first, pass ctx from encode_with_context(x), or use decode_normalized(f) for the "
+                    "normalised space")
+            if not torch.is_inference_mode_enabled():  # statistics kept under inference_mode, used outside it
+                ctx = NormContext(*(t.clone() if t is not None and t.is_inference() else t
+                                    for t in (ctx.scale_b1, ctx.shift_b1)))
+        elif ctx is None and mode == "expected_average_only_in":  # one constant: nothing to keep
+            ctx = normalize(self.cfg, y[..., :1])[1]
         return self.denormalize(y, ctx) if ctx is not None else y
+
+    def decode_normalized(self, f_bs: Tensor) -> Tensor:
+        """f @ W_dec + b_dec: the reconstruction in the normalised space the SAE works in
+        (context-free; `decode` maps it back to the inputs' space)."""
+        return f_bs @ self.W_dec + self.b_dec
 
     def prefix_reconstructions(self, f_bs: Tensor) -> list[Tensor]:
         """matryoshka: x̂_g = f[:, :g] @ W_dec[:g] + b_dec for each prefix size g in `groups`, in the
@@ -207,7 +253,7 @@ class SparseAutoencoder(nn.Module):
     SPARSE_RELU_DENSITY = 0.05
     """ReLU trains on the sparse path when the last batch had fewer active latents than this."""
 
-    def note_density(self, active_fraction: float) -> None:
+    def note_density(self, active_fraction: float | Tensor) -> None:
         """Tell the model the fraction of active latents of the last training batch (the
         trainer has it from its statistics), which picks ReLU's dense or sparse path. It is a
         buffer, so checkpoints carry it and a resumed run takes the same path."""
@@ -226,7 +272,7 @@ class SparseAutoencoder(nn.Module):
         x_c = x_norm - self.b_dec
         h = self.pre_activation(x_norm)
         f = self.activate(h)
-        y_norm = f @ self.W_dec + self.b_dec
+        y_norm = self.decode_normalized(f)
         mse = (y_norm - x_norm).pow(2).mean()
         arch = self.cfg.architecture
         if arch == "relu":
@@ -260,7 +306,7 @@ class SparseAutoencoder(nn.Module):
         n_batch = x_bd.shape[0]
         with torch.no_grad():
             x_c = x_norm - self.b_dec
-            h = torch.addmm(self.b_enc, x_c, self.W_enc)
+            h = self.pre_activation(x_norm)
         rows, cols, h_n = rules.kept_entries(h, self.cfg.architecture, self.cfg.k)
         vals = F.relu(sparse_preact(self.W_enc, self.b_enc, self.b_dec, x_c, rows, cols, h_n))
         prefix_mse = None
@@ -310,12 +356,12 @@ class SparseAutoencoder(nn.Module):
     def update_batchtopk_threshold_(self, kept: Tensor, momentum: float) -> None:
         """EMA of the smallest activation kept by the batch top-k (batchtopk, matryoshka).
 
-        `kept`: the kept activation values (any shape; zeros are ignored)."""
-        active = kept[kept > 0]
-        if active.numel() == 0:
+        `kept`: the kept activation values (any shape; zeros are ignored). Written with
+        `torch.where` rather than branches, so nothing is read back to the host: the first
+        update sets the threshold, a batch with nothing kept leaves it unchanged."""
+        if kept.numel() == 0:  # a shape, known on the host
             return
-        low = active.min()
-        if bool((self.threshold == 0).all()):
-            self.threshold.fill_(low)
-        else:
-            self.threshold.mul_(momentum).add_((1 - momentum) * low)
+        low = torch.where(kept > 0, kept, torch.full_like(kept, float("inf"))).min()
+        ema = self.threshold * momentum + (1 - momentum) * low
+        new = torch.where((self.threshold == 0).all(), low.expand_as(self.threshold), ema)
+        self.threshold.copy_(torch.where(torch.isfinite(low), new, self.threshold))

@@ -22,3 +22,42 @@ def planted_dictionary(n: int, d: int, n_atoms: int, active: int, noise: float =
         np.put_along_axis(codes, idx, rng.uniform(0.5, 1.5, size=(hi - lo, active)), axis=1)
         x[lo:hi] = codes @ atoms + noise * rng.normal(size=(hi - lo, d))
     return x, atoms.astype(np.float32)
+
+
+def write_cache(folder, rows: np.ndarray, tokens_per_image: int = 1, token_indices: list[int] | None = None,
+                model_name: str = "synthetic", hook_name: str = "embed", patches: np.ndarray | None = None,
+                images_root: str = "", shard_rows: int | None = None, paths: list[str] | None = None) -> dict:
+    """A minimal activation cache (precompute/FORMAT.md's metadata.json, shards and image table)
+    holding `rows` [images·T, d]: what the tests and benchmarks use when no images are embedded.
+    Image i is `paths[i]` (default `img_{i:07d}.png`) with id `<path>#<i as 12 hex digits>`;
+    `patches` [images, P, d] become patch-token shards. Returns the metadata."""
+    import json
+    from pathlib import Path
+
+    from .data import CACHE_FORMAT, CACHE_VERSION
+
+    out = Path(folder)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    t = tokens_per_image
+    n_images = rows.shape[0] // t
+    per = max(1, (shard_rows or rows.shape[0]) // t)
+    shards = []
+    for s, i0 in enumerate(range(0, n_images, per)):
+        i1 = min(n_images, i0 + per)
+        entry = {"file": f"shards/acts_{s:06d}.npy", "rows": (i1 - i0) * t, "images": i1 - i0}
+        np.save(out / entry["file"], rows[i0 * t:i1 * t])
+        if patches is not None:
+            entry["patches"] = f"shards/patches_{s:06d}.npy"
+            np.save(out / entry["patches"], patches[i0:i1])
+        shards.append(entry)
+    paths = paths or [f"img_{i:07d}.png" for i in range(n_images)]
+    (out / "images.jsonl").write_text("".join(
+        json.dumps({"id": f"{p}#{i:012x}", "path": p}) + "\n" for i, p in enumerate(paths)))
+    meta = {"format": CACHE_FORMAT, "format_version": CACHE_VERSION, "model_name": model_name, "pretrained": "none",
+            "hook_name": hook_name, "tokens": "cls" if t == 1 else "all", "image_size": 0, "preprocessing": "",
+            "dim": int(rows.shape[1]), "dtype": str(rows.dtype), "token_indices": token_indices or list(range(t)),
+            "tokens_per_image": t, "patch_tokens": patches is not None,
+            "n_patches": int(patches.shape[1]) if patches is not None else 0, "n_images": n_images, "n_failed": 0,
+            "n_rows": int(rows.shape[0]), "images_root": images_root, "shard_size": per, "shards": shards}
+    (out / "metadata.json").write_text(json.dumps(meta, indent=2))
+    return meta

@@ -132,9 +132,13 @@ def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: Train
                 run.step(x, step, total, cfg, dead_after)
             step += 1
             bar.update()
+            checkpoint = cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total
+            if step % cfg.log_every == 0 or step == total or checkpoint:
+                for run in runs:  # CUDA's deferred NaN check: before anything is logged or saved
+                    run.check_finite(cfg)
             if step % cfg.log_every == 0 or step == total:
                 _log_metrics(runs, step, total, bar)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+            if checkpoint:
                 save_checkpoint(out, runs, step, meta)
             if step >= total:
                 break

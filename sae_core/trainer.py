@@ -30,7 +30,13 @@ class SAETrainer:
         self.since_fired_s = torch.zeros(spec.cfg.d_sae, dtype=torch.int64, device=device)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.acc = MetricsAccumulator(spec.cfg.d_in, spec.cfg.d_sae)
-        self.last_loss = float("nan")
+        self._last_loss = torch.full((), float("nan"), device=device)
+        self.eager_checks = device.type != "cuda"
+        """Check the loss for NaN/inf at every step (free on a CPU). On CUDA the first bad step
+        is kept on the device and `check_finite` reads it when metrics are logged, before a
+        checkpoint and before saving: no host-device sync per step."""
+        self._bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self._bad_loss = torch.zeros((), device=device)
         self.last_metrics: dict[str, float] = {}
         self.l1_scale = torch.ones((), dtype=torch.float64)
         """λ's factor for the loss convention (`losses.sparsity_scale`), fixed at init; checkpointed."""
@@ -66,11 +72,13 @@ class SAETrainer:
         dead_s = self.since_fired_s >= dead_after
         if self.dead_mode == "auxk":
             loss = loss + cfg.aux_coefficient * auxk_loss(self.sae, out, dead_s, cfg.aux_k)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"SAE {self.spec.name!r}: the loss became {float(loss.detach())} at step {step}; nothing was saved "
-                f"for it. Try a lower --lr (now {cfg.lr:g}) or check the activations."
-            )
+        if self.eager_checks:
+            if not torch.isfinite(loss):
+                raise self._diverged(float(loss.detach()), step, cfg)
+        else:
+            bad = ~torch.isfinite(loss.detach()) & (self._bad_step < 0)
+            self._bad_step = torch.where(bad, step, self._bad_step)
+            self._bad_loss = torch.where(bad, loss.detach().float(), self._bad_loss)
         self.opt.zero_grad()
         loss.backward()
         self.sae.remove_parallel_grads_()
@@ -82,15 +90,30 @@ class SAETrainer:
         if self.spec.cfg.architecture in rules.BATCH_ARCHS:
             kept = out.coords[2] if out.coords is not None else out.f_bs
             self.sae.update_batchtopk_threshold_(kept.detach(), cfg.batchtopk_threshold_momentum)
-        abs_sum, fire_count_s = out.latent_stats()
-        self.sae.note_density(float(fire_count_s.sum()) / out.h_bs.numel())
+        abs_sum, fire_count_s = out.latent_stats()  # tensors on the device, like everything below
+        self.sae.note_density(fire_count_s.sum().double() / out.h_bs.numel())
         self.since_fired_s += x_bd.shape[0]
-        self.since_fired_s[fire_count_s > 0] = 0
+        self.since_fired_s.masked_fill_(fire_count_s > 0, 0)
         self.acc.update_stats(out.x_norm_bd, out.x_hat_norm_bd, abs_sum, fire_count_s)
-        self.last_loss = float(loss.detach())
+        self._last_loss = loss.detach()
         if (self.dead_mode == "resample" and (step + 1) % cfg.resample_every == 0
                 and step + 1 <= cfg.resample_until * total):
             self.resample_dead_(out, dead_after)
+
+    @property
+    def last_loss(self) -> float:
+        """The last step's loss (read when logged: a sync, once per log line)."""
+        return float(self._last_loss)
+
+    def _diverged(self, loss: float, step: int, cfg: TrainConfig) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"SAE {self.spec.name!r}: the loss became {loss} at step {step}; nothing was saved "
+            f"for it. Try a lower --lr (now {cfg.lr:g}) or check the activations.")
+
+    def check_finite(self, cfg: TrainConfig) -> None:
+        """Raise TrainingDiverged if a step since the start had a NaN/inf loss (CUDA's deferred check)."""
+        if not self.eager_checks and int(self._bad_step) >= 0:
+            raise self._diverged(float(self._bad_loss), int(self._bad_step), cfg)
 
     @torch.no_grad()
     def resample_dead_(self, out: SAEOutput, dead_after: int) -> None:

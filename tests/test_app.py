@@ -51,7 +51,7 @@ def test_api_names_keep_working_with_named_parameters(client):
     names = {k: [p["parameter_name"] for p in v["parameters"]] for k, v in api.items()}
     assert names == {
         "/latent_page": ["latent", "sae"], "/search": ["text", "sae"], "/collage": ["latent", "sae"],
-        "/overview": ["kinds", "labelled_only"],
+        "/overview": ["kinds", "labelled_only", "only", "colour"],  # only, colour: score filters (issue 21)
         "/inspect": ["image", "latent", "dataset_image"],
         "/heatmap": ["image", "text", "latent", "scale", "dataset_image"],
         "/steer": ["prompt", "edits", "mode", "seed", "steps", "resolution", "image"],

@@ -223,7 +223,7 @@ def test_threshold_masks_use_the_inference_threshold(tmp_path, clip_cache, arch)
 
 
 def test_the_three_forms_of_each_rule_agree():
-    """rules.activate (row- and latent-major), kept_coords (sparse training) and elementwise."""
+    """rules.activate (row- and latent-major), kept_entries (sparse training) and elementwise."""
     from sae_core import rules
 
     g = torch.Generator().manual_seed(7)
@@ -238,9 +238,10 @@ def test_the_three_forms_of_each_rule_agree():
             torch.testing.assert_close(rules.elementwise(h, arch, th), f, rtol=0, atol=0)
         if arch != "jumprelu":  # the sparse training path keeps exactly the dense rule's entries
             f_train = rules.activate(h, arch, k, th, training=True)
-            rows, cols = rules.kept_coords(h, arch, k)
+            rows, cols, vals = rules.kept_entries(h, arch, k)
+            assert torch.equal(vals, h[rows, cols])
             dense = torch.zeros_like(h)
-            dense[rows, cols] = h[rows, cols].clamp_min(0)
+            dense[rows, cols] = vals.clamp_min(0)
             torch.testing.assert_close(dense, f_train, rtol=0, atol=0)
             assert bool((rows[1:] >= rows[:-1]).all()), "coordinates are sorted by row"
     # the known values, written out: topk keeps each row's 4 largest, jumprelu h·[h > θ]

@@ -33,6 +33,20 @@ def test_demo_interprets_both_atlases_with_what_is_available(demo):
 
     report = demo_main(str(demo[0] / "demo_cache"), device="cpu")
     assert "Latent interpretations (clipsae interpret):" in report
+    assert "Card of the CLIP SAE" in report and "| Explained variance |" in report
+
+
+def test_demo_builds_a_card_and_scores_its_atlas(demo):
+    from app.atlas import Atlas
+    from evaluation.card_io import read_card
+
+    _, info = demo
+    card = read_card(info["card"])
+    assert card["monosemanticity"]["n_images"] == info["n_images"] and card["monosemanticity"]["n_scored"] > 0
+    assert "kandinsky" in card["monosemanticity"]["evaluator"] or "prior" in card["monosemanticity"]["evaluator"]
+    assert card["localisation"]["grid"] == [7, 7] and card["label_quality"]["n_scored"] > 0
+    scores = Atlas(info["clip_atlas"]).latent_scores
+    assert scores is not None and scores.monosemanticity.shape == (1024,) and scores.card["sae"]["d_sae"] == 1024
 
 
 def test_collage_and_overview_on_the_demo(demo, tmp_path):

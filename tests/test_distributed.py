@@ -1,5 +1,6 @@
 """`torchrun -m precompute.atlas` and `torchrun -m precompute.link` with 2 gloo ranks build the
-same atlas and links as one process, bit for bit (every array, index and file)."""
+same atlas and links as one process, bit for bit (every array, index and file); embed's ranks
+share one cache the same way, and every command sets its process group up in one place."""
 
 import json
 import os
@@ -16,6 +17,7 @@ from precompute.activations import EmbedConfig, run_embed
 from precompute.atlas import AtlasConfig, build_atlas
 from precompute.encoders import EncoderSpec
 from precompute.link import link
+from precompute.ranks import Ranks
 from sae_core.config import SAEConfig
 from sae_core.io import save_sae
 from sae_core.sae import SparseAutoencoder
@@ -99,3 +101,30 @@ def test_a_failing_rank_is_one_line_and_a_nonzero_exit(cache):
     assert r.returncode != 0
     assert r.stderr.count("precompute.atlas: error: --acts must be a .npy matrix [N, d] or an activation cache") == 2
     assert "precompute/atlas.py" not in r.stderr and not (cache / "x").exists()
+
+
+class _SequentialRank(Ranks):
+    """One rank of several, run one after the other in this process (nothing to wait for)."""
+
+    def barrier(self) -> None:
+        pass
+
+
+def test_embed_ranks_write_the_cache_of_one_process(cache, tmp_path):
+    spec = EncoderSpec(model=write_tiny_clip_config(cache), pretrained="none", patch_tokens=True)
+    cfg = EmbedConfig(images=str(cache / "imgs"), out=str(tmp_path / "two"), encoder=spec, workers=0, shard_size=8)
+    assert run_embed(cfg, _SequentialRank(1, 2)) is None  # rank 1: shard 1 only, no metadata
+    assert sorted(p.name for p in (tmp_path / "two/shards").glob("shard_*.json")) == ["shard_000001.json"]
+    assert run_embed(cfg, _SequentialRank(0, 2))["n_images"] == 23
+    same_folders(cache / "cache", tmp_path / "two")
+
+
+def test_one_process_group_setup():
+    """embed, atlas and link all start torch.distributed through precompute.ranks.ranks_from_env
+    (LOCAL_RANK's GPU, set_device, gloo or nccl)."""
+    sources = [p for pkg in ("sae_core", "precompute", "evaluation", "app") for p in (REPO / pkg).rglob("*.py")]
+    setups = sorted(str(p.relative_to(REPO)) for p in sources
+                    if "init_process_group" in p.read_text() or "% torch.cuda.device_count()" in p.read_text())
+    assert setups == ["precompute/ranks.py"]
+    for module in ("embed", "atlas", "link"):
+        assert "ranks_from_env(" in (REPO / "precompute" / f"{module}.py").read_text()

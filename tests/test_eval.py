@@ -285,7 +285,7 @@ def test_heatmap_on_a_block_hook_changes_with_a_latent(tiny):
     clip = _clip(tiny, sae)
     pixels = clip.preprocess(Image.fromarray(colour_images(1, 2, seed=6)[0][1]))[None]
     text = clip.text_embedding("green")
-    from evaluation.cli import top_latents
+    from evaluation.heatmap import top_latents
 
     top = top_latents(clip, sae, pixels, 2)
     res = compare(clip, sae, pixels, text, scale_latents(top, 0.0))

@@ -190,7 +190,7 @@ def test_latents_cli_without_heldout_or_labels(world, tmp_path, capsys):
     assert "| train |" in out and "held-out" not in out.split("wrote")[0]
     assert main(["eval", "latents", "--atlas", str(world["d"] / "atlas"), "--labels", str(world["d"] / "nope"),
                  "--out", str(tmp_path)]) == 2
-    assert "--labels" in capsys.readouterr().err
+    assert "--class-folders" in capsys.readouterr().err  # the older name --labels still reads
 
 
 def test_image_classes_from_an_imagefolder(tmp_path):

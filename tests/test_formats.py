@@ -163,11 +163,15 @@ def linked_atlases(tmp_path_factory):
 
 def test_atlas_matches_format_page(linked_atlases):
     from precompute.atlas_format import ATLAS_ARRAYS
+    from precompute.atlas_scores import SCORE_ARRAYS
 
     doc = REPO / "precompute/ATLAS.md"
     arrays = tree_arrays(doc)
     declared = {f.name: (f.shape, f.dtype) for f in ATLAS_ARRAYS}
-    assert {k: v for k, v in arrays.items() if not k.startswith("links/")} == declared
+    assert {k: v for k, v in arrays.items() if not k.startswith(("links/", "scores/"))} == declared
+    # the per-latent scores `clipsae eval card --atlas` adds later (tests/test_card.py writes them)
+    assert {k: v for k, v in arrays.items() if k.startswith("scores/")} == {
+        f.name: (f.shape, f.dtype) for f in SCORE_ARRAYS}
     atlas = linked_atlases / "atlas"
     m = json.loads((atlas / "manifest.json").read_text())
     check_fields(doc, "manifest.json", m)

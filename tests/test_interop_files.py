@@ -69,12 +69,33 @@ def test_dictionary_learning_trainer_folder(tmp_path, cls, spy_torch_load):
 
 def test_dictionary_learning_ae_pt_alone_names_its_config(tmp_path):
     src = tmp_path / "trainer_0"
-    shutil.copytree(FIXTURES / "dictionary_learning/JumpReluAutoEncoder", src)
+    shutil.copytree(FIXTURES / "dictionary_learning/BatchTopKSAE", src)
     layout, _ = convert(src / "ae.pt", tmp_path / "ours")
     assert layout == "dictionary-learning"
     (src / "config.json").unlink()
-    with pytest.raises(ValueError, match="unknown SAE layout|neither"):
-        convert(src / "ae.pt", tmp_path / "ours2")
+    shutil.copy(src / "ae.pt", tmp_path / "renamed.pt")
+    for given, what in ((src / "ae.pt", "the tensors of AutoEncoderTopK or BatchTopKSAE"),
+                        (tmp_path / "renamed.pt", "the tensors of AutoEncoderTopK or BatchTopKSAE"),
+                        (src, "a dictionary-learning ae.pt")):
+        with pytest.raises(Refused, match=rf"{what}, but there is no config.json beside it: .*trainer.dict_class"):
+            convert(given, tmp_path / "ours2")
+    (src / "config.json").write_text('{"lr": 0.001}')
+    with pytest.raises(Refused, match="its config.json has no 'trainer' section"):
+        convert(src, tmp_path / "ours2")
+    assert not (tmp_path / "ours2").exists()
+
+
+def test_a_truncated_saev_file_says_it_is_truncated(tmp_path):
+    data = (FIXTURES / "saev/sae.pt").read_bytes()
+    header = data.index(b"\n") + 1
+    for cut in (header + 10, (header + len(data)) // 2, len(data) - 20):  # the old messages: "negative seek value"
+        (tmp_path / "sae.pt").write_bytes(data[:cut])
+        with pytest.raises(Refused, match=r"sae.pt is truncated or damaged: it begins as a torch.save zip archive"):
+            convert(tmp_path / "sae.pt", tmp_path / "ours")
+    (tmp_path / "sae.pt").write_bytes(data[:header])
+    with pytest.raises(Refused, match="sae.pt is empty"):
+        convert(tmp_path / "sae.pt", tmp_path / "ours")
+    assert not (tmp_path / "ours").exists()
 
 
 @pytest.mark.parametrize(("name", "arch", "k"), [("SAE", "relu", None), ("TopKSAE", "topk", K),

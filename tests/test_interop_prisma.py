@@ -165,3 +165,27 @@ def test_a_jumprelu_ae_renamed_weights_pt_is_not_taken_for_relu(tmp_path):
                 "b_dec": torch.zeros(D), "threshold": torch.full((S,), 0.1)}, tmp_path / "p/weights.pt")
     with pytest.raises(Refused, match="unknown tensor.*threshold"):
         convert(tmp_path / "p", tmp_path / "ours")
+
+
+@pytest.mark.parametrize("form", ["hf_folder", "checkpoint"])
+def test_a_truncated_prisma_file_says_it_is_truncated(tmp_path, form):
+    """A partial copy or download loses the zip directory torch.save writes at the end."""
+    cfg = VisionModelSAERunnerConfig()
+    if form == "hf_folder":
+        (tmp_path / "p").mkdir()
+        save_config_json(cfg, tmp_path / "p/config.json")
+        path = src = tmp_path / "p/weights.pt"
+        torch.save(prisma_state(reference(cfg, seed=3)), path)
+        src = tmp_path / "p"
+    else:
+        path = src = tmp_path / "n_images_100.pt"
+        save_checkpoint(cfg, prisma_state(reference(cfg, seed=3)), path)
+    data = path.read_bytes()
+    for cut in (len(data) // 3, len(data) - 300):
+        path.write_bytes(data[:cut])
+        with pytest.raises(Refused, match=rf"{path.name} is truncated or damaged: .*zip archive.* {cut:,} bytes"):
+            convert(src, tmp_path / "ours")
+    path.write_bytes(b"")
+    with pytest.raises(Refused, match="is empty"):
+        convert(src, tmp_path / "ours")
+    assert not (tmp_path / "ours").exists()

@@ -141,6 +141,27 @@ def test_expected_average_only_in_folds_the_trainer_scaling_factor(tmp_path):
         assert_close(ours(x).x_hat_bd, x_ref, rows=clear_rows(pre, k=K))
 
 
+def test_a_scaling_factor_flag_that_disagrees_with_the_scaler_file_is_refused(tmp_path):
+    theirs = build(StandardSAE, StandardSAEConfig, 17, normalize_activations="expected_average_only_in")
+    theirs.save_model(str(tmp_path / "ckpt"))
+    ActivationScaler(scaling_factor=0.37).save(str(tmp_path / "ckpt/activation_scaler.json"))
+    with pytest.raises(Refused, match=r"activation_scaler.json records scaling_factor=0.37 but "
+                                      r"--norm-scaling-factor is 2.0"):
+        convert(tmp_path / "ckpt", tmp_path / "ours", Hints(norm_scaling_factor=2.0))
+    assert not (tmp_path / "ours").exists()
+    convert(tmp_path / "ckpt", tmp_path / "ours", Hints(norm_scaling_factor=0.37))  # the same value: fine
+    with torch.no_grad():
+        assert_codes_close(load_sae(tmp_path / "ours").encode(inputs(D)), theirs.encode(0.37 * inputs(D)))
+    (tmp_path / "ckpt/activation_scaler.json").write_text('{"scaling_factor": "0.37"}')
+    with pytest.raises(Refused, match="scaling_factor='0.37' is not a positive number"):
+        convert(tmp_path / "ckpt", tmp_path / "ours2")
+    plain = build(StandardSAE, StandardSAEConfig, 18, normalize_activations="layer_norm")
+    plain.save_model(str(tmp_path / "plain"))
+    with pytest.raises(Refused, match="--norm-scaling-factor 2.0 is for normalize_activations='expected_average_only_in'; "
+                                      "this SAE's is 'layer_norm'"):
+        convert(tmp_path / "plain", tmp_path / "ours3", Hints(norm_scaling_factor=2.0))
+
+
 def test_expected_average_only_in_without_its_factor_is_refused(tmp_path):
     theirs = build(StandardSAE, StandardSAEConfig, 8, normalize_activations="expected_average_only_in")
     theirs.save_model(str(tmp_path / "theirs"))

@@ -53,10 +53,18 @@ def test_trainer_folder_converts_one_sae_per_hookpoint(tmp_path):
     for i, hook in enumerate(["vision_model.encoder.layers.3", "vision_model.encoder.layers.5.mlp"]):
         coder(10 + i).save_to_disk(run / hook)
     (run / "config.json").write_text(json.dumps({"sae": {"k": K}, "hookpoints": ["*"], "model": "tiny-clip"}))
+    # save_best: per-hookpoint losses give best/<hookpoint>/<hookpoint>/, one loss best/<hookpoint>/
+    coder(12).save_to_disk(run / "best/vision_model.encoder.layers.3/vision_model.encoder.layers.3")
+    coder(13).save_to_disk(run / "best/vision_model.encoder.layers.5.mlp")
     layout, written = convert(run, tmp_path / "ours")
-    assert layout == "sparsify-trainer" and len(written) == 2
-    hooks = sorted(load_sae(p).cfg.metadata["hook_name"] for p, _ in written)
-    assert hooks == ["blocks.3.resid_post", "blocks.5.mlp_out"]
+    assert layout == "sparsify-trainer" and len(written) == 4
+    hooks = {str(p.relative_to(tmp_path / "ours")): load_sae(p).cfg.metadata for p, _ in written}
+    assert {k: m["hook_name"] for k, m in hooks.items()} == {
+        "vision_model.encoder.layers.3": "blocks.3.resid_post", "vision_model.encoder.layers.5.mlp": "blocks.5.mlp_out",
+        "best/vision_model.encoder.layers.3/vision_model.encoder.layers.3": "blocks.3.resid_post",
+        "best/vision_model.encoder.layers.5.mlp": "blocks.5.mlp_out"}
+    assert {m["source_hook_name"] for m in hooks.values()} == {"vision_model.encoder.layers.3",
+                                                               "vision_model.encoder.layers.5.mlp"}
     x = inputs(D, seed=4)
     f, pre, _ = their_dense(SparseCoder.load_from_disk(run / "vision_model.encoder.layers.3"), x)
     with torch.no_grad():

@@ -119,3 +119,24 @@ def test_real_kandinsky_identity_steering_is_bit_exact():
     steerer = Steerer(pipes, _sae(1280, 4096).to(device), device=device)
     _identity_is_bit_exact(steerer, "a red horse on a beach", seed=0, steps=10, size=512 if cuda else 256,
                            prior_steps=10)
+
+
+def test_kandinsky_options_set_precision_attention_and_a_compiled_decoder(saved):
+    from app.cli import build_parser
+    from app.configs import KandinskyOptions
+    from app.kandinsky import resolve_dtype
+    from sae_core.cliargs import config_from_args
+
+    d, _ = saved
+    args = build_parser().parse_args(["serve", "--atlas", "a", "--precision", "bfloat16", "--attention", "eager",
+                                      "--compile-decoder"])
+    options = config_from_args(KandinskyOptions, args)
+    assert options == KandinskyOptions(precision="bfloat16", attention="eager", compile_decoder=True)
+    p = load_pipelines(str(d / "prior"), str(d / "decoder"), device="cpu", options=options)
+    assert next(p.decoder.unet.parameters()).dtype == torch.bfloat16 == next(p.prior.prior.parameters()).dtype
+    assert hasattr(p.decoder.unet, "_orig_mod")  # wrapped by torch.compile (compiled on its first call)
+    procs = {type(v).__name__ for v in p.decoder.unet._orig_mod.attn_processors.values()}
+    assert procs == {"AttnAddedKVProcessor"} and p.prior.text_encoder.config._attn_implementation == "eager"
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("auto", "cuda:1") == torch.float16
+    with pytest.raises(ValueError, match="--precision"):
+        resolve_dtype("float8", "cpu")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,15 +161,53 @@ def load_pt(source: Path | bytes, where: str, stubs: dict[str, type] | None = No
     `stubs` maps a pickled class's full name to an inert stand-in (a class without methods)
     whose fields the unpickler fills as plain data, so a config object saved beside the
     tensors can be read without importing, let alone running, the class it names."""
-    buffer = io.BytesIO(source) if isinstance(source, bytes) else source
+    damage = _damage(source)
+    if damage:
+        raise Refused(f"{where} {damage}")
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
     allowed = [(cls, name) for name, cls in (stubs or {}).items()]
     try:
         with torch.serialization.safe_globals(allowed):
-            return torch.load(buffer, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return torch.load(stream, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, AttributeError, TypeError) as exc:  # what weights_only refuses to build
         raise Refused(f"{where} was refused: clipsae reads only plain tensors from .pt files "
-                      f"(torch.load weights_only=True) and this one holds more ({first})") from None
+                      f"(torch.load weights_only=True) and this one holds more ({_first_line(exc)})") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise Refused(f"{where} is not a readable torch file ({size:,} bytes; torch.load: {_first_line(exc)}); "
+                      "if it was copied or downloaded, it may be incomplete: fetch it again") from None
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+"""How a `torch.save` file (a zip archive since torch 1.6) begins."""
+
+
+def _damage(source: Path | bytes) -> str | None:
+    """What is wrong with a torch.save zip archive that cannot be opened (a truncated copy or
+    download loses the archive's directory, which zip keeps at the end), else None. Reads the
+    first bytes and the directory only."""
+    if isinstance(source, bytes):
+        head, size, opened = source[:4], len(source), io.BytesIO(source)
+    else:
+        with open(source, "rb") as fh:
+            head = fh.read(4)
+        size, opened = Path(source).stat().st_size, source
+    if size == 0:
+        return "is empty (0 bytes)"
+    if head != ZIP_MAGIC:
+        return None  # torch's legacy format or no torch file: torch.load says which
+    try:
+        with zipfile.ZipFile(opened) as archive:
+            archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        return (f"is truncated or damaged: it begins as a torch.save zip archive but its end is missing or broken "
+                f"({exc}; {size:,} bytes); copy or download it again")
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def tensor_dict(state: Any, where: str) -> dict[str, Tensor]:

@@ -48,6 +48,21 @@ def dictlearn_files(src: Path) -> tuple[Path, Path] | None:
         return None
 
 
+def without_config(weights: Path, keys: set[str] | None = None) -> str | None:
+    """Why a dictionary-learning `ae.pt` (named so, or with one of its classes' tensors: `keys`)
+    cannot be read alone, else None (not dictionary-learning's)."""
+    classes = sorted(c for c, k in _KEYS.items() if keys == k) if keys is not None else []
+    if weights.name != "ae.pt" and not classes:
+        return None
+    config = weights.parent / "config.json"
+    found = ("its config.json has no 'trainer' section (not the one trainSAE writes)" if config.is_file()
+             else "there is no config.json beside it")
+    what = f"the tensors of {' or '.join(classes)}" if classes else "a dictionary-learning ae.pt"
+    return (f"{weights}: {what}, but {found}: dictionary-learning records the class in config.json's "
+            "trainer.dict_class, and the tensors cannot tell (AutoEncoderTopK and BatchTopKSAE have the same "
+            "ones and different activations); copy the trainer_N/config.json that trainSAE wrote next to ae.pt")
+
+
 def read_dictlearn(weights: Path, config: Path) -> Draft:
     """A dictionary-learning SAE as a Draft."""
     cfg = read_json(config)

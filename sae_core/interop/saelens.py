@@ -8,8 +8,9 @@ equivalent jumprelu), and the training checkpoints of batchtopk and matryoshka_b
 weights; `normalize_activations` none / layer_norm / constant_norm_rescale map to ours
 (the last as unit_norm with √d_in folded); expected_average_only_in and covariance_whitening
 are folded from the trainer's `activation_scaler.json` / `activation_whitening.safetensors`
-beside cfg.json (or `norm_scaling_factor=`), else refused: SAELens applies neither at
-inference. Fields SAELens itself ignores when loading (training hyper-parameters) are kept as
+beside cfg.json (or, with no scaler file, `norm_scaling_factor=`; a factor that disagrees with
+the file, or given for another normalisation, is refused), else refused: SAELens applies
+neither at inference. Fields SAELens itself ignores when loading (training hyper-parameters) are kept as
 provenance in metadata.source_cfg. Configs written before SAELens 6 are read the way SAELens
 reads them (`hook_point`, `activation_fn_str`, boolean `normalize_activations`).
 
@@ -201,6 +202,9 @@ def _draft(arch: str, cfg: dict[str, Any], t: dict[str, torch.Tensor], where: st
 def _fold_normalisation(draft: Draft, cfg: dict[str, Any], src: Path, factor: float | None) -> None:
     norm = cfg.get("normalize_activations", "none")
     where = str(src / CFG)
+    if factor is not None and norm != "expected_average_only_in":
+        raise Refused(f"{where}: --norm-scaling-factor {factor!r} is for normalize_activations="
+                      f"'expected_average_only_in'; this SAE's is {norm!r}, which the factor would not enter")
     if norm == "none":
         return
     if norm == "layer_norm":
@@ -209,8 +213,7 @@ def _fold_normalisation(draft: Draft, cfg: dict[str, Any], src: Path, factor: fl
         draft.normalize = "unit_norm"
         draft.fold_input_scale(math.sqrt(draft.d_in), "constant_norm_rescale = unit_norm × √d_in")
     elif norm == "expected_average_only_in":
-        if factor is None and (src / SCALER).is_file():
-            factor = read_json(src / SCALER).get("scaling_factor")
+        factor = _scaling_factor(src, factor)
         if factor is None:
             raise Refused(
                 f"{where}: normalize_activations='expected_average_only_in' but the scaling factor is not "
@@ -227,6 +230,20 @@ def _fold_normalisation(draft: Draft, cfg: dict[str, Any], src: Path, factor: fl
         draft.fold_input_affine(w["mean"], w["matrix"], w["inverse_matrix"], "covariance_whitening")
     else:
         raise Refused(f"{where}: normalize_activations={norm!r} is not one SAELens defines")
+
+
+def _scaling_factor(src: Path, given: float | None) -> float | None:
+    """The factor of `activation_scaler.json` beside cfg.json, else the one given; both present
+    and different is refused by name (which one the SAE was trained with is not ours to guess)."""
+    if not (src / SCALER).is_file():
+        return given
+    recorded = read_json(src / SCALER).get("scaling_factor")
+    if isinstance(recorded, bool) or not isinstance(recorded, (int, float)) or not recorded > 0:
+        raise Refused(f"{src / SCALER}: scaling_factor={recorded!r} is not a positive number")
+    if given is not None and float(given) != float(recorded):
+        raise Refused(f"{src / SCALER} records scaling_factor={recorded!r} but --norm-scaling-factor is {given!r}: "
+                      f"the file is what SAELens's trainer used; drop the flag (or give the same value)")
+    return float(recorded)
 
 
 def _provenance(meta: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:

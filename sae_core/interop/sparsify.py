@@ -5,7 +5,8 @@ b_dec) is our topk with W_enc = encoder.weight.T. Refused by name: `activation=g
 (the max of each of k groups of latents: no clipsae rule computes it), `transcode` (predicts
 another module's output), `skip_connection` / a `W_skip` tensor (adds x @ W_skip.T).
 `normalize_decoder` and `multi_topk` only change training. A trainer folder (one sub-folder
-per hookpoint, `config.json` beside them) converts to one SAE per hookpoint.
+per hookpoint, `config.json` beside them, the best checkpoints under `best/`) converts to one
+SAE per folder, each named by its hookpoint.
 
 Out (`export_sparsify`): topk SAEs with normalize none (or expected_average_only_in, folded);
 everything else is refused by name (sparsify has no ReLU, threshold or input normalisation).
@@ -36,8 +37,17 @@ def is_sparsify_dir(src: Path) -> bool:
 
 
 def sparsify_hookpoints(src: Path) -> list[Path]:
-    """The SAE folders of a sparsify trainer folder (`<hookpoint>/` or `<hookpoint>/seedN/`)."""
+    """The SAE folders of a sparsify trainer folder: `<hookpoint>/` or `<hookpoint>/seedN/`, and
+    the lowest-loss checkpoints `save_best` writes under `best/` (`best/<hookpoint>/` or
+    `best/<hookpoint>/<hookpoint>/`)."""
     return sorted(p.parent for p in src.rglob(WEIGHTS) if is_sparsify_dir(p.parent) and p.parent != src)
+
+
+def hookpoint_of(folder: Path, run: Path) -> str:
+    """The hookpoint an SAE folder of trainer folder `run` was trained on: its first path part,
+    after `best/` (sparsify's `save_best`); hookpoints hold no '/' (sparsify splits `/seedN` off)."""
+    parts = folder.relative_to(run).parts
+    return parts[1] if parts[0] == "best" and len(parts) > 1 else parts[0]
 
 
 def read_sparsify(src: Path, hookpoint: str | None = None, run_cfg: dict[str, Any] | None = None) -> Draft:
