@@ -38,8 +38,13 @@ def _free_port() -> int:
 def _serve(cache_dir: str, port: int, timeout_s: float) -> subprocess.Popen:
     """`clipsae demo` in the background (it builds the demo first if it is not there)."""
     exe = Path(sys.executable).with_name("clipsae")
-    proc = subprocess.Popen([str(exe), "demo", "--cache-dir", cache_dir, "--port", str(port), "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    proc = subprocess.Popen(
+        [str(exe), "demo", "--cache-dir", cache_dir, "--port", str(port), "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
     deadline = time.monotonic() + timeout_s
     for line in proc.stdout:  # the build's report, then the line that says it is listening
         if READY in line:
@@ -70,8 +75,10 @@ def _shoot(url: str, raw: Path, width: int, height: int) -> None:
             page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=60_000)
             page.wait_for_timeout(1500)  # let the gallery settle
             # from the top of the page to the bottom of the latent's top images (if the page has them)
-            bottom = page.evaluate("() => { const e = document.querySelector('#top-images');"
-                                   " return e ? e.getBoundingClientRect().bottom + window.scrollY : null; }")
+            bottom = page.evaluate(
+                "() => { const e = document.querySelector('#top-images');"
+                " return e ? e.getBoundingClientRect().bottom + window.scrollY : null; }"
+            )
             clip = {"x": 0, "y": 0, "width": width, "height": (bottom + 16) if bottom else height}
             page.screenshot(path=str(raw), full_page=True, clip=clip)
         finally:

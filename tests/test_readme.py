@@ -43,12 +43,18 @@ def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("readme")
     write_images(root / "photos", 12, seed=5, size=(56, 40))
     (root / "vocab.txt").write_text("\n".join(["dog", "cat", "boat", "tree", "car", "sky", "house", "bird"]) + "\n")
-    block = _substitute(_block("On your own images", "bash"), [
-        ("--model ViT-B-32 --pretrained laion2b_s34b_b79k", f"--model {write_tiny_clip_config(root)} --pretrained none"),
-        ("--d-sae 4096 --k 32", "--d-sae 48 --k 4"),
-        ("--captioner Salesforce/blip-image-captioning-base", "--captioner tiny"),
-        ("--sae sae/ --out atlas/", f"--sae sae/ --out atlas/ --vocab {root / 'vocab.txt'}"),  # 8 words, not 2,123
-    ])
+    block = _substitute(
+        _block("On your own images", "bash"),
+        [
+            (
+                "--model ViT-B-32 --pretrained laion2b_s34b_b79k",
+                f"--model {write_tiny_clip_config(root)} --pretrained none",
+            ),
+            ("--d-sae 4096 --k 32", "--d-sae 48 --k 4"),
+            ("--captioner Salesforce/blip-image-captioning-base", "--captioner tiny"),
+            ("--sae sae/ --out atlas/", f"--sae sae/ --out atlas/ --vocab {root / 'vocab.txt'}"),  # 8 words, not 2,123
+        ],
+    )
     lines = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
     assert [shlex.split(line)[1] for line in lines] == ["embed", "train", "atlas", "interpret", "serve"]
     launched = []
@@ -77,7 +83,7 @@ def test_the_readme_pipeline_runs_and_serves_its_atlas(pipeline):
     root, launched = pipeline
     assert (root / "sae" / "cfg.json").is_file() and (root / "atlas" / "manifest.json").is_file()
     assert (root / "atlas" / "interpretations.json").is_file()
-    (_, host, port), = launched
+    ((_, host, port),) = launched
     assert host == "127.0.0.1"
     with urllib.request.urlopen(f"http://{host}:{port}/", timeout=60) as r:
         assert r.status == 200
