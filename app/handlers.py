@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .atlas import Atlas
+from .explore import ExploreHandlers, Explorer
 from .handlers_browse import BrowseHandlers
 from .handlers_inspect import InspectHandlers
 from .handlers_steer import SteerHandlers
@@ -24,7 +25,7 @@ from .timing import Timings
 
 
 @dataclass
-class Handlers(BrowseHandlers, InspectHandlers, SteerHandlers, TextSideHandlers):
+class Handlers(BrowseHandlers, InspectHandlers, SteerHandlers, TextSideHandlers, ExploreHandlers):
     """What the server opened once, and every handler of the UI and the API."""
 
     atlas: Atlas
@@ -35,6 +36,7 @@ class Handlers(BrowseHandlers, InspectHandlers, SteerHandlers, TextSideHandlers)
     render: RenderCache | None = None
     timings: Timings | None = None
     icons: IconStore | None = None
+    explorer: Explorer = field(default_factory=Explorer)
 
     def __post_init__(self) -> None:
         if self.render is None:
