@@ -13,6 +13,7 @@ import gradio as gr
 from .explore import EXPLORE_SIZE, latent_choices, patch_at
 from .handlers import Handlers
 from .handlers_inspect import HEAT_SIZE
+from .ui_answer import answer
 from .ui_common import UI, guard
 
 EXPLORE_NAV = "inspect-explore-nav"
@@ -62,11 +63,9 @@ def wire(h: Handlers, ui: UI) -> None:
     src = [c["upload"], c["pick"]]
     outs = [c["x_md"], c["x_heat"], c["x_top"]]
 
-    @guard
     def from_menu(image: Any, dataset_image: Any, latent: str) -> tuple:
         return h.explore(image, latent, dataset_image)
 
-    @guard
     def from_link(image: Any, dataset_image: Any, nav: str, data: dict | None) -> tuple:
         latent = (nav or "").split("|")[0]
         shown = next((x for x in latent_choices(data) if x.split()[0] == latent), latent)
@@ -81,9 +80,9 @@ def wire(h: Handlers, ui: UI) -> None:
         x, y = evt.index if evt is not None and evt.index is not None else (-1, -1)
         return gr.Dropdown(choices=latent_choices(data, patch_at(data, float(x), float(y), HEAT_SIZE)))
 
-    c["x_pick"].input(from_menu, [*src, c["x_pick"]], outs, api_name="explore", concurrency_id="encoder",
+    c["x_pick"].input(answer(from_menu, 3, 0), [*src, c["x_pick"]], outs, api_name="explore", concurrency_id="encoder",
                       concurrency_limit=2)
-    c["x_nav"].change(from_link, [*src, c["x_nav"], c["data"]], [c["x_pick"], *outs], api_name=False,
+    c["x_nav"].change(answer(from_link, 4, 1), [*src, c["x_nav"], c["data"]], [c["x_pick"], *outs], api_name=False,
                      concurrency_id="encoder", concurrency_limit=2)
     c["data"].change(choices, [c["data"]], c["x_pick"], api_name=False, queue=False)
     c["heat"].select(add_patch, [c["data"]], c["x_pick"], api_name=False, queue=False)

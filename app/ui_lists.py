@@ -17,6 +17,7 @@ import gradio as gr
 from . import lists as L
 from .handlers import Handlers
 from .tables import frame_rows, markdown_tables, write_csv
+from .ui_answer import answer
 from .ui_common import UI, guard
 
 TITLE, ID = "Lists", "lists"
@@ -60,8 +61,9 @@ def create_ui(h: Handlers) -> dict[str, Any]:
     c["table"] = gr.Dataframe(headers=HEADERS, label="Bookmarks (click a row to open its page)", interactive=False,
                               elem_id="lists-table", elem_classes="clipsae-table", max_height=360)
     with gr.Row(equal_height=True):
-        c["export_json"] = gr.Button("Export all lists (JSON)", elem_id="lists-export-json")
-        c["export_csv"] = gr.Button("Export all lists (CSV)", elem_id="lists-export-csv")
+        with gr.Column(scale=0, min_width=200):
+            c["export_json"] = gr.Button("Export all lists (JSON)", elem_id="lists-export-json")
+            c["export_csv"] = gr.Button("Export all lists (CSV)", elem_id="lists-export-csv")
         c["exported"] = gr.File(label="Exported lists", elem_id="lists-exported")
         c["import"] = gr.File(label="Import lists (.json or .csv; merged into yours)", file_types=[".json", ".csv"],
                               type="filepath", elem_id="lists-import")
@@ -89,7 +91,6 @@ def wire(h: Handlers, ui: UI) -> None:
     check = L.checker(h.pick)
     views = [c["table"], c["name"], b["b_list"]]
 
-    @guard
     def bookmark(lists: dict | None, name: str, note: str, data: dict | None) -> tuple:
         if not data:
             raise ValueError("open a latent's page first")
@@ -106,7 +107,6 @@ def wire(h: Handlers, ui: UI) -> None:
             name = next(iter(new), DEFAULT_LIST)
         return (new, f"✓ {msg}", *_views(h, new, name))
 
-    @guard
     def export(lists: dict | None, kind: str) -> str:
         if not lists:
             raise ValueError("there is no list to export yet: bookmark a latent first")
@@ -114,7 +114,6 @@ def wire(h: Handlers, ui: UI) -> None:
         path.write_text(L.to_json(lists) if kind == "json" else L.to_csv(lists), encoding="utf-8")
         return str(path)
 
-    @guard
     def load_file(lists: dict | None, path: str | None) -> tuple:
         if not path:
             return (lists, "", *_views(h, lists, None))
@@ -124,37 +123,32 @@ def wire(h: Handlers, ui: UI) -> None:
         return (new, f"✓ Imported {n} bookmark{'s' * (n != 1)} in {len(imported)} list{'s' * (len(imported) != 1)}.",
                 *_views(h, new, next(iter(imported))))
 
-    @guard
     def open_row(evt: gr.SelectData) -> str:
         row = evt.row_value if evt is not None else None
         if not row:
             raise ValueError("click a row of the table")
         return f"{row[1]}|{row[2]}|{time.time_ns()}"
 
-    b["b_add"].click(bookmark, [c["state"], b["b_list"], b["b_note"], b["data"]],
-                     [c["state"], b["b_status"], *views], api_name=False, queue=False)
-    @guard
     def add(lists: dict | None, name: str, sae: str, latent: str, note: str) -> tuple:
         return change("add", lists, name, sae, latent, note)
 
-    @guard
     def remove(lists: dict | None, name: str, sae: str, latent: str, note: str) -> tuple:
         return change("remove", lists, name, sae, latent, note)
 
-    @guard
     def delete(lists: dict | None, name: str, sae: str, latent: str, note: str) -> tuple:
         return change("delete", lists, name, sae, latent, note)
 
+    n = 2 + len(views)  # state, status, views
+    b["b_add"].click(answer(bookmark, n, 1), [c["state"], b["b_list"], b["b_note"], b["data"]],
+                     [c["state"], b["b_status"], *views], api_name=False)
     for button, fn in ((c["add"], add), (c["remove"], remove), (c["delete"], delete)):
-        button.click(fn, [c["state"], c["name"], c["sae"], c["latent"], c["note"]],
-                     [c["state"], c["status"], *views], api_name=False, queue=False)
-    c["export_json"].click(guard(lambda s: export(s, "json")), [c["state"]], c["exported"], api_name=False,
-                           queue=False)
-    c["export_csv"].click(guard(lambda s: export(s, "csv")), [c["state"]], c["exported"], api_name=False,
-                          queue=False)
-    c["import"].upload(load_file, [c["state"], c["import"]], [c["state"], c["status"], *views], api_name=False,
-                       queue=False)
-    c["table"].select(open_row, None, b["nav"], api_name=False, queue=False)
+        button.click(answer(fn, n, 1), [c["state"], c["name"], c["sae"], c["latent"], c["note"]],
+                     [c["state"], c["status"], *views], api_name=False)
+    c["export_json"].click(answer(lambda s: export(s, "json"), 1), [c["state"]], c["exported"], api_name=False)
+    c["export_csv"].click(answer(lambda s: export(s, "csv"), 1), [c["state"]], c["exported"], api_name=False)
+    c["import"].upload(answer(load_file, n, 1), [c["state"], c["import"]], [c["state"], c["status"], *views],
+                       api_name=False).then(lambda: None, None, c["import"], api_name=False, queue=False)
+    c["table"].select(answer(open_row, 1), None, b["nav"], api_name=False)
     c["name"].input(lambda name: gr.Dropdown(value=name), [c["name"]], b["b_list"], api_name=False, queue=False)
     ui.blocks.load(lambda s: _views(h, s, None), [c["state"]], views, api_name=False, queue=False)
 
