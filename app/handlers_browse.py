@@ -227,7 +227,7 @@ class BrowseHandlers:
             if atlas is self.atlas and self.inspector is not None:
                 ids += [i for i, _ in self.inspector.text_to_latents(text, 40)
                         if i not in ids and atlas.frequency[i] > 0]
-        return [[i, ", ".join(atlas.short_label(i)),
+        return [[i, ", ".join(atlas.short_label(i)) or self.text_side_words(atlas, i),  # type: ignore[attr-defined]
                  round(100 * float(atlas.frequency[i]), 1),
                  float(f"{float(atlas.max_activation[i]):.3g}")] for i in ids]
 

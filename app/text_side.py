@@ -189,6 +189,15 @@ class TextSideHandlers:
         side = store.get()
         return side.markdown(latent) if side is not None else store.status()
 
+    def text_side_words(self, atlas: Atlas, latent: int, n: int = 3) -> str:
+        """'≈ word, word, word': the nearest text-side words, for lists of unlabelled latents."""
+        store = self.text_sides.get(atlas.name)
+        side = store.get() if store is not None else None
+        if side is None:
+            return ""
+        return "≈ " + ", ".join(e["text"] if e["kind"] == "word" else f"“{_short(e['text'], 30)}”"
+                                for e in side.of(latent, n)["top"])
+
     def text_side_search(self, atlas: Atlas, text: str) -> list[int]:
         """Latents with the text among their nearest text-side entries."""
         store = self.text_sides.get(atlas.name)

@@ -80,7 +80,7 @@ def wire(h: Handlers, ui: UI) -> None:
         x, y = evt.index if evt is not None and evt.index is not None else (-1, -1)
         return gr.Dropdown(choices=latent_choices(data, patch_at(data, float(x), float(y), HEAT_SIZE)))
 
-    c["x_pick"].input(answer(from_menu, 3, 0), [*src, c["x_pick"]], outs, api_name="explore", concurrency_id="encoder",
+    c["x_pick"].input(answer(from_menu, 3, 0), [*src, c["x_pick"]], outs, api_name=False, concurrency_id="encoder",
                       concurrency_limit=2)
     c["x_nav"].change(answer(from_link, 4, 1), [*src, c["x_nav"], c["data"]], [c["x_pick"], *outs], api_name=False,
                      concurrency_id="encoder", concurrency_limit=2)

@@ -168,24 +168,23 @@ def _frame_csv(stem: str, headers: list[str]):
     return guard(to_file)
 
 
-CSV_TABLES = [  # (tab, component, file stem, Dataframe headers or None for a Markdown table)
-    ("browse", "found", "latents", ["latent", "label", "fires on (%)", "max"]),
-    ("inspect", "table", "inspect-latents", None),
-    ("steer", "readout", "steer-readout", None),
-    (ID, "table", "lists", HEADERS),
+CSV_TABLES = [  # (tab, component, file stem, button text, Dataframe headers or None for a Markdown table)
+    ("browse", "found", "latents", "the latent list", ["latent", "label", "fires on (%)", "max"]),
+    ("inspect", "table", "inspect-latents", "the image's latents", None),
+    ("steer", "readout", "steer-readout", "the steering readout", None),
+    (ID, "table", "lists", "the bookmarks", HEADERS),
 ]
 
 
 def add_csv_downloads(ui: UI) -> None:
     """A 'Download … (CSV)' button at the foot of each tab with a table, shown once the table
     has rows and always holding its current rows (call inside the Blocks, after the tabs)."""
-    for tab, key, stem, headers in CSV_TABLES:
+    for tab, key, stem, text, headers in CSV_TABLES:
         comp = ui.comps.get(tab, {}).get(key)
         if comp is None or tab not in ui.tab_of:
             continue
         with ui.tab_of[tab]:
-            label = (getattr(comp, "label", None) or stem).split("(")[0].strip()
-            btn = gr.DownloadButton(f"Download {label.lower() or 'table'} (CSV)", visible=False, size="sm",
+            btn = gr.DownloadButton(f"Download {text} (CSV)", visible=False, size="sm",
                                     elem_id=f"csv-{tab}-{key}")
         fn = _markdown_csv(stem) if headers is None else _frame_csv(stem, headers)
         comp.change(fn, [comp], btn, api_name=False, queue=False)

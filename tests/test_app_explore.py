@@ -67,7 +67,8 @@ def test_text_side_is_read_back_from_its_cache_without_the_text_tower(h, monkeyp
 def test_search_finds_a_latent_by_a_word_of_its_text_side(h):
     latent = h.landing()[1]
     word = h.text_side(latent)["top"][0]["text"]
-    assert latent in [row[0] for row in h.search(word)]
+    rows = {row[0]: row for row in h.search(word)}
+    assert latent in rows and rows[latent][1].startswith(f"≈ {word}")  # unlabelled: the text side in the list
 
 
 def test_the_steering_atlas_has_no_text_side(h):
