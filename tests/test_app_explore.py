@@ -168,3 +168,18 @@ def test_markdown_and_dataframe_tables_become_csv(h):
     found = h.search("")
     assert frame_rows(found, ["latent", "label", "fires on (%)", "max"])[1] == found[0]
     assert write_csv([[["latent"]]], "empty") is None
+
+
+def test_interpretation_texts_join_the_words_and_are_quoted_on_the_page():
+    from app.text_side import TextSide
+
+    entries = ["dog", "cat", "a dog on a sofa in a living room with a big window and a lamp"]
+    text = np.array([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]])
+    top, top_cos, bottom, bottom_cos = rank_sides(np.array([[1.0, 0.1]]), text, n=3)
+    side = TextSide(entries, 2, top, top_cos, bottom, bottom_cos)
+    got = side.of(0)
+    assert [e["text"] for e in got["top"]] == ["dog", entries[2], "cat"]
+    assert [e["kind"] for e in got["top"]] == ["word", "text", "word"]
+    md = side.markdown(0)
+    assert "“a dog on a sofa" in md and "…”" in md  # a long text is shortened, in quotes
+    assert side.search("sofa") == [0] and side.search("zebra") == []
