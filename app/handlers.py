@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .atlas import Atlas
+from .explore import ExploreHandlers, Explorer
 from .handlers_browse import BrowseHandlers
 from .handlers_inspect import InspectHandlers
 from .handlers_steer import SteerHandlers
@@ -19,11 +20,12 @@ from .icons import IconStore
 from .inspect_image import Inspector
 from .render import RenderCache
 from .steer import Steerer
+from .text_side import TextSideHandlers, TextSideStore
 from .timing import Timings
 
 
 @dataclass
-class Handlers(BrowseHandlers, InspectHandlers, SteerHandlers):
+class Handlers(BrowseHandlers, InspectHandlers, SteerHandlers, TextSideHandlers, ExploreHandlers):
     """What the server opened once, and every handler of the UI and the API."""
 
     atlas: Atlas
@@ -34,6 +36,7 @@ class Handlers(BrowseHandlers, InspectHandlers, SteerHandlers):
     render: RenderCache | None = None
     timings: Timings | None = None
     icons: IconStore | None = None
+    explorer: Explorer = field(default_factory=Explorer)
 
     def __post_init__(self) -> None:
         if self.render is None:
@@ -41,6 +44,8 @@ class Handlers(BrowseHandlers, InspectHandlers, SteerHandlers):
         self.browsable: dict[str, tuple[Atlas, RenderCache]] = {self.atlas.name: (self.atlas, self.render)}
         if self.steer_atlas is not None and self.steer_atlas.name not in self.browsable:
             self.browsable[self.steer_atlas.name] = (self.steer_atlas, RenderCache(self.steer_atlas))
+        self.text_sides: dict[str, TextSideStore] = {}
+        self.start_text_side(self.atlas, self.inspector, self.render.root)  # app.text_side: in the background
 
     def pick(self, sae: str | None) -> tuple[Atlas, RenderCache]:
         """The browsable atlas named `sae` (default: the main one)."""

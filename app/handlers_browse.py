@@ -100,10 +100,11 @@ class BrowseHandlers:
         is_steering = self.steer_atlas is not None and atlas is self.steer_atlas
         steerable = self.steerer is not None and (is_steering and not page.dead or bool(linked))
         icon = self.icons.lookup(page.latent) if is_steering and self.icons is not None and not page.dead else None
+        data = self._data(atlas, page) | {"text_side": self.text_side(page.latent, atlas.name)}  # type: ignore[attr-defined]
         return PageView(
             sae=atlas.name, latent=page.latent, header=self._header(atlas, page, notice), gallery=gallery,
             histogram=render.histogram(page.latent, page.histogram, page.histogram_max, log_counts),
-            bands=[] if page.dead else self._bands(page, render), data=self._data(atlas, page), linked=linked,
+            bands=[] if page.dead else self._bands(page, render), data=data, linked=linked,
             steerable=steerable,
             icon=str(icon) if icon else None)
 
@@ -125,6 +126,8 @@ class BrowseHandlers:
                          "(SAE latent activations; the mean is over the images where it fires)")
         if score_line(atlas, page.latent):  # clipsae eval card --atlas
             lines.append(score_line(atlas, page.latent))
+        if self.text_side_line(atlas, page.latent):  # type: ignore[attr-defined]  # app.text_side
+            lines.append(self.text_side_line(atlas, page.latent))  # type: ignore[attr-defined]
         if page.neighbours:
             lines.append("**Nearest latents** (cosine of decoder directions): " + " · ".join(
                 f"{link(atlas, j)} {c:.2f}" for j, c in page.neighbours[:N_SHOWN_LINKS]))
@@ -219,10 +222,12 @@ class BrowseHandlers:
         else:
             ids = atlas.search_live(text)
             ids += [i for i in atlas.search_interpretations(text) if i not in ids and atlas.frequency[i] > 0]
+            ids += [i for i in self.text_side_search(atlas, text)  # type: ignore[attr-defined]
+                    if i not in ids and atlas.frequency[i] > 0]
             if atlas is self.atlas and self.inspector is not None:
                 ids += [i for i, _ in self.inspector.text_to_latents(text, 40)
                         if i not in ids and atlas.frequency[i] > 0]
-        return [[i, ", ".join(atlas.short_label(i)),
+        return [[i, ", ".join(atlas.short_label(i)) or self.text_side_words(atlas, i),  # type: ignore[attr-defined]
                  round(100 * float(atlas.frequency[i]), 1),
                  float(f"{float(atlas.max_activation[i]):.3g}")] for i in ids]
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import ui_browse, ui_inspect, ui_overview, ui_steer
+from . import ui_browse, ui_inspect, ui_lists, ui_overview, ui_steer
 from .handlers import Handlers
 from .ui_common import UI, guard
 
 __all__ = ["TABS", "build_ui", "guard"]
 
-TABS = [ui_browse, ui_overview, ui_inspect, ui_steer]
+TABS = [ui_browse, ui_overview, ui_inspect, ui_steer, ui_lists]
 """One module per tab, in display order; adding a tab is one line here (its module has
 TITLE, ID, create_ui(h) -> dict of components, wire(h, ui))."""
 
@@ -29,6 +29,7 @@ def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
             for tab in TABS:
                 with gr.Tab(tab.TITLE, id=tab.ID) as ui.tab_of[tab.ID]:
                     ui.comps[tab.ID] = tab.create_ui(h)
+        ui_lists.add_csv_downloads(ui)  # every table as CSV, at the foot of its tab
         for tab in TABS:
             tab.wire(h, ui)
     demo.queue(default_concurrency_limit=8)

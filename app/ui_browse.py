@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 
+from . import ui_lists
 from .handlers import Handlers
 from .handlers_browse import PageView
 from .ui_assets import NAV_ID, PUSH_URL_JS, REPLACE_URL_JS
@@ -36,6 +37,7 @@ def create_ui(h: Handlers) -> dict[str, Any]:
     c["found"] = gr.Dataframe(headers=LIST_HEADERS, label="Latents (click a row to open it)", interactive=False,
                               max_height=230, elem_id="latent-list", elem_classes="clipsae-table")
     c["header"] = gr.Markdown(elem_id="latent-header")
+    c.update(ui_lists.bookmark_row(h))  # ☆ bookmark this latent (app.ui_lists)
     with gr.Row(equal_height=False):
         c["linked"] = gr.Dropdown(label="Linked steering latents", choices=[], scale=3, min_width=200)
         c["steer_this"] = gr.Button("Steer this", scale=1, min_width=120, elem_id="steer-this")

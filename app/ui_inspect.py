@@ -11,6 +11,7 @@ import gradio as gr
 
 from precompute.images import BadImage
 
+from . import ui_explore
 from .handlers import Handlers
 from .handlers_inspect import HEAT_SIZE
 from .inputs import read_upload
@@ -43,6 +44,7 @@ def create_ui(h: Handlers) -> dict[str, Any]:
                                        height="auto", elem_classes=["clipsae-gallery", "clipsae-cols-5"])
             c["near"] = gr.Gallery(label="Nearest dataset images (#index · cosine · name)", columns=5, height="auto",
                                    elem_classes=["clipsae-gallery", "clipsae-cols-5"])
+    c.update(ui_explore.create_ui(h))  # explore a latent in place (app.ui_explore)
     c["data"] = gr.JSON(visible=False)
     with gr.Accordion("Gradient heat map: what changes if this latent is removed?", open=False):
         gr.Markdown("Saliency of the image–text similarity over the patches, then the same with the "
@@ -84,3 +86,4 @@ def wire(h: Handlers, ui: UI) -> None:
     c["heat"].select(patch_click, [c["data"]], c["patch"], api_name=False, queue=False)
     c["g_run"].click(guard(h.heatmap), [c["upload"], c["g_text"], c["g_latent"], c["g_scale"], c["pick"]],
                      [c["g_gallery"], c["g_md"]], api_name="heatmap", concurrency_id="encoder", concurrency_limit=2)
+    ui_explore.wire(h, ui)

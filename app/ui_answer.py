@@ -1,0 +1,41 @@
+"""A refused input answers where the user is looking and blocks nothing (issue 22, point 1,
+for the tabs and panels of `ui_lists` and `ui_explore`): an expected error (ValueError,
+BadImage, …) becomes a toast (`gr.Warning`) and one line in the event's status output, and
+every other output is left as it was (`gr.skip()`), so no component gets an "Error" badge
+and the next action acts on what the page shows. Unexpected errors go on to `guard`."""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from .ui_common import EXPECTED, guard
+
+log = logging.getLogger(__name__)
+
+
+def one_line(exc: BaseException) -> str:
+    return html.escape(" ".join(str(exc).split())[:500], quote=False)
+
+
+def answer(fn: Callable, n_outputs: int, status: int | None = None) -> Callable:
+    """`fn` for an event with `n_outputs` outputs, the one at index `status` (if any) a
+    Markdown line that gets the message. Run the event with the queue (toasts need it)."""
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EXPECTED as exc:
+            log.info("%s: %s", fn.__name__, exc)
+            text = one_line(exc)
+            gr.Warning(text)
+            out: list[Any] = [gr.skip()] * n_outputs
+            if status is not None:
+                out[status] = f"⚠️ {text}"
+            return tuple(out) if n_outputs > 1 else out[0]
+    return guard(run)
