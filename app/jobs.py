@@ -20,15 +20,27 @@ its own thread, `suspend` saving what the next job would overwrite), and resumes
 turn rule picks it again. So a short job waits behind a long one of another session for
 at most the step under way, never for the rest of that job; a paused job is not
 preempted again by the job it let in.
+
+Priority: `in_generation_thread` runs a pipeline call on a fresh thread with a lower CPU
+priority (nice +10) and half the cores' torch threads, so that browsing (at normal
+priority, on Gradio's threads) keeps the CPU it needs while a generation runs.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+GENERATION_NICE = 10
+"""How much lower a generation thread's CPU priority is than the server's (Linux nice)."""
 
 
 class Cancelled(Exception):
@@ -182,3 +194,37 @@ class FairQueue:
             q.remove(job)
             if not q:
                 del self._waiting[job.session]
+
+
+def generation_threads(cpus: int | None = None) -> int:
+    """The torch threads of one generation: half the cores, at least one."""
+    return max(1, (cpus or os.cpu_count() or 2) // 2)
+
+
+def in_generation_thread(fn: Callable[[], T], nice: int = GENERATION_NICE, threads: int | None = None) -> T:
+    """`fn()` run on a new thread whose CPU priority is `nice` steps lower (Linux: priority is
+    per thread, and the torch worker threads it starts inherit it) and whose torch intra-op
+    threads are `threads` (default `generation_threads()`; torch's count is per thread);
+    returns its value or raises its exception. The calling thread keeps its priority."""
+    out: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        except (AttributeError, OSError) as exc:  # not Linux, or not allowed: run at the same priority
+            log.debug("generation thread keeps its priority: %s", exc)
+        try:
+            import torch
+
+            torch.set_num_threads(threads or generation_threads())
+            out["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            out["error"] = exc
+
+    t = threading.Thread(target=work, name="clipsae-generation", daemon=True)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]  # type: ignore[misc]
+    return out["value"]  # type: ignore[return-value]

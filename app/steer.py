@@ -28,7 +28,7 @@ from PIL import Image
 from sae_core.edit import Edit, apply_edits, validate_edits
 from sae_core.sae import SparseAutoencoder
 
-from .jobs import FairQueue, Job
+from .jobs import FairQueue, Job, in_generation_thread
 from .kandinsky import KandinskyPipes
 
 RESOLUTIONS = (64, 128, 256, 384, 512, 640, 768, 1024)
@@ -137,11 +137,13 @@ class Steerer:
     def _run_prior(self, prompt: str, seed: int, steps: int, negative_prompt: str,
                    job: Job) -> tuple[torch.Tensor, torch.Tensor]:
         job.check()
-        with self.lock:
-            out = self.pipes.prior(prompt, negative_prompt=negative_prompt or None, num_inference_steps=int(steps),
-                                   generator=torch.Generator().manual_seed(int(seed)),
-                                   callback_on_step_end=_step_callback(job, "prior", int(steps), 0, 1,
-                                                                       self.lock))
+
+        def run():
+            with self.lock:
+                return self.pipes.prior(prompt, negative_prompt=negative_prompt or None, num_inference_steps=int(steps),
+                                        generator=torch.Generator().manual_seed(int(seed)),
+                                        callback_on_step_end=_step_callback(job, "prior", int(steps), 0, 1, self.lock))
+        out = in_generation_thread(run)
         self.prior_calls += 1
         return out.image_embeds.detach(), out.negative_image_embeds.detach()
 
@@ -198,12 +200,15 @@ class Steerer:
         check_generation(steps, size)
         job = job or Job()
         job.check()
-        with self.lock:
-            out = self.pipes.decoder(image_embeds=embeds, negative_image_embeds=negative, height=int(size),
-                                     width=int(size), num_inference_steps=int(steps),
-                                     generator=torch.Generator().manual_seed(int(seed)),
-                                     callback_on_step_end=_step_callback(job, label, int(steps), done, parts,
-                                                                         self.lock))
+
+        def run():
+            with self.lock:
+                return self.pipes.decoder(image_embeds=embeds, negative_image_embeds=negative, height=int(size),
+                                          width=int(size), num_inference_steps=int(steps),
+                                          generator=torch.Generator().manual_seed(int(seed)),
+                                          callback_on_step_end=_step_callback(job, label, int(steps), done, parts,
+                                                                              self.lock))
+        out = in_generation_thread(run)  # lower CPU priority, half the cores: browsing stays fast
         self.decoder_calls += 1
         return out.images[0]
 

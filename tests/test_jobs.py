@@ -181,3 +181,28 @@ def test_a_job_without_a_turn_never_pauses():
     job.cancel()
     with pytest.raises(Cancelled):
         job.step_boundary()
+
+
+def test_generation_threads_run_at_lower_priority_with_fewer_torch_threads():
+    import os
+
+    import torch
+
+    from app.jobs import generation_threads, in_generation_thread
+
+    def inside():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), torch.get_num_threads()
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    threads_before = torch.get_num_threads()
+    nice, threads = in_generation_thread(inside, nice=3, threads=1)
+    assert nice == min(19, mine + 3) and threads == 1
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller keeps its own
+    assert torch.get_num_threads() == threads_before
+    assert generation_threads(16) == 8 and generation_threads(1) == 1
+    with pytest.raises(Cancelled):
+        in_generation_thread(_raise_cancelled)
+
+
+def _raise_cancelled():
+    raise Cancelled("stopped inside")
