@@ -20,8 +20,8 @@ from precompute.cli import COMMANDS as PRECOMPUTE_COMMANDS
 from sae_core.cli import COMMANDS as SAE_COMMANDS
 from sae_core.cliargs import add_config_flags, config_from_args, run_reporting
 
-from .configs import (DEFAULT_HOST, DEFAULT_PORT, CollageConfig, DemoConfig, IconsConfig, KandinskyOptions, ServeConfig,
-                      UpConfig)
+from .configs import (DEFAULT_HOST, DEFAULT_PORT, CollageConfig, DemoConfig, IconsConfig, KandinskyOptions,
+                      PasswdConfig, ServeConfig, UpConfig)
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServeConfig", "DemoConfig", "UpConfig", "IconsConfig", "build_parser",
            "main", "run_demo"]
@@ -40,7 +40,8 @@ def _run_serve(a: argparse.Namespace) -> int:
     c = config_from_args(ServeConfig, a)
     serve(c.atlas, c.steer_atlas, host=c.host, port=c.port, share=c.share, prior=c.prior, decoder=c.decoder,
           tiny_kandinsky=c.tiny_kandinsky, device=c.device, images_root=c.images_root,
-          kandinsky=config_from_args(KandinskyOptions, a), announce=f"serving {c.atlas} on http://{c.host}:{c.port}")
+          kandinsky=config_from_args(KandinskyOptions, a), auth_file=c.auth_file,
+          announce=f"serving {c.atlas} on http://{c.host}:{c.port}")
     return 0
 
 
@@ -52,17 +53,20 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def run_demo(c: DemoConfig) -> int:
     """Build the demo (once), print its report, then serve it unless told not to."""
+    from .auth import read_auth_file
     from .demo import demo_main, read_demo_info
     from .server import check_port, serve
 
     if c.serve:
         check_port(c.host, c.port)  # before the build, not after it
+        if c.auth_file:
+            read_auth_file(c.auth_file)
     print(demo_main(c.cache_dir, rebuild=c.rebuild, device=c.device))
     if not c.serve:
         return 0
     info = read_demo_info(c.cache_dir)
     serve(info["clip_atlas"], info["kandinsky_atlas"], host=c.host, port=c.port,
-          tiny_kandinsky=info["kandinsky"] == "tiny", device=c.device,
+          tiny_kandinsky=info["kandinsky"] == "tiny", device=c.device, auth_file=c.auth_file,
           announce=f"serving the demo on http://{c.host}:{c.port} (Ctrl-C to stop)")
     return 0
 
@@ -91,12 +95,31 @@ def _run_up(a: argparse.Namespace) -> int:
         steer = data / "katlas" if (data / "katlas" / "manifest.json").is_file() else None
         images = c.images_root or (str(data / "images") if (data / "images").is_dir() else None)
         serve(str(data / "atlas"), str(steer) if steer else None, host=c.host, port=c.port, device=c.device,
-              images_root=images, announce=f"serving {data / 'atlas'} on http://{c.host}:{c.port}"
+              images_root=images, auth_file=c.auth_file,
+              announce=f"serving {data / 'atlas'} on http://{c.host}:{c.port}"
               + (f" with steering atlas {steer}" if steer else " (no steering atlas)")
               + (f", images from {images}" if images else ""))
         return 0
     print(f"no atlas at {data / 'atlas'}: serving the embedded demo")
-    return run_demo(DemoConfig(cache_dir=c.cache_dir, host=c.host, port=c.port, device=c.device))
+    return run_demo(DemoConfig(cache_dir=c.cache_dir, host=c.host, port=c.port, device=c.device,
+                               auth_file=c.auth_file))
+
+
+def _add_passwd(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("passwd", help="add a user to an auth file for --auth-file (or change their password)",
+                       description="Reads the password from the terminal (asked twice) or from stdin's first line; "
+                                   "never from the command line. The file holds salted PBKDF2 hashes (app/auth.py).")
+    add_config_flags(p, PasswdConfig)
+    p.set_defaults(func=_run_passwd)
+
+
+def _run_passwd(a: argparse.Namespace) -> int:
+    from .auth import read_new_password, set_password
+
+    c = config_from_args(PasswdConfig, a)
+    new = set_password(c.auth_file, c.user, read_new_password())
+    print(f"{'added' if new else 'changed the password of'} user {c.user} in {c.auth_file}")
+    return 0
 
 
 def _add_collage(sub: argparse._SubParsersAction) -> None:
@@ -130,7 +153,7 @@ def _run_icons(a: argparse.Namespace) -> int:
 
 
 APP_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_demo, _add_up, _add_icons,
-                                                                  _add_collage]
+                                                                  _add_collage, _add_passwd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,6 +41,9 @@ class ServeConfig:
     """auto (cuda when available), cpu, cuda, cuda:N."""
     images_root: str | None = None
     """Folder the atlases' image paths are relative to (default: as recorded in each atlas)."""
+    auth_file: str | None = None
+    """A file of users and salted password hashes (`clipsae passwd FILE USER`): every page, API
+    call and file needs a login (Gradio's own). Without it, no login (anyone who reaches the port)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class DemoConfig:
     """Port to listen on."""
     device: str = "auto"
     """auto (cuda when available), cpu, cuda, cuda:N."""
+    auth_file: str | None = None
+    """A file of users and salted password hashes (`clipsae passwd FILE USER`): every page, API
+    call and file needs a login (Gradio's own). Without it, no login (anyone who reaches the port)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,19 @@ class UpConfig:
     """auto (cuda when available), cpu, cuda, cuda:N."""
     images_root: str | None = None
     """Folder the atlases' image paths are relative to (default: DATA/images when present, else as recorded)."""
+    auth_file: str | None = None
+    """A file of users and salted password hashes (`clipsae passwd FILE USER`): every page, API
+    call and file needs a login (Gradio's own). Without it, no login (anyone who reaches the port)."""
+
+
+@dataclass(frozen=True)
+class PasswdConfig:
+    """`clipsae passwd FILE USER`: add a user to an auth file (or change their password)."""
+
+    auth_file: str = field(metadata=POSITIONAL)
+    """The auth file (created, readable by its owner only, if absent)."""
+    user: str = field(metadata=POSITIONAL)
+    """The user name: 1-64 letters, digits or . _ @ -."""
 
 
 Precision = Literal["auto", "float32", "float16", "bfloat16"]

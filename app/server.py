@@ -5,7 +5,8 @@
 
 Binds 127.0.0.1 unless --host says otherwise; never opens a public share link; analytics
 off. Images reach the browser as rendered thumbnails through Gradio's own cache: no
-path on disk is served directly.
+path on disk is served directly. With an auth file (`--auth-file`, app/auth.py) every
+page, API call and file route needs a login.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sae_core.device import is_cuda, resolve_device
 from sae_core.io import load_sae
 
 from .atlas import Atlas
+from .auth import login_checker
 from .handlers import Handlers
 from .icons import IconSpec, IconStore
 from .inputs import MAX_UPLOAD
@@ -109,20 +111,27 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(atlas: str | Path, steer_atlas: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860,
-          share: bool = False, prevent_thread_lock: bool = False, announce: str = "", **kwargs):
+          share: bool = False, prevent_thread_lock: bool = False, announce: str = "",
+          auth_file: str | Path | None = None, **kwargs):
     """Build the UI and launch it; returns the Blocks (running in the background if prevent_thread_lock).
-    `announce` is printed once the atlases have loaded, just before the server starts."""
+    `announce` is printed once the atlases have loaded, just before the server starts; with
+    `auth_file` every route needs a login (the file is checked before anything slow is loaded)."""
     check_port(host, port)
+    auth = login_checker(auth_file) if auth_file else None
     handlers, banner = make_handlers(atlas, steer_atlas, **kwargs)
     if announce:
         print(announce, flush=True)
-    return launch(build_ui(handlers, banner), host, port, share=share, prevent_thread_lock=prevent_thread_lock)
+    return launch(build_ui(handlers, banner), host, port, share=share, prevent_thread_lock=prevent_thread_lock,
+                  auth=auth)
 
 
-def launch(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, prevent_thread_lock: bool = False):
+def launch(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, prevent_thread_lock: bool = False,
+           auth=None):
     """Launch the Blocks with the app's safety settings: the given interface only (127.0.0.1 by
     default), no share link unless asked, uploads capped at MAX_UPLOAD, analytics off (app/__init__.py);
-    and its stylesheet and page script (in-place navigation)."""
+    and its stylesheet and page script (in-place navigation). `auth`: Gradio's login check
+    (`app.auth.login_checker`), None for no login."""
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True,
-                prevent_thread_lock=prevent_thread_lock, quiet=True, css=CSS, js=PAGE_JS)
+                prevent_thread_lock=prevent_thread_lock, quiet=True, css=CSS, js=PAGE_JS, auth=auth,
+                auth_message="This clipsae server needs a login (ask its operator for an account)." if auth else None)
     return demo

@@ -15,6 +15,7 @@ decoder once. Every pipeline call checks its job's cancel flag at each step (`ap
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
 from collections import OrderedDict
@@ -27,7 +28,7 @@ from PIL import Image
 from sae_core.edit import Edit, apply_edits, validate_edits
 from sae_core.sae import SparseAutoencoder
 
-from .jobs import FairQueue, Job
+from .jobs import FairQueue, Job, in_generation_thread
 from .kandinsky import KandinskyPipes
 
 RESOLUTIONS = (64, 128, 256, 384, 512, 640, 768, 1024)
@@ -75,13 +76,38 @@ class Generation:
     steered: Image.Image
 
 
-def _step_callback(job: Job, label: str, steps: int, done: float, parts: float) -> Callable:
-    """diffusers' `callback_on_step_end`: stop on the job's cancel flag, report the step."""
+def _step_callback(job: Job, label: str, steps: int, done: float, parts: float,
+                   lock: threading.RLock | None = None) -> Callable:
+    """diffusers' `callback_on_step_end`: stop on the job's cancel flag, report the step, and
+    let a new job of another session run first (`Job.step_boundary`): while paused, the
+    pipeline's call state is saved and `lock` released (`_suspend_pipe`)."""
     def on_step_end(pipe, i: int, t, callback_kwargs: dict) -> dict:
-        job.check()
+        if i + 1 < steps:  # checks the cancel flag, then perhaps pauses
+            job.step_boundary(lambda: _suspend_pipe(pipe, lock))
+        else:
+            job.check()
         job.progress((done + (i + 1) / steps) / parts, f"{label}: step {i + 1}/{steps}")
         return callback_kwargs
     return on_step_end
+
+
+def _suspend_pipe(pipe, lock: threading.RLock | None) -> Callable[[bool], None]:
+    """Save what another call of the same pipeline would overwrite (its scheduler's state and
+    the pipeline's per-call attributes), release `lock`; the returned function re-takes the
+    lock and, resuming (True), puts the saved state back."""
+    attrs = {k: v for k, v in vars(pipe).items() if k.startswith("_") and not k.startswith("__")}
+    scheduler = copy.deepcopy(pipe.scheduler.__dict__)
+    if lock is not None:
+        lock.release()
+
+    def resume(restore: bool) -> None:
+        if lock is not None:
+            lock.acquire()
+        if restore:
+            vars(pipe).update(attrs)
+            pipe.scheduler.__dict__.clear()
+            pipe.scheduler.__dict__.update(scheduler)
+    return resume
 
 
 class Steerer:
@@ -111,10 +137,13 @@ class Steerer:
     def _run_prior(self, prompt: str, seed: int, steps: int, negative_prompt: str,
                    job: Job) -> tuple[torch.Tensor, torch.Tensor]:
         job.check()
-        with self.lock:
-            out = self.pipes.prior(prompt, negative_prompt=negative_prompt or None, num_inference_steps=int(steps),
-                                   generator=torch.Generator().manual_seed(int(seed)),
-                                   callback_on_step_end=_step_callback(job, "prior", int(steps), 0, 1))
+
+        def run():
+            with self.lock:
+                return self.pipes.prior(prompt, negative_prompt=negative_prompt or None, num_inference_steps=int(steps),
+                                        generator=torch.Generator().manual_seed(int(seed)),
+                                        callback_on_step_end=_step_callback(job, "prior", int(steps), 0, 1, self.lock))
+        out = in_generation_thread(run)
         self.prior_calls += 1
         return out.image_embeds.detach(), out.negative_image_embeds.detach()
 
@@ -171,11 +200,15 @@ class Steerer:
         check_generation(steps, size)
         job = job or Job()
         job.check()
-        with self.lock:
-            out = self.pipes.decoder(image_embeds=embeds, negative_image_embeds=negative, height=int(size),
-                                     width=int(size), num_inference_steps=int(steps),
-                                     generator=torch.Generator().manual_seed(int(seed)),
-                                     callback_on_step_end=_step_callback(job, label, int(steps), done, parts))
+
+        def run():
+            with self.lock:
+                return self.pipes.decoder(image_embeds=embeds, negative_image_embeds=negative, height=int(size),
+                                          width=int(size), num_inference_steps=int(steps),
+                                          generator=torch.Generator().manual_seed(int(seed)),
+                                          callback_on_step_end=_step_callback(job, label, int(steps), done, parts,
+                                                                              self.lock))
+        out = in_generation_thread(run)  # lower CPU priority, half the cores: browsing stays fast
         self.decoder_calls += 1
         return out.images[0]
 
