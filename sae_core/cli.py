@@ -53,7 +53,8 @@ def _run_train(a: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- metrics
 def _add_metrics(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("metrics", help="MSE, L1, L0, explained variance, ... of SAEs on held-out activations")
+    p = sub.add_parser("metrics", help="MSE, L1, L0, explained variance, ... of SAEs on held-out "
+                       "activations; --compare: seed stability against other SAEs")
     add_config_flags(p, MetricsConfig)
     p.set_defaults(func=_run_metrics)
 
@@ -62,7 +63,14 @@ def _run_metrics(a: argparse.Namespace) -> int:
     from .evaluate import metrics_main
 
     c = config_from_args(MetricsConfig, a)
-    print(metrics_main(c.acts, c.sae, out=c.out, batch_size=c.batch_size, device=c.device, max_rows=c.max_rows))
+    if not c.acts and not c.compare:
+        raise ValueError("metrics needs --acts (held-out activations), --compare (other SAEs), or both")
+    if c.acts:
+        print(metrics_main(c.acts, c.sae, out=c.out, batch_size=c.batch_size, device=c.device, max_rows=c.max_rows))
+    if c.compare:
+        from .evaluate import compare_main
+
+        print(compare_main(c.sae, c.compare, c.stability_threshold, out=c.out))
     return 0
 
 

@@ -284,10 +284,16 @@ class SweepConfig:
 class MetricsConfig:
     """One `clipsae metrics` run."""
 
-    acts: str
-    """A .npy matrix or an activation cache folder (held-out rows)."""
     sae: str
     """An SAE folder, or a folder of them (a sweep)."""
+    acts: str | None = None
+    """A .npy matrix or an activation cache folder (held-out rows); needed unless --compare is given."""
+    compare: tuple[str, ...] = ()
+    """Other SAEs (folders, or sweep folders: each SAE in them), e.g. other seeds: match each
+    SAE's decoder one-to-one against theirs (Hungarian on decoder cosines) and report the
+    fraction of latents matched at cos >= --stability-threshold and the mean matched cosine."""
+    stability_threshold: float = 0.9
+    """Seed stability: the decoder cosine at which a matched pair counts."""
     out: str | None = None
     """Also write the Markdown table here (+ .json)."""
     batch_size: int = 8192
