@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,7 @@ def run_clipsae(acts: Path, out: Path, s: dict, equal: bool) -> dict:
     if r.returncode:
         raise RuntimeError(r.stderr[-2000:])
     cfg = json.loads((out / "train_config.json").read_text())["train_config"]
-    return {"wall_s": wall, "batch": cfg["batch_size"], "lr": cfg["lr"]}
+    return {"wall_s": wall, "batch": cfg["batch_size"], "lr": cfg["lr"], "loop_s": loop_seconds(out)}
 
 
 def run_sparsify(acts: Path, out: Path, s: dict, equal: bool) -> dict:
@@ -179,11 +180,120 @@ def data_order(tmp: Path, rows: int = 400_000, d: int = 512, repeats: int = 3) -
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- many SAEs in one pass; the GEMM limit
+def loop_seconds(out: Path) -> float:
+    """Seconds of the training loop, from train.log: the "training N SAE(s)" line to the last step's line."""
+    from datetime import datetime
+
+    def stamp(line: str) -> float:
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+    lines = (out / "train.log").read_text().splitlines()
+    start = next(ln for ln in lines if " SAE(s) on " in ln)
+    last = [ln for ln in lines if re.match(r"\S+ \S+ step (\d+)/\1 ", ln)]
+    return stamp(last[-1]) - stamp(start)
+
+
+def gemm_flops(batch: int, d: int, d_sae: int, repeats: int = 5) -> float:
+    """The machine's dense float32 GEMM rate (FLOP/s, median of `repeats`) at the encoder's shape
+    [batch, d] @ [d, d_sae], on the CPU with torch's threads, as `clipsae train --device cpu` runs."""
+    import torch
+
+    a, b = torch.randn(batch, d), torch.randn(d, d_sae)
+    torch.matmul(a, b)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * batch * d * d_sae / sorted(times)[len(times) // 2]
+
+
+def gemm_fraction(samples_s: float, d: int, d_sae: int, flops: float) -> float:
+    """Training's rate as a fraction of the GEMM limit: one encoder GEMM (2·d·d_sae FLOP per
+    input) per step is the least work a step can do, so samples/s × 2·d·d_sae ÷ the GEMM's
+    measured FLOP/s is 1 only for a step that costs exactly one encoder GEMM."""
+    return samples_s * 2 * d * d_sae / flops
+
+
+def gemm_table(rows: list[dict]) -> str:
+    """Fraction of the dense GEMM rate that each clipsae run of the tables above reaches."""
+    lines = ["| set | settings | batch | GEMM GFLOP/s at [batch, d] @ [d, d_sae] | fraction (whole command) | "
+             "fraction (loop) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["tool"] != "clipsae" or "loop_s" not in r:
+            continue
+        s = SUITES[r["suite"]]
+        flops = gemm_flops(r["batch"], s["d"], s["d_sae"])
+        loop = s["rows"] * s["epochs"] / r["loop_s"]
+        lines.append(f"| {r['suite']} | {r['setting']} | {r['batch']} | {flops / 1e9:.0f} | "
+                     f"{gemm_fraction(r['samples_s'], s['d'], s['d_sae'], flops):.0%} | "
+                     f"{gemm_fraction(loop, s['d'], s['d_sae'], flops):.0%} |")
+    return "\n".join(lines)
+
+
+def train_cmd(acts: Path, out: Path, s: dict, k: str, seed: str, extra: tuple[str, ...] = ()) -> dict:
+    """One `clipsae train` at the equal settings of `s` (constant lr): whole-command and loop seconds."""
+    cmd = [sys.executable, "-m", "app.cli", "train", "--acts", str(acts), "--out", str(out), "--arch", "topk",
+           "--d-sae", str(s["d_sae"]), "--k", k, "--seed", seed, "--epochs", str(s["epochs"]), "--device", "cpu",
+           "--batch-size", str(s["batch"]), "--lr", str(s["lr"]), "--lr-warmup-steps", "0", "--lr-decay", "none",
+           "--checkpoint-every", "0", *extra]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.perf_counter() - t0
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    return {"wall_s": wall, "loop_s": loop_seconds(out)}
+
+
+def multi(tmp: Path, rows: int, seeds: list[int], ks: list[int], data_seed: int = 7) -> str:
+    """Many SAEs in one pass (`--k K1,K2 --seed S1,S2`) against one `clipsae train` per SAE, on the
+    wide set (d=512, 16,384 latents, batch 4096) cut to `rows` rows, one epoch. The separate runs
+    take `--data-seed` = the first seed, so each trains exactly the SAE of the sweep's sub-folder
+    (checked here: the weights are compared)."""
+    from safetensors.torch import load_file
+
+    s = {**SUITES["wide"], "rows": rows, "epochs": 1}
+    x, _ = make_data(rows, s["d"], s["atoms"], s["active"], data_seed)
+    acts = tmp / "multi.npy"
+    np.save(acts, x)
+    n = len(seeds) * len(ks)
+    one = train_cmd(acts, tmp / "multi_one", s, ",".join(map(str, ks)), ",".join(map(str, seeds)))
+    print(f"one pass, {n} SAEs: {one['wall_s']:.1f} s (loop {one['loop_s']:.1f} s)", flush=True)
+    alone, same = [], True
+    for k in ks:
+        for seed in seeds:
+            out = tmp / f"multi_k{k}_s{seed}"
+            alone.append(train_cmd(acts, out, s, str(k), str(seed), ("--data-seed", str(seeds[0]))))
+            print(f"alone k={k} seed={seed}: {alone[-1]['wall_s']:.1f} s (loop {alone[-1]['loop_s']:.1f} s)", flush=True)
+            name = "_".join(([f"k_{k}"] if len(ks) > 1 else []) + ([f"seed_{seed}"] if len(seeds) > 1 else []))
+            a, b = (load_file(str(p / "sae_weights.safetensors")) for p in (tmp / "multi_one" / name, out))
+            same &= all(np.array_equal(a[t].numpy(), b[t].numpy()) for t in a)
+    flops = gemm_flops(s["batch"], s["d"], s["d_sae"])
+    wall, loop = sum(r["wall_s"] for r in alone), sum(r["loop_s"] for r in alone)
+    per_sae = rows * n / one["loop_s"]
+    return "\n".join([
+        f"wide set cut to {rows:,} rows x 1 epoch (batch {s['batch']}, {rows // s['batch']} steps), k={','.join(map(str, ks))}, "
+        f"seeds {','.join(map(str, seeds))}: {n} SAEs; sweep SAEs bitwise equal to the separate runs: {'yes' if same else 'NO'}",
+        "", "| | wall s (whole commands) | loop s | SAE-samples/s (loop) | encoder-GEMM fraction (loop) |",
+        "|---|---|---|---|---|",
+        f"| {n} separate `clipsae train` runs | {wall:.1f} | {loop:.1f} | {rows * n / loop:.0f} | "
+        f"{gemm_fraction(rows * n / loop, s['d'], s['d_sae'], flops):.0%} |",
+        f"| one pass (`--k {','.join(map(str, ks))} --seed {','.join(map(str, seeds))}`) | {one['wall_s']:.1f} | "
+        f"{one['loop_s']:.1f} | {per_sae:.0f} | {gemm_fraction(per_sae, s['d'], s['d_sae'], flops):.0%} |",
+        f"| speed-up of one pass | {wall / one['wall_s']:.2f}× | {loop / one['loop_s']:.2f}× | | |",
+        "", f"dense GEMM at [{s['batch']}, {s['d']}] @ [{s['d']}, {s['d_sae']}]: {flops / 1e9:.0f} GFLOP/s"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", choices=["small", "wide", "both"], default="both")
     p.add_argument("--seed", type=int, default=7, help="seed of the planted data")
     p.add_argument("--data-order", action="store_true", help="only measure the read throughput of the epoch order")
+    p.add_argument("--multi", action="store_true", help="only the many-SAEs-in-one-pass section (wide set, cut rows)")
+    p.add_argument("--multi-rows", type=int, default=32_768, help="rows of the wide set for --multi")
+    p.add_argument("--multi-seeds", default="0,1", help="--seed list of the --multi sweep")
+    p.add_argument("--multi-k", default="32", help="--k list of the --multi sweep")
     a = p.parse_args()
     import torch
 
@@ -192,11 +302,17 @@ def main() -> None:
         if a.data_order:
             print(data_order(Path(tmp)))
             return
+        if a.multi:
+            print(multi(Path(tmp), a.multi_rows, [int(v) for v in a.multi_seeds.split(",")],
+                        [int(v) for v in a.multi_k.split(",")]))
+            return
         rows = []
         for name in (["small", "wide"] if a.suite == "both" else [a.suite]):
             rows += bench_suite(name, SUITES[name], Path(tmp), a.seed)
         print()
         print(table(rows))
+        print()
+        print(gemm_table(rows))
 
 
 if __name__ == "__main__":

@@ -19,16 +19,18 @@ __all__ = ["COMMANDS", "DEFAULT_L1"]
 
 # ---------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train SAEs on an activation matrix (a λ or k sweep in one pass)",
+    p = sub.add_parser("train", help="train SAEs on an activation matrix (a λ, k or seed sweep in one pass)",
                        description="Train one SAE, or one per swept value on the same batches. Every "
                                    "TrainConfig field is a flag; `train_config.json` records the values used.")
-    add_config_flags(p, SweepConfig, skip=("k", "groups", "l1"))
+    add_config_flags(p, SweepConfig, skip=("k", "groups", "l1", "seed"))
     m = p.add_argument_group("model (SAEConfig, saved in cfg.json)")
     add_config_flags(m, SAEConfig, skip=("d_in", "k", "groups", "norm_scaling_factor", "layer_norm_variant", "dtype",
                                           "metadata"),
                      names={"architecture": "--arch", "normalize_activations": "--normalize"})
-    add_config_flags(m, SweepConfig, skip=("acts", "out", "resume", "overwrite"))
-    add_config_flags(p.add_argument_group("run (TrainConfig, saved in train_config.json)"), TrainConfig)
+    add_config_flags(m, SweepConfig, skip=("acts", "out", "resume", "overwrite", "seed"))
+    run = p.add_argument_group("run (TrainConfig, saved in train_config.json)")
+    add_config_flags(run, SweepConfig, skip=("acts", "out", "resume", "overwrite", "k", "groups", "l1"))
+    add_config_flags(run, TrainConfig, skip=("seed",))  # --seed is SweepConfig's: a comma list sweeps
     p.set_defaults(func=_run_train)
 
 
@@ -40,9 +42,10 @@ def _run_train(a: argparse.Namespace) -> int:
     sweep = config_from_args(SweepConfig, a)
     k_values, l1_values = sweep.values(a.architecture)
     base = config_from_args(SAEConfig, a, d_in=ActivationSource(sweep.acts).d, k=k_values[0], groups=sweep.groups or None)
-    cfg = config_from_args(TrainConfig, a)
-    written = train(sweep.acts, sweep.out, make_specs(base, l1_values, k_values), cfg, resume=sweep.resume,
-                    overwrite=sweep.overwrite)
+    seeds = list(sweep.seed or [TrainConfig.seed])
+    cfg = config_from_args(TrainConfig, a, seed=seeds[0])
+    specs = make_specs(base, l1_values, k_values, seeds if len(seeds) > 1 else None)
+    written = train(sweep.acts, sweep.out, specs, cfg, resume=sweep.resume, overwrite=sweep.overwrite)
     for path in written:
         print(path)
     return 0
@@ -50,7 +53,8 @@ def _run_train(a: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- metrics
 def _add_metrics(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("metrics", help="MSE, L1, L0, explained variance, ... of SAEs on held-out activations")
+    p = sub.add_parser("metrics", help="MSE, L1, L0, explained variance, ... of SAEs on held-out "
+                       "activations; --compare: seed stability against other SAEs")
     add_config_flags(p, MetricsConfig)
     p.set_defaults(func=_run_metrics)
 
@@ -59,7 +63,14 @@ def _run_metrics(a: argparse.Namespace) -> int:
     from .evaluate import metrics_main
 
     c = config_from_args(MetricsConfig, a)
-    print(metrics_main(c.acts, c.sae, out=c.out, batch_size=c.batch_size, device=c.device, max_rows=c.max_rows))
+    if not c.acts and not c.compare:
+        raise ValueError("metrics needs --acts (held-out activations), --compare (other SAEs), or both")
+    if c.acts:
+        print(metrics_main(c.acts, c.sae, out=c.out, batch_size=c.batch_size, device=c.device, max_rows=c.max_rows))
+    if c.compare:
+        from .evaluate import compare_main
+
+        print(compare_main(c.sae, c.compare, c.stability_threshold, out=c.out))
     return 0
 
 

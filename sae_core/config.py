@@ -119,7 +119,11 @@ class TrainConfig:
     """Rows read contiguously from disk. Each epoch shuffles the order of the chunks over the
     whole file, so a block gathers block_rows / chunk_rows chunks from anywhere in it."""
     seed: int = 0
-    """Seeds the weight init, the chunk order, the within-block shuffles and the init sample."""
+    """Seeds the weight init and the resampling draws, and (unless data_seed is set) the chunk
+    order, the within-block shuffles and the init sample."""
+    data_seed: int | None = None
+    """Seeds the chunk order, the within-block shuffles and the init sample. Unset: --seed (the
+    first one in a seed sweep, whose SAEs share the batches)."""
     device: str = "auto"
     """auto (cuda when available), cpu, cuda, cuda:N."""
 
@@ -209,6 +213,11 @@ class TrainConfig:
         if not 0 <= self.batchtopk_threshold_momentum < 1:
             raise ValueError("batchtopk_threshold_momentum must be in [0, 1)")
 
+    @property
+    def batch_seed(self) -> int:
+        """The seed of the batches and of the init sample (data_seed, else seed)."""
+        return self.seed if self.data_seed is None else self.data_seed
+
     AUTO_FIELDS = ("batch_size", "lr", "lr_warmup_steps", "l1_warmup_steps", "resample_every", "aux_k")
     """Fields that may be left unset (None) and are then chosen by `schedule.resolve`."""
 
@@ -235,8 +244,8 @@ FVU an active latent must buy (0.03)."""
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """What `clipsae train` reads and writes, and the values it sweeps: one SAE per value of
-    --k or --l1, all trained in one pass over the same batches."""
+    """What `clipsae train` reads and writes, and the values it sweeps: one SAE per combination
+    of the values of --k or --l1 and --seed, all trained in one pass over the same batches."""
 
     acts: str
     """A .npy matrix [N, d] or an activation cache folder."""
@@ -249,6 +258,10 @@ class SweepConfig:
     l1: tuple[float, ...] | None = field(default=None, metadata=COMMAS)
     """Sparsity coefficient λ (relu: L1, jumprelu: L0) in the --l1-convention; a comma list sweeps
     (default: relu 0.07, jumprelu 0.03; a first scaled sweep for relu: 0.05,0.07,0.1)."""
+    seed: tuple[int, ...] | None = field(default=None, metadata=COMMAS)
+    """Seeds the weight init and the resampling draws, and (unless --data-seed) the chunk order,
+    the within-block shuffles and the init sample (default 0). A comma list trains one SAE per
+    seed on the batches of the first (or of --data-seed)."""
     resume: bool = False
     """Continue from OUT/checkpoint exactly."""
     overwrite: bool = False
@@ -271,10 +284,16 @@ class SweepConfig:
 class MetricsConfig:
     """One `clipsae metrics` run."""
 
-    acts: str
-    """A .npy matrix or an activation cache folder (held-out rows)."""
     sae: str
     """An SAE folder, or a folder of them (a sweep)."""
+    acts: str | None = None
+    """A .npy matrix or an activation cache folder (held-out rows); needed unless --compare is given."""
+    compare: tuple[str, ...] = ()
+    """Other SAEs (folders, or sweep folders: each SAE in them), e.g. other seeds: match each
+    SAE's decoder one-to-one against theirs (Hungarian on decoder cosines) and report the
+    fraction of latents matched at cos >= --stability-threshold and the mean matched cosine."""
+    stability_threshold: float = 0.9
+    """Seed stability: the decoder cosine at which a matched pair counts."""
     out: str | None = None
     """Also write the Markdown table here (+ .json)."""
     batch_size: int = 8192

@@ -2,8 +2,11 @@
 
     clipsae metrics --acts heldout.npy --sae saes/            # every SAE of a sweep
     clipsae metrics --acts cache/ --sae saes/l1_0.01 --out metrics.md
+    clipsae metrics --sae saes/k_32_seed_0 --compare saes/k_32_seed_1   # seed stability
 
 Prints a seed-001 style Markdown table; `--out` also writes it (and a `.json` beside it).
+`--compare` adds a table of one-to-one decoder matches (`stability.match_dictionaries`):
+the fraction of latents matched at cos >= 0.9 and the mean matched cosine per pair of SAEs.
 """
 
 from __future__ import annotations
@@ -70,4 +73,49 @@ def metrics_main(acts: str, sae_path: str, out: str | None = None, batch_size: i
     if out:
         atomic_write_text(out, table + "\n")
         atomic_write_text(Path(out).with_suffix(".json"), json.dumps(records, indent=2))
+    return table
+
+
+def compare_saes(sae_path: str | Path, compare: tuple[str, ...] | list[str], threshold: float = 0.9) -> list[dict]:
+    """Seed stability: each SAE under `sae_path` against each SAE under the `compare` paths
+    (itself skipped), one record per pair: the one-to-one match of their decoder rows
+    (`stability.match_dictionaries`, Hungarian on cosines) over all latents."""
+    from .stability import match_dictionaries
+
+    others = [d for path in compare for d in io.find_sae_dirs(path)]
+    records = []
+    for d in io.find_sae_dirs(sae_path):
+        sae = io.load_sae(d)
+        for o in others:
+            if o.resolve() == d.resolve():
+                continue
+            other = io.load_sae(o)
+            if other.cfg.d_in != sae.cfg.d_in:
+                raise ValueError(f"--compare {o} reads {other.cfg.d_in}-d inputs, {d} {sae.cfg.d_in}-d")
+            m = match_dictionaries(sae.W_dec, other.W_dec, threshold=threshold)
+            records.append({"sae": str(d), "other": str(o), "d_sae": sae.cfg.d_sae, "other_d_sae": other.cfg.d_sae,
+                            **m.summary()})
+    if not records:
+        raise ValueError(f"--compare {' '.join(compare)}: no SAE there other than {sae_path} itself")
+    return records
+
+
+def compare_table(records: list[dict]) -> str:
+    """The seed-stability records as a Markdown table."""
+    t = records[0]["threshold"]
+    lines = [f"| SAE | compared with | latents | matched at cos ≥ {t:g} | mean matched cosine | method |",
+             "|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {Path(r['sae']).name} | {Path(r['other']).name} | {r['d_sae']} vs {r['other_d_sae']} | "
+                     f"{r['matched_fraction']:.3f} | {r['mean_cosine']:.3f} | {r['method']} |")
+    return "\n".join(lines)
+
+
+def compare_main(sae_path: str, compare: tuple[str, ...], threshold: float = 0.9, out: str | None = None) -> str:
+    """`clipsae metrics --compare`: the table (also written as OUT.compare.md/.json with --out)."""
+    records = compare_saes(sae_path, compare, threshold)
+    table = compare_table(records)
+    if out:
+        atomic_write_text(Path(out).with_suffix(".compare.md"), table + "\n")
+        atomic_write_text(Path(out).with_suffix(".compare.json"), json.dumps(records, indent=2))
     return table

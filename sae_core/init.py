@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .config import SAEConfig, TrainConfig
 from .losses import sparsity_scale
+from .sparse_ops import sparse_decode
 from .trainer import SAETrainer
 
 CHUNK_ROWS = 1024
@@ -29,31 +30,49 @@ def init_runs(runs: list[SAETrainer], sample_nd: torch.Tensor, cfg: TrainConfig)
     """
     if not torch.isfinite(sample_nd).all():
         raise ValueError("the activations contain NaN or inf values; re-run the extraction")
+    shared: dict[tuple, tuple[Tensor, Tensor, float]] = {}  # a sweep's SAEs that normalise alike share these
     for run in runs:
         sae = run.sae
         device = sae.W_enc.device
         if sae.cfg.normalize_activations == "expected_average_only_in":
             factor = math.sqrt(sae.cfg.d_in) / float(sample_nd.norm(dim=1).mean())
             sae.cfg = SAEConfig.from_dict({**sae.cfg.to_dict(), "norm_scaling_factor": factor})
-        x_norm, _ = sae.normalize(sample_nd.to(device))
-        if cfg.b_dec_init == "geometric_median":
-            b = geometric_median(x_norm)
-        elif cfg.b_dec_init == "mean":
-            b = x_norm.mean(dim=0)
-        else:
-            b = torch.zeros(sae.cfg.d_in, device=device)
-        sigma = math.sqrt(float((x_norm.double() - x_norm.double().mean(dim=0)).pow(2).sum(dim=1).mean()))
+        key = (sae.cfg.normalize_activations, sae.cfg.norm_scaling_factor, sae.cfg.layer_norm_variant, str(device))
+        if key not in shared:
+            shared[key] = _bias_and_sigma(sae, sample_nd.to(device), cfg)
+        x_norm, b, sigma = shared[key]
         run.l1_scale.fill_(sparsity_scale(sae.cfg.architecture, cfg.l1_convention, sigma, sae.cfg.d_in, sae.cfg.d_sae))
         with torch.no_grad():
             sae.b_dec.copy_(b)
             if sae.cfg.architecture != "jumprelu":  # its threshold breaks the scale invariance
                 num = denom = 0.0
                 for x_n in x_norm.split(CHUNK_ROWS):
-                    g = sae.activate(sae.pre_activation(x_n)) @ sae.W_dec
+                    g = _decode_codes(sae.activate(sae.pre_activation(x_n)), sae.W_dec)
                     num += float(((x_n - sae.b_dec) * g).sum())
                     denom += float(g.pow(2).sum())
                 if denom > 0 and num > 0:
                     sae.W_enc.mul_(num / denom)
+
+
+def _bias_and_sigma(sae, sample_nd: Tensor, cfg: TrainConfig) -> tuple[Tensor, Tensor, float]:
+    """The normalised sample, the decoder bias init and σ = √E‖x − E x‖² of the sample."""
+    x_norm, _ = sae.normalize(sample_nd)
+    if cfg.b_dec_init == "geometric_median":
+        b = geometric_median(x_norm)
+    elif cfg.b_dec_init == "mean":
+        b = x_norm.mean(dim=0)
+    else:
+        b = torch.zeros(sae.cfg.d_in, device=x_norm.device)
+    sigma = math.sqrt(float((x_norm.double() - x_norm.double().mean(dim=0)).pow(2).sum(dim=1).mean()))
+    return x_norm, b, sigma
+
+
+def _decode_codes(f_ns: Tensor, w_dec_sd: Tensor) -> Tensor:
+    """f @ W_dec without the dense GEMM when the codes are sparse (TopK: k of d_sae per row)."""
+    if f_ns.count_nonzero() > 0.05 * f_ns.numel():
+        return f_ns @ w_dec_sd
+    rows, cols = f_ns.nonzero(as_tuple=True)  # row-major: rows sorted, as sparse_decode needs
+    return sparse_decode(w_dec_sd, rows, cols, f_ns[rows, cols], f_ns.shape[0])
 
 
 def geometric_median(x_nd: Tensor, max_iter: int = 200, tol: float = 1e-7) -> Tensor:

@@ -1,6 +1,7 @@
-"""Train one SAE, or several on the same batches (a λ or k sweep), in one pass over the data.
+"""Train one SAE, or several on the same batches (a λ, k or seed sweep), in one pass over the data.
 
     clipsae train --acts acts.npy --out saes/ --arch topk --d-sae 16384 --k 16,32,64
+    clipsae train --acts acts.npy --out saes/ --arch topk --d-sae 16384 --k 16,32,64 --seed 0,1
     clipsae train --acts cache/ --out saes/ --arch relu --d-sae 4096 --l1 0.05,0.07,0.1 --epochs 5
     clipsae train --acts cache/ --out saes/ --arch matryoshka --d-sae 4096 --k 32 --groups 128,512,4096
     clipsae train ... --resume        # continue exactly from saes/checkpoint/
@@ -8,9 +9,9 @@
 Batch size, learning rate, warm-ups and the resampling period are chosen from the data size
 and the dictionary size unless given (`schedule.resolve`; the choice is logged and recorded).
 
-Writes to --out: the SAE folder (one value) or one sub-folder per swept value
-(`l1_0.001/`, `k_32/`), `train_config.json`, `train.log` (metric lines) and, while
-running, `checkpoint/` (every `checkpoint_every` steps; removed after success,
+Writes to --out: the SAE folder (one value) or one sub-folder per combination of the swept
+values (`l1_0.001/`, `k_32/`, `k_32_seed_1/`), `train_config.json`, `train.log` (metric
+lines) and, while running, `checkpoint/` (every `checkpoint_every` steps; removed after success,
 `train_summary.json` stays).
 
 Not handled here: activation extraction (`precompute`), evaluation beyond the SAE
@@ -116,7 +117,7 @@ def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: Train
         log.info("resumed from %s at step %d/%d", ckpt, step, total)
     else:
         try:
-            init_runs(runs, torch.from_numpy(sample_rows(source, cfg.init_rows, cfg.seed)), cfg)
+            init_runs(runs, torch.from_numpy(sample_rows(source, cfg.init_rows, cfg.batch_seed)), cfg)
         except ValueError as exc:
             raise ValueError(f"{source.path}: {exc}") from None
     atomic_write_text(out / "train_config.json", json.dumps(meta, indent=2))
@@ -127,7 +128,7 @@ def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: Train
         run.sae.train()
     while step < total:
         epoch, skip = divmod(step, per_epoch)
-        for x in iter_batches(source, plan, cfg.seed, epoch, skip=skip, device=device):
+        for x in iter_batches(source, plan, cfg.batch_seed, epoch, skip=skip, device=device):
             for run in runs:
                 run.step(x, step, total, cfg, dead_after)
             step += 1

@@ -25,10 +25,11 @@ class SAETrainer:
 
     def __init__(self, spec: RunSpec, cfg: TrainConfig, device: torch.device):
         self.spec = spec
-        self.sae = SparseAutoencoder(spec.cfg, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+        seed = cfg.seed if spec.seed is None else spec.seed
+        self.sae = SparseAutoencoder(spec.cfg, generator=torch.Generator().manual_seed(seed)).to(device)
         self.opt = FusedAdam(self.sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
         self.since_fired_s = torch.zeros(spec.cfg.d_sae, dtype=torch.int64, device=device)
-        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.gen = torch.Generator().manual_seed(seed + 1)
         self.acc = MetricsAccumulator(spec.cfg.d_in, spec.cfg.d_sae)
         self._last_loss = torch.full((), float("nan"), device=device)
         self.eager_checks = device.type != "cuda"

@@ -99,3 +99,37 @@ def test_repair_rounds_alone_reach_the_dense_optimum(monkeypatch):
     m = match_dictionaries(a, b, method="certified-candidates", candidates=1)
     np.testing.assert_array_equal(m.partner, want)
     assert np.nansum(m.cosine) == pytest.approx(total, abs=1e-9)
+
+
+def test_metrics_compare_two_seeds_on_planted_data_match_an_untrained_sae_does_not(tmp_path):
+    """`clipsae metrics --sae A --compare B`: two TopK SAEs trained (one sweep, seeds 0 and 1) on a
+    planted dictionary find the same atoms, so most latents pair up at cos >= 0.9; an untrained
+    SAE's random decoder rows (cos ~ 1/√d with anything) pair with none of them."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import make_dictionary_data
+    from sae_core import io
+    from sae_core.config import SAEConfig, TrainConfig
+    from sae_core.sae import SparseAutoencoder
+    from sae_core.sweep import make_specs
+    from sae_core.train import train
+
+    x, _ = make_dictionary_data(n=2_000, d=32, n_atoms=16, active=2, seed=3)
+    np.save(tmp_path / "x.npy", x)
+    base = SAEConfig(d_in=32, d_sae=16, architecture="topk", k=2)
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=1e-2, checkpoint_every=0, log_every=10**9, init_rows=1024)
+    train(tmp_path / "x.npy", tmp_path / "s", make_specs(base, [0.0], [2], [0, 1]), cfg)
+    io.save_sae(SparseAutoencoder(base, generator=torch.Generator().manual_seed(5)), tmp_path / "untrained")
+    r = subprocess.run([sys.executable, "-m", "app.cli", "metrics", "--sae", str(tmp_path / "s/seed_0"), "--compare",
+                        str(tmp_path / "s/seed_1"), str(tmp_path / "untrained"), "--out", str(tmp_path / "m.md")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "matched at cos ≥ 0.9" in r.stdout and "| seed_0 | seed_1 |" in r.stdout
+    seeds, untrained = json.loads((tmp_path / "m.compare.json").read_text())
+    assert seeds["matched_fraction"] >= 0.6 and seeds["mean_cosine"] >= 0.8, seeds
+    assert untrained["matched_fraction"] == 0.0 and untrained["mean_cosine"] < 0.5, untrained
+    r = subprocess.run([sys.executable, "-m", "app.cli", "metrics", "--sae", str(tmp_path / "s")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "needs --acts" in r.stderr
