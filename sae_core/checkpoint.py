@@ -9,7 +9,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from .config import SAEConfig
+from .config import SAEConfig, TrainConfig
 from .files import atomic_write_dir
 from .trainer import SAETrainer
 
@@ -31,6 +31,7 @@ def save_checkpoint(out: Path, runs: list[SAETrainer], step: int, meta: dict) ->
 def load_checkpoint(ckpt: Path, runs: list[SAETrainer], meta: dict) -> int:
     """Restore every run from `ckpt` after checking it belongs to this run; returns the step."""
     state = json.loads((ckpt / "state.json").read_text())
+    state["train_config"] = with_defaults(state["train_config"])
     for key in ("train_config", "specs", "n_rows"):
         if state[key] != meta[key]:
             raise ValueError(
@@ -41,6 +42,12 @@ def load_checkpoint(ckpt: Path, runs: list[SAETrainer], meta: dict) -> int:
         run.sae.cfg = SAEConfig.from_dict(state["specs_now"][i])
         run.load_state_tensors(load_file(str(ckpt / f"run_{i}.safetensors")))
     return int(state["step"])
+
+
+def with_defaults(train_config: dict) -> dict:
+    """A saved train_config with the fields added to TrainConfig since it was written at their
+    defaults, so that a run from an older version resumes when nothing it used has changed."""
+    return {**json.loads(json.dumps(TrainConfig().to_dict())), **train_config}
 
 
 def diff_configs(old: object, new: object) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from . import io
-from .checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint, with_defaults
 from .config import SAEConfig, TrainConfig
 from .data import ActivationSource, iter_batches, make_plan, sample_rows
 from .device import resolve_device
@@ -88,7 +88,7 @@ def train(
         raise FileExistsError(f"{out} already holds an SAE or a checkpoint; pass --resume to continue it or --overwrite")
     if resume and (out / SUMMARY_FILE).exists() and not ckpt.exists():
         done = json.loads((out / SUMMARY_FILE).read_text())
-        if done.get("train_config") == meta["train_config"] and done.get("specs") == meta["specs"]:
+        if with_defaults(done.get("train_config", {})) == meta["train_config"] and done.get("specs") == meta["specs"]:
             log.info("%s: training already finished; nothing to resume", out)
             return [sae_dir(out, specs, s) for s in specs]
     out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """Training: dictionary recovery per architecture, exact resume, sweeps, bad data, the CLI."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -395,3 +396,32 @@ def test_a_negative_or_nan_l1_is_refused_before_training(tmp_path, small_npy, ca
         err = capsys.readouterr().err
         assert "the sparsity coefficient must be >= 0" in err and len(err.strip().splitlines()) == 1
         assert not out.exists()  # nothing written
+
+
+def test_a_checkpoint_from_before_a_new_train_config_field_still_resumes(tmp_path, small_npy, monkeypatch):
+    """A field TrainConfig gained since the checkpoint (here data_seed) reads as its default;
+    a field the checkpoint holds with another value is still refused by name."""
+    base = SAEConfig(d_in=16, d_sae=48, architecture="topk", k=4)
+    cfg = TrainConfig(batch_size=64, epochs=1, block_rows=256, chunk_rows=96, lr=3e-3, checkpoint_every=10, init_rows=512)
+    specs = make_specs(base, [0.0], [4])
+    [full] = train(small_npy, tmp_path / "full", specs, cfg)
+    real_step = SAETrainer.step
+
+    def crash(self, x, step, *a, **kw):
+        if step == 15:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(self, x, step, *a, **kw)
+
+    monkeypatch.setattr(SAETrainer, "step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_npy, tmp_path / "old", specs, cfg)
+    monkeypatch.setattr(SAETrainer, "step", real_step)
+    state_file = tmp_path / "old/checkpoint/state.json"
+    state = json.loads(state_file.read_text())
+    del state["train_config"]["data_seed"]  # as written before data_seed existed
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="seed: 0 -> 1"):
+        train(small_npy, tmp_path / "old", specs, dataclasses.replace(cfg, seed=1), resume=True)
+    [resumed] = train(small_npy, tmp_path / "old", specs, cfg, resume=True)
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[n], b[n]) for n in a)
