@@ -94,12 +94,18 @@ def wire(h: Handlers, ui: UI) -> None:
     slot_values = [comp for slot in c["slots"] for comp in slot]
     common = [c["prompt"], c["image"], c["seed"], c["steps"], c["resolution"]]
 
-    async def generate(values: dict, request: gr.Request, progress=gr.Progress()) -> tuple:
-        """The Generate button: every input arrives in one dict keyed by component."""
+    @guard
+    async def generate_once(values: dict, request: gr.Request, progress: gr.Progress) -> tuple:
         args = [values[comp] for comp in (*common, c["edits"], c["edits_mode"], c["causal"], c["origins"])]
         view = await run_job(_generate_view, h, *args, [values[comp] for comp in slot_values], request=request,
                              progress=progress)
-        return view.original, view.steered, view.readout, view.active
+        return view.original, view.steered, view.readout, view.active, ""
+
+    async def generate(values: dict, request: gr.Request, progress=gr.Progress()):
+        """The Generate button: every input arrives in one dict keyed by component. The first
+        update clears the status line (the last Stop's line no longer applies)."""
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
+        yield await generate_once(values, request, progress)
 
     async def steer(prompt: str, edits: str, mode: str, seed: float, steps: float, resolution: int,
                     image: str | None, request: gr.Request, progress=gr.Progress()) -> tuple:
@@ -114,18 +120,16 @@ def wire(h: Handlers, ui: UI) -> None:
                              progress=progress)
 
     jobs = dict(concurrency_id="generate", concurrency_limit=16)
-    gen = c["generate"].click(guard(generate), {*common, c["edits"], c["edits_mode"], c["causal"], c["origins"],
-                                                *slot_values},
-                              [c["original"], c["steered"], c["readout"], c["active"]], api_name=False, **jobs)
+    gen = c["generate"].click(generate, {*common, c["edits"], c["edits_mode"], c["causal"], c["origins"],
+                                         *slot_values},
+                              [c["original"], c["steered"], c["readout"], c["active"], c["status"]], api_name=False,
+                              show_progress_on=[c["original"], c["steered"]], **jobs)
     api = c["api_steer"].click(guard(steer), [c["prompt"], c["edits"], c["edits_mode"], c["seed"], c["steps"],
                                               c["resolution"], c["image"]],
                                [c["original"], c["steered"]], api_name="steer", **jobs)
     strip = c["strip_run"].click(guard(steer_strip), [c["prompt"], c["strip_latent"], c["amount"], c["seed"],
                                                       c["steps"], c["resolution"], c["image"]],
                                  c["strip"], api_name="steer_strip", **jobs)
-    for start in (c["generate"], c["strip_run"]):  # a new run: the last Stop's line no longer applies
-        start.click(lambda s: "" if (s or "").startswith(STOPPED) else s, c["status"], c["status"], api_name=False,
-                    queue=False)
     c["stop"].click(lambda: STOPPED, None, c["status"], api_name=False,
                     queue=False, cancels=[gen, api, strip])
     for k, (latent, mode, value) in enumerate(c["slots"]):
