@@ -15,6 +15,7 @@ from .atlas import Atlas
 from .handlers_browse import BrowseHandlers
 from .handlers_inspect import InspectHandlers
 from .handlers_steer import SteerHandlers
+from .steer_grid import GridHandlers
 from .icons import IconStore
 from .inspect_image import Inspector
 from .render import RenderCache
@@ -23,7 +24,7 @@ from .timing import Timings
 
 
 @dataclass
-class Handlers(BrowseHandlers, InspectHandlers, SteerHandlers):
+class Handlers(BrowseHandlers, InspectHandlers, SteerHandlers, GridHandlers):
     """What the server opened once, and every handler of the UI and the API."""
 
     atlas: Atlas
