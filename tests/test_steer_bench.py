@@ -12,6 +12,7 @@ import torch
 from app.handlers_steer import free_slot, slot_edits_from
 from app.jobs import Cancelled, Job
 from app.server import make_handlers
+from app.steer import steer_embedding
 from app.steer_grid import parse_numbers
 from app.steer_history import MAX_RUNS, choices, compare, find, record
 from app.ui_steer import _generate_view
@@ -85,7 +86,7 @@ def test_grid_refuses_bad_fields_with_their_names(h, latents, strengths, seeds, 
 def test_a_cancelled_grid_stops_and_frees_the_queue(h):
     job = Job()
     calls = []
-    hook = h.steerer.pipes.decoder.unet.register_forward_pre_hook(lambda *a: (calls.append(1), job.cancel()))
+    hook = h.steerer.pipes.decoder.unet.register_forward_pre_hook(lambda *a: calls.append(1) or job.cancel())
     try:
         with pytest.raises(Cancelled):
             h.steer_grid("a quiet lake", None, str(_live(h, 1)[0]), "1 2", "7 8", steps=5, resolution=64, job=job)
@@ -127,12 +128,14 @@ def test_steer_this_adds_so_the_latent_only_grows_and_never_fills_two_slots(h):
     slot, edit, origin, message = h.steer_this_edit(k.name, j, None, ["", "", "", ""])
     assert (slot, edit.latent, edit.mode, origin) == (0, j, "add", None)
     assert edit.value == pytest.approx(float(k.max_activation[j]), rel=2e-3) and "slot 1" in message
-    view = h.generate_view("a red boat", None, 1, 2, 64, [edit], causal=False)
+    # the edit moves the embedding along +direction j from wherever the prompt has it (a set to the
+    # atlas maximum would pull a prompt that has more of latent j back down)
     x, _ = h.steerer.prior_embeds("a red boat", 1, 2)
-    before = float(h.steerer.latents(x)[j])
-    row = next(line for line in view.readout.splitlines() if f"latent {j} + direction" in line)
-    after = float(row.split("**")[1])
-    assert after > before  # the prompt's own activation is the floor, whatever it is
+    moved = (steer_embedding(h.steerer.sae, x, [edit]) - x).double().flatten()
+    direction = h.steerer.sae.W_dec[j].detach().double().flatten()
+    assert float(torch.nn.functional.cosine_similarity(moved, direction, dim=0)) == pytest.approx(1.0, abs=1e-4)
+    view = h.generate_view("a red boat", None, 1, 2, 64, [edit], causal=False)
+    assert f"latent {j} + direction × {edit.value:.3g}" in view.readout
     again = h.steer_this_edit(k.name, j, None, ["7", str(j), "", ""])
     assert again[0] == 1 and "already in slot 2" in again[3]
     assert free_slot(["7", "", "", ""], j) == (1, False)
