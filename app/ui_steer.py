@@ -195,7 +195,7 @@ def _slot_scale(h: Handlers, k: int):
         lo, hi, step, suggested, label = h.slot_scale(latent, mode)
         kept = {key: v for key, v in (origins or {}).items() if key != str(k) or str(v[2]) == (latent or "").strip()}
         filled = bool((latent or "").strip())
-        new = (suggested if value is None else value) if filled else None
+        new = (suggested if value in (None, 0) else value) if filled else None
         return gr.Number(value=new, label=f"{label}; typical {lo:g}..{hi:g}", interactive=filled), kept
     slot_scale.__name__ = f"slot_{k}_scale"
     return slot_scale
