@@ -172,7 +172,7 @@ def wire(h: Handlers, ui: UI, jobs: dict) -> Any:
             return
         cells = [(cell.image, cell.caption()) for cell in run.cells]
         names = ("prompt", "seed", "steps", "resolution", "guidance", *GRID_FIELDS)
-        settings = {n: values[c[n]] for n in names}
+        settings = {n: values.get(c[n]) for n in names}
         settings["seed"] = run.seeds[0]
         history = record(values[c["history"]], "grid", settings, cells, run.summary())
         yield cells, run.summary(), history, history_update(history), ""

@@ -192,8 +192,8 @@ def test_the_workbench_grid_history_and_comparison(page, served, tmp_path):
     page.locator("#grid-strengths textarea, #grid-strengths input").first.fill("0, 2")
     page.locator("#grid-seeds textarea, #grid-seeds input").first.fill("0")
     page.click("#grid-run")
-    summary = wait_text(page, "#grid-summary", "| +2 |", 180_000)
-    assert "seed 0" in summary and page.locator("#grid-gallery img").count() == 2
+    summary = wait_text(page, "#grid-summary", "Strength units", 180_000)
+    assert "+2" in summary and "seed 0" in summary and page.locator("#grid-gallery img").count() == 2
     page.locator("#grid-seeds textarea, #grid-seeds input").first.fill("1")
     page.click("#grid-run")
     wait_text(page, "#history-pick", "#2 grid", 180_000)
