@@ -196,7 +196,8 @@ def test_the_workbench_grid_history_and_comparison(page, served, tmp_path):
     assert "+2" in summary and "seed 0" in summary and page.locator("#grid-gallery img").count() == 2
     page.locator("#grid-seeds textarea, #grid-seeds input").first.fill("1")
     page.click("#grid-run")
-    wait_text(page, "#history-pick", "#2 grid", 180_000)
+    page.wait_for_function("() => ((document.querySelector('#history-pick input') || {}).value || '')"
+                           ".startsWith('#2 grid')", timeout=180_000)
     _shot(page, tmp_path, "grid")
     for box, text in (("#compare-a", "#1 grid"), ("#compare-b", "#2 grid")):
         page.locator(f"{box} input").first.click()
