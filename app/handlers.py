@@ -16,6 +16,7 @@ from .explore import ExploreHandlers, Explorer
 from .handlers_browse import BrowseHandlers
 from .handlers_inspect import InspectHandlers
 from .handlers_steer import SteerHandlers
+from .steer_grid import GridHandlers
 from .icons import IconStore
 from .inspect_image import Inspector
 from .render import RenderCache
@@ -25,7 +26,7 @@ from .timing import Timings
 
 
 @dataclass
-class Handlers(BrowseHandlers, InspectHandlers, SteerHandlers, TextSideHandlers, ExploreHandlers):
+class Handlers(BrowseHandlers, InspectHandlers, SteerHandlers, GridHandlers, TextSideHandlers, ExploreHandlers):
     """What the server opened once, and every handler of the UI and the API."""
 
     atlas: Atlas

@@ -7,19 +7,18 @@ cancel flag the diffusion loop checks at each step (the Stop button, a client's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from sae_core.edit import Edit, validate_edits
 
-from .handlers_browse import link
 from .inputs import MAX_SEED, finite_number, read_upload, whole_number
 from .jobs import Job
 from .readout import EditReadout, causal_check, edit_readout
 from .render import for_display
-from .steer import MAX_STEPS, RESOLUTIONS, Generation, Steerer, parse_edits
+from .steer import DEFAULT_GUIDANCE, MAX_GUIDANCE, MAX_STEPS, RESOLUTIONS, Generation, Steerer, parse_edits
 from .timing import Timings
 
 if TYPE_CHECKING:
@@ -39,12 +38,21 @@ class SteerView:
     steered: Image.Image
     readout: str
     active: str
+    active_ids: list[tuple[int, float]] = field(default_factory=list)
+    """(latent, activation) of the most active steering latents, strongest first."""
+    edits: list[Edit] = field(default_factory=list)
+    """The edits this generation made (the UI records them in the history)."""
 
 
 def slot_edits(slots: list[tuple[Any, Any, Any]], d_sae: int) -> list[Edit]:
     """Edits from Steer slots (latent, mode, value): a slot whose latent is empty is no edit."""
+    return slot_edits_from(slots, d_sae, 1)
+
+
+def slot_edits_from(slots: list[tuple[Any, Any, Any]], d_sae: int, first: int) -> list[Edit]:
+    """`slot_edits` for slots numbered from `first` (so a message names the slot the user sees)."""
     edits = []
-    for k, (latent, mode, value) in enumerate(slots, 1):
+    for k, (latent, mode, value) in enumerate(slots, first):
         if latent is None or (isinstance(latent, str) and not latent.strip()):
             continue
         if isinstance(latent, float) and latent != latent:  # NaN: an emptied number box
@@ -54,6 +62,17 @@ def slot_edits(slots: list[tuple[Any, Any, Any]], d_sae: int) -> list[Edit]:
             raise ValueError(f"slot {k}'s mode must be one of {', '.join(MODES)}; got {mode!r}")
         edits.append(Edit(lat, mode, finite_number(value, f"slot {k}'s value")))
     return edits
+
+
+def free_slot(latents: list[Any], latent: int) -> tuple[int, bool]:
+    """(slot index, whether it already holds `latent`) for putting a latent in a slot: the slot
+    that holds it already (never two slots with one latent), else the first empty one."""
+    held = [str(v or "").strip() for v in latents]
+    if str(latent) in held:
+        return held.index(str(latent)), True
+    if "" in held:
+        return held.index(""), False
+    raise ValueError(f"all {len(held)} slots are in use; empty one (clear its latent) to add latent {latent}")
 
 
 class SteerHandlers:
@@ -71,6 +90,21 @@ class SteerHandlers:
             raise ValueError(UNAVAILABLE)
         return self.steerer
 
+    def steer_this_edit(self, sae: str | None, latent: Any, choice: str | None, slots: list[Any]
+                        ) -> tuple[int, Edit, tuple[str, int] | None, str]:
+        """'Steer this' (or a latent picked in the Steer tab) → (slot index, edit, linked CLIP
+        latent, message). The edit *adds* the latent's direction × its highest activation over the
+        atlas, so the latent moves up from wherever the prompt already has it (a `set` to that
+        value would weaken a latent the prompt has more of); a latent already in a slot keeps it."""
+        s = self.steer_this(sae, latent, choice)  # type: ignore[attr-defined]
+        k, again = free_slot(slots, s.latent)
+        why = f", linked from {s.origin[0]} latent {s.origin[1]}" if s.origin else ""
+        where = f"already in slot {k + 1}: its edit is now" if again else f"in slot {k + 1}:"
+        message = (f"Latent {s.latent}{why} {where} **+ direction × {s.value:.3g}** (its highest activation over "
+                   f"the atlas's images), added to what the prompt already has, so the feature only grows. "
+                   "Press Generate.")
+        return k, Edit(s.latent, "add", s.value), s.origin, message
+
     def generation_params(self, seed: Any, steps: Any, resolution: Any) -> tuple[int, int, int]:
         """Checked (seed, steps, resolution); None steps/resolution mean the device's defaults."""
         t = self.timings or Timings(device=self.steerer.device if self.steerer is not None else "cpu")
@@ -82,15 +116,19 @@ class SteerHandlers:
         return (whole_number(seed, "the seed", 0, MAX_SEED), whole_number(steps, "steps", 1, MAX_STEPS), size)
 
     def _run(self, prompt: str, image: Any, seed: Any, steps: Any, resolution: Any, edits: list[Edit],
-             job: Job | None, with_original: bool = True) -> tuple[Generation, Image.Image | None]:
+             job: Job | None, with_original: bool = True, guidance: Any = None
+             ) -> tuple[Generation, Image.Image | None]:
         s = self._steerer()
+        scale = DEFAULT_GUIDANCE if guidance in (None, "") else finite_number(guidance, "the guidance scale")
+        if not 1.0 <= scale <= MAX_GUIDANCE:
+            raise ValueError(f"the guidance scale must be between 1 and {MAX_GUIDANCE:g}; got {guidance!r}")
         start = read_upload(image, "the start image")
         seed, steps, size = self.generation_params(seed, steps, resolution)
         edits = validate_edits(edits, s.sae.cfg.d_sae) or edits
         job = job or Job()
         with s.queue.turn(job):
             return s.generate(prompt, edits, seed=seed, steps=steps, size=size, prior_steps=steps,
-                              image=start, with_original=with_original, job=job), start
+                              image=start, with_original=with_original, job=job, guidance=scale), start
 
     def steer(self, prompt: str, edits: str, mode: str = "multiply", seed: float = 0, steps: float | None = None,
               resolution: float | None = None, image: Any = None, job: Job | None = None
@@ -105,11 +143,11 @@ class SteerHandlers:
 
     def generate_view(self, prompt: str, image: Any, seed: Any, steps: Any, resolution: Any, edits: list[Edit],
                       origins: dict[int, tuple[str, int]] | None = None, causal: bool = True,
-                      job: Job | None = None) -> SteerView:
+                      job: Job | None = None, guidance: Any = None) -> SteerView:
         """Generate with the given edits; the readout says what each edit did to its latent
         and to the embedding, and (causal check) whether the latent moved in the images."""
         job = job or Job()
-        gen, start = self._run(prompt, image, seed, steps, resolution, edits, job)
+        gen, start = self._run(prompt, image, seed, steps, resolution, edits, job, guidance=guidance)
         s = self._steerer()
         parts = [f"Started from **{'the uploaded image (the prompt is not used)' if start else 'the prompt'}**."]
         if not edits:
@@ -121,11 +159,11 @@ class SteerHandlers:
                 parts.append(self._causal(gen, edits, origins or {}))
         active = s.active_latents(gen.x, n=12)
         what = "image" if start is not None else "prompt"
-        k = self.steer_atlas
-        names = ", ".join(f"{link(k, i) if k is not None else i} ({v:.3g})" for i, v in active)
+        names = ", ".join(f"{i} ({v:.3g})" for i, v in active)  # no links: a click must not leave the tab
         active_md = (f"Most active steering latents of this {what}: {names}" if active
                      else "No steering latent is active in this embedding.")
-        return SteerView(for_display(gen.original), for_display(gen.steered), "\n\n".join(parts), active_md)
+        return SteerView(for_display(gen.original), for_display(gen.steered), "\n\n".join(parts), active_md,
+                         active, list(edits))
 
     def _readout(self, gen: Generation, edits: list[Edit]) -> str:
         rows, shift = edit_readout(self._steerer(), gen, edits)

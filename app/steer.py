@@ -33,6 +33,9 @@ from .kandinsky import KandinskyPipes
 
 RESOLUTIONS = (64, 128, 256, 384, 512, 640, 768, 1024)
 MAX_STEPS = 200
+DEFAULT_GUIDANCE = 4.0
+"""The decoder's classifier-free guidance scale unless asked otherwise (Kandinsky 2.2's default)."""
+MAX_GUIDANCE = 30.0
 
 
 def parse_edits(text: str) -> list[tuple[int, float]]:
@@ -195,8 +198,10 @@ class Steerer:
 
     # ---------------------------------------------------------------- decoding
     def decode(self, embeds: torch.Tensor, negative: torch.Tensor, seed: int, steps: int, size: int,
-               job: Job | None = None, label: str = "decoder", done: float = 0.0, parts: float = 1.0) -> Image.Image:
-        """One image from an embedding; stops at the next step once `job` is cancelled."""
+               job: Job | None = None, label: str = "decoder", done: float = 0.0, parts: float = 1.0,
+               guidance: float = DEFAULT_GUIDANCE) -> Image.Image:
+        """One image from an embedding; stops at the next step once `job` is cancelled.
+        `guidance` is the decoder's classifier-free guidance scale (1: none)."""
         check_generation(steps, size)
         job = job or Job()
         job.check()
@@ -205,6 +210,7 @@ class Steerer:
             with self.lock:
                 return self.pipes.decoder(image_embeds=embeds, negative_image_embeds=negative, height=int(size),
                                           width=int(size), num_inference_steps=int(steps),
+                                          guidance_scale=float(guidance),
                                           generator=torch.Generator().manual_seed(int(seed)),
                                           callback_on_step_end=_step_callback(job, label, int(steps), done, parts,
                                                                               self.lock))
@@ -214,8 +220,8 @@ class Steerer:
 
     def generate(self, prompt: str, edits: list[Edit], seed: int = 0, steps: int = 25, size: int = 512,
                  prior_steps: int = 25, negative_prompt: str = "", image: Image.Image | None = None,
-                 with_original: bool = True, job: Job | None = None) -> Generation:
-        """The steered image (and the original, decoded once per start/seed/steps/size and cached)."""
+                 with_original: bool = True, job: Job | None = None, guidance: float = DEFAULT_GUIDANCE) -> Generation:
+        """The steered image (and the original, decoded once per start/seed/steps/size/guidance and cached)."""
         edits = validate_edits(edits, self.sae.cfg.d_sae) or list(edits)
         check_generation(steps, size)
         job = job or Job()
@@ -223,18 +229,18 @@ class Steerer:
         x, neg = self.start_embeds(prompt, seed, prior_steps, negative_prompt, image, job=job)
         x_steered = steer_embedding(self.sae, x.to(self.device), edits).to(x.dtype)
         original = None
-        okey = (key, int(seed), int(steps), int(size))
+        okey = (key, int(seed), int(steps), int(size), float(guidance))
         parts = 2.0 if with_original and okey not in self._originals else 1.0
         if with_original:
             original = self._originals.get(okey)
             if original is not None:
                 self._originals.move_to_end(okey)
             else:
-                original = self.decode(x, neg, seed, steps, size, job, "original", 0.0, parts)
+                original = self.decode(x, neg, seed, steps, size, job, "original", 0.0, parts, guidance)
                 self._originals[okey] = original
                 if len(self._originals) > 16:
                     self._originals.popitem(last=False)
-        steered = self.decode(x_steered, neg, seed, steps, size, job, "steered", parts - 1.0, parts)
+        steered = self.decode(x_steered, neg, seed, steps, size, job, "steered", parts - 1.0, parts, guidance)
         return Generation(x=x, x_steered=x_steered, negative=neg, original=original, steered=steered)
 
     def steer(self, prompt: str, edits: list[Edit], seed: int = 0, steps: int = 25, size: int = 512,

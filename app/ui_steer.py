@@ -2,7 +2,9 @@
 no edit) whose slider follows the latent's activation scale; resolutions labelled with
 the time measured at start-up; decoder-step progress; Stop cancels the session's
 generations, and the diffusion loop stops at its next step; "Steer this" on a Browse
-page fills a slot and says what it chose."""
+page fills a slot and says what it chose; the workbench (grid, history, comparison) lives in
+`ui_steer_bench`. A refused input shows one line in the status (and a toast), never an
+error badge over the outputs."""
 
 from __future__ import annotations
 
@@ -13,11 +15,14 @@ import gradio as gr
 from sae_core.edit import Edit
 
 from .handlers import Handlers
-from .handlers_steer import MODES, SteerView, slot_edits
+from .handlers_steer import MODES, SteerView, slot_edits_from
 from .jobs import Job
-from .steer import parse_edits
+from . import ui_steer_bench
+from .steer import DEFAULT_GUIDANCE, MAX_GUIDANCE, MAX_STEPS, parse_edits
+from .steer_history import record
 from .timing import UI_RESOLUTIONS
 from .ui_common import UI, guard, run_job, upload_image
+from .ui_steer_bench import answer
 
 TITLE, ID = "Steer", "steer"
 STOPPED = "Stopped: the generation ends at its next step."
@@ -50,7 +55,7 @@ def create_ui(h: Handlers) -> dict[str, Any]:
                 latent = gr.Textbox(label=f"Slot {k + 1}: latent", placeholder="empty: no edit",
                                     elem_id=f"slot-{k}-latent")
                 mode = gr.Dropdown(list(MODES), value="set", label="mode", elem_id=f"slot-{k}-mode")
-                value = gr.Slider(0, 1, value=0, step=0.01, label="value (type a latent first)", interactive=False,
+                value = gr.Number(None, label="value (type a latent first)", interactive=False,
                                   elem_id=f"slot-{k}-value")
                 c["slots"].append((latent, mode, value))
     with gr.Row():
@@ -60,10 +65,12 @@ def create_ui(h: Handlers) -> dict[str, Any]:
     steps0 = t.default_steps if t else 10
     with gr.Row():
         c["seed"] = gr.Number(label="Seed", value=0, precision=0, min_width=100)
-        c["steps"] = gr.Slider(1, 100, value=steps0, step=1, label="Steps (prior and decoder)", min_width=180,
+        c["steps"] = gr.Slider(1, MAX_STEPS, value=steps0, step=1, label="Steps (prior and decoder)", min_width=180,
                                elem_id="steer-steps")
         c["resolution"] = gr.Dropdown(_resolution_choices(h, steps0), value=t.default_size() if t else 64,
                                       label="Resolution · expected time (measured at start-up)", min_width=220)
+        c["guidance"] = gr.Number(DEFAULT_GUIDANCE, label=f"Guidance scale (1–{MAX_GUIDANCE:g}; 1 is none)",
+                                  min_width=140, elem_id="steer-guidance")
     c["causal"] = gr.Checkbox(label="causal check after generating (re-encode both images)", value=True)
     with gr.Row():
         c["generate"] = gr.Button("Generate", variant="primary", elem_id="steer-generate")
@@ -75,7 +82,7 @@ def create_ui(h: Handlers) -> dict[str, Any]:
         c["steered"] = gr.Image(label="Steered", interactive=False, elem_classes="clipsae-result", min_width=200,
                                 elem_id="steer-steered", format="png")
     c["readout"] = gr.Markdown(elem_id="steer-readout")
-    c["active"] = gr.Markdown(elem_id="steer-active")
+    ui_steer_bench.create_picker(c)
     with gr.Row():
         c["strip_latent"] = gr.Textbox(label="Plus/minus strip: steering latent", min_width=160)
         c["amount"] = gr.Textbox(label="Amount along its direction (empty: 2 × its highest activation)", value="",
@@ -85,6 +92,7 @@ def create_ui(h: Handlers) -> dict[str, Any]:
                             format="png")
     c["origins"] = gr.State({})
     c["api_steer"] = gr.Button(visible=False)
+    ui_steer_bench.create_ui(h, c)
     return c
 
 
@@ -93,13 +101,26 @@ def wire(h: Handlers, ui: UI) -> None:
     c = ui.comps[ID]
     slot_values = [comp for slot in c["slots"] for comp in slot]
     common = [c["prompt"], c["image"], c["seed"], c["steps"], c["resolution"]]
+    gen_inputs = [*common, c["edits"], c["edits_mode"], c["causal"], c["origins"], c["guidance"]]
 
-    async def generate(values: dict, request: gr.Request, progress=gr.Progress()) -> tuple:
-        """The Generate button: every input arrives in one dict keyed by component."""
-        args = [values[comp] for comp in (*common, c["edits"], c["edits_mode"], c["causal"], c["origins"])]
-        view = await run_job(_generate_view, h, *args, [values[comp] for comp in slot_values], request=request,
-                             progress=progress)
-        return view.original, view.steered, view.readout, view.active
+    async def generate(values: dict, request: gr.Request, progress=gr.Progress()):
+        """The Generate button: every input arrives in one dict keyed by component. The first
+        update clears the status line (the last Stop's line no longer applies); a refused input
+        ends as one line there, the images and readout left as they were."""
+        skip = [gr.skip()] * 6
+        yield (*skip, "")
+        args = [values[comp] for comp in gen_inputs]
+        slots = [values[comp] for comp in slot_values]
+        view = await answer(run_job(_generate_view, h, *args[:-1], slots, args[-1], request=request,
+                                    progress=progress))
+        if isinstance(view, str):
+            yield (*skip, view)
+            return
+        settings = _settings(values, c, slots, view.edits)
+        history = record(values[c["history"]], "generate", settings,
+                         [(view.original, "original"), (view.steered, "steered")], view.readout)
+        yield (view.original, view.steered, view.readout, ui_steer_bench.active_update(view), history,
+               ui_steer_bench.history_update(history), "")
 
     async def steer(prompt: str, edits: str, mode: str, seed: float, steps: float, resolution: int,
                     image: str | None, request: gr.Request, progress=gr.Progress()) -> tuple:
@@ -114,53 +135,68 @@ def wire(h: Handlers, ui: UI) -> None:
                              progress=progress)
 
     jobs = dict(concurrency_id="generate", concurrency_limit=16)
-    gen = c["generate"].click(guard(generate), {*common, c["edits"], c["edits_mode"], c["causal"], c["origins"],
-                                                *slot_values},
-                              [c["original"], c["steered"], c["readout"], c["active"]], api_name=False, **jobs)
+    gen = c["generate"].click(generate, {*gen_inputs, *slot_values, c["history"]},
+                              [c["original"], c["steered"], c["readout"], c["active_pick"], c["history"],
+                               c["history_pick"], c["status"]],
+                              api_name=False, show_progress_on=[c["original"], c["steered"]], **jobs)
     api = c["api_steer"].click(guard(steer), [c["prompt"], c["edits"], c["edits_mode"], c["seed"], c["steps"],
                                               c["resolution"], c["image"]],
                                [c["original"], c["steered"]], api_name="steer", **jobs)
     strip = c["strip_run"].click(guard(steer_strip), [c["prompt"], c["strip_latent"], c["amount"], c["seed"],
                                                       c["steps"], c["resolution"], c["image"]],
                                  c["strip"], api_name="steer_strip", **jobs)
-    for start in (c["generate"], c["strip_run"]):  # a new run: the last Stop's line no longer applies
-        start.click(lambda s: "" if (s or "").startswith(STOPPED) else s, c["status"], c["status"], api_name=False,
-                    queue=False)
-    c["stop"].click(lambda: STOPPED, None, c["status"], api_name=False,
-                    queue=False, cancels=[gen, api, strip])
+    grid = ui_steer_bench.wire(h, ui, jobs)
+    # two events: one Stop that cancels and also writes its line loses the line to the cancel
+    c["stop"].click(None, None, None, api_name=False, queue=False, cancels=[gen, api, strip, grid])
+    c["stop"].click(lambda: STOPPED, None, c["status"], api_name=False, queue=False)
     for k, (latent, mode, value) in enumerate(c["slots"]):
         # .change, not .input: Gradio's input event needs key presses (a paste would be missed)
         for trigger in (latent.change, mode.change):
-            trigger(guard(_slot_scale(h, k)), [latent, mode, c["origins"]], [value, c["origins"]], api_name=False,
-                    queue=False)
+            trigger(guard(_slot_scale(h, k)), [latent, mode, value, c["origins"]], [value, c["origins"]],
+                    api_name=False, queue=False)
     c["steps"].change(guard(lambda steps: gr.Dropdown(choices=_resolution_choices(h, int(steps)))), [c["steps"]],
                       [c["resolution"]], api_name=False, queue=False)
     _wire_steer_this(h, ui)
 
 
+def _settings(values: dict, c: dict, slots: list, edits: list[Edit]) -> dict:
+    """The inputs a Generate run is restored from (see `ui_steer_bench.restore`)."""
+    names = ("prompt", "seed", "steps", "resolution", "guidance", "edits", "edits_mode")
+    out = {n: values[c[n]] for n in names}
+    out["slots"] = [(e.latent, e.mode, e.value) for e in edits][:N_SLOTS]
+    out["slot_fields"] = list(slots)
+    return out
+
+
 def _generate_view(h: Handlers, prompt: str, image: str | None, seed: Any, steps: Any, resolution: Any, edits: str,
-                   edits_mode: str, causal: bool, origins: dict | None, slots: list, job: Job) -> SteerView:
+                   edits_mode: str, causal: bool, origins: dict | None, slots: list, guidance: Any,
+                   job: Job) -> SteerView:
     """Slots (latent, mode, value triples) + typed edits → one generation with its readout
-    (runs in a worker thread)."""
+    (runs in a worker thread). Messages name the slot as the page numbers it (slot 1..4)."""
     d = h.steerer.sae.cfg.d_sae if h.steerer is not None else 1
     all_edits, by_latent = [], {}
     for k in range(0, len(slots), 3):
-        found = slot_edits([tuple(slots[k:k + 3])], d)  # type: ignore[list-item]
+        found = slot_edits_from([tuple(slots[k:k + 3])], d, k // 3 + 1)  # type: ignore[list-item]
         all_edits += found
         if found and str(k // 3) in (origins or {}):
             by_latent[found[0].latent] = tuple(origins[str(k // 3)][:2])
     all_edits += [Edit(lat, edits_mode, val) for lat, val in parse_edits(edits)]
-    return h.generate_view(prompt, image, seed, steps, resolution, all_edits, by_latent, bool(causal), job=job)
+    view = h.generate_view(prompt, image, seed, steps, resolution, all_edits, by_latent, bool(causal), job=job,
+                           guidance=guidance)
+    return view
 
 
 def _slot_scale(h: Handlers, k: int):
-    def slot_scale(latent: str, mode: str, origins: dict | None) -> tuple:
-        """A latent or mode changed: the slider follows that latent's activation scale. The
-        slot keeps the CLIP latent 'Steer this' linked it from only while it holds that latent."""
-        lo, hi, step, value, label = h.slot_scale(latent, mode)
+    def slot_scale(latent: str, mode: str, value: Any, origins: dict | None) -> tuple:
+        """A latent or mode changed: the value box's label follows that latent's activation
+        scale, and an empty box gets its suggested value (a typed or restored value is kept:
+        nothing is clamped). The slot keeps the CLIP latent 'Steer this' linked it from only
+        while it holds that latent."""
+        lo, hi, step, suggested, label = h.slot_scale(latent, mode)
         kept = {key: v for key, v in (origins or {}).items() if key != str(k) or str(v[2]) == (latent or "").strip()}
         filled = bool((latent or "").strip())
-        return gr.Slider(minimum=lo, maximum=hi, step=step, value=value, label=label, interactive=filled), kept
+        new = (suggested if value in (None, 0) else value) if filled else None
+        return gr.Number(value=new, label=f"{label}; typical {lo:g}..{hi:g}", interactive=filled), kept
     slot_scale.__name__ = f"slot_{k}_scale"
     return slot_scale
 
@@ -173,21 +209,9 @@ def _wire_steer_this(h: Handlers, ui: UI) -> None:
     def steer_this(data: dict | None, choice: str | None, origins: dict | None, *latents: str) -> tuple:
         if not data:
             raise ValueError("open a latent's page first")
-        s = h.steer_this(data["sae"], data["latent"], choice)
-        k = next((i for i, lat in enumerate(latents) if not (lat or "").strip()), 0)
-        lo, hi, step, _, label = h.slot_scale(s.latent, s.mode)
-        origins = {key: v for key, v in (origins or {}).items() if key != str(k)}
-        if s.origin is not None:
-            origins[str(k)] = [*s.origin, s.latent]
-        updates = [gr.Textbox() for _ in latents]
-        updates[k] = gr.Textbox(value=str(s.latent))
-        modes = [gr.Dropdown() for _ in latents]
-        modes[k] = gr.Dropdown(value=s.mode)
-        values = [gr.Slider() for _ in latents]
-        values[k] = gr.Slider(minimum=lo, maximum=max(hi, s.value), step=step, value=s.value, interactive=True,
-                              label=label)
-        slots = [u for triple in zip(updates, modes, values) for u in triple]
-        return (*slots, f"**Slot {k + 1}** — {s.message}", origins, str(s.latent), gr.Tabs(selected=ID))
+        k, edit, origin, message = h.steer_this_edit(data["sae"], data["latent"], choice, list(latents))
+        slots, origins = ui_steer_bench.fill_slot(h, k, edit, origin, origins, len(latents))
+        return (*slots, f"**Slot {k + 1}** — {message}", origins, str(edit.latent), gr.Tabs(selected=ID))
 
     outs = [comp for slot in c["slots"] for comp in slot]
     b["steer_this"].click(steer_this, [b["data"], b["linked"], c["origins"], *slot_latents],

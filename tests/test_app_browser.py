@@ -6,7 +6,9 @@ pages do not scroll sideways. Screenshots go to the test's temp folder."""
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -92,19 +94,47 @@ def test_a_broken_upload_gets_a_clean_message(page, tmp_path):
     assert "/tmp" not in toast and "preprocess" not in toast and str(tmp_path) not in toast
 
 
+SHOTS = Path("/work/wt/reports/shots-steer")
+
+
+def _shot(pg, tmp_path, name):
+    """A full-page screenshot in the test's folder (and in the report's, where that exists)."""
+    pg.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+    if SHOTS.parent.is_dir():
+        SHOTS.mkdir(exist_ok=True)
+        pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _slot(pg, k):
+    return pg.input_value(f"#slot-{k}-latent textarea, #slot-{k}-latent input")
+
+
+def _badges(pg) -> int:
+    """Gradio's red error badges on components (they block clicks until closed)."""
+    return pg.locator(".error, .status-tracker .error").count()
+
+
 def test_steer_this_fills_one_slot_and_generation_leaves_the_others_alone(page, served, tmp_path):
     page.click("#steer-this")
-    wait_text(page, "#steer-status", "set to", 30_000)
-    latents = [page.input_value(f"#slot-{k}-latent textarea, #slot-{k}-latent input") for k in range(4)]
+    wait_text(page, "#steer-status", "+ direction", 30_000)
+    latents = [_slot(page, k) for k in range(4)]
     assert latents[0] and latents[1:] == ["", "", ""]
+    page.locator("button[role=tab]", has_text="Browse").click()
+    page.click("#steer-this")  # twice: the same latent stays in its one slot
+    wait_text(page, "#steer-status", "already in slot 1", 30_000)
+    assert [_slot(page, k) for k in range(4)] == latents
     page.click("#steer-generate")
     readout = wait_text(page, "#steer-readout", "Causal check", 120_000)
-    assert readout.count("set to") == 1 and f"latent {latents[0]} set to" in readout
-    assert [page.input_value(f"#slot-{k}-latent textarea, #slot-{k}-latent input") for k in range(1, 4)] == [""] * 3
-    page.screenshot(path=str(tmp_path / "steer_1280.png"), full_page=True)
+    assert readout.count("+ direction") == 1 and f"latent {latents[0]} + direction" in readout
+    assert [_slot(page, k) for k in range(1, 4)] == [""] * 3
+    # a click in the active-latent list fills a slot in place (it used to open Browse)
+    page.locator("#steer-active-pick label").first.click()
+    wait_text(page, "#steer-status", "Slot", 30_000)
+    assert page.is_visible("#steer-generate") and not page.is_visible("#latent-header")
+    _shot(page, tmp_path, "steer_this_and_generate")
 
 
-def test_stop_ends_the_generation_and_frees_the_generator(page, served):
+def test_stop_says_stopped_and_it_stays_said(page, served, tmp_path):
     page.locator("button[role=tab]", has_text="Steer").click()
     page.locator("#slot-0-latent textarea, #slot-0-latent input").first.fill("3")
     steps = page.locator("#steer-steps input[type=number]")
@@ -117,18 +147,64 @@ def test_stop_ends_the_generation_and_frees_the_generator(page, served):
     try:
         page.click("#steer-stop")
         wait_text(page, "#steer-status", "Stopped", 10_000)
-        time.sleep(2.0)
+        queue = served.handlers.steerer.queue
+        deadline = 200  # polls: a guard against hanging, not a timing claim
+        while queue.running is not None and deadline:
+            time.sleep(0.1)
+            deadline -= 1
+        assert queue.running is None  # the diffusion loop has stopped and freed the generator
         n = len(unet_calls)
         time.sleep(1.0)
-        assert len(unet_calls) == n  # the diffusion loop has stopped
+        assert len(unet_calls) == n
+        assert "Stopped" in page.inner_text("#steer-status")  # still said (nothing overwrote it)
     finally:
         hook.remove()
+    _shot(page, tmp_path, "stop_confirmed")
     steps.fill("2")
     steps.press("Enter")
-    t0 = time.perf_counter()
     page.click("#steer-generate")
-    wait_text(page, "#steer-readout", "set to", 60_000)
-    assert time.perf_counter() - t0 < 30  # the generator was free at once
+    wait_text(page, "#steer-readout", "latent 3 ", 120_000)
+    assert "Stopped" not in page.inner_text("#steer-status")  # a new run clears the old line
+
+
+def test_a_refused_input_in_steer_is_one_line_and_no_badge(page, served, tmp_path):
+    page.locator("button[role=tab]", has_text="Steer").click()
+    page.locator("#slot-1-latent textarea, #slot-1-latent input").first.fill("2.5")
+    page.click("#steer-generate")
+    line = wait_text(page, "#steer-status", "Not done", 60_000)
+    assert "slot 2's latent" in line and len(line.strip().splitlines()) == 1
+    page.wait_for_selector(".toast-body", timeout=10_000)  # the toast is visible
+    assert _badges(page) == 0
+    _shot(page, tmp_path, "steer_refused")
+    page.locator("#slot-1-latent textarea, #slot-1-latent input").first.fill("")
+    value = page.locator("#slot-0-value input")
+    page.locator("#slot-0-latent textarea, #slot-0-latent input").first.fill("3")
+    value.fill("0.5")  # a typed value is used as typed (never clamped to a slider)
+    value.press("Enter")
+    page.click("#steer-generate")
+    readout = wait_text(page, "#steer-readout", "latent 3 set to", 120_000)
+    assert re.search(r"latent 3 set to 0\.5\s", readout)
+
+
+def test_the_workbench_grid_history_and_comparison(page, served, tmp_path):
+    page.locator("button[role=tab]", has_text="Steer").click()
+    page.locator("#grid-latents textarea, #grid-latents input").first.fill("3")
+    page.locator("#grid-strengths textarea, #grid-strengths input").first.fill("0, 2")
+    page.locator("#grid-seeds textarea, #grid-seeds input").first.fill("0")
+    page.click("#grid-run")
+    summary = wait_text(page, "#grid-summary", "Strength units", 180_000)
+    assert "+2" in summary and "seed 0" in summary and page.locator("#grid-gallery img").count() == 2
+    page.locator("#grid-seeds textarea, #grid-seeds input").first.fill("1")
+    page.click("#grid-run")
+    page.wait_for_function("() => ((document.querySelector('#history-pick input') || {}).value || '')"
+                           ".startsWith('#2 grid')", timeout=180_000)
+    _shot(page, tmp_path, "grid")
+    for box, text in (("#compare-a", "#1 grid"), ("#compare-b", "#2 grid")):
+        page.locator(f"{box} input").first.click()
+        page.locator("[role=option]", has_text=text).first.click()
+    page.click("#compare-run")
+    assert "differ in: seed, seeds" in wait_text(page, "#compare-line", "differ", 30_000)
+    _shot(page, tmp_path, "history_compare")
 
 
 @pytest.mark.parametrize("tab", ["Browse", "Steer", "Inspect"])
