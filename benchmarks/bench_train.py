@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_train.py                  # small + wide, equal settings + defaults
     .venv/bin/python benchmarks/bench_train.py --suite small    # only d=96, 1024 latents, k=8, batch 512
     .venv/bin/python benchmarks/bench_train.py --data-order     # read throughput of the epoch order
+    nice -n 5 .venv/bin/python benchmarks/bench_train.py --encoder-like   # every arch at default flags
+                                                                          # vs sparsify TopK on encoder-shaped data
 
 Data: a planted dictionary (unit atoms, exactly `active` of them per row with codes in
 [0.5, 1.5], noise 0.01), written to a temporary `.npy` with held-out rows of the same atoms.
@@ -43,7 +45,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from sae_core.synthetic import planted_dictionary  # noqa: E402
+from sae_core.synthetic import encoder_like, planted_dictionary  # noqa: E402
 
 SUITES = {  # rows, d, atoms, active, d_sae, k, batch, lr (equal settings), epochs
     "small": dict(rows=100_000, d=96, atoms=512, active=6, d_sae=1024, k=8, batch=512, lr=8e-4, epochs=5),
@@ -155,6 +157,72 @@ def table(rows: list[dict]) -> str:
         loop = f"{r['loop_samples_s']:.0f}" if "loop_samples_s" in r else "—"
         lines.append(f"| {r['suite']} | {r['setting']} | {r['tool']} | {r['batch']} | {r['lr']:.2g} | {r['wall_s']:.1f} | "
                      f"{r['samples_s']:.0f} | {loop} | {r['mmc']:.3f} | {r['ev']:.3f} | {r['l0']:.1f} | {ratio} |")
+    return "\n".join(lines)
+
+
+ENCODER_LIKE = dict(rows=60_000, d=64, atoms=256, active=6, d_sae=1024, k=8, epochs=2)
+"""A reduced encoder_like set (`synthetic.encoder_like`: shared mean 4× the rows' norm, Zipf
+frequencies, per-atom scales, co-firing pairs, 1% rows at 10×) that runs in minutes on a CPU."""
+
+
+def _ev(x_hat: np.ndarray, x: np.ndarray) -> float:
+    e = x_hat.astype(np.float64) - x
+    return float(1 - (e**2).sum() / ((x - x.mean(0)) ** 2).sum())
+
+
+def encoder_like_table(tmp: Path, seed: int) -> str:
+    """Every architecture at default flags (`clipsae train`, k given to the k architectures)
+    against sparsify's TopK at our default batch and sparsify's lr rule, on the same rows:
+    EV overall and on ordinary (non-outlier) held-out rows, L0, dead % (never fired on them)."""
+    import torch
+    from sae_core.io import load_sae
+
+    s = ENCODER_LIKE
+    x, _, outlier = encoder_like(s["rows"] + 10_000, s["d"], s["atoms"], s["active"], seed=seed)
+    held, ordinary = x[s["rows"]:], ~outlier[s["rows"]:]
+    acts = tmp / "encoder_like.npy"
+    np.save(acts, x[: s["rows"]])
+    lines = ["| arch | normalisation | EV | EV ordinary rows | L0 | dead % |", "|---|---|---|---|---|---|"]
+    batch = None
+    for arch in ("topk", "batchtopk", "matryoshka", "jumprelu", "relu"):
+        out = tmp / f"el_{arch}"
+        cmd = [sys.executable, "-m", "app.cli", "train", "--acts", str(acts), "--out", str(out), "--arch", arch,
+               "--d-sae", str(s["d_sae"]), "--epochs", str(s["epochs"]), "--device", "cpu", "--checkpoint-every", "0"]
+        if arch in ("topk", "batchtopk", "matryoshka"):
+            cmd += ["--k", str(s["k"])]
+        if arch == "matryoshka":
+            cmd += ["--groups", f"{s['d_sae'] // 8},{s['d_sae'] // 2},{s['d_sae']}"]
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        if r.returncode:
+            raise RuntimeError(r.stderr[-2000:])
+        batch = batch or json.loads((out / "train_config.json").read_text())["train_config"]["batch_size"]
+        sae = load_sae(out)
+        with torch.no_grad():
+            o = sae.eval()(torch.from_numpy(held))
+        x_hat, f = o.x_hat_bd.numpy(), o.f_bs
+        lines.append(f"| {arch} | {sae.cfg.normalize_activations} | {_ev(x_hat, held):.3f} | "
+                     f"{_ev(x_hat[ordinary], held[ordinary]):.3f} | {float((f > 0).sum(1).double().mean()):.1f} | "
+                     f"{100 * float((f > 0).any(0).logical_not().double().mean()):.1f} |")
+        print(lines[-1], flush=True)
+    out = tmp / "el_sparsify"
+    lr = 2e-4 / (s["d_sae"] / 2**14) ** 0.5
+    arg = {"acts": str(acts), "out": str(out), "d_sae": s["d_sae"], "k": s["k"], "batch": batch, "lr": lr,
+           "epochs": s["epochs"], "optimizer": "adam", "repo": str(REPO), "device": "cpu"}
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu/sparsify_loop.py"), json.dumps(arg)],
+                       capture_output=True, text=True, env={**os.environ, "SPARSIFY_DISABLE_TRITON": "1"})
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
+    from sparsify import SparseCoder
+
+    sp = SparseCoder.load_from_disk(out)
+    with torch.no_grad():
+        o = sp(torch.from_numpy(held))
+    x_hat = o.sae_out.numpy()
+    fired = torch.zeros(s["d_sae"], dtype=torch.bool)
+    fired[o.latent_indices.flatten()] = True
+    lines.append(f"| sparsify topk (batch {batch}, lr {lr:.2g}) | none | {_ev(x_hat, held):.3f} | "
+                 f"{_ev(x_hat[ordinary], held[ordinary]):.3f} | {s['k']:.1f} | {100 * (1 - float(fired.double().mean())):.1f} |")
     return "\n".join(lines)
 
 
@@ -294,6 +362,7 @@ def main() -> None:
     p.add_argument("--multi-rows", type=int, default=32_768, help="rows of the wide set for --multi")
     p.add_argument("--multi-seeds", default="0,1", help="--seed list of the --multi sweep")
     p.add_argument("--multi-k", default="32", help="--k list of the --multi sweep")
+    p.add_argument("--encoder-like", action="store_true", help="only the encoder_like table (every arch, defaults)")
     a = p.parse_args()
     import torch
 
@@ -305,6 +374,9 @@ def main() -> None:
         if a.multi:
             print(multi(Path(tmp), a.multi_rows, [int(v) for v in a.multi_seeds.split(",")],
                         [int(v) for v in a.multi_k.split(",")]))
+            return
+        if a.encoder_like:
+            print(encoder_like_table(Path(tmp), a.seed))
             return
         rows = []
         for name in (["small", "wide"] if a.suite == "both" else [a.suite]):

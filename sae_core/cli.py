@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 
 from .cliargs import add_config_flags, config_from_args
-from .config import DEFAULT_L1, MetricsConfig, SAEConfig, SweepConfig, TrainConfig
+from .config import DEFAULT_L1, TRAIN_NORMALIZE, MetricsConfig, SAEConfig, SweepConfig, TrainConfig
 from .interop import ConvertConfig, ExportSAEConfig
 
 __all__ = ["COMMANDS", "DEFAULT_L1"]
@@ -24,9 +24,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                    "TrainConfig field is a flag; `train_config.json` records the values used.")
     add_config_flags(p, SweepConfig, skip=("k", "groups", "l1", "seed"))
     m = p.add_argument_group("model (SAEConfig, saved in cfg.json)")
-    add_config_flags(m, SAEConfig, skip=("d_in", "k", "groups", "norm_scaling_factor", "layer_norm_variant", "dtype",
-                                          "metadata"),
-                     names={"architecture": "--arch", "normalize_activations": "--normalize"})
+    add_config_flags(m, SAEConfig, skip=("d_in", "k", "groups", "norm_scaling_factor", "norm_centre",
+                                          "layer_norm_variant", "dtype", "metadata"),
+                     names={"architecture": "--arch", "normalize_activations": "--normalize"},
+                     defaults={"normalize_activations": None},
+                     helps={"normalize_activations": "input normalisation, undone on the output: none, unit_norm, "
+                            "layer_norm, expected_average_only_in, centred_unit_norm (see SAEConfig). Unset: "
+                            "centred_unit_norm for batchtopk and matryoshka, none for the others "
+                            "(config.TRAIN_NORMALIZE)"})
     add_config_flags(m, SweepConfig, skip=("acts", "out", "resume", "overwrite", "seed"))
     run = p.add_argument_group("run (TrainConfig, saved in train_config.json)")
     add_config_flags(run, SweepConfig, skip=("acts", "out", "resume", "overwrite", "k", "groups", "l1"))
@@ -41,7 +46,9 @@ def _run_train(a: argparse.Namespace) -> int:
 
     sweep = config_from_args(SweepConfig, a)
     k_values, l1_values = sweep.values(a.architecture)
-    base = config_from_args(SAEConfig, a, d_in=ActivationSource(sweep.acts).d, k=k_values[0], groups=sweep.groups or None)
+    norm = a.normalize_activations or TRAIN_NORMALIZE.get(a.architecture, "none")
+    base = config_from_args(SAEConfig, a, d_in=ActivationSource(sweep.acts).d, k=k_values[0], groups=sweep.groups or None,
+                            normalize_activations=norm)
     seeds = list(sweep.seed or [TrainConfig.seed])
     cfg = config_from_args(TrainConfig, a, seed=seeds[0])
     specs = make_specs(base, l1_values, k_values, seeds if len(seeds) > 1 else None)

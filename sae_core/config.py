@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 from .cliargs import COMMAS
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
-Normalize = Literal["none", "unit_norm", "layer_norm", "expected_average_only_in"]
+Normalize = Literal["none", "unit_norm", "layer_norm", "expected_average_only_in", "centred_unit_norm"]
 LayerNormVariant = Literal["saelens", "clipsae-v1"]
 BiasInit = Literal["geometric_median", "mean", "zeros"]
 DeadLatents = Literal["auto", "auxk", "resample", "none"]
@@ -55,9 +55,15 @@ class SAEConfig:
     normalize_activations: Normalize = "none"
     """Input normalisation, undone on the output: none; unit_norm (divide by ‖x‖, the
     convention of CLIP similarity); layer_norm (per input: subtract mean, divide by std, as
-    ViT-Prisma); expected_average_only_in (one constant so that E‖x‖ = √d_in, SAELens)."""
+    ViT-Prisma); expected_average_only_in (one constant so that E‖x‖ = √d_in, SAELens);
+    centred_unit_norm ((x − c)/‖x − c‖ with c = `norm_centre`, the training data's mean: every
+    input at the same scale around the data's centre, whatever the shared mean offset or the
+    input's norm; `clipsae train`'s default for batchtopk and matryoshka, see
+    `TRAIN_NORMALIZE`)."""
     norm_scaling_factor: float | None = None
     """The constant for expected_average_only_in, fitted on the training data."""
+    norm_centre: tuple[float, ...] | None = None
+    """The centre c [d_in] for centred_unit_norm, fitted on the training data (the sample mean)."""
     layer_norm_variant: LayerNormVariant = "saelens"
     """The layer_norm formula. saelens (SAELens and ViT-Prisma): (x − μ)/(σ + 1e-5) with the
     unbiased σ, output y·σ + μ. clipsae-v1 (SAE folders of format version 1): the biased σ
@@ -82,6 +88,10 @@ class SAEConfig:
             raise ValueError(f"k is only used by topk, batchtopk and matryoshka, not {self.architecture}; leave it unset")
         if self.groups is not None:
             object.__setattr__(self, "groups", tuple(int(g) for g in self.groups))  # a JSON list comes back a tuple
+        if self.norm_centre is not None:
+            object.__setattr__(self, "norm_centre", tuple(float(v) for v in self.norm_centre))
+            if len(self.norm_centre) != self.d_in:
+                raise ValueError(f"norm_centre has {len(self.norm_centre)} values; d_in={self.d_in}")
         if self.architecture == "matryoshka":
             g = self.groups
             if not g or any(b <= a for a, b in zip(g, g[1:])) or g[0] <= 0 or g[-1] != self.d_sae:
@@ -237,6 +247,12 @@ class TrainConfig:
 
 
 DEFAULT_L1 = {"relu": 0.07, "jumprelu": 0.03}
+TRAIN_NORMALIZE = {"batchtopk": "centred_unit_norm", "matryoshka": "centred_unit_norm"}
+"""`clipsae train`'s normalisation when --normalize is not given (others: none). The batch
+architectures share k·B slots among a batch's inputs and keep one inference threshold, so the
+inputs must be on one scale: with raw inputs, rare inputs of ~10× the norm take most slots
+and the threshold then starves ordinary ones (issue 20: R² 0.24 on ordinary rows against
+TopK's 0.63). topk selects per input and keeps `none`, which sparsify and SAELens export."""
 """λ when --l1 is not given, in the scaled convention (README "Loss convention"): relu's is
 E[Σ f]/σ's weight (0.07: L0 ≈ 2.5× the true L0 on the planted data of `synthetic.py`), jumprelu's the
 FVU an active latent must buy (0.03)."""

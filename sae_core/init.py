@@ -19,7 +19,7 @@ CHUNK_ROWS = 1024
 
 
 def init_runs(runs: list[SAETrainer], sample_nd: torch.Tensor, cfg: TrainConfig) -> None:
-    """Fit, on a sample of the data: the normalisation constant, the decoder bias, the
+    """Fit, on a sample of the data: the normalisation constant (or centre), the decoder bias, the
     encoder scale, and λ's factor for the loss convention (`losses.sparsity_scale`, from
     σ² = E‖x − E x‖² of the normalised sample).
 
@@ -37,7 +37,11 @@ def init_runs(runs: list[SAETrainer], sample_nd: torch.Tensor, cfg: TrainConfig)
         if sae.cfg.normalize_activations == "expected_average_only_in":
             factor = math.sqrt(sae.cfg.d_in) / float(sample_nd.norm(dim=1).mean())
             sae.cfg = SAEConfig.from_dict({**sae.cfg.to_dict(), "norm_scaling_factor": factor})
-        key = (sae.cfg.normalize_activations, sae.cfg.norm_scaling_factor, sae.cfg.layer_norm_variant, str(device))
+        if sae.cfg.normalize_activations == "centred_unit_norm":
+            centre = tuple(sample_nd.double().mean(dim=0).tolist())
+            sae.cfg = SAEConfig.from_dict({**sae.cfg.to_dict(), "norm_centre": centre})
+        key = (sae.cfg.normalize_activations, sae.cfg.norm_scaling_factor, sae.cfg.norm_centre,
+               sae.cfg.layer_norm_variant, str(device))
         if key not in shared:
             shared[key] = _bias_and_sigma(sae, sample_nd.to(device), cfg)
         x_norm, b, sigma = shared[key]

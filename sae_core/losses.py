@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .sae import EPS, SAEOutput, SparseAutoencoder
+from .sae import SAEOutput, SparseAutoencoder, recon_error
 from .sparse_ops import sparse_decode, sparse_preact
 
 
@@ -24,10 +24,15 @@ def sparsity_scale(architecture: str, convention: str, sigma: float, d_in: int, 
 
 
 def auxk_loss(sae: SparseAutoencoder, out: SAEOutput, dead_s: Tensor, k_aux: int) -> Tensor:
-    """AuxK: reconstruct the residual from the k_aux largest *dead* pre-activations.
+    """AuxK (Gao et al. 2024, sec. 2.4): reconstruct the residual e = x − x̂ from the k_aux
+    largest *dead* pre-activations, scaled by min(n_dead / k_aux, 1) so that it fades as
+    latents revive.
 
-    Normalised by the residual's variance (an FVU) and scaled by min(n_dead / k_aux, 1)
-    so that it fades as latents revive.
+    In the reconstruction's units: `recon_error` of (ê, e), the same mean over batch × d_in
+    of squared errors as `SAEOutput.mse`. So loss = mse + α·auxk has the ratio of
+    sparsify's fvu + α·auxk_loss (both divided by the input's total variance there) and
+    α = 1/32 means what it means in Gao et al. A residual-variance denominator instead
+    made AuxK up to 15× the MSE at init and killed latents (issue 20).
     """
     n_dead = int(dead_s.sum())
     if n_dead == 0:
@@ -43,6 +48,4 @@ def auxk_loss(sae: SparseAutoencoder, out: SAEOutput, dead_s: Tensor, k_aux: int
     rows = torch.arange(n_batch, device=h.device).repeat_interleave(k)
     vals = F.relu(sparse_preact(sae.W_enc, sae.b_enc, sae.b_dec, out.x_c_bd, rows, cols, h_top.flatten()))
     e_hat = sparse_decode(sae.W_dec, rows, cols, vals, n_batch)
-    denom = (residual_bd - residual_bd.mean(dim=0)).pow(2).sum().clamp_min(EPS)
-    fvu = (e_hat - residual_bd).pow(2).sum() / denom
-    return fvu * min(n_dead / k_aux, 1.0)
+    return recon_error(e_hat, residual_bd) * min(n_dead / k_aux, 1.0)

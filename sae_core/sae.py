@@ -39,6 +39,11 @@ from .config import SAEConfig
 from .normalization import EPS, PER_INPUT_NORMS, NormContext, denormalize, normalize
 from .sparse_ops import sparse_decode, sparse_preact
 
+def recon_error(y_bd: Tensor, x_bd: Tensor) -> Tensor:
+    """The loss's one unit: the mean over batch × d_in of (y − x)² (in the normalised space).
+    The reconstruction (`SAEOutput.mse`, each matryoshka prefix) and AuxK (`losses.auxk_loss`)
+    are all written in it, so their weights compare directly."""
+    return (y_bd - x_bd).pow(2).mean()
 
 
 @dataclass
@@ -273,7 +278,7 @@ class SparseAutoencoder(nn.Module):
         h = self.pre_activation(x_norm)
         f = self.activate(h)
         y_norm = self.decode_normalized(f)
-        mse = (y_norm - x_norm).pow(2).mean()
+        mse = recon_error(y_norm, x_norm)
         arch = self.cfg.architecture
         if arch == "relu":
             # L1 of f (f >= 0). The usual ‖W_dec[s]‖ weight is 1 here: training keeps the rows
@@ -317,14 +322,14 @@ class SparseAutoencoder(nn.Module):
             for g in self.cfg.groups:
                 sel = (cols >= lo) & (cols < g)
                 y_norm = y_norm + sparse_decode(self.W_dec, rows[sel], cols[sel], vals[sel], n_batch)
-                errs.append((y_norm - x_norm).pow(2).mean())
+                errs.append(recon_error(y_norm, x_norm))
                 lo = g
             prefix_mse = torch.stack(errs)
         return SAEOutput(
             x_hat_bd=self.denormalize(y_norm, ctx),
             coords=(rows, cols, vals),
             h_bs=h,
-            mse=(y_norm - x_norm).pow(2).mean() if prefix_mse is None else prefix_mse[-1],
+            mse=recon_error(y_norm, x_norm) if prefix_mse is None else prefix_mse[-1],
             sparsity=vals.sum() / h.numel() if self.cfg.architecture == "relu" else torch.zeros((), device=x_bd.device),
             x_norm_bd=x_norm,
             x_hat_norm_bd=y_norm,

@@ -24,6 +24,51 @@ def planted_dictionary(n: int, d: int, n_atoms: int, active: int, noise: float =
     return x, atoms.astype(np.float32)
 
 
+
+def encoder_like(n: int, d: int, n_atoms: int, active: float, noise: float = 0.01, seed: int = 0,
+                 mean_scale: float = 4.0, zipf: float = 1.0, scale_range: tuple[float, float] = (0.5, 2.0),
+                 pair_fraction: float = 0.1, pair_prob: float = 0.8, outlier_fraction: float = 0.01,
+                 outlier_scale: float = 10.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Planted data shaped like real encoder activations (issue 20): (x [n, d] float32, atoms
+    [n_atoms, d] float32, outlier [n] bool).
+
+    x = m + s_r·(codes @ atoms) + noise·N(0, 1), with unit random atoms and:
+    - Zipf-like frequencies: atom i fires with probability ∝ (i + 1)^−zipf, scaled so that a
+      row has `active` atoms on average (each capped at 0.5);
+    - per-atom magnitude scales, log-uniform in `scale_range`, times a code uniform in [0.5, 1.5];
+    - co-firing: for `pair_fraction`·n_atoms pairs (a, b) of atoms, b also fires with
+      probability `pair_prob` on rows where a fires;
+    - a shared mean m in a random direction, of norm `mean_scale` × the median norm of the
+      rows' sparse part;
+    - a fraction `outlier_fraction` of rows (marked in `outlier`) whose sparse part is
+      `outlier_scale` × larger (s_r = outlier_scale; else 1).
+    Generated in blocks of 8,192 rows, so memory stays bounded at any n."""
+    rng = np.random.default_rng(seed)
+    atoms = rng.normal(size=(n_atoms, d))
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    freq = (np.arange(n_atoms) + 1.0) ** -zipf
+    freq = np.minimum(0.5, freq * active / freq.sum())
+    freq = freq[rng.permutation(n_atoms)]  # frequency independent of the atom's index
+    scales = np.exp(rng.uniform(*np.log(scale_range), size=n_atoms))
+    n_pairs = int(pair_fraction * n_atoms)
+    pairs = rng.permutation(n_atoms)[: 2 * n_pairs].reshape(2, n_pairs) if n_pairs else np.zeros((2, 0), int)
+    mean_dir = rng.normal(size=d)
+    mean_dir /= np.linalg.norm(mean_dir)
+    x = np.empty((n, d), dtype=np.float32)
+    outlier = rng.random(n) < outlier_fraction
+    mean = None
+    for lo in range(0, n, 8192):
+        hi = min(n, lo + 8192)
+        on = rng.random((hi - lo, n_atoms)) < freq
+        on[:, pairs[1]] |= on[:, pairs[0]] & (rng.random((hi - lo, n_pairs)) < pair_prob)
+        codes = on * scales * rng.uniform(0.5, 1.5, size=(hi - lo, n_atoms))
+        sparse = codes @ atoms
+        if mean is None:
+            mean = mean_dir * mean_scale * float(np.median(np.linalg.norm(sparse, axis=1)))
+        sparse[outlier[lo:hi]] *= outlier_scale
+        x[lo:hi] = mean + sparse + noise * rng.normal(size=(hi - lo, d))
+    return x, atoms.astype(np.float32), outlier
+
 def write_cache(folder, rows: np.ndarray, tokens_per_image: int = 1, token_indices: list[int] | None = None,
                 model_name: str = "synthetic", hook_name: str = "embed", patches: np.ndarray | None = None,
                 images_root: str = "", shard_rows: int | None = None, paths: list[str] | None = None) -> dict:

@@ -79,6 +79,9 @@ def test_jumprelu_threshold_and_straight_through_gradient():
 @pytest.mark.parametrize("mode", NORMALIZATIONS)
 def test_normalisation_is_undone_on_the_output(mode):
     kw = {"norm_scaling_factor": 2.5} if mode == "expected_average_only_in" else {}
+    centre = torch.linspace(-2, 2, 8)
+    if mode == "centred_unit_norm":
+        kw = {"norm_centre": tuple(centre.tolist())}
     sae = make("relu", normalize_activations=mode, **kw)
     x = torch.randn(6, 8) * 3 + 1
     x_norm, ctx = sae.normalize(x)
@@ -89,6 +92,8 @@ def test_normalisation_is_undone_on_the_output(mode):
     torch.testing.assert_close(sae.denormalize(x_norm, ctx), expected, rtol=1e-5, atol=1e-5)
     if mode == "unit_norm":
         torch.testing.assert_close(x_norm.norm(dim=1), torch.ones(6))
+    if mode == "centred_unit_norm":  # (x − c)/‖x − c‖, computed here independently
+        torch.testing.assert_close(x_norm, (x - centre) / (x - centre).norm(dim=1, keepdim=True))
 
 
 def test_parallel_gradient_removed_and_decoder_renormalised():
@@ -169,7 +174,7 @@ def test_sparse_training_path_matches_dense_reference(arch):
     h_dead = h.masked_fill(~dead, float("-inf"))
     aux_keep = torch.zeros_like(h, dtype=torch.bool).scatter_(1, h_dead.topk(6, dim=1).indices, True)
     e_hat = (torch.relu(h) * aux_keep) @ sae.W_dec
-    aux = (e_hat - resid).pow(2).sum() / (resid - resid.mean(0)).pow(2).sum() * min(int(dead.sum()) / 6, 1.0)
+    aux = (e_hat - resid).pow(2).mean() * min(int(dead.sum()) / 6, 1.0)  # in the MSE's units
     ref_loss = (x_hat - x).pow(2).mean() + aux
     ref = torch.autograd.grad(ref_loss, [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec])
 

@@ -285,6 +285,9 @@ def saelens_form(sae: SparseAutoencoder) -> tuple[dict[str, Any], dict[str, torc
         s = float(c.norm_scaling_factor)  # type: ignore[arg-type]
         t["W_enc"], t["b_dec"], t["W_dec"] = t["W_enc"] * s, t["b_dec"] / s, t["W_dec"] / s
         norm = "none"
+    elif norm == "centred_unit_norm":
+        raise Refused("normalize_activations=centred_unit_norm ((x − c)/‖x − c‖) has no SAELens formula, and a "
+                      "per-input scale cannot be folded into weights")
     elif norm == "layer_norm" and c.layer_norm_variant != "saelens":
         raise Refused(f"normalize_activations=layer_norm with layer_norm_variant={c.layer_norm_variant!r} "
                       "(biased std + 1e-6) has no SAELens formula (SAELens: unbiased std + 1e-5)")
