@@ -39,3 +39,15 @@ def answer(fn: Callable, n_outputs: int, status: int | None = None) -> Callable:
                 out[status] = f"⚠️ {text}"
             return tuple(out) if n_outputs > 1 else out[0]
     return guard(run)
+
+
+def answered(fn: Callable, n_outputs: int) -> Callable:
+    """`fn` (returning `n_outputs` values) for a UI event whose outputs are those plus one
+    status line after them: cleared when `fn` succeeds, the refusal (and a toast) when it
+    raises an expected error, every other output then left as it was. The documented API
+    keeps `guard(fn)` on its own event, so API clients still get an error."""
+    @functools.wraps(fn)
+    def ok(*args: Any, **kwargs: Any) -> tuple:
+        out = fn(*args, **kwargs)
+        return (*(out if isinstance(out, tuple) else (out,)), "")
+    return answer(ok, n_outputs + 1, status=n_outputs)

@@ -14,6 +14,7 @@ from . import ui_lists
 from .handlers import Handlers
 from .handlers_browse import PageView
 from .ui_assets import NAV_ID, PUSH_URL_JS, REPLACE_URL_JS
+from .ui_answer import answered
 from .ui_common import UI, guard, run_job
 
 TITLE, ID = "Browse", "browse"
@@ -34,6 +35,7 @@ def create_ui(h: Handlers) -> dict[str, Any]:
         c["random"] = gr.Button("Random", min_width=80, scale=0)
         c["query"] = gr.Textbox(label=h.search_hint(), placeholder="e.g. dog", scale=3, min_width=200,
                                 elem_id="latent-search")
+    c["notice"] = gr.Markdown(elem_id="browse-notice")  # a refused input's one line (app.ui_answer)
     c["found"] = gr.Dataframe(headers=LIST_HEADERS, label="Latents (click a row to open it)", interactive=False,
                               max_height=230, elem_id="latent-list", elem_classes="clipsae-table")
     c["header"] = gr.Markdown(elem_id="latent-header")
@@ -94,37 +96,30 @@ def wire(h: Handlers, ui: UI) -> None:
     c = ui.comps[ID]
     outs = _view_outputs(c)
 
-    @guard
     def open_page(sae: str, latent: Any, log_counts: bool, masks: bool, notice: str = "") -> tuple:
         return _view_values(h, h.page_view(sae, latent, bool(log_counts), notice, bool(masks)))
 
-    @guard
     def open_previous(sae: str, latent: Any, log_counts: bool, masks: bool) -> tuple:
         return open_page(sae, h.step(sae, latent, -1), log_counts, masks)
 
-    @guard
     def open_next(sae: str, latent: Any, log_counts: bool, masks: bool) -> tuple:
         return open_page(sae, h.step(sae, latent, 1), log_counts, masks)
 
-    @guard
     def open_nav(value: str, log_counts: bool, masks: bool) -> tuple:
         sae, latent, *_ = (value or "").split("|") + ["", ""]
         target_sae, target, notice = h.deep_link({"sae": sae, "latent": latent})
         return (*open_page(target_sae, target, log_counts, masks, notice), gr.Tabs(selected=ID))
 
-    @guard
     def open_landing(sae: str, log_counts: bool, masks: bool) -> tuple:
         name, latent = h.landing(sae)
         return open_page(name, latent, log_counts, masks)
 
-    @guard
     def open_row(sae: str, log_counts: bool, masks: bool, evt: gr.SelectData) -> tuple:
         row = evt.row_value if evt is not None else None
         if not row:
-            raise gr.Error("click a row of the list", print_exception=False)
+            raise ValueError("click a row of the list")
         return open_page(sae, row[0], log_counts, masks)
 
-    @guard
     def first_load(log_counts: bool, masks: bool, request: gr.Request) -> tuple:
         sae, latent, notice = h.deep_link(dict(request.query_params) if request is not None else {})
         return (*open_page(sae, latent, log_counts, masks, notice), h.search("", sae))
@@ -140,28 +135,32 @@ def wire(h: Handlers, ui: UI) -> None:
     def push(event: Any, replace: bool = False) -> None:
         event.then(None, [c["data"]], None, js=REPLACE_URL_JS if replace else PUSH_URL_JS, queue=False)
 
+    # Page events run in the queue without a limit (a toast needs the queue); a refused input
+    # leaves the page as it is and says why in the notice line and a toast (app.ui_answer).
+    n, souts = len(outs), [*outs, c["notice"]]
+    page = dict(api_name=False, concurrency_limit=None)
     page_in = [c["sae"], c["latent"], c["log"], c["masks"]]
     for trigger in (c["show"].click, c["latent"].submit):
-        push(trigger(open_page, page_in, outs, api_name=False, queue=False))
+        push(trigger(answered(open_page, n), page_in, souts, **page))
     for button, step in ((c["prev"], open_previous), (c["next"], open_next)):
-        push(button.click(step, page_in, outs, api_name=False, queue=False))
+        push(button.click(answered(step, n), page_in, souts, **page))
     push(c["random"].click(lambda sae: h.random_latent(sae), [c["sae"]], c["latent"], api_name=False,
-                           queue=False).then(open_page, page_in, outs, api_name=False, queue=False))
-    push(c["sae"].input(open_landing, [c["sae"], c["log"], c["masks"]], outs, api_name=False, queue=False))
+                           queue=False).then(answered(open_page, n), page_in, souts, **page))
+    push(c["sae"].input(answered(open_landing, n), [c["sae"], c["log"], c["masks"]], souts, **page))
     c["sae"].input(guard(lambda sae: h.search("", sae)), [c["sae"]], c["found"], api_name=False, queue=False)
-    push(c["found"].select(open_row, [c["sae"], c["log"], c["masks"]], outs, api_name=False, queue=False))
-    push(c["nav"].change(open_nav, [c["nav"], c["log"], c["masks"]], [*outs, ui.tabs], api_name=False,
-                         queue=False))
+    push(c["found"].select(answered(open_row, n), [c["sae"], c["log"], c["masks"]], souts, **page))
+    nav_outs = [*outs, ui.tabs, c["notice"]]
+    push(c["nav"].change(answered(open_nav, n + 1), [c["nav"], c["log"], c["masks"]], nav_outs, **page))
     c["log"].input(histogram, [c["data"], c["log"]], c["hist"], api_name=False, queue=False)
-    c["masks"].input(open_page, page_in, outs, api_name=False, queue=False)
+    c["masks"].input(answered(open_page, n), page_in, souts, **page)
     c["query"].submit(guard(h.search), [c["query"], c["sae"]], c["found"], api_name="search", queue=False)
     c["collage_btn"].click(guard(h.collage), [c["latent"], c["sae"]], c["collage_file"], api_name="collage")
     # the documented API (header, top images, histogram, bands, data); read-only and fast, so no queue
     c["api_page"].click(guard(h.latent_page), [c["latent"], c["sae"]],
                         [c["header"], c["gallery"], c["hist"], c["bands"], c["data"]], api_name="latent_page",
                         queue=False)
-    push(ui.blocks.load(first_load, [c["log"], c["masks"]], [*outs, c["found"]], api_name=False, queue=False),
-         replace=True)
+    push(ui.blocks.load(answered(first_load, n + 1), [c["log"], c["masks"]], [*outs, c["found"], c["notice"]],
+                        **page), replace=True)
     if h.icons is not None:
         # icons are generated in the generation queue, after the page is shown
         c["data"].change(guard(icon_for(h)), [c["data"]], c["icon"], api_name=False,

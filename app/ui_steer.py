@@ -21,6 +21,7 @@ from . import ui_steer_bench
 from .steer import DEFAULT_GUIDANCE, MAX_GUIDANCE, MAX_STEPS, parse_edits
 from .steer_history import record
 from .timing import UI_RESOLUTIONS
+from .ui_answer import answered
 from .ui_common import UI, guard, run_job, upload_image
 from .ui_steer_bench import answer
 
@@ -205,7 +206,6 @@ def _wire_steer_this(h: Handlers, ui: UI) -> None:
     b, c = ui.comps["browse"], ui.comps[ID]
     slot_latents = [slot[0] for slot in c["slots"]]
 
-    @guard
     def steer_this(data: dict | None, choice: str | None, origins: dict | None, *latents: str) -> tuple:
         if not data:
             raise ValueError("open a latent's page first")
@@ -214,5 +214,7 @@ def _wire_steer_this(h: Handlers, ui: UI) -> None:
         return (*slots, f"**Slot {k + 1}** — {message}", origins, str(edit.latent), gr.Tabs(selected=ID))
 
     outs = [comp for slot in c["slots"] for comp in slot]
-    b["steer_this"].click(steer_this, [b["data"], b["linked"], c["origins"], *slot_latents],
-                          [*outs, c["status"], c["origins"], c["strip_latent"], ui.tabs], api_name=False, queue=False)
+    # a refusal stays on Browse (its notice line and a toast) and changes nothing (app.ui_answer)
+    b["steer_this"].click(answered(steer_this, len(outs) + 4), [b["data"], b["linked"], c["origins"], *slot_latents],
+                          [*outs, c["status"], c["origins"], c["strip_latent"], ui.tabs, b["notice"]],
+                          api_name=False, concurrency_limit=None)

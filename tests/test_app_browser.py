@@ -6,6 +6,7 @@ pages do not scroll sideways. Screenshots go to the test's temp folder."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -94,14 +95,14 @@ def test_a_broken_upload_gets_a_clean_message(page, tmp_path):
     assert "/tmp" not in toast and "preprocess" not in toast and str(tmp_path) not in toast
 
 
-SHOTS = Path("/work/wt/reports/shots-steer")
+SHOTS = Path(os.environ["CLIPSAE_SHOTS"]) if os.environ.get("CLIPSAE_SHOTS") else None
 
 
 def _shot(pg, tmp_path, name):
     """A full-page screenshot in the test's folder (and in the report's, where that exists)."""
     pg.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
-    if SHOTS.parent.is_dir():
-        SHOTS.mkdir(exist_ok=True)
+    if SHOTS is not None:  # CLIPSAE_SHOTS=DIR keeps them for a person to look at
+        SHOTS.mkdir(parents=True, exist_ok=True)
         pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
@@ -230,3 +231,36 @@ def test_switching_sae_opens_that_saes_landing_latent(page, served):
     assert "(steering SAE)" in header
     wait_url(page, f"?sae={k.name}&latent={k.landing_latent()}")
     assert page.is_enabled("#steer-this") and page.inner_text("#steer-this") == "Steer this latent"
+
+
+@pytest.mark.parametrize("typed", ["2.5", "5000", ""])
+def test_a_refused_latent_in_browse_is_one_line_a_toast_and_no_badge(page, served, tmp_path, typed):
+    before = _title(page)
+    box = page.locator("#latent-input input")
+    box.fill(typed)
+    box.press("Enter")
+    line = wait_text(page, "#browse-notice", "⚠️", 30_000)
+    assert len(line.strip().splitlines()) == 1 and "Traceback" not in line
+    page.wait_for_selector(".toast-body", timeout=10_000)  # the toast is visible
+    assert _badges(page) == 0
+    assert _title(page) == before  # the page still shows what it showed
+    _shot(page, tmp_path, f"browse_refused_{typed or 'empty'}")
+    page.click("#latent-next")  # the next action acts on the page shown, and clears the line
+    page.wait_for_function("b => document.querySelector('#latent-header h2').innerText !== b", arg=before,
+                           timeout=30_000)
+    assert "⚠️" not in page.inner_text("#browse-notice")
+
+
+def test_inspect_without_an_image_is_one_line_a_toast_and_no_badge(page, served, tmp_path):
+    page.locator("button[role=tab]", has_text="Inspect").click()
+    page.get_by_role("button", name="Inspect", exact=True).click()
+    line = wait_text(page, "#inspect-upload-note", "⚠️", 30_000)
+    assert len(line.strip().splitlines()) == 1
+    page.wait_for_selector(".toast-body", timeout=10_000)
+    assert _badges(page) == 0
+    _shot(page, tmp_path, "inspect_refused")
+    page.locator("#inspect-upload").scroll_into_view_if_needed()
+    page.fill("#inspect-pick textarea, #inspect-pick input", "0")
+    page.get_by_role("button", name="Inspect", exact=True).click()
+    wait_text(page, "#inspect-table", "activation", 120_000)
+    assert "⚠️" not in page.inner_text("#inspect-upload-note")
