@@ -13,7 +13,7 @@ PINS   := -c constraints.txt
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 
-.PHONY: setup setup-dev test demo bench browser clean
+.PHONY: setup setup-dev test lint demo bench browser clean
 
 setup: $(RUNTIME_STAMP)
 
@@ -44,6 +44,11 @@ browser:
 
 test: setup-dev
 	$(PY) -m pytest -q
+
+# ruff's lint rules and formatter (pyproject.toml [tool.ruff]); CI runs it before the tests.
+lint: setup-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 demo: setup
 	$(VENV)/bin/clipsae demo
