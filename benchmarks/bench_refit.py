@@ -7,17 +7,20 @@ Issue 20's planted set by default: 100,000 training rows, d=96, 512 unit atoms, 
 row, noise 0.02 (seed 2020, not used elsewhere), 1,024 latents, 5 epochs, every other flag at
 its default. Prints, per λ of the sweep, L0, explained variance (on 20,000 held-out rows of the
 same dictionary) and the mean-max-cosine of the atoms with the decoder rows, before and after
-the refit (the SAE folder and its before_refit/).
+the refit in its two modes (scale: per-latent scales and b_dec, the default; decoder: the
+decoder rows too; the scale mode keeps the decoder directions, so its mmc is the one before).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -27,12 +30,13 @@ from sae_core.evaluate import evaluate_sae  # noqa: E402
 from sae_core.io import load_sae  # noqa: E402
 from sae_core.sweep import make_specs  # noqa: E402
 from sae_core.synthetic import planted_dictionary  # noqa: E402
-from sae_core.train import BEFORE_REFIT_DIR, train  # noqa: E402
+from sae_core.data import sample_rows  # noqa: E402
+from sae_core.refit import refit_  # noqa: E402
+from sae_core.train import train  # noqa: E402
 
 
-def score(path: Path, heldout: Path, atoms: np.ndarray) -> dict[str, float]:
+def score(sae, heldout: Path, atoms: np.ndarray) -> dict[str, float]:
     """L0 and EV on the held-out rows, mean-max-cosine of the atoms with the decoder rows."""
-    sae = load_sae(path)
     m = evaluate_sae(sae, ActivationSource(heldout))
     w = sae.W_dec.detach().numpy()
     w = w / np.linalg.norm(w, axis=1, keepdims=True)
@@ -61,18 +65,23 @@ def main() -> None:
         np.save(tmp / "train.npy", x[:a.rows])
         np.save(tmp / "heldout.npy", x[a.rows:])
         base = SAEConfig(d_in=a.d, d_sae=a.d_sae, architecture=a.arch)
-        cfg = TrainConfig(epochs=a.epochs, checkpoint_every=0, device=a.device)
+        cfg = TrainConfig(epochs=a.epochs, checkpoint_every=0, device=a.device, refit="none")
         paths = train(tmp / "train.npy", tmp / "out", make_specs(base, l1_values, [None]), cfg)
+        refit_x = torch.from_numpy(sample_rows(ActivationSource(tmp / "train.npy"), cfg.refit_rows, cfg.seed + 2))
         print(f"{a.arch}, {a.rows} rows, d={a.d}, {a.atoms} atoms, {a.active} active, noise {a.noise}, "
-              f"seed {a.seed}, {a.d_sae} latents, {a.epochs} epochs")
-        print("| λ | L0 | EV before | EV after | mmc before | mmc after |\n|---|---|---|---|---|---|")
+              f"seed {a.seed}, {a.d_sae} latents, {a.epochs} epochs; EV on 20,000 held-out rows")
+        print("| λ | L0 | EV before | EV scale | EV decoder | mmc before | mmc decoder |\n|---|---|---|---|---|---|---|")
         for lam, path in zip(l1_values, paths):
-            after = score(path, tmp / "heldout.npy", atoms)
-            b = path / BEFORE_REFIT_DIR
-            before = score(b, tmp / "heldout.npy", atoms) if b.exists() else after
-            print(f"| {lam:g} | {before['l0']:.1f} | {before['ev']:.4f} | {after['ev']:.4f} | "
-                  f"{before['mmc']:.3f} | {after['mmc']:.3f} |", flush=True)
-
+            sae = load_sae(path)
+            before = score(sae, tmp / "heldout.npy", atoms)
+            after = {}
+            for mode in ("scale", "decoder"):
+                refitted = copy.deepcopy(sae)
+                refit_(refitted, refit_x, mode=mode)
+                after[mode] = score(refitted, tmp / "heldout.npy", atoms)
+            assert abs(after["scale"]["l0"] - before["l0"]) < 1e-3 * max(before["l0"], 1)
+            print(f"| {lam:g} | {before['l0']:.1f} | {before['ev']:.4f} | {after['scale']['ev']:.4f} | "
+                  f"{after['decoder']['ev']:.4f} | {before['mmc']:.3f} | {after['decoder']['mmc']:.3f} |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -23,6 +23,7 @@ BiasInit = Literal["geometric_median", "mean", "zeros"]
 DeadLatents = Literal["auto", "auxk", "resample", "none"]
 LRDecay = Literal["linear", "cosine", "none"]
 L1Convention = Literal["scaled", "mean"]
+Refit = Literal["scale", "decoder", "none"]
 
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 NORMALIZATIONS: tuple[str, ...] = get_args(Normalize)
@@ -145,11 +146,12 @@ class TrainConfig:
     latents of f (relu) or [h > θ] (jumprelu)."""
     l1_warmup_steps: int | None = None
     """Linear warm-up of λ from 0. Unset: 5% of the steps for relu/jumprelu (0: none)."""
-    refit: bool = True
-    """relu: after training, refit the decoder, its per-latent scales and b_dec on the reconstruction
-    alone with the support (which latents fire on each input) frozen, in closed form (`refit.py`;
-    Wright & Sharkey 2024): undoes the L1's shrinkage at the same L0. The weights before it are kept
-    in before_refit/. Ignored by the other architectures."""
+    refit: Refit = "scale"
+    """relu and jumprelu, after training, with the support (which latents fire on each input) frozen:
+    refit on the reconstruction alone, in closed form (`refit.py`; Wright & Sharkey 2024), which
+    undoes the L1's shrinkage at the same L0. scale: each latent's scale and b_dec (the decoder
+    directions, so the dictionary, stay); decoder: the decoder rows too (a little more EV, the
+    directions move); none: off. The weights before it are kept in before_refit/."""
     refit_rows: int = 262_144
     """Rows drawn at random from the whole file for the refit's least squares."""
 
@@ -189,6 +191,7 @@ class TrainConfig:
         _check_choice("b_dec_init", self.b_dec_init, get_args(BiasInit))
         _check_choice("dead_latents", self.dead_latents, get_args(DeadLatents))
         _check_choice("l1_convention", self.l1_convention, get_args(L1Convention))
+        _check_choice("refit", self.refit, get_args(Refit))
         positive = {
             "batch_size": self.batch_size,
             "epochs": self.epochs,

@@ -37,7 +37,7 @@ from .errors import TrainingDiverged
 from .files import atomic_write_dir, atomic_write_text
 from .init import init_runs
 from .progress import Progress
-from .refit import REFIT_DEFAULT_ARCHS, refit_
+from .refit import BEFORE_REFIT_DIR, REFIT_ARCHS, refit_
 from .schedule import resolve
 from .sweep import RunSpec, sae_dir
 from .trainer import SAETrainer
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "train_summary.json"
 LOG_FILE = "train.log"
-BEFORE_REFIT_DIR = "before_refit"
-"""Sub-folder of a refitted SAE holding it as trained, before the refit (`refit.py`)."""
 
 
 def _attach_log_file(out: Path) -> logging.Handler:
@@ -155,7 +153,7 @@ def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: Train
 
 def _save_runs(source: ActivationSource, out: Path, specs: list[RunSpec], runs: list[SAETrainer],
                cfg: TrainConfig, meta: dict, src_meta: dict, total: int) -> list[Path]:
-    """Refit (relu, `TrainConfig.refit`) and save every trained SAE, and the run's summary."""
+    """Refit (relu, jumprelu: `TrainConfig.refit`) and save every trained SAE, and the run's summary."""
     written = []
     summary = {**meta, "steps": total, "final_metrics": {}}
     refit_x = None
@@ -171,13 +169,13 @@ def _save_runs(source: ActivationSource, out: Path, specs: list[RunSpec], runs: 
             if not torch.isfinite(t).all():
                 raise TrainingDiverged(f"SAE {run.spec.name!r}: {name} contains NaN/inf after training; not saved")
         before = None
-        if cfg.refit and run.spec.cfg.architecture in REFIT_DEFAULT_ARCHS:
+        if cfg.refit != "none" and run.spec.cfg.architecture in REFIT_ARCHS:
             if refit_x is None:
                 refit_x = torch.from_numpy(sample_rows(source, cfg.refit_rows, cfg.seed + 2))
             before = copy.deepcopy(run.sae)
-            info = refit_(run.sae, refit_x)
+            info = refit_(run.sae, refit_x, mode=cfg.refit)
             run.sae.cfg = SAEConfig.from_dict({**run.sae.cfg.to_dict(), "metadata": {
-                **cfg_meta, "refit": "support-frozen least squares", **info}})
+                **cfg_meta, "refit": cfg.refit, **info}})
         if dest == out:
             _save_into_run_folder(run.sae, out, before)
         else:
