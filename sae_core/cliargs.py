@@ -63,6 +63,8 @@ def flag_name(field: str) -> str:
 COMMAS = {"separator": ","}
 """Field metadata of a `tuple[X, ...]` field written as one comma-separated value
 (`--k 16,32,64`) instead of space-separated values (`--sae a b`)."""
+COMMAS_OR_SWEEP = {"separator": ",", "words": ("sweep",)}
+"""`COMMAS`, or the word `sweep` (kept as the tuple ("sweep",); the config expands it)."""
 POSITIONAL = {"positional": True}
 """Field metadata of a field given as a positional argument (`clipsae link A B`)."""
 
@@ -87,8 +89,10 @@ def is_config(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def _comma_list(kind: type) -> Callable[[str], tuple[Any, ...]]:
+def _comma_list(kind: type, words: tuple[str, ...] = ()) -> Callable[[str], tuple[Any, ...]]:
     def parse(text: str) -> tuple[Any, ...]:
+        if text.strip() in words:  # a named list (`--l1 sweep`), expanded by the config that owns it
+            return (text.strip(),)
         try:
             return tuple(kind(v) for v in text.split(",") if v.strip())
         except ValueError:
@@ -109,7 +113,9 @@ def _argparse_kwargs(tp: Any, default: Any, f: dataclasses.Field, required: bool
         args = get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any number of values
             if f.metadata.get("separator") == ",":
-                return {"type": _comma_list(args[0]), "default": default, "metavar": f"{args[0].__name__.upper()},..."}
+                words = tuple(f.metadata.get("words", ()))
+                metavar = f"{args[0].__name__.upper()},..." + "".join(f"|{w}" for w in words)
+                return {"type": _comma_list(args[0], words), "default": default, "metavar": metavar}
             return {"nargs": "+" if required else "*", "type": args[0], "default": default}
         return {"nargs": len(args), "type": args[0], "default": default, "metavar": tuple(a.__name__.upper() for a in args)}
     if tp in (int, float, str):

@@ -10,10 +10,11 @@ fields are the commands' flags (`cliargs`); this module imports no torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from .cliargs import COMMAS
+from .cliargs import COMMAS, COMMAS_OR_SWEEP
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
 Normalize = Literal["none", "unit_norm", "layer_norm", "expected_average_only_in", "centred_unit_norm"]
@@ -22,6 +23,7 @@ BiasInit = Literal["geometric_median", "mean", "zeros"]
 DeadLatents = Literal["auto", "auxk", "resample", "none"]
 LRDecay = Literal["linear", "cosine", "none"]
 L1Convention = Literal["scaled", "mean"]
+Refit = Literal["scale", "decoder", "none"]
 
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 NORMALIZATIONS: tuple[str, ...] = get_args(Normalize)
@@ -158,6 +160,14 @@ class TrainConfig:
     latents of f (relu) or [h > θ] (jumprelu)."""
     l1_warmup_steps: int | None = None
     """Linear warm-up of λ from 0. Unset: 5% of the steps for relu/jumprelu (0: none)."""
+    refit: Refit = "scale"
+    """relu and jumprelu, after training, with the support (which latents fire on each input) frozen:
+    refit on the reconstruction alone, in closed form (`refit.py`; Wright & Sharkey 2024), which
+    undoes the L1's shrinkage at the same L0. scale: each latent's scale and b_dec (the decoder
+    directions, so the dictionary, stay); decoder: the decoder rows too (a little more EV, the
+    directions move); none: off. The weights before it are kept in before_refit/."""
+    refit_rows: int = 262_144
+    """Rows drawn at random from the whole file for the refit's least squares."""
 
     # --- initialisation ---
     b_dec_init: BiasInit = "geometric_median"
@@ -195,6 +205,7 @@ class TrainConfig:
         _check_choice("b_dec_init", self.b_dec_init, get_args(BiasInit))
         _check_choice("dead_latents", self.dead_latents, get_args(DeadLatents))
         _check_choice("l1_convention", self.l1_convention, get_args(L1Convention))
+        _check_choice("refit", self.refit, get_args(Refit))
         positive = {
             "batch_size": self.batch_size,
             "epochs": self.epochs,
@@ -202,6 +213,7 @@ class TrainConfig:
             "chunk_rows": self.chunk_rows,
             "lr": self.lr,
             "init_rows": self.init_rows,
+            "refit_rows": self.refit_rows,
             "aux_k": self.aux_k,
             "resample_every": self.resample_every,
             "log_every": self.log_every,
@@ -258,6 +270,21 @@ E[Σ f]/σ's weight (0.07: L0 ≈ 2.5× the true L0 on the planted data of `synt
 FVU an active latent must buy (0.03)."""
 
 
+L1_SWEEP = {"relu": (0.01, 1.0), "jumprelu": (0.001, 0.1)}
+"""`--l1 sweep`'s range (scaled convention) per architecture: wide enough to hold the sparse,
+recovering band on the planted data of docs/training.md (relu ≈ 0.05–0.3) with room on both sides."""
+L1_SWEEP_PER_DECADE = 4
+"""Log-spaced points per decade of `--l1 sweep` (issue 20: a decade sweep jumped over the usable band)."""
+
+
+def l1_sweep(architecture: str) -> tuple[float, ...]:
+    """The λ values of `--l1 sweep`: L1_SWEEP's range, L1_SWEEP_PER_DECADE log-spaced points per
+    decade, both ends included, rounded to 3 significant digits (relu: 0.01, 0.0178, 0.0316, …, 1)."""
+    lo, hi = L1_SWEEP[architecture]
+    n = round(math.log10(hi / lo) * L1_SWEEP_PER_DECADE)
+    return tuple(float(f"{lo * 10 ** (i / L1_SWEEP_PER_DECADE):.3g}") for i in range(n + 1))
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """What `clipsae train` reads and writes, and the values it sweeps: one SAE per combination
@@ -271,9 +298,10 @@ class SweepConfig:
     """Active latents per input for topk/batchtopk/matryoshka; a comma list sweeps."""
     groups: tuple[int, ...] | None = field(default=None, metadata=COMMAS)
     """matryoshka: nested prefix sizes g1,g2,...,d_sae (increasing, the last = --d-sae)."""
-    l1: tuple[float, ...] | None = field(default=None, metadata=COMMAS)
-    """Sparsity coefficient λ (relu: L1, jumprelu: L0) in the --l1-convention; a comma list sweeps
-    (default: relu 0.07, jumprelu 0.03; a first scaled sweep for relu: 0.05,0.07,0.1)."""
+    l1: tuple[float, ...] | None = field(default=None, metadata=COMMAS_OR_SWEEP)
+    """Sparsity coefficient λ (relu: L1, jumprelu: L0) in the --l1-convention; a comma list sweeps;
+    `sweep`: the documented log-spaced sweep, 4 values per decade (`L1_SWEEP`: relu 0.01..1,
+    jumprelu 0.001..0.1) in one pass (default: relu 0.07, jumprelu 0.03)."""
     seed: tuple[int, ...] | None = field(default=None, metadata=COMMAS)
     """Seeds the weight init and the resampling draws, and (unless --data-seed) the chunk order,
     the within-block shuffles and the init sample (default 0). A comma list trains one SAE per
@@ -293,6 +321,10 @@ class SweepConfig:
             return list(self.k), [0.0]
         if self.k:
             raise ValueError(f"--k is for {'/'.join(sorted(K_ARCHS))}; --arch {architecture} uses --l1")
+        if self.l1 == ("sweep",):
+            return [None], list(l1_sweep(architecture))
+        if self.l1 and any(isinstance(v, str) for v in self.l1):
+            raise ValueError(f"--l1: numbers or the word sweep; got {','.join(map(str, self.l1))}")
         return [None], list(self.l1 or [DEFAULT_L1[architecture]])
 
 

@@ -4,7 +4,9 @@
     clipsae metrics --acts cache/ --sae saes/l1_0.01 --out metrics.md
     clipsae metrics --sae saes/k_32_seed_0 --compare saes/k_32_seed_1   # seed stability
 
-Prints a seed-001 style Markdown table; `--out` also writes it (and a `.json` beside it).
+Prints a seed-001 style Markdown table; `--out` also writes it (and a `.json` beside it). A
+refitted relu SAE (`refit.py`) gets two rows: "NAME (before refit)" (its before_refit/
+sub-folder) and NAME, so the refit's effect at the same L0 is read off the table.
 `--compare` adds a table of one-to-one decoder matches (`stability.match_dictionaries`):
 the fraction of latents matched at cos >= 0.9 and the mean matched cosine per pair of SAEs.
 """
@@ -21,6 +23,7 @@ from .files import atomic_write_text
 from .data import ActivationSource
 from .metrics import MetricsAccumulator, markdown_table
 from .progress import Progress
+from .refit import BEFORE_REFIT_DIR
 from .sae import SparseAutoencoder
 from .device import resolve_device
 
@@ -63,12 +66,16 @@ def metrics_main(acts: str, sae_path: str, out: str | None = None, batch_size: i
     dev = resolve_device(device)
     rows, records = [], []
     root = Path(sae_path)
-    for d in io.find_sae_dirs(root):
-        sae = io.load_sae(d, device=dev)
-        name = d.name if d != root else root.name
-        m = evaluate_sae(sae, source, batch_size=batch_size, device=dev, max_rows=max_rows)
-        rows.append((describe(sae, name), m))
-        records.append({"sae": str(d), **describe(sae, name), **m})
+    for top in io.find_sae_dirs(root):
+        name = top.name if top != root else root.name
+        # a refitted SAE (relu, `refit.py`) is shown beside its weights before the refit
+        before = top / BEFORE_REFIT_DIR
+        pairs = [(before, f"{name} (before refit)")] if (before / io.CFG_FILE).exists() else []
+        for d, label in pairs + [(top, name)]:
+            sae = io.load_sae(d, device=dev)
+            m = evaluate_sae(sae, source, batch_size=batch_size, device=dev, max_rows=max_rows)
+            rows.append((describe(sae, label), m))
+            records.append({"sae": str(d), **describe(sae, label), **m})
     table = markdown_table(rows)
     if out:
         atomic_write_text(out, table + "\n")

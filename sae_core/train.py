@@ -20,6 +20,7 @@ metrics (`clipsae metrics`).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from .errors import TrainingDiverged
 from .files import atomic_write_dir, atomic_write_text
 from .init import init_runs
 from .progress import Progress
+from .refit import BEFORE_REFIT_DIR, REFIT_ARCHS, refit_
 from .schedule import resolve
 from .sweep import RunSpec, sae_dir
 from .trainer import SAETrainer
@@ -144,8 +146,18 @@ def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: Train
             if step >= total:
                 break
     bar.close()
+    written = _save_runs(source, out, specs, runs, cfg, meta, src_meta, total)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    log.info("wrote %s", ", ".join(str(p) for p in written))
+    return written
+
+
+def _save_runs(source: ActivationSource, out: Path, specs: list[RunSpec], runs: list[SAETrainer],
+               cfg: TrainConfig, meta: dict, src_meta: dict, total: int) -> list[Path]:
+    """Refit (relu, jumprelu: `TrainConfig.refit`) and save every trained SAE, and the run's summary."""
     written = []
     summary = {**meta, "steps": total, "final_metrics": {}}
+    refit_x = None
     for run in runs:
         run.sae.eval()
         dest = sae_dir(out, specs, run.spec)
@@ -157,21 +169,30 @@ def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: Train
         for name, t in io.sae_state_tensors(run.sae).items():
             if not torch.isfinite(t).all():
                 raise TrainingDiverged(f"SAE {run.spec.name!r}: {name} contains NaN/inf after training; not saved")
+        before = None
+        if cfg.refit != "none" and run.spec.cfg.architecture in REFIT_ARCHS:
+            if refit_x is None:
+                refit_x = torch.from_numpy(sample_rows(source, cfg.refit_rows, cfg.seed + 2))
+            before = copy.deepcopy(run.sae)
+            info = refit_(run.sae, refit_x, mode=cfg.refit)
+            run.sae.cfg = SAEConfig.from_dict({**run.sae.cfg.to_dict(), "metadata": {
+                **cfg_meta, "refit": cfg.refit, **info}})
         if dest == out:
-            _save_into_run_folder(run.sae, out)
+            _save_into_run_folder(run.sae, out, before)
         else:
             io.save_sae(run.sae, dest)
+            if before is not None:
+                io.save_sae(before, dest / BEFORE_REFIT_DIR)
         summary["final_metrics"][run.spec.name] = run.last_metrics
         written.append(dest)
     atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2))
-    shutil.rmtree(ckpt, ignore_errors=True)
-    log.info("wrote %s", ", ".join(str(p) for p in written))
     return written
 
 
-def _save_into_run_folder(sae, out: Path) -> None:
+def _save_into_run_folder(sae, out: Path, before=None) -> None:
     """A single SAE is written into OUT itself: swap in a folder holding its files and the run's
-    own (train_config.json, train.log), so saving the SAE keeps what the run wrote."""
+    own (train_config.json, train.log), so saving the SAE keeps what the run wrote; `before`
+    (the SAE before its refit) goes to OUT/before_refit/."""
     for handler in logging.getLogger("sae_core").handlers:
         if isinstance(handler, logging.FileHandler):
             handler.close()  # reopened (appending, in the new folder) by the next line logged
@@ -181,6 +202,8 @@ def _save_into_run_folder(sae, out: Path) -> None:
         for f in (tmp / "sae").iterdir():
             os.replace(f, tmp / f.name)
         (tmp / "sae").rmdir()
+        if before is not None:
+            io.save_sae(before, tmp / BEFORE_REFIT_DIR)
         for name in ("train_config.json", LOG_FILE):
             if (out / name).exists():
                 shutil.copy2(out / name, tmp / name)

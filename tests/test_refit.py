@@ -1,0 +1,155 @@
+"""ReLU without shrinkage: the support-frozen refit (`sae_core/refit.py`) and `--l1 sweep`."""
+
+import argparse
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sae_core.cliargs import add_config_flags, config_from_args
+from sae_core.config import L1_SWEEP, L1_SWEEP_PER_DECADE, SAEConfig, SweepConfig, TrainConfig, l1_sweep
+from sae_core.data import ActivationSource
+from sae_core.evaluate import evaluate_sae, metrics_main
+from sae_core.io import load_sae
+from sae_core.refit import BEFORE_REFIT_DIR, refit_
+from sae_core.sae import SparseAutoencoder
+from sae_core.sweep import make_specs
+from sae_core.synthetic import planted_dictionary
+from sae_core.train import train
+
+QUIET = dict(checkpoint_every=0, log_every=10**9, init_rows=4096)
+
+
+def _random_sae(arch: str, seed: int) -> tuple[SparseAutoencoder, torch.Tensor]:
+    """A small SAE with sparse codes on Gaussian inputs (bias -1.0: a latent fires on ~1/6 of the rows)."""
+    g = torch.Generator().manual_seed(seed)
+    sae = SparseAutoencoder(SAEConfig(d_in=12, d_sae=20, architecture=arch), generator=g).eval()
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn(12, 20, generator=g) / 12**0.5)
+        sae.b_enc.fill_(-1.0 if arch == "relu" else 0.0)
+        sae.b_dec.copy_(0.1 * torch.randn(12, generator=g))
+        if arch == "jumprelu":
+            sae.threshold.fill_(1.0)
+    return sae, torch.randn(600, 12, generator=g).mul(1.5).add(0.3)
+
+
+def _codes(sae: SparseAutoencoder, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return sae.encode(x).double().numpy()
+
+
+@pytest.mark.parametrize("arch", ["relu", "jumprelu"])
+def test_decoder_refit_is_the_least_squares_fit_on_the_frozen_support(arch):
+    """Decoder mode equals numpy's least squares of x on [f, 1]; every code is the old one times
+    a positive per-latent scale (same support, same L0); decoder rows stay unit-norm."""
+    sae, x = _random_sae(arch, 2031)
+    f0 = _codes(sae, x)
+    a = np.hstack([f0, np.ones((len(f0), 1))])
+    sol, *_ = np.linalg.lstsq(a, x.double().numpy(), rcond=None)
+    refit_(sae, x, mode="decoder")
+    f1 = _codes(sae, x)
+    assert np.array_equal(f1 > 0, f0 > 0)
+    scale = f1.sum(0) / np.where(f0.sum(0) > 0, f0.sum(0), 1)
+    np.testing.assert_allclose(f1, f0 * scale, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        x_hat = sae.decode(sae.encode(x)).double().numpy()
+        row_norms = sae.W_dec.norm(dim=1).numpy()
+    np.testing.assert_allclose(x_hat, a @ sol, atol=1e-4)
+    np.testing.assert_allclose(row_norms, 1.0, atol=1e-5)
+
+
+def test_scale_refit_keeps_the_directions_and_is_the_least_squares_scale():
+    """Scale mode: decoder rows keep their directions (up to sign), and x̂ is numpy's least squares
+    over one scale per latent and b_dec, built as an explicit (rows·d) × (latents + d) design."""
+    sae, x = _random_sae("relu", 2032)
+    f0 = _codes(sae, x)
+    u = sae.W_dec.detach().double().numpy()
+    n, d = x.shape
+    design = np.hstack([(f0[:, :, None] * u[None]).transpose(0, 2, 1).reshape(n * d, -1), np.tile(np.eye(d), (n, 1))])
+    sol, *_ = np.linalg.lstsq(design, x.double().numpy().reshape(-1), rcond=None)
+    refit_(sae, x, mode="scale")
+    with torch.no_grad():
+        x_hat = sae.decode(sae.encode(x)).double().numpy()
+        cos = (sae.W_dec.double().numpy() * u).sum(1)
+    np.testing.assert_allclose(x_hat.reshape(-1), design @ sol, atol=1e-4)
+    np.testing.assert_allclose(np.abs(cos), 1.0, atol=1e-6)
+
+
+def test_refit_refuses_the_k_architectures():
+    sae = SparseAutoencoder(SAEConfig(d_in=8, d_sae=16, architecture="topk", k=2))
+    with pytest.raises(ValueError, match="topk"):
+        refit_(sae, torch.randn(10, 8))
+
+
+def test_l1_sweep_is_log_spaced_at_least_three_per_decade_over_the_documented_range():
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, SweepConfig)
+    sweep = config_from_args(SweepConfig, parser.parse_args(["--acts", "a", "--out", "o", "--l1", "sweep"]))
+    for arch in ("relu", "jumprelu"):
+        values = sweep.values(arch)[1]
+        assert values == list(l1_sweep(arch))
+        lo, hi = L1_SWEEP[arch]
+        assert values[0] == lo and values[-1] == hi
+        steps = np.diff(np.log10(values))
+        assert L1_SWEEP_PER_DECADE >= 3 and steps.max() <= 1 / 3 + 0.01 and steps.min() > 0
+        assert len(values) >= 3 * math.log10(hi / lo)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--acts", "a", "--out", "o", "--l1", "sweeep"])
+
+
+@pytest.fixture(scope="module")
+def planted_sweep(tmp_path_factory):
+    """`--l1 sweep` (relu) on planted data of a seed and shape no other test uses: 8,192 training
+    rows (+2,048 held out), d=32, 48 unit atoms, 3 active per row, noise 0.02, 96 latents."""
+    x, atoms = planted_dictionary(8192 + 2048, 32, 48, 3, noise=0.02, seed=2041)
+    tmp = tmp_path_factory.mktemp("refit")
+    np.save(tmp / "train.npy", x[:8192])
+    np.save(tmp / "heldout.npy", x[8192:])
+    _, l1_values = SweepConfig(acts="", out="", l1=("sweep",)).values("relu")
+    specs = make_specs(SAEConfig(d_in=32, d_sae=96), l1_values, [None])
+    paths = train(tmp / "train.npy", tmp / "out", specs, TrainConfig(epochs=5, batch_size=128, **QUIET))
+    return tmp, atoms, dict(zip(l1_values, paths))
+
+
+def _score(path, heldout, atoms) -> dict[str, float]:
+    sae = load_sae(path)
+    m = evaluate_sae(sae, ActivationSource(heldout))
+    w = sae.W_dec.detach().numpy()
+    m["mmc"] = float((atoms @ (w / np.linalg.norm(w, axis=1, keepdims=True)).T).max(axis=1).mean())
+    return m
+
+
+def test_some_lambda_of_the_sweep_recovers_and_the_refit_raises_ev_at_the_same_l0(planted_sweep):
+    tmp, atoms, paths = planted_sweep
+    good, lines = [], []
+    for lam, path in paths.items():
+        before = _score(path / BEFORE_REFIT_DIR, tmp / "heldout.npy", atoms)
+        after = _score(path, tmp / "heldout.npy", atoms)
+        lines.append(f"λ={lam:g}: L0 {before['l0']:.2f}->{after['l0']:.2f} EV {before['explained_variance']:.3f}->"
+                     f"{after['explained_variance']:.3f} mmc {before['mmc']:.3f}->{after['mmc']:.3f}")
+        assert after["l0"] == pytest.approx(before["l0"], rel=1e-3), lines[-1]
+        if 0 < before["l0"] <= 3 * 3:  # the sparse band: the refit must help there
+            assert after["explained_variance"] > before["explained_variance"] + 0.005, lines[-1]
+        if after["mmc"] >= 0.9 and after["explained_variance"] >= 0.85 and after["l0"] <= 3 * 3:
+            good.append(lam)
+    assert good, "\n".join(lines)
+
+
+def test_metrics_show_each_refitted_sae_beside_its_weights_before_the_refit(planted_sweep):
+    tmp, _, paths = planted_sweep
+    lam = sorted(paths)[len(paths) // 2]
+    table = metrics_main(str(tmp / "heldout.npy"), str(paths[lam]), max_rows=512)
+    names = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert names == [f"{paths[lam].name} (before refit)", paths[lam].name]
+
+
+def test_refit_none_writes_no_before_refit_folder(tmp_path):
+    x, _ = planted_dictionary(1024, 16, 24, 2, noise=0.02, seed=2043)
+    np.save(tmp_path / "x.npy", x)
+    spec = make_specs(SAEConfig(d_in=16, d_sae=32), [0.1], [None])
+    [off] = train(tmp_path / "x.npy", tmp_path / "off", spec, TrainConfig(refit="none", **QUIET))
+    [on] = train(tmp_path / "x.npy", tmp_path / "on", spec, TrainConfig(**QUIET))
+    assert not (off / BEFORE_REFIT_DIR).exists()
+    assert (on / BEFORE_REFIT_DIR / "cfg.json").exists() and (on / "train_config.json").exists()
+    assert load_sae(on).cfg.metadata["refit"] == "scale"
