@@ -147,13 +147,15 @@ def bench_suite(name: str, s: dict, tmp: Path, seed: int) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| set | settings | tool | batch | lr | wall s | samples/s (whole command) | sparsify loop only | "
+    lines = ["| set | settings | tool | batch | lr | wall s | samples/s (whole command) | samples/s (loop only) | "
              "mmc | EV | L0 | clipsae speed ÷ sparsify (whole / loop) |", "|" + "---|" * 12]
     for r in rows:
         ratio = "—"
         if r["tool"] == "clipsae":
             sp = next(o for o in rows if o["tool"] == "sparsify" and o["suite"] == r["suite"] and o["setting"] == r["setting"])
-            ratio = f"{r['samples_s'] / sp['samples_s']:.2f}× / {r['samples_s'] / sp['loop_samples_s']:.2f}×"
+            ratio = f"{r['samples_s'] / sp['samples_s']:.2f}×"
+            if "loop_samples_s" in r and "loop_samples_s" in sp:  # each tool's loop against the other's
+                ratio += f" / {r['loop_samples_s'] / sp['loop_samples_s']:.2f}×"
         loop = f"{r['loop_samples_s']:.0f}" if "loop_samples_s" in r else "—"
         lines.append(f"| {r['suite']} | {r['setting']} | {r['tool']} | {r['batch']} | {r['lr']:.2g} | {r['wall_s']:.1f} | "
                      f"{r['samples_s']:.0f} | {loop} | {r['mmc']:.3f} | {r['ev']:.3f} | {r['l0']:.1f} | {ratio} |")
