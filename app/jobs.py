@@ -28,6 +28,7 @@ priority, on Gradio's threads) keeps the CPU it needs while a generation runs.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -205,8 +206,11 @@ def in_generation_thread(fn: Callable[[], T], nice: int = GENERATION_NICE, threa
     """`fn()` run on a new thread whose CPU priority is `nice` steps lower (Linux: priority is
     per thread, and the torch worker threads it starts inherit it) and whose torch intra-op
     threads are `threads` (default `generation_threads()`; torch's count is per thread);
-    returns its value or raises its exception. The calling thread keeps its priority."""
+    returns its value or raises its exception. The calling thread keeps its priority. `fn`
+    runs in a copy of the caller's context variables (Gradio's progress reports go through
+    them: without the copy a job's step lines never reach its page)."""
     out: dict[str, object] = {}
+    context = contextvars.copy_context()
 
     def work() -> None:
         try:
@@ -218,7 +222,7 @@ def in_generation_thread(fn: Callable[[], T], nice: int = GENERATION_NICE, threa
             import torch
 
             torch.set_num_threads(threads or generation_threads())
-            out["value"] = fn()
+            out["value"] = context.run(fn)
         except BaseException as exc:  # handed to the caller
             out["error"] = exc
 

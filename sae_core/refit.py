@@ -113,8 +113,9 @@ def refit_(sae: SparseAutoencoder, x_nd: Tensor, batch_size: int = 4096, mode: s
     norms = rows.norm(dim=1)
     keep = norms > MIN_SCALE
     lat, rows, norms = lat[keep], rows[keep], norms[keep]
-    # b_enc absorbs b_dec's change so that every pre-activation stays the same, then the scales fold in.
-    sae.b_enc += (b_dec_new - sae.b_dec) @ sae.W_enc
+    # b_enc absorbs b_dec's change so that every pre-activation stays the same, then the scales fold in:
+    # (x − b_new)·W + b_enc' = (x − b_old)·W + b_enc gives b_enc' = h(b_new) under the old b_dec.
+    sae.b_enc.copy_(sae.pre_activation(b_dec_new[None])[0])
     sae.b_dec.copy_(b_dec_new)
     scale = norms.to(sae.W_enc.dtype)
     sae.W_dec[lat] = (rows / norms[:, None]).to(sae.W_dec.dtype)

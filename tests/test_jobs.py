@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from app.jobs import Cancelled, FairQueue, Job
+from app.jobs import Cancelled, FairQueue, Job, in_generation_thread
 
 
 def _wait_for(condition, what: str, guard_s: float = 120.0) -> None:
@@ -194,7 +194,7 @@ def test_generation_threads_run_at_lower_priority_with_fewer_torch_threads():
 
     import torch
 
-    from app.jobs import generation_threads, in_generation_thread
+    from app.jobs import generation_threads
 
     def inside():
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), torch.get_num_threads()
@@ -212,3 +212,13 @@ def test_generation_threads_run_at_lower_priority_with_fewer_torch_threads():
 
 def _raise_cancelled():
     raise Cancelled("stopped inside")
+
+
+def test_the_generation_thread_sees_the_callers_context_variables():
+    """Gradio's progress reports find their event through context variables: the generation
+    thread must run in the caller's context, or a job's step lines never reach its page."""
+    import contextvars
+
+    var = contextvars.ContextVar("event", default=None)
+    var.set("event-7")
+    assert in_generation_thread(var.get, nice=0, threads=1) == "event-7"

@@ -105,9 +105,9 @@ def test_up_serves_the_docker_layout(mounted, monkeypatch):
     launched = []
     real_launch = app.server.launch
 
-    def launch(demo, host, port, share=False, prevent_thread_lock=False):
+    def launch(demo, host, port, share=False, prevent_thread_lock=False, auth=None):
         launched.append(demo)
-        return real_launch(demo, host, port, share=share, prevent_thread_lock=True)
+        return real_launch(demo, host, port, share=share, prevent_thread_lock=True, auth=auth)
 
     monkeypatch.setattr(app.server, "launch", launch)
     with socket.socket() as s:
