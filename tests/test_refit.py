@@ -100,15 +100,15 @@ def test_l1_sweep_is_log_spaced_at_least_three_per_decade_over_the_documented_ra
 
 @pytest.fixture(scope="module")
 def planted_sweep(tmp_path_factory):
-    """`--l1 sweep` (relu) on planted data of a seed and shape no other test uses: 8,192 training
+    """`--l1 sweep` (relu) on planted data of a seed and shape no other test uses: 4,096 training
     rows (+2,048 held out), d=32, 48 unit atoms, 3 active per row, noise 0.02, 96 latents."""
-    x, atoms = planted_dictionary(8192 + 2048, 32, 48, 3, noise=0.02, seed=2041)
+    x, atoms = planted_dictionary(4096 + 2048, 32, 48, 3, noise=0.02, seed=2041)
     tmp = tmp_path_factory.mktemp("refit")
-    np.save(tmp / "train.npy", x[:8192])
-    np.save(tmp / "heldout.npy", x[8192:])
+    np.save(tmp / "train.npy", x[:4096])
+    np.save(tmp / "heldout.npy", x[4096:])
     _, l1_values = SweepConfig(acts="", out="", l1=("sweep",)).values("relu")
     specs = make_specs(SAEConfig(d_in=32, d_sae=96), l1_values, [None])
-    paths = train(tmp / "train.npy", tmp / "out", specs, TrainConfig(epochs=5, batch_size=128, **QUIET))
+    paths = train(tmp / "train.npy", tmp / "out", specs, TrainConfig(epochs=4, batch_size=128, **QUIET))
     return tmp, atoms, dict(zip(l1_values, paths))
 
 
@@ -122,18 +122,21 @@ def _score(path, heldout, atoms) -> dict[str, float]:
 
 def test_some_lambda_of_the_sweep_recovers_and_the_refit_raises_ev_at_the_same_l0(planted_sweep):
     tmp, atoms, paths = planted_sweep
-    good, lines = [], []
+    good, lines, gains = [], [], []
     for lam, path in paths.items():
         before = _score(path / BEFORE_REFIT_DIR, tmp / "heldout.npy", atoms)
         after = _score(path, tmp / "heldout.npy", atoms)
         lines.append(f"λ={lam:g}: L0 {before['l0']:.2f}->{after['l0']:.2f} EV {before['explained_variance']:.3f}->"
                      f"{after['explained_variance']:.3f} mmc {before['mmc']:.3f}->{after['mmc']:.3f}")
         assert after["l0"] == pytest.approx(before["l0"], rel=1e-3), lines[-1]
-        if 0 < before["l0"] <= 3 * 3:  # the sparse band: the refit must help there
-            assert after["explained_variance"] > before["explained_variance"] + 0.005, lines[-1]
+        gain = after["explained_variance"] - before["explained_variance"]
+        assert gain >= -0.002, lines[-1]  # fitted on the training rows, scored on held-out ones
+        if 0 < before["l0"] <= 3 * 3:  # the sparse band, where the L1 shrinks most
+            assert gain > 0, lines[-1]
+            gains.append(gain)
         if after["mmc"] >= 0.9 and after["explained_variance"] >= 0.85 and after["l0"] <= 3 * 3:
             good.append(lam)
-    assert good, "\n".join(lines)
+    assert good and max(gains) >= 0.02, "\n".join(lines)
 
 
 def test_metrics_show_each_refitted_sae_beside_its_weights_before_the_refit(planted_sweep):
