@@ -61,12 +61,13 @@ class Served:
     folder: Path
 
 
-def serve_app(d: Path) -> Served:
-    """Build the data and launch the app on a free port (close with served.demo.close())."""
+def serve_app(d: Path, built: bool = False) -> Served:
+    """Launch the app on a free port over the data in `d` (built there first unless `built`);
+    close with served.demo.close(). The suite shares one: conftest's session `served_app`."""
     from app.server import launch, make_handlers
     from app.ui import build_ui
 
-    atlas, katlas = build_app_data(d)
+    atlas, katlas = (d / "atlas", d / "katlas") if built else build_app_data(d)
     handlers, banner = make_handlers(atlas, katlas, tiny_kandinsky=True, device="cpu")
     demo = build_ui(handlers, banner)
     port = free_port()

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-import numpy as np
-import pytest
+# Threads for a shared, busy machine: OpenMP workers sleep instead of spinning when idle (a
+# spinning pool steals the cores the app's server threads and the other job need). Set before
+# numpy/torch load their OpenMP runtimes.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("KMP_BLOCKTIME", "0")
 
-from sae_core.synthetic import planted_dictionary
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from sae_core.synthetic import planted_dictionary  # noqa: E402
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,3 +41,26 @@ def small_npy(tmp_path) -> str:
     path = tmp_path / "acts.npy"
     np.save(path, x)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def app_data(tmp_path_factory) -> Path:
+    """The app tests' data, built once for the suite: `atlas` (CLIP) and `katlas` (steering)
+    under the returned folder (see app_fixtures.build_app_data). Tests that change a file
+    restore it; tests that need their own copy copy a folder to tmp_path."""
+    from app_fixtures import build_app_data
+
+    d = tmp_path_factory.mktemp("app_data")
+    build_app_data(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def served_app(app_data):
+    """One app served on 127.0.0.1 over `app_data` for every test that drives a server
+    (test_app.py over HTTP, test_app_browser.py in Chromium)."""
+    from app_fixtures import serve_app
+
+    s = serve_app(app_data, built=True)
+    yield s
+    s.demo.close()

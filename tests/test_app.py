@@ -19,16 +19,14 @@ from PIL import Image
 
 from app.server import launch, make_handlers
 from app.ui import build_ui
-from app_fixtures import free_port, serve_app
+from app_fixtures import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    s = serve_app(tmp_path_factory.mktemp("app"))
-    yield s
-    s.demo.close()
+def served(served_app):
+    return served_app  # conftest's: one server for the suite
 
 
 @pytest.fixture(scope="module")
@@ -179,31 +177,32 @@ def test_server_binds_loopback_only(served):
         assert _listening(s.getsockname()[1]) == ["0.0.0.0"]
 
 
+def _wait_for(condition, what: str, guard_s: float = 300.0) -> None:
+    """Poll until `condition()` holds; `guard_s` only turns a hang into a failure (no timing is asserted)."""
+    deadline = time.monotonic() + guard_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 def test_a_cancelled_generation_stops_its_work_and_frees_the_queue(served, client):
     unet = served.handlers.steerer.pipes.decoder.unet
-    calls: list[float] = []
-    hook = unet.register_forward_pre_hook(lambda *a: calls.append(time.perf_counter()))
+    queue = served.handlers.steerer.queue
+    calls: list[int] = []
+    hook = unet.register_forward_pre_hook(lambda *a: calls.append(1))
     try:
         job = client.submit("a red boat", "0:2", "multiply", 7, 100, 64, None, api_name="/steer")
-        deadline = time.time() + 120
-        while len(calls) < 3 and time.time() < deadline:
-            time.sleep(0.05)
-        assert len(calls) >= 3, "the generation never reached the decoder"
-        t0 = time.perf_counter()
+        _wait_for(lambda: len(calls) >= 3, "the generation never reached the decoder")
         header, *_ = client.predict(1, api_name="/latent_page")  # browsing does not wait for the generation
-        assert header.startswith("## Latent 1") and time.perf_counter() - t0 < 10
+        assert header.startswith("## Latent 1") and queue.running is not None and len(calls) < 200
         job.cancel()
-        cancelled_at = time.perf_counter()
-        time.sleep(3.0)
+        _wait_for(lambda: queue.running is None, "the cancelled generation never left the queue")
         n = len(calls)
-        time.sleep(1.5)
-        assert len(calls) == n < 200  # stopped: no more decoder steps, far from 2 × 100
-        assert calls[-1] - cancelled_at < 3.0  # at most the step under way finished
-        t0 = time.perf_counter()
+        assert n < 200  # stopped: far from 2 × 100 decoder steps
         other = Client(served.url, verbose=False)
         orig, steered = other.predict("a red boat", "0:1", "multiply", 1, 2, 64, None, api_name="/steer")
         assert np.array_equal(np.asarray(Image.open(orig)), np.asarray(Image.open(steered)))
-        assert time.perf_counter() - t0 < 60
+        assert len(calls) - n <= 4  # only the new 2-step generation ran: the cancelled one never resumed
     finally:
         hook.remove()
 

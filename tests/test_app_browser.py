@@ -10,17 +10,14 @@ import time
 
 import pytest
 
-from app_fixtures import serve_app
 from browser import open_browser, overflows_sideways, wait_header, wait_text, wait_url, why_not
 
 pytestmark = pytest.mark.skipif(why_not() is not None, reason=why_not() or "")
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    s = serve_app(tmp_path_factory.mktemp("browser"))
-    yield s
-    s.demo.close()
+def served(served_app):
+    return served_app  # conftest's: one server for the suite
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,15 @@ from app.handlers_steer import slot_edits
 from app.readout import COSINE_WARN, Shift
 from app.server import make_handlers
 from app.steer import steer_embedding
-from app_fixtures import K_LATENTS, build_app_data
+from app_fixtures import K_LATENTS
 from sae_core.edit import Edit
 
 STEPS = dict(seed=1, steps=2, resolution=64)
 
 
 @pytest.fixture(scope="module")
-def h(tmp_path_factory):
-    atlas, katlas = build_app_data(tmp_path_factory.mktemp("handlers"))
+def h(app_data):
+    atlas, katlas = app_data / "atlas", app_data / "katlas"  # conftest's, built once for the suite
     handlers, _ = make_handlers(atlas, katlas, tiny_kandinsky=True, device="cpu", measure_timings=False)
     return handlers
 
@@ -190,6 +190,7 @@ def test_patch_click_lists_the_latents_active_on_that_patch(h):
 def test_feature_icons_are_made_once_and_cached(h):
     k = h.steer_atlas
     j = h.landing(k.name)[1]
+    (h.icons.cache / f"{j}.png").unlink(missing_ok=True)  # the shared app data: another test may have made it
     calls = []
     real = h.steerer.decode
     h.steerer.decode = lambda *a, **kw: calls.append(1) or real(*a, **kw)
