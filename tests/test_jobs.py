@@ -19,14 +19,6 @@ def _wait_for(condition, what: str, guard_s: float = 120.0) -> None:
         time.sleep(0.01)
 
 
-def _wait_for(condition, what: str, guard_s: float = 120.0) -> None:
-    """Poll until `condition()` holds; `guard_s` only turns a hang into a failure."""
-    deadline = time.monotonic() + guard_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
-
-
 def _run_in_threads(queue: FairQueue, jobs: list[Job], order: list, hold: threading.Event) -> list[threading.Thread]:
     """Start each job in its own thread, in list order, each waiting until it is queued;
     `order` receives each job as it runs (or "cancelled:<session>")."""
