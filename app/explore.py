@@ -65,7 +65,7 @@ class ExploreHandlers:
             raise ValueError("choose a latent in Inspect's table or in a patch's list")
         a = self.atlas
         chosen = a.check_latent(str(latent).split()[0] if isinstance(latent, str) else latent)
-        picture = self._input_image(image, dataset_image)  # type: ignore[attr-defined]
+        picture, _ = self._input_image(image, dataset_image)  # type: ignore[attr-defined]
         res = self.explorer.activations(self.inspector, picture)  # type: ignore[arg-type]
         value = float(res["scores"][chosen])
         heat = None

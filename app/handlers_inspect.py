@@ -33,11 +33,18 @@ class InspectHandlers:
     inspector: Inspector | None
     render: RenderCache
 
-    def _input_image(self, image: Any, dataset_image: Any) -> Image.Image:
-        """The upload (decoded by our decoder), or dataset image number `dataset_image`."""
+    def _input_image(self, image: Any, dataset_image: Any) -> tuple[Image.Image, str]:
+        """The upload (decoded by our decoder), or dataset image number `dataset_image` ("#N"
+        too, as captions write it); and a note when both were given (the upload is used)."""
         if self.inspector is None:
             raise ValueError("inspecting images needs the atlas's encoder, which is not available for this atlas")
+        if isinstance(dataset_image, str):
+            dataset_image = dataset_image.strip().removeprefix("#").strip()
         decoded = read_upload(image)
+        if decoded is not None and dataset_image not in (None, ""):
+            given = str(dataset_image)[:20]
+            return decoded, (f"Both an upload and dataset image {given} were given: the upload is inspected "
+                             "(clear it to inspect the dataset image).")
         if decoded is None and dataset_image not in (None, ""):
             n = len(self.atlas.image_paths)
             if n == 0:
@@ -49,20 +56,20 @@ class InspectHandlers:
             decoded = read_upload(path, what=f"dataset image {index}")
         if decoded is None:
             raise ValueError("upload an image (or give a dataset image index) first")
-        return decoded
+        return decoded, ""
 
     def inspect(self, image: Any, latent: Any = None, dataset_image: Any = None
                 ) -> tuple[str, Image.Image | None, list, list, dict]:
         """An image's most active latents (each a link to its page), a heat map of one latent
         over its patches with a colour scale, each latent's best dataset image, the nearest
         dataset images, and the numbers (including each patch's top latents for patch clicks)."""
-        image = self._input_image(image, dataset_image)
+        image, note = self._input_image(image, dataset_image)
         res = self.inspector.run(image)  # type: ignore[union-attr]
         top = res["top"]
         a = self.atlas
         rows = [f"| {link(a, s)} | {v:.4g} | {', '.join(a.short_label(s))} |" for s, v in top]
         table = ("| latent | activation | label |\n|---|---|---|\n" + "\n".join(rows)) if rows else "No latent fires."
-        chosen = a.check_latent(latent) if latent not in (None, "") else (top[0][0] if top else None)
+        chosen = a.check_latent(latent) if latent not in (None, "") else _most_active_on_patches(top, res["patches"])
         heat, grid, per_patch = None, 0, []
         if chosen is not None and res["patches"] is not None:
             vals = np.maximum(res["patches"][:, chosen], 0)
@@ -85,6 +92,8 @@ class InspectHandlers:
         examples = [(self.render.thumb(int(a.topk_ids[s, 0])), f"{v:.3g} · latent {s}")
                     for s, v in top if a.topk_ids[s, 0] >= 0 and a.image_paths]
         data = {"top": top, "latent": chosen, "grid": grid, "patch_latents": per_patch}
+        if note:
+            table = f"> ⚠️ {note}\n\n{table}"
         return table, heat, examples, near, data
 
     def patch_view(self, data: dict | None, x: float, y: float) -> str:
@@ -104,7 +113,7 @@ class InspectHandlers:
     def heatmap(self, image: Any, text: str, latent: Any, scale: Any = 0.0,
                 dataset_image: Any = None) -> tuple[list, str]:
         """Gradient heat maps of cos(image, text): as is, with `latent` × `scale`, and the difference."""
-        image = self._input_image(image, dataset_image)
+        image, _ = self._input_image(image, dataset_image)
         if latent in (None, ""):
             raise ValueError("name the latent to remove or scale (run Inspect to see the active ones)")
         chosen = self.atlas.check_latent(latent)
@@ -129,3 +138,15 @@ class InspectHandlers:
               f"(spliced back in at `{self.inspector.meta['hook_name']}`, SAE error kept). "  # type: ignore[union-attr]
               f"Heat moved: Σ|Δ| / Σ = {change:.3f}.")
         return shown, md
+
+
+def _most_active_on_patches(top: list, patches: np.ndarray | None) -> int | None:
+    """The latent Inspect's heat map opens on: the most active one that fires on some patch
+    (one that fires on the whole image only would draw a blank map), else the most active."""
+    if not top:
+        return None
+    if patches is not None:
+        for s, _ in top:
+            if float(patches[:, s].max()) > 0:
+                return int(s)
+    return int(top[0][0])

@@ -31,7 +31,7 @@ def answer(fn: Callable, n_outputs: int, status: int | None = None) -> Callable:
         try:
             return fn(*args, **kwargs)
         except EXPECTED as exc:
-            log.info("%s: %s", fn.__name__, exc)
+            log.info("%s: %.300s", fn.__name__, exc)  # capped: the message can quote user input
             text = one_line(exc)
             gr.Warning(text)
             out: list[Any] = [gr.skip()] * n_outputs

@@ -44,7 +44,7 @@ def guard(fn: Callable) -> Callable:
         if isinstance(exc, gr.Error):
             return exc
         if isinstance(exc, EXPECTED):
-            log.info("%s: %s", fn.__name__, exc)
+            log.info("%s: %.300s", fn.__name__, exc)  # capped: the message can quote user input
             return _user_error(exc)
         log.exception("%s failed", fn.__name__)
         return gr.Error("something went wrong on the server (the server log has the details)", print_exception=False)

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import gradio as gr
 import pytest
 import torch
 from PIL import Image
@@ -342,3 +343,30 @@ def test_histogram_bars_are_proportional_to_the_counts(tmp_path, log_counts):
     heights = [int(red[:, int(left + (b + 0.5) / 50 * (right - left))].sum()) for b in (5, 20, 30)]
     expected = np.log10(6) / np.log10(11) if log_counts else 0.5
     assert heights[2] == 0 and heights[1] / heights[0] == pytest.approx(expected, abs=0.02)
+
+
+def test_inspect_opens_on_a_latent_active_on_patches_and_reads_hash_n(h):
+    """The heat map's default latent is the most active one that fires on a patch (computed
+    here from the inspector's own numbers); "#N" picks dataset image N as captions write it;
+    an upload beside an index is inspected and the page says the index was not used."""
+    img = Image.open(h.atlas.image_path(1)).convert("RGB")
+    res = h.inspector.run(img)
+    on_patches = [s for s, _ in res["top"] if res["patches"][:, s].max() > 0]
+    _, heat, _, _, data = h.inspect(None, None, "#1")
+    assert data["latent"] == on_patches[0] and heat is not None
+    assert data["top"] == res["top"]  # the same image as the upload of image 1
+    table, *_ = h.inspect(img, None, "3")
+    assert "the upload is inspected" in table.splitlines()[0]
+    assert "the upload is inspected" not in h.inspect(img)[0]
+
+
+def test_a_refusal_quoting_a_huge_input_is_logged_capped(caplog):
+    from app.ui_common import guard
+
+    def refuse(text):
+        raise ValueError(f"no latent matches {text!r}")
+
+    with caplog.at_level("INFO", logger="app.ui_common"), pytest.raises(gr.Error):
+        guard(refuse)("x" * 100_000)
+    [record] = [r for r in caplog.records if r.name == "app.ui_common"]
+    assert 300 <= len(record.getMessage()) < 400
