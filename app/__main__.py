@@ -27,14 +27,17 @@ def atlases_from_env() -> tuple[str, str | None, bool]:
     root = os.environ.get("CLIPSAE_DEMO_CACHE", "demo_cache")
     d = read_demo_info(root)
     if d is None:
-        raise SystemExit(f"set CLIPSAE_ATLAS (and CLIPSAE_STEER_ATLAS), or build the demo first: "
-                         f"clipsae demo --no-serve --cache-dir {root}")
+        raise SystemExit(
+            f"set CLIPSAE_ATLAS (and CLIPSAE_STEER_ATLAS), or build the demo first: "
+            f"clipsae demo --no-serve --cache-dir {root}"
+        )
     return d["clip_atlas"], d["kandinsky_atlas"], d["kandinsky"] == "tiny"
 
 
 _atlas, _steer_atlas, _tiny = atlases_from_env()
-handlers, banner = make_handlers(_atlas, _steer_atlas, tiny_kandinsky=_tiny,
-                                 device=os.environ.get("CLIPSAE_DEVICE", "auto"))
+handlers, banner = make_handlers(
+    _atlas, _steer_atlas, tiny_kandinsky=_tiny, device=os.environ.get("CLIPSAE_DEVICE", "auto")
+)
 demo = build_ui(handlers, banner)
 
 if __name__ == "__main__":

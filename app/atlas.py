@@ -188,8 +188,10 @@ class Atlas:
             meta = json.loads(meta_path.read_text())
             stem = meta_path.name[: -len(".json")]
             tables[meta.get("other_sae_sha256", stem)] = (
-                meta.get("other_name", stem[:12]), np.load(folder / f"{stem}.ids.npy", mmap_mode="r"),
-                np.load(folder / f"{stem}.corr.npy", mmap_mode="r"))
+                meta.get("other_name", stem[:12]),
+                np.load(folder / f"{stem}.ids.npy", mmap_mode="r"),
+                np.load(folder / f"{stem}.corr.npy", mmap_mode="r"),
+            )
         return tables
 
     @property
@@ -220,16 +222,29 @@ class Atlas:
                 continue
             mask = self.masks[s, slot].astype(np.float32).tolist() if self.masks is not None else None
             top.append({"image": int(img), "path": paths[img] if paths else None, "value": float(val), "mask": mask})
-        bands = [[{"image": int(i), "path": paths[i] if paths else None, "value": float(v)}
-                  for i, v in zip(self.band_ids[s, b], self.band_values[s, b]) if i >= 0]
-                 for b in range(self.band_ids.shape[1])]
+        bands = [
+            [
+                {"image": int(i), "path": paths[i] if paths else None, "value": float(v)}
+                for i, v in zip(self.band_ids[s, b], self.band_values[s, b])
+                if i >= 0
+            ]
+            for b in range(self.band_ids.shape[1])
+        ]
         return LatentPage(
-            latent=s, label=self.label(s), frequency=float(self.frequency[s]),
-            mean_activation=float(self.mean_activation[s]), max_activation=float(self.max_activation[s]),
-            dead=bool(self.frequency[s] == 0), top=top,
+            latent=s,
+            label=self.label(s),
+            frequency=float(self.frequency[s]),
+            mean_activation=float(self.mean_activation[s]),
+            max_activation=float(self.max_activation[s]),
+            dead=bool(self.frequency[s] == 0),
+            top=top,
             mask_scale=float(self.mask_scale[s]) if self.mask_scale is not None else 0.0,
-            histogram=[int(c) for c in self.histogram[s]], histogram_max=float(self.max_activation[s]),
-            bands=bands, neighbours=self.neighbours(s), links=self.links(s))
+            histogram=[int(c) for c in self.histogram[s]],
+            histogram_max=float(self.max_activation[s]),
+            bands=bands,
+            neighbours=self.neighbours(s),
+            links=self.links(s),
+        )
 
     def ranked(self, by: str = "frequency", n: int = 100, descending: bool = True) -> list[int]:
         """Latent ids sorted by frequency or max activation (each order is computed once)."""

@@ -47,7 +47,9 @@ def check_sae(sae_dir: Path, expected: str) -> None:
     import hashlib
     import tempfile
 
-    stats = [(f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino) for f in sorted(sae_dir.iterdir()) if f.is_file()]
+    stats = [
+        (f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino) for f in sorted(sae_dir.iterdir()) if f.is_file()
+    ]
     key = hashlib.sha256(json.dumps([str(sae_dir.resolve()), expected, stats]).encode()).hexdigest()[:32]
     memo = Path(tempfile.gettempdir()) / "clipsae-verified" / key
     if memo.is_file():
@@ -72,5 +74,7 @@ class LabelTable(Sequence):
         return len(self.words)
 
     def __getitem__(self, latent):  # type: ignore[override]
-        return {"words": [self.vocab[int(w)] for w in self.words[latent]],
-                "scores": [round(float(c), 4) for c in self.scores[latent]]}
+        return {
+            "words": [self.vocab[int(w)] for w in self.words[latent]],
+            "scores": [round(float(c), 4) for c in self.scores[latent]],
+        }

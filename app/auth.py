@@ -68,8 +68,10 @@ def read_auth_file(path: str | Path) -> dict[str, str]:
         user, sep, stored = line.partition(":")
         parts = stored.split("$")
         if not sep or not USER_RE.match(user) or len(parts) != 4 or parts[0] != SCHEME or not parts[1].isdigit():
-            raise ValueError(f"--auth-file {p}, line {n}: expected USER:{SCHEME}$ITERATIONS$SALT$HASH "
-                             "(write users with `clipsae passwd`)")
+            raise ValueError(
+                f"--auth-file {p}, line {n}: expected USER:{SCHEME}$ITERATIONS$SALT$HASH "
+                "(write users with `clipsae passwd`)"
+            )
         users[user] = stored
     if not users:
         raise ValueError(f"--auth-file {p} has no users; add one with `clipsae passwd {p} USER`")

@@ -20,11 +20,29 @@ from precompute.cli import COMMANDS as PRECOMPUTE_COMMANDS
 from sae_core.cli import COMMANDS as SAE_COMMANDS
 from sae_core.cliargs import add_config_flags, config_from_args, run_reporting
 
-from .configs import (DEFAULT_HOST, DEFAULT_PORT, CollageConfig, DemoConfig, IconsConfig, KandinskyOptions,
-                      PasswdConfig, ServeConfig, UpConfig)
+from .configs import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    CollageConfig,
+    DemoConfig,
+    IconsConfig,
+    KandinskyOptions,
+    PasswdConfig,
+    ServeConfig,
+    UpConfig,
+)
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServeConfig", "DemoConfig", "UpConfig", "IconsConfig", "build_parser",
-           "main", "run_demo"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "ServeConfig",
+    "DemoConfig",
+    "UpConfig",
+    "IconsConfig",
+    "build_parser",
+    "main",
+    "run_demo",
+]
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -38,10 +56,21 @@ def _run_serve(a: argparse.Namespace) -> int:
     from .server import serve
 
     c = config_from_args(ServeConfig, a)
-    serve(c.atlas, c.steer_atlas, host=c.host, port=c.port, share=c.share, prior=c.prior, decoder=c.decoder,
-          tiny_kandinsky=c.tiny_kandinsky, device=c.device, images_root=c.images_root,
-          kandinsky=config_from_args(KandinskyOptions, a), auth_file=c.auth_file,
-          announce=f"serving {c.atlas} on http://{c.host}:{c.port}")
+    serve(
+        c.atlas,
+        c.steer_atlas,
+        host=c.host,
+        port=c.port,
+        share=c.share,
+        prior=c.prior,
+        decoder=c.decoder,
+        tiny_kandinsky=c.tiny_kandinsky,
+        device=c.device,
+        images_root=c.images_root,
+        kandinsky=config_from_args(KandinskyOptions, a),
+        auth_file=c.auth_file,
+        announce=f"serving {c.atlas} on http://{c.host}:{c.port}",
+    )
     return 0
 
 
@@ -65,9 +94,16 @@ def run_demo(c: DemoConfig) -> int:
     if not c.serve:
         return 0
     info = read_demo_info(c.cache_dir)
-    serve(info["clip_atlas"], info["kandinsky_atlas"], host=c.host, port=c.port,
-          tiny_kandinsky=info["kandinsky"] == "tiny", device=c.device, auth_file=c.auth_file,
-          announce=f"serving the demo on http://{c.host}:{c.port} (Ctrl-C to stop)")
+    serve(
+        info["clip_atlas"],
+        info["kandinsky_atlas"],
+        host=c.host,
+        port=c.port,
+        tiny_kandinsky=info["kandinsky"] == "tiny",
+        device=c.device,
+        auth_file=c.auth_file,
+        announce=f"serving the demo on http://{c.host}:{c.port} (Ctrl-C to stop)",
+    )
     return 0
 
 
@@ -76,10 +112,13 @@ def _run_demo(a: argparse.Namespace) -> int:
 
 
 def _add_up(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="serve the atlas mounted at DATA/atlas (+ DATA/katlas), or the demo if none",
-                       description="The container's command: DATA/atlas/manifest.json present -> clipsae serve "
-                                   "(with DATA/katlas as the steering atlas and DATA/images as the images root when "
-                                   "present); absent -> clipsae demo.")
+    p = sub.add_parser(
+        "up",
+        help="serve the atlas mounted at DATA/atlas (+ DATA/katlas), or the demo if none",
+        description="The container's command: DATA/atlas/manifest.json present -> clipsae serve "
+        "(with DATA/katlas as the steering atlas and DATA/images as the images root when "
+        "present); absent -> clipsae demo.",
+    )
     add_config_flags(p, UpConfig)
     p.set_defaults(func=_run_up)
 
@@ -94,21 +133,30 @@ def _run_up(a: argparse.Namespace) -> int:
 
         steer = data / "katlas" if (data / "katlas" / "manifest.json").is_file() else None
         images = c.images_root or (str(data / "images") if (data / "images").is_dir() else None)
-        serve(str(data / "atlas"), str(steer) if steer else None, host=c.host, port=c.port, device=c.device,
-              images_root=images, auth_file=c.auth_file,
-              announce=f"serving {data / 'atlas'} on http://{c.host}:{c.port}"
-              + (f" with steering atlas {steer}" if steer else " (no steering atlas)")
-              + (f", images from {images}" if images else ""))
+        serve(
+            str(data / "atlas"),
+            str(steer) if steer else None,
+            host=c.host,
+            port=c.port,
+            device=c.device,
+            images_root=images,
+            auth_file=c.auth_file,
+            announce=f"serving {data / 'atlas'} on http://{c.host}:{c.port}"
+            + (f" with steering atlas {steer}" if steer else " (no steering atlas)")
+            + (f", images from {images}" if images else ""),
+        )
         return 0
     print(f"no atlas at {data / 'atlas'}: serving the embedded demo")
-    return run_demo(DemoConfig(cache_dir=c.cache_dir, host=c.host, port=c.port, device=c.device,
-                               auth_file=c.auth_file))
+    return run_demo(DemoConfig(cache_dir=c.cache_dir, host=c.host, port=c.port, device=c.device, auth_file=c.auth_file))
 
 
 def _add_passwd(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("passwd", help="add a user to an auth file for --auth-file (or change their password)",
-                       description="Reads the password from the terminal (asked twice) or from stdin's first line; "
-                                   "never from the command line. The file holds salted PBKDF2 hashes (app/auth.py).")
+    p = sub.add_parser(
+        "passwd",
+        help="add a user to an auth file for --auth-file (or change their password)",
+        description="Reads the password from the terminal (asked twice) or from stdin's first line; "
+        "never from the command line. The file holds salted PBKDF2 hashes (app/auth.py).",
+    )
     add_config_flags(p, PasswdConfig)
     p.set_defaults(func=_run_passwd)
 
@@ -123,9 +171,12 @@ def _run_passwd(a: argparse.Namespace) -> int:
 
 
 def _add_collage(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("collage", help="one PNG per latent: its top images with patch masks and a caption strip",
-                       description="Seed 001's collages: each latent's top images in a grid with their patch masks, "
-                                   "values, label / interpretation and frequency.")
+    p = sub.add_parser(
+        "collage",
+        help="one PNG per latent: its top images with patch masks and a caption strip",
+        description="Seed 001's collages: each latent's top images in a grid with their patch masks, "
+        "values, label / interpretation and frequency.",
+    )
     add_config_flags(p, CollageConfig)
     p.set_defaults(func=_run_collage)
 
@@ -152,8 +203,14 @@ def _run_icons(a: argparse.Namespace) -> int:
     return 0
 
 
-APP_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_demo, _add_up, _add_icons,
-                                                                  _add_collage, _add_passwd]
+APP_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_serve,
+    _add_demo,
+    _add_up,
+    _add_icons,
+    _add_collage,
+    _add_passwd,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,8 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The `clipsae` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     return run_reporting(f"clipsae {args.command}", lambda: args.func(args))
 
 

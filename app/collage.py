@@ -42,10 +42,18 @@ def _strip_lines(atlas: Atlas, latent: int) -> list[tuple[str, tuple[int, int, i
     """(text, colour, size) lines of the caption strip."""
     m = atlas.manifest
     freq, n = float(atlas.frequency[latent]), int(m["n_images"])
-    stats = (f" · mean {float(atlas.mean_activation[latent]):.4g} (non-zero) · max "
-             f"{float(atlas.max_activation[latent]):.4g}") if freq > 0 else " · dead (never fires)"
-    lines = [(f"Latent {latent}", TEXT, 26),
-             (f"fires on {freq:.2%} of {n} images ({round(freq * n)}){stats}", TEXT, 18)]
+    stats = (
+        (
+            f" · mean {float(atlas.mean_activation[latent]):.4g} (non-zero) · max "
+            f"{float(atlas.max_activation[latent]):.4g}"
+        )
+        if freq > 0
+        else " · dead (never fires)"
+    )
+    lines = [
+        (f"Latent {latent}", TEXT, 26),
+        (f"fires on {freq:.2%} of {n} images ({round(freq * n)}){stats}", TEXT, 18),
+    ]
     if atlas.label(latent):
         lines.append((f"label: {', '.join(atlas.label(latent))}", TEXT, 18))
     sentence = atlas.interpretation(latent)
@@ -64,8 +72,11 @@ def render_collage(atlas: Atlas, latent: int, columns: int = 4, tile: int = 224,
     page = atlas.page(latent)
     width = 2 * MARGIN + columns * tile + (columns - 1) * GAP
     wrap = max(30, int(width / 9.5))
-    strip = [(part, colour, size) for text, colour, size in _strip_lines(atlas, page.latent)
-             for part in textwrap.wrap(text, wrap if size <= 18 else wrap * 18 // size) or [""]]
+    strip = [
+        (part, colour, size)
+        for text, colour, size in _strip_lines(atlas, page.latent)
+        for part in textwrap.wrap(text, wrap if size <= 18 else wrap * 18 // size) or [""]
+    ]
     strip_h = MARGIN + sum(size + 6 for _, _, size in strip) + MARGIN // 2
     label_h = 22
     n = len(page.top)
@@ -117,7 +128,9 @@ def collage_main(cfg: CollageConfig) -> list[Path]:
     selection = parse_latents(cfg.latents if cfg.latents is not None else str(cfg.top))
     latents = selection.resolve(atlas.n_latents, most_frequent_first(atlas.frequency))
     out = Path(cfg.out)
-    paths = [write_collage(atlas, s, out / f"latent_{s}.png", columns=cfg.columns, tile=cfg.tile, masks=cfg.masks)
-             for s in latents]
+    paths = [
+        write_collage(atlas, s, out / f"latent_{s}.png", columns=cfg.columns, tile=cfg.tile, masks=cfg.masks)
+        for s in latents
+    ]
     log.info("collage: %d PNGs -> %s", len(paths), out)
     return paths

@@ -40,9 +40,26 @@ from .kandinsky import PRIOR_ID, kandinsky_available, make_tiny_pipelines
 log = logging.getLogger(__name__)
 
 SKIMAGE_PHOTOS = (
-    "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "horse.png",
-    "retina.jpg", "hubble_deep_field.jpg", "ihc.png", "camera.png", "coins.png", "moon.png", "page.png",
-    "text.png", "brick.png", "grass.png", "gravel.png", "color.png", "logo.png", "cell.png",
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "horse.png",
+    "retina.jpg",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "camera.png",
+    "coins.png",
+    "moon.png",
+    "page.png",
+    "text.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "color.png",
+    "logo.png",
+    "cell.png",
 )
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 CROPS = {"tl": (0.0, 0.0), "tr": (0.4, 0.0), "bl": (0.0, 0.4), "br": (0.4, 0.4)}
@@ -56,7 +73,9 @@ def bundled_photos() -> list[Path]:
 
     sk = Path(skimage.data.__file__).parent
     sl = Path(sklearn.datasets.__file__).parent / "images"
-    found = [sk / n for n in SKIMAGE_PHOTOS if (sk / n).exists()] + [sl / n for n in SKLEARN_PHOTOS if (sl / n).exists()]
+    found = [sk / n for n in SKIMAGE_PHOTOS if (sk / n).exists()] + [
+        sl / n for n in SKLEARN_PHOTOS if (sl / n).exists()
+    ]
     if not found:
         raise FileNotFoundError("no bundled photos found in scikit-image / scikit-learn; run `make setup`")
     return found
@@ -166,8 +185,10 @@ def read_demo_info(root: str | Path) -> dict | None:
 
 
 def _write_demo_info(root: Path, info: dict) -> None:
-    atomic_write_text(DemoPaths(root).info, json.dumps(
-        {**info, **{key: Path(info[key]).name for key in PATH_KEYS if key in info}}, indent=2))
+    atomic_write_text(
+        DemoPaths(root).info,
+        json.dumps({**info, **{key: Path(info[key]).name for key in PATH_KEYS if key in info}}, indent=2),
+    )
 
 
 def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: str = "auto") -> dict:
@@ -187,20 +208,48 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
     n = write_demo_images(paths.images)
     weights = resolve_clip_weights()
     random_weights = weights == "none"
-    log.info("demo: %d images; CLIP weights: %s", n, "RANDOM (no pretrained ViT-B-32 in the cache and no network)"
-             if random_weights else weights)
+    log.info(
+        "demo: %d images; CLIP weights: %s",
+        n,
+        "RANDOM (no pretrained ViT-B-32 in the cache and no network)" if random_weights else weights,
+    )
     spec = EncoderSpec(model=CLIP_MODEL, pretrained=weights, patch_tokens=True)
-    meta = run_embed(EmbedConfig(images=str(paths.images), out=str(paths.clip_cache), encoder=spec, batch_size=32,
-                                 workers=1, shard_size=256, device=device))
+    meta = run_embed(
+        EmbedConfig(
+            images=str(paths.images),
+            out=str(paths.clip_cache),
+            encoder=spec,
+            batch_size=32,
+            workers=1,
+            shard_size=256,
+            device=device,
+        )
+    )
     sae_cfg = SAEConfig(d_in=meta["dim"], d_sae=1024, architecture="relu", normalize_activations="unit_norm")
     # Measured on the demo set (random weights): L0 ≈ 24 of 1024 at explained variance ≈ 0.99. Seed 001's
     # λ convention and the schedule these values were tuned with (`clipsae train` now picks its own).
-    train_cfg = TrainConfig(batch_size=32, epochs=100, lr=3e-3, lr_warmup_steps=100, l1_warmup_steps=0,
-                            resample_every=2500, l1_convention="mean", checkpoint_every=0, device=device)
+    train_cfg = TrainConfig(
+        batch_size=32,
+        epochs=100,
+        lr=3e-3,
+        lr_warmup_steps=100,
+        l1_warmup_steps=0,
+        resample_every=2500,
+        l1_convention="mean",
+        checkpoint_every=0,
+        device=device,
+    )
     train(paths.clip_cache, paths.clip_sae, make_specs(sae_cfg, [1e-2], [None]), train_cfg, overwrite=True)
     # Labels need ~2k CLIP text embeddings (minutes on a CPU) and mean nothing with random weights.
-    build_atlas(AtlasConfig(acts=str(paths.clip_cache), sae=str(paths.clip_sae), out=str(paths.clip_atlas),
-                            labels=not random_weights, device=device))
+    build_atlas(
+        AtlasConfig(
+            acts=str(paths.clip_cache),
+            sae=str(paths.clip_sae),
+            out=str(paths.clip_atlas),
+            labels=not random_weights,
+            device=device,
+        )
+    )
     # The steering side: the Kandinsky prior's own image encoder (the real one when cached, else
     # the tiny random one the app will steer with), a steering SAE on its embeddings, its atlas,
     # and the link that maps CLIP latents to steerable ones.
@@ -212,18 +261,34 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
         tiny.prior.image_encoder.save_pretrained(paths.prior_encoder / "image_encoder")
         tiny.prior.image_processor.save_pretrained(paths.prior_encoder / "image_processor")
         prior_model = str(paths.prior_encoder)
-    kmeta = run_embed(EmbedConfig(images=str(paths.images), out=str(paths.k_cache),
-                                  encoder=EncoderSpec(model=prior_model, pretrained="none"),
-                                  batch_size=32, workers=1, shard_size=256, device=device))
+    kmeta = run_embed(
+        EmbedConfig(
+            images=str(paths.images),
+            out=str(paths.k_cache),
+            encoder=EncoderSpec(model=prior_model, pretrained="none"),
+            batch_size=32,
+            workers=1,
+            shard_size=256,
+            device=device,
+        )
+    )
     ksae_cfg = SAEConfig(d_in=kmeta["dim"], d_sae=256, architecture="relu", normalize_activations="unit_norm")
     train(paths.k_cache, paths.k_sae, make_specs(ksae_cfg, [1e-2], [None]), train_cfg, overwrite=True)
-    build_atlas(AtlasConfig(acts=str(paths.k_cache), sae=str(paths.k_sae), out=str(paths.k_atlas), labels=False,
-                            device=device))
+    build_atlas(
+        AtlasConfig(acts=str(paths.k_cache), sae=str(paths.k_sae), out=str(paths.k_atlas), labels=False, device=device)
+    )
     link(paths.clip_atlas, paths.k_atlas)
-    info = {"n_images": meta["n_images"], "clip_weights": weights, "random_weights": random_weights,
-            "clip_cache": str(paths.clip_cache), "clip_sae": str(paths.clip_sae), "clip_atlas": str(paths.clip_atlas),
-            "kandinsky": "real" if real_kandinsky else "tiny", "kandinsky_atlas": str(paths.k_atlas),
-            "kandinsky_cache": str(paths.k_cache)}
+    info = {
+        "n_images": meta["n_images"],
+        "clip_weights": weights,
+        "random_weights": random_weights,
+        "clip_cache": str(paths.clip_cache),
+        "clip_sae": str(paths.clip_sae),
+        "clip_atlas": str(paths.clip_atlas),
+        "kandinsky": "real" if real_kandinsky else "tiny",
+        "kandinsky_atlas": str(paths.k_atlas),
+        "kandinsky_cache": str(paths.k_cache),
+    }
     info = interpret_demo(info, device)
     info = card_demo(info, paths.card, device)
     _write_demo_info(paths.root, info)
@@ -251,21 +316,35 @@ def card_demo(info: dict, out: Path, device: str = "auto") -> dict:
     the card is measured on the SAE's own training images, and says so in the report."""
     from evaluation.card import CardConfig, card_main
 
-    card_main(CardConfig(sae=info["clip_sae"], acts=info["clip_cache"], atlas=info["clip_atlas"],
-                         evaluator=info["kandinsky_cache"], moran_min_images=DEMO_MORAN_MIN_IMAGES, out=str(out),
-                         device=device))
+    card_main(
+        CardConfig(
+            sae=info["clip_sae"],
+            acts=info["clip_cache"],
+            atlas=info["clip_atlas"],
+            evaluator=info["kandinsky_cache"],
+            moran_min_images=DEMO_MORAN_MIN_IMAGES,
+            out=str(out),
+            device=device,
+        )
+    )
     return {**info, "card": str(out)}
 
 
 def demo_main(root: str = "demo_cache", rebuild: bool = False, device: str = "auto") -> str:
     """Build the demo if needed and return its report (metrics table + atlas preview)."""
     info = build_demo(root, rebuild=rebuild, device=device)
-    banner = ("CLIP ViT-B-32 with RANDOM weights (no pretrained weights in the cache and no network): "
-              "features are not meaningful" if info["random_weights"] else f"CLIP ViT-B-32 weights: {info['clip_weights']}")
+    banner = (
+        "CLIP ViT-B-32 with RANDOM weights (no pretrained weights in the cache and no network): "
+        "features are not meaningful"
+        if info["random_weights"]
+        else f"CLIP ViT-B-32 weights: {info['clip_weights']}"
+    )
     table = metrics_main(info["clip_cache"], info["clip_sae"], device=device)
-    return (f"Demo: {info['n_images']} images bundled with scikit-image/scikit-learn.\n{banner}\n"
-            f"Latent interpretations (clipsae interpret): {info['captioner_description']}\n\n{table}\n\n"
-            f"{card_summary(info['card'])}\n\n{atlas_summary(info['clip_atlas'])}\n")
+    return (
+        f"Demo: {info['n_images']} images bundled with scikit-image/scikit-learn.\n{banner}\n"
+        f"Latent interpretations (clipsae interpret): {info['captioner_description']}\n\n{table}\n\n"
+        f"{card_summary(info['card'])}\n\n{atlas_summary(info['clip_atlas'])}\n"
+    )
 
 
 def card_summary(card_dir: str | Path) -> str:
@@ -273,8 +352,11 @@ def card_summary(card_dir: str | Path) -> str:
     from evaluation.card_io import read_card, summary_rows
 
     rows = summary_rows(read_card(card_dir))
-    lines = [f"Card of the CLIP SAE (clipsae eval card, on its own training images; {card_dir}/card.md):",
-             "| Metric | Value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    lines = [
+        f"Card of the CLIP SAE (clipsae eval card, on its own training images; {card_dir}/card.md):",
+        "| Metric | Value |",
+        "|---|---|",
+    ] + [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(lines)
 
 

@@ -57,8 +57,9 @@ class ExploreHandlers:
     render: RenderCache
     explorer: Explorer
 
-    def explore(self, image: Any, latent: Any, dataset_image: Any = None
-                ) -> tuple[str, Image.Image | None, list[tuple[str, str]]]:
+    def explore(
+        self, image: Any, latent: Any, dataset_image: Any = None
+    ) -> tuple[str, Image.Image | None, list[tuple[str, str]]]:
         """(header Markdown, the latent's heat map on the image with a colour scale, its top
         atlas images with their patch masks) for a latent chosen inside Inspect."""
         if latent in (None, ""):
@@ -73,16 +74,24 @@ class ExploreHandlers:
             vals = np.maximum(res["patches"][:, chosen], 0)
             vmax = float(vals.max())
             base = centre_square(picture.convert("RGB")).resize((EXPLORE_SIZE, EXPLORE_SIZE), Image.BICUBIC)
-            label = (f"latent {chosen} on this image" if vmax > 0 else f"latent {chosen} fires on no patch here")
+            label = f"latent {chosen} on this image" if vmax > 0 else f"latent {chosen} fires on no patch here"
             heat = with_colour_bar(overlay(base, vals, vmax or 1.0), vmax or 1.0, label)
         page = a.page(chosen)
-        gallery = [(self.render.overlay(page.latent, slot, t["image"], t["mask"], page.mask_scale),
-                    caption(t["value"], t["path"], t["image"])) for slot, t in enumerate(page.top[:8])]
+        gallery = [
+            (
+                self.render.overlay(page.latent, slot, t["image"], t["mask"], page.mask_scale),
+                caption(t["value"], t["path"], t["image"]),
+            )
+            for slot, t in enumerate(page.top[:8])
+        ]
         label = f" — {', '.join(a.short_label(chosen))}" if a.short_label(chosen) else ""
         where = (f"**{value:.3g}** on this image" if value > 0 else "does not fire on this image") + (
-            f" (its max over the atlas: {page.max_activation:.3g})" if not page.dead else " (dead in the atlas)")
-        header = (f"### Exploring latent {chosen}{label}\nIts activation: {where}. Left: where it fires on this "
-                  f"image; right: its top atlas images. {link(a, chosen, 'Open its page in Browse ↗')}")
+            f" (its max over the atlas: {page.max_activation:.3g})" if not page.dead else " (dead in the atlas)"
+        )
+        header = (
+            f"### Exploring latent {chosen}{label}\nIts activation: {where}. Left: where it fires on this "
+            f"image; right: its top atlas images. {link(a, chosen, 'Open its page in Browse ↗')}"
+        )
         side = self.text_side_line(a, chosen) if hasattr(self, "text_side_line") else ""
         return header + (f"\n\n{side}" if side else ""), heat, gallery
 

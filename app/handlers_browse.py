@@ -83,30 +83,49 @@ class BrowseHandlers:
         v = self.page_view(sae, latent)
         return v.header, v.gallery, v.histogram, v.bands, v.data
 
-    def page_view(self, sae: str | None, latent: Any, log_counts: bool = False, notice: str = "",
-                  masks: bool = True) -> PageView:
+    def page_view(
+        self, sae: str | None, latent: Any, log_counts: bool = False, notice: str = "", masks: bool = True
+    ) -> PageView:
         """The whole Browse page of one latent (the API's `latent_page` is a subset); `masks`
         False shows the top images without their patch tint."""
         atlas, render = self.pick(sae)  # type: ignore[attr-defined]
         page = atlas.page(latent)
         # a first view renders ~36 thumbnails and overlays: on a few threads (later views find the files)
-        render.parallel([(render.overlay, (page.latent, slot, t["image"], t["mask"], page.mask_scale)) if masks
-                         else (render.thumb, (t["image"],)) for slot, t in enumerate(page.top)]
-                        + [(render.thumb, (q["image"], 96)) for band in page.bands for q in band])
-        gallery = [(render.overlay(page.latent, slot, t["image"], t["mask"], page.mask_scale) if masks
-                    else render.thumb(t["image"]), caption(t["value"], t["path"], t["image"]))
-                   for slot, t in enumerate(page.top)]
+        render.parallel(
+            [
+                (render.overlay, (page.latent, slot, t["image"], t["mask"], page.mask_scale))
+                if masks
+                else (render.thumb, (t["image"],))
+                for slot, t in enumerate(page.top)
+            ]
+            + [(render.thumb, (q["image"], 96)) for band in page.bands for q in band]
+        )
+        gallery = [
+            (
+                render.overlay(page.latent, slot, t["image"], t["mask"], page.mask_scale)
+                if masks
+                else render.thumb(t["image"]),
+                caption(t["value"], t["path"], t["image"]),
+            )
+            for slot, t in enumerate(page.top)
+        ]
         linked = self.linked_choices(page.latent, atlas.name)
         is_steering = self.steer_atlas is not None and atlas is self.steer_atlas
         steerable = self.steerer is not None and (is_steering and not page.dead or bool(linked))
         icon = self.icons.lookup(page.latent) if is_steering and self.icons is not None and not page.dead else None
         data = self._data(atlas, page) | {"text_side": self.text_side(page.latent, atlas.name)}  # type: ignore[attr-defined]
         return PageView(
-            sae=atlas.name, latent=page.latent, header=self._header(atlas, page, notice), gallery=gallery,
+            sae=atlas.name,
+            latent=page.latent,
+            header=self._header(atlas, page, notice),
+            gallery=gallery,
             histogram=render.histogram(page.latent, page.histogram, page.histogram_max, log_counts),
-            bands=[] if page.dead else self._bands(page, render), data=data, linked=linked,
+            bands=[] if page.dead else self._bands(page, render),
+            data=data,
+            linked=linked,
             steerable=steerable,
-            icon=str(icon) if icon else None)
+            icon=str(icon) if icon else None,
+        )
 
     def _header(self, atlas: Atlas, page: LatentPage, notice: str = "") -> str:
         role = " (steering SAE)" if atlas is self.steer_atlas else ""
@@ -121,16 +140,20 @@ class BrowseHandlers:
         if page.dead:
             lines.append(f"**Dead**: fires on none of the {n} images, so it has no top images, histogram or bands.")
         else:
-            lines.append(f"Fires on **{page.frequency:.1%}** of the {n} images · when it fires: mean "
-                         f"**{page.mean_activation:.3g}**, max **{page.max_activation:.3g}** "
-                         "(SAE latent activations; the mean is over the images where it fires)")
+            lines.append(
+                f"Fires on **{page.frequency:.1%}** of the {n} images · when it fires: mean "
+                f"**{page.mean_activation:.3g}**, max **{page.max_activation:.3g}** "
+                "(SAE latent activations; the mean is over the images where it fires)"
+            )
         if score_line(atlas, page.latent):  # clipsae eval card --atlas
             lines.append(score_line(atlas, page.latent))
         if self.text_side_line(atlas, page.latent):  # type: ignore[attr-defined]  # app.text_side
             lines.append(self.text_side_line(atlas, page.latent))  # type: ignore[attr-defined]
         if page.neighbours:
-            lines.append("**Nearest latents** (cosine of decoder directions): " + " · ".join(
-                f"{link(atlas, j)} {c:.2f}" for j, c in page.neighbours[:N_SHOWN_LINKS]))
+            lines.append(
+                "**Nearest latents** (cosine of decoder directions): "
+                + " · ".join(f"{link(atlas, j)} {c:.2f}" for j, c in page.neighbours[:N_SHOWN_LINKS])
+            )
         for key, linked in page.links.items():
             other = self.atlas_named(key)  # type: ignore[attr-defined]
             live = [(j, c) for j, c in linked if c > 0 and (other is None or other.frequency[j] > 0)]
@@ -160,13 +183,24 @@ class BrowseHandlers:
     @staticmethod
     def _data(atlas: Atlas, page: LatentPage) -> dict[str, Any]:
         # "image_path", not "path": gradio_client would take a dict with "path" for a file to fetch
-        return {"sae": atlas.name, "latent": page.latent, "label": page.label, "frequency": page.frequency,
-                "mean_activation": page.mean_activation, "max_activation": page.max_activation, "dead": page.dead,
-                "top": [{"image": t["image"], "image_path": t["path"], "value": t["value"]} for t in page.top],
-                "bands": [[{"image": q["image"], "image_path": q["path"], "value": q["value"]} for q in band]
-                          for band in page.bands],
-                "neighbours": page.neighbours, "links": page.links, "interpretation": atlas.interpretation(page.latent),
-                "scores": score_data(atlas, page.latent)}
+        return {
+            "sae": atlas.name,
+            "latent": page.latent,
+            "label": page.label,
+            "frequency": page.frequency,
+            "mean_activation": page.mean_activation,
+            "max_activation": page.max_activation,
+            "dead": page.dead,
+            "top": [{"image": t["image"], "image_path": t["path"], "value": t["value"]} for t in page.top],
+            "bands": [
+                [{"image": q["image"], "image_path": q["path"], "value": q["value"]} for q in band]
+                for band in page.bands
+            ],
+            "neighbours": page.neighbours,
+            "links": page.links,
+            "interpretation": atlas.interpretation(page.latent),
+            "scores": score_data(atlas, page.latent),
+        }
 
     def collage(self, latent: Any, sae: str = "") -> str:
         """The latent's collage PNG (top images, masks, caption strip), as `clipsae collage` writes it."""
@@ -222,22 +256,34 @@ class BrowseHandlers:
         else:
             ids = atlas.search_live(text)
             ids += [i for i in atlas.search_interpretations(text) if i not in ids and atlas.frequency[i] > 0]
-            ids += [i for i in self.text_side_search(atlas, text)  # type: ignore[attr-defined]
-                    if i not in ids and atlas.frequency[i] > 0]
+            ids += [
+                i
+                for i in self.text_side_search(atlas, text)  # type: ignore[attr-defined]
+                if i not in ids and atlas.frequency[i] > 0
+            ]
             if atlas is self.atlas and self.inspector is not None:
-                ids += [i for i, _ in self.inspector.text_to_latents(text, 40)
-                        if i not in ids and atlas.frequency[i] > 0]
-        return [[i, ", ".join(atlas.short_label(i)) or self.text_side_words(atlas, i),  # type: ignore[attr-defined]
-                 round(100 * float(atlas.frequency[i]), 1),
-                 float(f"{float(atlas.max_activation[i]):.3g}")] for i in ids]
+                ids += [
+                    i for i, _ in self.inspector.text_to_latents(text, 40) if i not in ids and atlas.frequency[i] > 0
+                ]
+        return [
+            [
+                i,
+                ", ".join(atlas.short_label(i)) or self.text_side_words(atlas, i),  # type: ignore[attr-defined]
+                round(100 * float(atlas.frequency[i]), 1),
+                float(f"{float(atlas.max_activation[i]):.3g}"),
+            ]
+            for i in ids
+        ]
 
     def search_hint(self, sae: str | None = None) -> str:
         """What the search box searches in this atlas."""
         atlas, _ = self.pick(sae)  # type: ignore[attr-defined]
         text_search = atlas is self.atlas and self.inspector is not None and self.inspector.meta["hook_name"] == "embed"
-        ways = (["label words"] if atlas.labels else []) + (
-            ["interpretations"] if atlas.interpretations.rows else []) + (
-            ["text (CLIP text embedding → nearest latent directions)"] if text_search else [])
+        ways = (
+            (["label words"] if atlas.labels else [])
+            + (["interpretations"] if atlas.interpretations.rows else [])
+            + (["text (CLIP text embedding → nearest latent directions)"] if text_search else [])
+        )
         if not ways:
             return "Latents (this atlas has no labels or text search: the most frequent live latents)"
         return f"Search by {' or '.join(ways)}; empty: the most frequent live latents"
@@ -272,19 +318,25 @@ class BrowseHandlers:
             j = s
         else:
             if not choice:
-                raise ValueError(f"latent {s} of {atlas.name} has no linked steering latent that fires "
-                                 "(links come from `clipsae link`); open a steering latent's page to steer it")
+                raise ValueError(
+                    f"latent {s} of {atlas.name} has no linked steering latent that fires "
+                    "(links come from `clipsae link`); open a steering latent's page to steer it"
+                )
             j, origin = k.check_latent(str(choice).split()[0]), (atlas.name, s)
         top = float(f"{float(k.max_activation[j]):.3g}")
         if top <= 0:
-            raise ValueError(f"steering latent {j} never fires on the atlas's images, so it has no natural "
-                             "strength; choose a live one")
+            raise ValueError(
+                f"steering latent {j} never fires on the atlas's images, so it has no natural "
+                "strength; choose a live one"
+            )
         best = int(k.topk_ids[j, 0])
         where = f" (on {Path(k.image_paths[best]).name})" if best >= 0 and k.image_paths else ""
         why = f", linked from {atlas.name} latent {s}" if origin else ""
-        message = (f"Latent {j}{why}: **set to {top:.3g}**, its highest activation over the "
-                   f"{k.manifest['n_images']} images of {k.name}{where}. If the prompt does not use it, this adds "
-                   "its direction at that strength. Press Generate.")
+        message = (
+            f"Latent {j}{why}: **set to {top:.3g}**, its highest activation over the "
+            f"{k.manifest['n_images']} images of {k.name}{where}. If the prompt does not use it, this adds "
+            "its direction at that strength. Press Generate."
+        )
         return SteerSuggestion(latent=j, mode="set", value=top, origin=origin, message=message)
 
     def slot_scale(self, latent: Any, mode: str) -> tuple[float, float, float, float, str]:
@@ -297,8 +349,9 @@ class BrowseHandlers:
         if k is not None and str(latent or "").strip():
             try:
                 top = float(k.max_activation[k.check_latent(latent)])
-                label = (f"value (its max over the atlas ≈ {top:.3g})" if top > 0
-                         else "value (a dead latent: typical scale)")
+                label = (
+                    f"value (its max over the atlas ≈ {top:.3g})" if top > 0 else "value (a dead latent: typical scale)"
+                )
             except ValueError:
                 label = f"value (⚠️ not a latent of {k.name}: 0..{k.n_latents - 1})"
         if top <= 0:

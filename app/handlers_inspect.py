@@ -43,8 +43,10 @@ class InspectHandlers:
         decoded = read_upload(image)
         if decoded is not None and dataset_image not in (None, ""):
             given = str(dataset_image)[:20]
-            return decoded, (f"Both an upload and dataset image {given} were given: the upload is inspected "
-                             "(clear it to inspect the dataset image).")
+            return decoded, (
+                f"Both an upload and dataset image {given} were given: the upload is inspected "
+                "(clear it to inspect the dataset image)."
+            )
         if decoded is None and dataset_image not in (None, ""):
             n = len(self.atlas.image_paths)
             if n == 0:
@@ -58,8 +60,9 @@ class InspectHandlers:
             raise ValueError("upload an image (or give a dataset image index) first")
         return decoded, ""
 
-    def inspect(self, image: Any, latent: Any = None, dataset_image: Any = None
-                ) -> tuple[str, Image.Image | None, list, list, dict]:
+    def inspect(
+        self, image: Any, latent: Any = None, dataset_image: Any = None
+    ) -> tuple[str, Image.Image | None, list, list, dict]:
         """An image's most active latents (each a link to its page), a heat map of one latent
         over its patches with a colour scale, each latent's best dataset image, the nearest
         dataset images, and the numbers (including each patch's top latents for patch clicks)."""
@@ -75,22 +78,40 @@ class InspectHandlers:
             vals = np.maximum(res["patches"][:, chosen], 0)
             vmax = float(vals.max())
             base = centre_square(image.convert("RGB")).resize((HEAT_SIZE, HEAT_SIZE), Image.BICUBIC)
-            label = (f"latent {chosen}: activation per patch" if vmax > 0
-                     else f"latent {chosen} fires on no patch (only on the whole image)")
+            label = (
+                f"latent {chosen}: activation per patch"
+                if vmax > 0
+                else f"latent {chosen} fires on no patch (only on the whole image)"
+            )
             heat = with_colour_bar(overlay(base, vals, vmax or 1.0), vmax or 1.0, label)
             grid = int(round(np.sqrt(res["patches"].shape[0])))
-            per_patch = [[[int(i), float(v)] for i, v in patch_latents(res["patches"], (p % grid + 0.5) / grid,
-                                                                       (p // grid + 0.5) / grid, PATCH_LATENTS)[1]]
-                         for p in range(grid * grid)]
+            per_patch = [
+                [
+                    [int(i), float(v)]
+                    for i, v in patch_latents(
+                        res["patches"], (p % grid + 0.5) / grid, (p // grid + 0.5) / grid, PATCH_LATENTS
+                    )[1]
+                ]
+                for p in range(grid * grid)
+            ]
         if chosen is not None:
             which = "the most active" if latent in (None, "") else "chosen"
-            table = (f"Heat map: **latent {link(a, chosen)}** ({which}), its activation on each patch of the "
-                     "model's centre crop" + (" — click a patch to list the latents active there." if heat is not None
-                                              else ".") + "\n\n" + table)
-        near = [(self.render.thumb(i), f"#{i} · " + caption(c, a.image_paths[i] if a.image_paths else None, i))
-                for i, c in self.inspector.nearest_images(res["embedding"])]  # type: ignore[union-attr]
-        examples = [(self.render.thumb(int(a.topk_ids[s, 0])), f"{v:.3g} · latent {s}")
-                    for s, v in top if a.topk_ids[s, 0] >= 0 and a.image_paths]
+            table = (
+                f"Heat map: **latent {link(a, chosen)}** ({which}), its activation on each patch of the "
+                "model's centre crop"
+                + (" — click a patch to list the latents active there." if heat is not None else ".")
+                + "\n\n"
+                + table
+            )
+        near = [
+            (self.render.thumb(i), f"#{i} · " + caption(c, a.image_paths[i] if a.image_paths else None, i))
+            for i, c in self.inspector.nearest_images(res["embedding"])
+        ]  # type: ignore[union-attr]
+        examples = [
+            (self.render.thumb(int(a.topk_ids[s, 0])), f"{v:.3g} · latent {s}")
+            for s, v in top
+            if a.topk_ids[s, 0] >= 0 and a.image_paths
+        ]
         data = {"top": top, "latent": chosen, "grid": grid, "patch_latents": per_patch}
         if note:
             table = f"> ⚠️ {note}\n\n{table}"
@@ -107,11 +128,13 @@ class InspectHandlers:
         found = data["patch_latents"][row * grid + col]
         if not found:
             return f"No latent fires on patch (row {row + 1}, column {col + 1})."
-        return (f"Latents active on patch (row {row + 1}, column {col + 1}) of {grid}×{grid}: "
-                + " · ".join(f"{link(self.atlas, i)} {v:.3g}" for i, v in found))
+        return f"Latents active on patch (row {row + 1}, column {col + 1}) of {grid}×{grid}: " + " · ".join(
+            f"{link(self.atlas, i)} {v:.3g}" for i, v in found
+        )
 
-    def heatmap(self, image: Any, text: str, latent: Any, scale: Any = 0.0,
-                dataset_image: Any = None) -> tuple[list, str]:
+    def heatmap(
+        self, image: Any, text: str, latent: Any, scale: Any = 0.0, dataset_image: Any = None
+    ) -> tuple[list, str]:
         """Gradient heat maps of cos(image, text): as is, with `latent` × `scale`, and the difference."""
         image, _ = self._input_image(image, dataset_image)
         if latent in (None, ""):
@@ -126,17 +149,29 @@ class InspectHandlers:
         dmax = float(np.abs(res.difference).max())
         short = text if len(text) <= 40 else text[:39] + "…"
         label = "saliency (gradient × input, shared scale)"
-        shown = [(with_colour_bar(heat_overlay(image, res.base, vmax), vmax, label, max_alpha=0.65),
-                  f"as is: “{short}”"),
-                 (with_colour_bar(heat_overlay(image, res.edited, vmax), vmax, label, max_alpha=0.65),
-                  f"latent {chosen} × {factor:g}"),
-                 (with_colour_bar(heat_overlay(image, res.difference, signed=True), dmax or 1.0,
-                                  "edited − as is (red: more, blue: less)", signed=True, max_alpha=0.65),
-                  "difference")]
+        shown = [
+            (with_colour_bar(heat_overlay(image, res.base, vmax), vmax, label, max_alpha=0.65), f"as is: “{short}”"),
+            (
+                with_colour_bar(heat_overlay(image, res.edited, vmax), vmax, label, max_alpha=0.65),
+                f"latent {chosen} × {factor:g}",
+            ),
+            (
+                with_colour_bar(
+                    heat_overlay(image, res.difference, signed=True),
+                    dmax or 1.0,
+                    "edited − as is (red: more, blue: less)",
+                    signed=True,
+                    max_alpha=0.65,
+                ),
+                "difference",
+            ),
+        ]
         change = float(np.abs(res.difference).sum() / max(float(np.abs(res.base).sum()), 1e-12))
-        md = (f"Similarity {res.sim_base:.4f} → **{res.sim_edited:.4f}** with latent {chosen} × {factor:g} "
-              f"(spliced back in at `{self.inspector.meta['hook_name']}`, SAE error kept). "  # type: ignore[union-attr]
-              f"Heat moved: Σ|Δ| / Σ = {change:.3f}.")
+        md = (
+            f"Similarity {res.sim_base:.4f} → **{res.sim_edited:.4f}** with latent {chosen} × {factor:g} "
+            f"(spliced back in at `{self.inspector.meta['hook_name']}`, SAE error kept). "  # type: ignore[union-attr]
+            f"Heat moved: Σ|Δ| / Σ = {change:.3f}."
+        )
         return shown, md
 
 

@@ -90,8 +90,9 @@ class SteerHandlers:
             raise ValueError(UNAVAILABLE)
         return self.steerer
 
-    def steer_this_edit(self, sae: str | None, latent: Any, choice: str | None, slots: list[Any]
-                        ) -> tuple[int, Edit, tuple[str, int] | None, str]:
+    def steer_this_edit(
+        self, sae: str | None, latent: Any, choice: str | None, slots: list[Any]
+    ) -> tuple[int, Edit, tuple[str, int] | None, str]:
         """'Steer this' (or a latent picked in the Steer tab) → (slot index, edit, linked CLIP
         latent, message). The edit *adds* the latent's direction × its highest activation over the
         atlas, so the latent moves up from wherever the prompt already has it (a `set` to that
@@ -100,9 +101,11 @@ class SteerHandlers:
         k, again = free_slot(slots, s.latent)
         why = f", linked from {s.origin[0]} latent {s.origin[1]}" if s.origin else ""
         where = f"already in slot {k + 1}: its edit is now" if again else f"in slot {k + 1}:"
-        message = (f"Latent {s.latent}{why} {where} **+ direction × {s.value:.3g}** (its highest activation over "
-                   f"the atlas's images), added to what the prompt already has, so the feature only grows. "
-                   "Press Generate.")
+        message = (
+            f"Latent {s.latent}{why} {where} **+ direction × {s.value:.3g}** (its highest activation over "
+            f"the atlas's images), added to what the prompt already has, so the feature only grows. "
+            "Press Generate."
+        )
         return k, Edit(s.latent, "add", s.value), s.origin, message
 
     def generation_params(self, seed: Any, steps: Any, resolution: Any) -> tuple[int, int, int]:
@@ -115,9 +118,18 @@ class SteerHandlers:
             raise ValueError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))}; got {resolution!r}")
         return (whole_number(seed, "the seed", 0, MAX_SEED), whole_number(steps, "steps", 1, MAX_STEPS), size)
 
-    def _run(self, prompt: str, image: Any, seed: Any, steps: Any, resolution: Any, edits: list[Edit],
-             job: Job | None, with_original: bool = True, guidance: Any = None
-             ) -> tuple[Generation, Image.Image | None]:
+    def _run(
+        self,
+        prompt: str,
+        image: Any,
+        seed: Any,
+        steps: Any,
+        resolution: Any,
+        edits: list[Edit],
+        job: Job | None,
+        with_original: bool = True,
+        guidance: Any = None,
+    ) -> tuple[Generation, Image.Image | None]:
         s = self._steerer()
         scale = DEFAULT_GUIDANCE if guidance in (None, "") else finite_number(guidance, "the guidance scale")
         if not 1.0 <= scale <= MAX_GUIDANCE:
@@ -127,12 +139,30 @@ class SteerHandlers:
         edits = validate_edits(edits, s.sae.cfg.d_sae) or edits
         job = job or Job()
         with s.queue.turn(job):
-            return s.generate(prompt, edits, seed=seed, steps=steps, size=size, prior_steps=steps,
-                              image=start, with_original=with_original, job=job, guidance=scale), start
+            return s.generate(
+                prompt,
+                edits,
+                seed=seed,
+                steps=steps,
+                size=size,
+                prior_steps=steps,
+                image=start,
+                with_original=with_original,
+                job=job,
+                guidance=scale,
+            ), start
 
-    def steer(self, prompt: str, edits: str, mode: str = "multiply", seed: float = 0, steps: float | None = None,
-              resolution: float | None = None, image: Any = None, job: Job | None = None
-              ) -> tuple[Image.Image, Image.Image]:
+    def steer(
+        self,
+        prompt: str,
+        edits: str,
+        mode: str = "multiply",
+        seed: float = 0,
+        steps: float | None = None,
+        resolution: float | None = None,
+        image: Any = None,
+        job: Job | None = None,
+    ) -> tuple[Image.Image, Image.Image]:
         """(original, steered) for typed edits 'latent:value, …' all in one mode; an uploaded
         start image replaces the prompt. Steps and resolution default to the device's."""
         if mode not in MODES:
@@ -141,9 +171,19 @@ class SteerHandlers:
         gen, _ = self._run(prompt, image, seed, steps, resolution, parsed, job)
         return gen.original, gen.steered  # type: ignore[return-value]
 
-    def generate_view(self, prompt: str, image: Any, seed: Any, steps: Any, resolution: Any, edits: list[Edit],
-                      origins: dict[int, tuple[str, int]] | None = None, causal: bool = True,
-                      job: Job | None = None, guidance: Any = None) -> SteerView:
+    def generate_view(
+        self,
+        prompt: str,
+        image: Any,
+        seed: Any,
+        steps: Any,
+        resolution: Any,
+        edits: list[Edit],
+        origins: dict[int, tuple[str, int]] | None = None,
+        causal: bool = True,
+        job: Job | None = None,
+        guidance: Any = None,
+    ) -> SteerView:
         """Generate with the given edits; the readout says what each edit did to its latent
         and to the embedding, and (causal check) whether the latent moved in the images."""
         job = job or Job()
@@ -160,39 +200,71 @@ class SteerHandlers:
         active = s.active_latents(gen.x, n=12)
         what = "image" if start is not None else "prompt"
         names = ", ".join(f"{i} ({v:.3g})" for i, v in active)  # no links: a click must not leave the tab
-        active_md = (f"Most active steering latents of this {what}: {names}" if active
-                     else "No steering latent is active in this embedding.")
-        return SteerView(for_display(gen.original), for_display(gen.steered), "\n\n".join(parts), active_md,
-                         active, list(edits))
+        active_md = (
+            f"Most active steering latents of this {what}: {names}"
+            if active
+            else "No steering latent is active in this embedding."
+        )
+        return SteerView(
+            for_display(gen.original), for_display(gen.steered), "\n\n".join(parts), active_md, active, list(edits)
+        )
 
     def _readout(self, gen: Generation, edits: list[Edit]) -> str:
         rows, shift = edit_readout(self._steerer(), gen, edits)
         verb = {"multiply": "×", "set": "set to", "add": "+ direction ×"}
-        lines = ["| edit | its activation: in the embedding → in the steered embedding (re-encoded by the SAE) |",
-                 "|---|---|"]
-        lines += [f"| latent {r.edit.latent} {verb[r.edit.mode]} {r.edit.value:.3g} | {r.before:.3g} → "
-                  f"**{r.after:.3g}**{_little_change(r)} |" for r in rows]
-        lines.append(f"\nEmbedding: ‖x′‖ / ‖x‖ = **{shift.norm_ratio:.3f}**, cos(x, x′) = **{shift.cosine:.3f}**"
-                     + (" — ⚠️ **far from the original embedding**: the decoder may leave its training "
-                        "distribution (expect artifacts); try smaller values." if shift.far else "."))
+        lines = [
+            "| edit | its activation: in the embedding → in the steered embedding (re-encoded by the SAE) |",
+            "|---|---|",
+        ]
+        lines += [
+            f"| latent {r.edit.latent} {verb[r.edit.mode]} {r.edit.value:.3g} | {r.before:.3g} → "
+            f"**{r.after:.3g}**{_little_change(r)} |"
+            for r in rows
+        ]
+        lines.append(
+            f"\nEmbedding: ‖x′‖ / ‖x‖ = **{shift.norm_ratio:.3f}**, cos(x, x′) = **{shift.cosine:.3f}**"
+            + (
+                " — ⚠️ **far from the original embedding**: the decoder may leave its training "
+                "distribution (expect artifacts); try smaller values."
+                if shift.far
+                else "."
+            )
+        )
         return "\n".join(lines)
 
     def _causal(self, gen: Generation, edits: list[Edit], origins: dict[int, tuple[str, int]]) -> str:
         checks = causal_check(self._steerer(), gen, [e.latent for e in edits])
-        lines = ["**Causal check** — both images re-encoded (steering latents by the prior's image encoder):",
-                 "| latent | original image | steered image |", "|---|---|---|"]
-        lines += [f"| steering {c.latent} | {c.original:.3g} | **{c.steered:.3g}** {_arrow(c.original, c.steered)} |"
-                  for c in checks]
+        lines = [
+            "**Causal check** — both images re-encoded (steering latents by the prior's image encoder):",
+            "| latent | original image | steered image |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| steering {c.latent} | {c.original:.3g} | **{c.steered:.3g}** {_arrow(c.original, c.steered)} |"
+            for c in checks
+        ]
         clip = sorted({(name, lat) for name, lat in origins.values() if name == self.atlas.name})
         if clip and self.inspector is not None and gen.original is not None:
             before = self.inspector.run(gen.original)["scores"]
             after = self.inspector.run(gen.steered)["scores"]
-            lines += [f"| {name} {lat} (linked) | {before[lat]:.3g} | **{after[lat]:.3g}** "
-                      f"{_arrow(before[lat], after[lat])} |" for name, lat in clip]
+            lines += [
+                f"| {name} {lat} (linked) | {before[lat]:.3g} | **{after[lat]:.3g}** "
+                f"{_arrow(before[lat], after[lat])} |"
+                for name, lat in clip
+            ]
         return "\n".join(lines)
 
-    def steer_strip(self, prompt: str, latent: Any, amount: Any = None, seed: float = 0, steps: float | None = None,
-                    resolution: float | None = None, image: Any = None, job: Job | None = None) -> list:
+    def steer_strip(
+        self,
+        prompt: str,
+        latent: Any,
+        amount: Any = None,
+        seed: float = 0,
+        steps: float | None = None,
+        resolution: float | None = None,
+        image: Any = None,
+        job: Job | None = None,
+    ) -> list:
         """Seed 001's plus/minus strip: −amount · direction, original, +amount · direction
         (amount empty: twice the latent's highest activation over the atlas's images)."""
         s = self._steerer()

@@ -110,14 +110,21 @@ class IconStore:
         return atomic_write_with(self.cache / f"{latent}.png", lambda tmp: image.save(tmp, "PNG"))
 
 
-def write_icons(atlas: Atlas, steerer: Steerer, spec: IconSpec, latents: list[int] | None = None,
-                decoder_name: str = "") -> int:
+def write_icons(
+    atlas: Atlas, steerer: Steerer, spec: IconSpec, latents: list[int] | None = None, decoder_name: str = ""
+) -> int:
     """`clipsae icons`: icons of the given (default: every live) latent into ATLAS/icons/.
     Existing icons of the same spec are kept (a re-run continues). Returns how many were made."""
     folder = atlas.path / ICONS_DIR
     folder.mkdir(exist_ok=True)
-    header = {"format": ICONS_FORMAT, "format_version": ICONS_VERSION, "sae_sha256": atlas.manifest["sae_sha256"],
-              "decoder": decoder_name, "tiny": bool(steerer.pipes.tiny), **asdict(spec)}
+    header = {
+        "format": ICONS_FORMAT,
+        "format_version": ICONS_VERSION,
+        "sae_sha256": atlas.manifest["sae_sha256"],
+        "decoder": decoder_name,
+        "tiny": bool(steerer.pipes.tiny),
+        **asdict(spec),
+    }
     old = read_icons_header(folder)
     if old is not None and {k: old.get(k) for k in header} != header:
         for stale in folder.glob("*.png"):  # another SAE or spec: start over
@@ -145,8 +152,11 @@ def icons_main(cfg: IconsConfig, options: KandinskyOptions | None = None) -> str
     dev = str(resolve_device(cfg.device))
     atlas = Atlas(cfg.katlas)
     chosen = parse_latents(cfg.latents)
-    latents = None if chosen.count is None and chosen.ids is None else chosen.resolve(
-        atlas.n_latents, most_frequent_first(atlas.frequency))
+    latents = (
+        None
+        if chosen.count is None and chosen.ids is None
+        else chosen.resolve(atlas.n_latents, most_frequent_first(atlas.frequency))
+    )
     pipes = pipelines_for(cfg.prior, cfg.decoder, tiny=cfg.tiny_kandinsky, device=dev, options=options)
     steerer = Steerer(pipes, load_sae(atlas.path / "sae", device=dev), device=dev)
     spec = IconSpec(size=cfg.size, steps=cfg.steps, seed=cfg.seed, strength=cfg.strength)

@@ -40,8 +40,9 @@ class Inspector:
     def __init__(self, atlas: Atlas, device: str = "cpu"):
         meta = atlas.encoder  # the atlas's own encoder.json: the activation cache is never reopened
         if meta is None:
-            raise ValueError("the atlas was built from a plain matrix: no encoder is recorded, so images cannot be "
-                             "inspected")
+            raise ValueError(
+                "the atlas was built from a plain matrix: no encoder is recorded, so images cannot be inspected"
+            )
         self.meta = meta
         self.encoder = load_encoder(spec_from_metadata(meta, patch_tokens=True), device)
         self.sae = load_sae(atlas.path / "sae", device=device)
@@ -66,8 +67,12 @@ class Inspector:
                 patch_f = f_t[spatial].cpu().numpy() if spatial else None
         vals, idx = score.topk(min(n, score.numel()))
         top = [(int(i), float(v)) for v, i in zip(vals, idx) if v > 0]
-        return {"top": top, "scores": score.float().cpu().numpy(), "patches": patch_f,
-                "embedding": rows[0, 0].cpu().numpy()}
+        return {
+            "top": top,
+            "scores": score.float().cpu().numpy(),
+            "patches": patch_f,
+            "embedding": rows[0, 0].cpu().numpy(),
+        }
 
     @torch.inference_mode()
     def text_to_latents(self, text: str, n: int = 20) -> list[tuple[int, float]]:

@@ -169,8 +169,7 @@ class FairQueue:
         job that has not started yet, of another session."""
         with self._cond:
             order = self._order()
-            return (self.running is job and bool(order) and not order[0].started
-                    and order[0].session != job.session)
+            return self.running is job and bool(order) and not order[0].started and order[0].session != job.session
 
     def preempt_point(self, job: Job, suspend: Suspend | None = None) -> None:
         """At a step boundary of the running `job`: if it should yield, pause it (calling

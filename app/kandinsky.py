@@ -83,8 +83,13 @@ def kandinsky_available(prior: str = PRIOR_ID, decoder: str = DECODER_ID) -> boo
     return not missing_parts(prior) and not missing_parts(decoder)
 
 
-def _ready(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, device: str, tiny: bool,
-           options: KandinskyOptions | None = None) -> KandinskyPipes:
+def _ready(
+    prior: KandinskyV22PriorPipeline,
+    decoder: KandinskyV22Pipeline,
+    device: str,
+    tiny: bool,
+    options: KandinskyOptions | None = None,
+) -> KandinskyPipes:
     prior.to(device)
     prior.set_progress_bar_config(disable=True)
     decoder.to(device)
@@ -109,8 +114,13 @@ def apply_options(pipes: KandinskyPipes, options: KandinskyOptions) -> None:
         log.info("the decoder's UNet is compiled on its first call at each resolution")
 
 
-def load_pipelines(prior: str = PRIOR_ID, decoder: str = DECODER_ID, device: str = "cpu",
-                   dtype: torch.dtype | None = None, options: KandinskyOptions | None = None) -> KandinskyPipes:
+def load_pipelines(
+    prior: str = PRIOR_ID,
+    decoder: str = DECODER_ID,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    options: KandinskyOptions | None = None,
+) -> KandinskyPipes:
     """The real pipelines from hub ids (the HF cache, offline) or local diffusers folders, in
     `dtype` (default: `options.precision`, auto: float16 on CUDA, float32 on the CPU), with the
     options' attention kernels and compiled decoder. A ValueError names what is missing rather
@@ -123,8 +133,10 @@ def load_pipelines(prior: str = PRIOR_ID, decoder: str = DECODER_ID, device: str
     for model in (prior, decoder):
         gaps = missing_parts(model)
         if gaps:
-            raise ValueError(f"Kandinsky 2.2 model {model} is incomplete on this machine (missing: {', '.join(gaps)}); "
-                             "pass a complete local diffusers folder or download it into the Hugging Face cache")
+            raise ValueError(
+                f"Kandinsky 2.2 model {model} is incomplete on this machine (missing: {', '.join(gaps)}); "
+                "pass a complete local diffusers folder or download it into the Hugging Face cache"
+            )
     try:
         # local_files_only: a hub id resolves through the HF cache exactly as diffusers does, never the network
         prior_pipe = KandinskyV22PriorPipeline.from_pretrained(prior, torch_dtype=dtype, local_files_only=True)
@@ -134,8 +146,13 @@ def load_pipelines(prior: str = PRIOR_ID, decoder: str = DECODER_ID, device: str
     return _ready(prior_pipe, decoder_pipe, device, tiny=False, options=options)
 
 
-def pipelines_for(prior: str = PRIOR_ID, decoder: str = DECODER_ID, tiny: bool = False, device: str = "cpu",
-                  options: KandinskyOptions | None = None) -> KandinskyPipes:
+def pipelines_for(
+    prior: str = PRIOR_ID,
+    decoder: str = DECODER_ID,
+    tiny: bool = False,
+    device: str = "cpu",
+    options: KandinskyOptions | None = None,
+) -> KandinskyPipes:
     """The pipelines a command asked for: the tiny random ones (`--tiny-kandinsky`), or the real
     ones (`load_pipelines`) with the options' precision (auto: float16 on any CUDA device,
     float32 on the CPU), attention kernels and compiled decoder."""
@@ -163,46 +180,111 @@ def _tiny_tokenizer(folder: Path):
 def make_tiny_pipelines(seed: int = 0, device: str = "cpu") -> KandinskyPipes:
     """Prior + decoder with random weights and the real classes (diffusers' own test recipe):
     32-d embeddings, a 2-block UNet and a small MoVQ; 64 px images in seconds on a CPU."""
-    from diffusers import (DDIMScheduler, KandinskyV22Pipeline, KandinskyV22PriorPipeline, PriorTransformer,
-                           UNet2DConditionModel, UnCLIPScheduler, VQModel)
-    from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig,
-                              CLIPVisionModelWithProjection)
+    from diffusers import (
+        DDIMScheduler,
+        KandinskyV22Pipeline,
+        KandinskyV22PriorPipeline,
+        PriorTransformer,
+        UNet2DConditionModel,
+        UnCLIPScheduler,
+        VQModel,
+    )
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
 
     d = TINY_DIM
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = _tiny_tokenizer(Path(tmp))
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=2, pad_token_id=1, hidden_size=d, projection_dim=d, intermediate_size=37,
-        num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer)))
+    text_encoder = CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=2,
+            pad_token_id=1,
+            hidden_size=d,
+            projection_dim=d,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer),
+        )
+    )
     torch.manual_seed(seed)
     prior = PriorTransformer(num_attention_heads=2, attention_head_dim=12, embedding_dim=d, num_layers=1)
     prior.clip_std = torch.nn.Parameter(torch.ones(prior.clip_std.shape))  # else post-processing returns 0
     torch.manual_seed(seed)
-    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=d, image_size=32, projection_dim=d, intermediate_size=37, num_attention_heads=4,
-        num_hidden_layers=2, patch_size=8))
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=d,
+            image_size=32,
+            projection_dim=d,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            patch_size=8,
+        )
+    )
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, resample=3)
     prior_pipe = KandinskyV22PriorPipeline(
-        prior=prior, image_encoder=image_encoder, text_encoder=text_encoder, tokenizer=tokenizer,
-        scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample", num_train_timesteps=1000,
-                                  clip_sample=True, clip_sample_range=10.0),
-        image_processor=processor)
+        prior=prior,
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=UnCLIPScheduler(
+            variance_type="fixed_small_log",
+            prediction_type="sample",
+            num_train_timesteps=1000,
+            clip_sample=True,
+            clip_sample_range=10.0,
+        ),
+        image_processor=processor,
+    )
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        in_channels=4, out_channels=8, addition_embed_type="image",
+        in_channels=4,
+        out_channels=8,
+        addition_embed_type="image",
         down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
         up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
-        mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=(32, 64), layers_per_block=1,
-        encoder_hid_dim=d, encoder_hid_dim_type="image_proj", cross_attention_dim=32, attention_head_dim=4,
-        resnet_time_scale_shift="scale_shift", class_embed_type=None)
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        encoder_hid_dim=d,
+        encoder_hid_dim_type="image_proj",
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        resnet_time_scale_shift="scale_shift",
+        class_embed_type=None,
+    )
     torch.manual_seed(seed)
-    movq = VQModel(block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
-                   in_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8, norm_type="spatial",
-                   num_vq_embeddings=12, out_channels=3, up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
-                   vq_embed_dim=4)
-    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.00085, beta_end=0.012,
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
-                              thresholding=False)
+    movq = VQModel(
+        block_out_channels=[32, 64],
+        down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+        in_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        norm_type="spatial",
+        num_vq_embeddings=12,
+        out_channels=3,
+        up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
+        vq_embed_dim=4,
+    )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+        thresholding=False,
+    )
     decoder_pipe = KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq)
     return _ready(prior_pipe, decoder_pipe, device, tiny=True)

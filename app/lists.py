@@ -97,8 +97,12 @@ def delete(lists: Lists | None, name: Any) -> tuple[Lists, str]:
 
 def rows(lists: Lists | None, name: str | None = None) -> list[list[Any]]:
     """[list, sae, latent, note] for each bookmark (of one list, or all)."""
-    return [[k, e["sae"], e["latent"], e["note"]] for k, items in (lists or {}).items()
-            if name in (None, "", k) for e in items]
+    return [
+        [k, e["sae"], e["latent"], e["note"]]
+        for k, items in (lists or {}).items()
+        if name in (None, "", k)
+        for e in items
+    ]
 
 
 def to_json(lists: Lists | None) -> str:
@@ -130,7 +134,7 @@ def _from_json(text: str) -> list[tuple[str, Any, Any, Any]]:
             raise ValueError(f"list {str(name)[:40]!r}: expected a list of bookmarks")
         for k, e in enumerate(items, 1):
             if not isinstance(e, dict) or "latent" not in e:
-                raise ValueError(f"list {str(name)[:40]!r}, bookmark {k}: expected {{\"sae\", \"latent\", \"note\"}}")
+                raise ValueError(f'list {str(name)[:40]!r}, bookmark {k}: expected {{"sae", "latent", "note"}}')
             out.append((name, e.get("sae", ""), e["latent"], e.get("note", "")))
     return out
 
@@ -195,6 +199,7 @@ def checker(pick: Callable[[str], Any]) -> Checker:
     """The check of (sae, latent) against the served atlases (`Handlers.pick`): an empty SAE
     is the main atlas, a served one's latent must be in its range; an SAE not served here
     (a list from another server) is kept with any whole-number latent."""
+
     def check(sae: str, latent: Any) -> tuple[str, int]:
         sae = str(sae or "").strip()
         try:
@@ -207,4 +212,5 @@ def checker(pick: Callable[[str], Any]) -> Checker:
                 raise ValueError(f"latent {text[:20]!r} is not a whole number >= 0") from None
             return sae, int(text)
         return atlas.name, atlas.check_latent(latent)
+
     return check

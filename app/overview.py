@@ -92,12 +92,28 @@ def latent_map(atlas: Atlas) -> LatentMap:
     for s, row in atlas.interpretations.rows.items():
         if atlas.interpretation_words(s):
             labelled[s] = True
-    return LatentMap(atlas.name, n_images, freq, mean, kind, labelled, x, y, (x0, x1), (y0, y1), dead_right,
-                     score_flags(atlas, freq.size))
+    return LatentMap(
+        atlas.name,
+        n_images,
+        freq,
+        mean,
+        kind,
+        labelled,
+        x,
+        y,
+        (x0, x1),
+        (y0, y1),
+        dead_right,
+        score_flags(atlas, freq.size),
+    )
 
 
-def shown(m: LatentMap, kinds: list[str] | tuple[str, ...], labelled_only: bool = False,
-          only: list[str] | tuple[str, ...] = ()) -> np.ndarray:
+def shown(
+    m: LatentMap,
+    kinds: list[str] | tuple[str, ...],
+    labelled_only: bool = False,
+    only: list[str] | tuple[str, ...] = (),
+) -> np.ndarray:
     """Mask of the latents the filters keep; `only` names score filters ("monosemantic",
     "localised"), and one this atlas has no scores for keeps none of its latents."""
     keep = np.isin(m.kind, [KINDS.index(k) for k in kinds if k in KINDS])
@@ -123,7 +139,9 @@ def density_rgb(m: LatentMap, mask: np.ndarray) -> np.ndarray:
             continue
         counts = np.bincount(py[sel] * WIDTH + px[sel], minlength=HEIGHT * WIDTH).reshape(HEIGHT, WIDTH)
         padded = np.pad(counts, 1)
-        spread = sum(padded[1 + dy:1 + dy + HEIGHT, 1 + dx:1 + dx + WIDTH] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        spread = sum(
+            padded[1 + dy : 1 + dy + HEIGHT, 1 + dx : 1 + dx + WIDTH] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+        )
         alpha = np.where(spread > 0, 0.45 + 0.55 * np.log1p(spread) / np.log1p(max(int(spread.max()), 1)), 0.0)
         img = img * (1 - alpha[..., None]) + np.asarray(COLOURS[KINDS[k]], dtype=np.float64) * alpha[..., None]
     return img.astype(np.uint8)
@@ -142,12 +160,13 @@ def render_png(m: LatentMap, mask: np.ndarray, values: np.ndarray | None = None)
     rgb = density_rgb(m, mask) if values is None else score_rgb(*to_pixels(m, m.x, m.y), values, mask, HEIGHT, WIDTH)
     ax.imshow(rgb, extent=(*m.xlim, *m.ylim), aspect="auto", interpolation="nearest")
     ax.axvline(m.dead_x, color="#999", linewidth=0.8)
-    ax.text(m.xlim[0] + 0.5 * (m.dead_x - m.xlim[0]), m.ylim[1], "dead", ha="center", va="bottom", fontsize=8,
-            color="#666")
+    ax.text(
+        m.xlim[0] + 0.5 * (m.dead_x - m.xlim[0]), m.ylim[1], "dead", ha="center", va="bottom", fontsize=8, color="#666"
+    )
     xt = log_ticks(m.dead_x, m.xlim[1])
-    ax.set_xticks(xt, [f"{10.0 ** t:.0%}" if t >= -2 else f"{10.0 ** t:.0e}".replace("e-0", "e-") for t in xt])
+    ax.set_xticks(xt, [f"{10.0**t:.0%}" if t >= -2 else f"{10.0**t:.0e}".replace("e-0", "e-") for t in xt])
     yt = log_ticks(*m.ylim)
-    ax.set_yticks(yt, [f"{10.0 ** t:.3g}" for t in yt])
+    ax.set_yticks(yt, [f"{10.0**t:.3g}" for t in yt])
     ax.set_xlabel(f"activation frequency (fraction of {m.n_images} images, log)")
     ax.set_ylabel("mean activation when active (log)")
     buf = io.BytesIO()
@@ -161,9 +180,12 @@ def log_ticks(lo: float, hi: float) -> list[float]:
     decades = [float(e) for e in range(int(np.ceil(lo)), int(np.floor(hi)) + 1)]
     if len(decades) >= 3:
         return decades
-    return [float(np.log10(k * 10.0 ** e)) for e in range(int(np.floor(lo)), int(np.ceil(hi)) + 1)
-            for k in (1, 2, 5) if lo <= np.log10(k * 10.0 ** e) <= hi]
-
+    return [
+        float(np.log10(k * 10.0**e))
+        for e in range(int(np.floor(lo)), int(np.ceil(hi)) + 1)
+        for k in (1, 2, 5)
+        if lo <= np.log10(k * 10.0**e) <= hi
+    ]
 
 
 def tooltip(atlas: Atlas, m: LatentMap, latent: int) -> str:
@@ -173,8 +195,11 @@ def tooltip(atlas: Atlas, m: LatentMap, latent: int) -> str:
     words = atlas.short_label(latent)
     scores = {k: v for k, v in (score_data(atlas, latent) or {}).items() if v is not None}
     names = {"monosemanticity": "MS", "morans_i": "Moran's I", "label_auc": "label AUC"}
-    return (text + (f" · {', '.join(words)}" if words else "")
-            + "".join(f" · {names[k]} {v:.2f}" for k, v in scores.items()))
+    return (
+        text
+        + (f" · {', '.join(words)}" if words else "")
+        + "".join(f" · {names[k]} {v:.2f}" for k, v in scores.items())
+    )
 
 
 def cells(atlas: Atlas, m: LatentMap, mask: np.ndarray) -> list[list]:
@@ -190,30 +215,37 @@ def cells(atlas: Atlas, m: LatentMap, mask: np.ndarray) -> list[list]:
     key, ids, px, py = key[order], ids[order], px[order], py[order]
     first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     counts = np.diff(np.r_[first, key.size])
-    return [[int(px[i] // CELL), int(py[i] // CELL), int(ids[i]), int(c), tooltip(atlas, m, int(ids[i]))]
-            for i, c in zip(first, counts)]
+    return [
+        [int(px[i] // CELL), int(py[i] // CELL), int(ids[i]), int(c), tooltip(atlas, m, int(ids[i]))]
+        for i, c in zip(first, counts)
+    ]
 
 
 def summary(m: LatentMap) -> str:
     n = m.frequency.size
     dead, dense = int((m.kind == 2).sum()), int((m.kind == 1).sum())
     flags = "".join(f", {int(v.sum())} {k}" for k, v in m.flags.items())
-    return (f"**{m.name}**: {n} latents — {n - dead - dense} live, {dense} dense (fire on ≥ {DENSE_FREQUENCY:.0%} "
-            f"of images), {dead} dead (the grey column), {int(m.labelled.sum())} labelled or interpreted{flags}")
+    return (
+        f"**{m.name}**: {n} latents — {n - dead - dense} live, {dense} dense (fire on ≥ {DENSE_FREQUENCY:.0%} "
+        f"of images), {dead} dead (the grey column), {int(m.labelled.sum())} labelled or interpreted{flags}"
+    )
 
 
-def map_html(atlas: Atlas, m: LatentMap, mask: np.ndarray, colour: str = "kind",
-             only: list[str] | tuple[str, ...] = ()) -> str:
+def map_html(
+    atlas: Atlas, m: LatentMap, mask: np.ndarray, colour: str = "kind", only: list[str] | tuple[str, ...] = ()
+) -> str:
     """One map as HTML: the PNG (coloured by kind or by a score), the cell table the page's
     script reads (no script inside), and the SAE's card when the atlas has one."""
     png = base64.b64encode(render_png(m, mask, score_values(atlas, colour))).decode()
     box = [AXES_BOX[0] * FIG_W, AXES_BOX[1] * FIG_H]
     data = json.dumps({"sae": m.name, "cell": CELL, "box": box, "cells": cells(atlas, m, mask)}, separators=(",", ":"))
-    return (f'<div class="ov-map" data-map="{html.escape(data, quote=True)}">'
-            f'<div class="ov-title">{html.escape(summary(m).replace("**", ""))} · shown: {int(mask.sum())}'
-            f'{html.escape(map_note(atlas, m.flags, mask, colour, only))}</div>'
-            f'<img class="ov-img" alt="latent map of {html.escape(m.name)}" width="{FIG_W}" height="{FIG_H}" '
-            f'src="data:image/png;base64,{png}">{card_html(atlas)}</div>')
+    return (
+        f'<div class="ov-map" data-map="{html.escape(data, quote=True)}">'
+        f'<div class="ov-title">{html.escape(summary(m).replace("**", ""))} · shown: {int(mask.sum())}'
+        f"{html.escape(map_note(atlas, m.flags, mask, colour, only))}</div>"
+        f'<img class="ov-img" alt="latent map of {html.escape(m.name)}" width="{FIG_W}" height="{FIG_H}" '
+        f'src="data:image/png;base64,{png}">{card_html(atlas)}</div>'
+    )
 
 
 class Overview:
@@ -232,20 +264,34 @@ class Overview:
             self._maps[name] = latent_map(self.atlases[name])
         return self._maps[name]
 
-    def html(self, kinds: list[str] | tuple[str, ...], labelled_only: bool = False,
-             only: list[str] | tuple[str, ...] = (), colour: str = "kind") -> str:
+    def html(
+        self,
+        kinds: list[str] | tuple[str, ...],
+        labelled_only: bool = False,
+        only: list[str] | tuple[str, ...] = (),
+        colour: str = "kind",
+    ) -> str:
         """Every atlas's map under the filters and colouring (cached)."""
         key = (tuple(sorted(kinds)), bool(labelled_only), tuple(sorted(only)), colour)
         if key not in self._html:
-            parts = [map_html(self.atlases[n], self.map(n), shown(self.map(n), kinds, labelled_only, only), colour,
-                              only) for n in self.atlases]
+            parts = [
+                map_html(self.atlases[n], self.map(n), shown(self.map(n), kinds, labelled_only, only), colour, only)
+                for n in self.atlases
+            ]
             self._html[key] = "".join(parts)
             while len(self._html) > self.cache_size:
                 self._html.popitem(last=False)
         return self._html[key]
 
-    def nearest(self, name: str, px: float, py: float, kinds: list[str] | tuple[str, ...],
-                labelled_only: bool = False, only: list[str] | tuple[str, ...] = ()) -> int | None:
+    def nearest(
+        self,
+        name: str,
+        px: float,
+        py: float,
+        kinds: list[str] | tuple[str, ...],
+        labelled_only: bool = False,
+        only: list[str] | tuple[str, ...] = (),
+    ) -> int | None:
         """The shown latent nearest a pixel of the map (plot-area pixels, 0 at the top left)."""
         m = self.map(name)
         ids = np.flatnonzero(shown(m, kinds, labelled_only, only))

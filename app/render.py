@@ -68,8 +68,9 @@ def centre_square(im: Image.Image) -> Image.Image:
     return im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
 
 
-def overlay(image: Image.Image, values_p: list[float] | np.ndarray | None, scale: float,
-            color: tuple[int, int, int] = TINT) -> Image.Image:
+def overlay(
+    image: Image.Image, values_p: list[float] | np.ndarray | None, scale: float, color: tuple[int, int, int] = TINT
+) -> Image.Image:
     """Tint each patch with opacity value / scale (one scale per latent); darken inactive patches."""
     if values_p is None or scale <= 0:
         return image
@@ -89,8 +90,9 @@ def _font(size: int = 13) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def colour_bar(width: int, vmax: float, label: str, signed: bool = False, max_alpha: float = MASK_ALPHA,
-               height: int = 44) -> Image.Image:
+def colour_bar(
+    width: int, vmax: float, label: str, signed: bool = False, max_alpha: float = MASK_ALPHA, height: int = 44
+) -> Image.Image:
     """A horizontal colour scale: the tint at each opacity over mid-grey, 0 → vmax (or
     −vmax → vmax for signed maps), with end and middle ticks and a label saying what it measures."""
     bar = Image.new("RGB", (width, height), (255, 255, 255))
@@ -114,8 +116,9 @@ def colour_bar(width: int, vmax: float, label: str, signed: bool = False, max_al
     return bar
 
 
-def with_colour_bar(image: Image.Image, vmax: float, label: str, signed: bool = False,
-                    max_alpha: float = MASK_ALPHA) -> Image.Image:
+def with_colour_bar(
+    image: Image.Image, vmax: float, label: str, signed: bool = False, max_alpha: float = MASK_ALPHA
+) -> Image.Image:
     """The image with its colour scale underneath."""
     bar = colour_bar(image.width, vmax, label, signed, max_alpha, height=48)
     out = Image.new("RGB", (image.width, image.height + bar.height), (255, 255, 255))
@@ -143,8 +146,14 @@ def nice_ticks(top: float, n: int = 5) -> list[float]:
     return [float(f"{k * step:.6g}") for k in range(int(top / step + 1e-9) + 1)]
 
 
-def histogram_png(path: Path, counts: list[int] | np.ndarray, max_value: float, log_counts: bool = False,
-                  width: int = 640, height: int = 230) -> Path:
+def histogram_png(
+    path: Path,
+    counts: list[int] | np.ndarray,
+    max_value: float,
+    log_counts: bool = False,
+    width: int = 640,
+    height: int = 230,
+) -> Path:
     """The activation histogram of one latent as a PNG: one bar per bin over (0, max], a few
     round ticks on each axis, counts on a linear or log scale. Drawn with PIL (a few ms;
     matplotlib took ~0.2 s per page)."""
@@ -159,7 +168,7 @@ def histogram_png(path: Path, counts: list[int] | np.ndarray, max_value: float, 
         return path
     cmax = float(counts.max())
     scale = (lambda c: np.log10(1 + c) / np.log10(1 + cmax)) if log_counts else (lambda c: c / cmax)
-    yticks = [10.0 ** k for k in range(int(np.log10(cmax)) + 1)] if log_counts else nice_ticks(cmax, 4)
+    yticks = [10.0**k for k in range(int(np.log10(cmax)) + 1)] if log_counts else nice_ticks(cmax, 4)
     for t in yticks:
         y = bottom - scale(t) * (bottom - top)
         draw.line([(left - 4, y), (right, y)], fill=(232, 232, 232))

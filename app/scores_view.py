@@ -38,8 +38,11 @@ def score_data(atlas: Any, latent: int) -> dict[str, float | None] | None:
     s = _scores(atlas)
     if s is None:
         return None
-    return {"monosemanticity": _value(s.monosemanticity, latent), "morans_i": _value(s.morans_i, latent),
-            "label_auc": _value(s.label_auc, latent)}
+    return {
+        "monosemanticity": _value(s.monosemanticity, latent),
+        "morans_i": _value(s.morans_i, latent),
+        "label_auc": _value(s.label_auc, latent),
+    }
 
 
 def score_line(atlas: Any, latent: int) -> str:
@@ -52,13 +55,19 @@ def score_line(atlas: Any, latent: int) -> str:
     if s.monosemanticity is not None:
         above = s.monosemantic_above
         verdict = " — **monosemantic**" if ms is not None and above is not None and ms >= above else ""
-        parts.append(f"monosemanticity **{ms:.3f}**{verdict} (≥ {above:.3f} counts; {s.meta.get('ms_evaluator')})"
-                     if ms is not None else "monosemanticity: fires on too few held-out images")
+        parts.append(
+            f"monosemanticity **{ms:.3f}**{verdict} (≥ {above:.3f} counts; {s.meta.get('ms_evaluator')})"
+            if ms is not None
+            else "monosemanticity: fires on too few held-out images"
+        )
     mi = _value(s.morans_i, latent)
     if s.morans_i is not None:
         verdict = " — **localised**" if mi is not None and mi >= LOCALISED_MORANS_I else ""
-        parts.append(f"Moran's I **{mi:.3f}**{verdict} (patch clustering; ≥ {LOCALISED_MORANS_I} counts)"
-                     if mi is not None else "Moran's I: not scored (too few images with a patch pattern)")
+        parts.append(
+            f"Moran's I **{mi:.3f}**{verdict} (patch clustering; ≥ {LOCALISED_MORANS_I} counts)"
+            if mi is not None
+            else "Moran's I: not scored (too few images with a patch pattern)"
+        )
     auc = _value(s.label_auc, latent)
     if s.label_auc is not None and auc is not None:
         parts.append(f"label AUC **{auc:.3f}** (how well its label ranks the images it fires on; 0.5 = chance)")
@@ -84,8 +93,9 @@ def score_values(atlas: Any, colour: str) -> np.ndarray | None:
     return None if a is None else np.asarray(a, dtype=np.float64)
 
 
-def score_rgb(px: np.ndarray, py: np.ndarray, values: np.ndarray, mask: np.ndarray, height: int,
-              width: int) -> np.ndarray:
+def score_rgb(
+    px: np.ndarray, py: np.ndarray, values: np.ndarray, mask: np.ndarray, height: int, width: int
+) -> np.ndarray:
     """[height, width, 3] uint8: each shown latent a 3×3 dot coloured (viridis) by the mean score of
     the latents at that pixel, between the 2nd and 98th percentile; unscored ones light grey."""
     from matplotlib import colormaps
@@ -130,7 +140,7 @@ def _spread(grid: np.ndarray) -> np.ndarray:
     """Each pixel's 3×3 neighbourhood sum (a 3×3 dot per latent)."""
     h, w = grid.shape
     padded = np.pad(grid.astype(np.float64), 1)
-    return sum(padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    return sum(padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
 def card_html(atlas: Any) -> str:
@@ -146,6 +156,8 @@ def card_html(atlas: Any) -> str:
     body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
     held = card.get("heldout", {})
     where = f"{held.get('rows', '?')} rows of {str(held.get('acts', '?')).rstrip('/').rsplit('/', 1)[-1]}"
-    return (f'<details class="ov-card" open><summary>Card of {html.escape(str(atlas.name))} '
-            f"(clipsae eval card, on {html.escape(where)}; details: card.md)</summary>"
-            f"<table>{body}</table></details>")
+    return (
+        f'<details class="ov-card" open><summary>Card of {html.escape(str(atlas.name))} '
+        f"(clipsae eval card, on {html.escape(where)}; details: card.md)</summary>"
+        f"<table>{body}</table></details>"
+    )

@@ -79,11 +79,13 @@ class Generation:
     steered: Image.Image
 
 
-def _step_callback(job: Job, label: str, steps: int, done: float, parts: float,
-                   lock: threading.RLock | None = None) -> Callable:
+def _step_callback(
+    job: Job, label: str, steps: int, done: float, parts: float, lock: threading.RLock | None = None
+) -> Callable:
     """diffusers' `callback_on_step_end`: stop on the job's cancel flag, report the step, and
     let a new job of another session run first (`Job.step_boundary`): while paused, the
     pipeline's call state is saved and `lock` released (`_suspend_pipe`)."""
+
     def on_step_end(pipe, i: int, t, callback_kwargs: dict) -> dict:
         if i + 1 < steps:  # checks the cancel flag, then perhaps pauses
             job.step_boundary(lambda: _suspend_pipe(pipe, lock))
@@ -91,6 +93,7 @@ def _step_callback(job: Job, label: str, steps: int, done: float, parts: float,
             job.check()
         job.progress((done + (i + 1) / steps) / parts, f"{label}: step {i + 1}/{steps}")
         return callback_kwargs
+
     return on_step_end
 
 
@@ -110,6 +113,7 @@ def _suspend_pipe(pipe, lock: threading.RLock | None) -> Callable[[bool], None]:
             vars(pipe).update(attrs)
             pipe.scheduler.__dict__.clear()
             pipe.scheduler.__dict__.update(scheduler)
+
     return resume
 
 
@@ -119,8 +123,10 @@ class Steerer:
 
     def __init__(self, pipes: KandinskyPipes, sae: SparseAutoencoder, device: str = "cpu", cache_size: int = 64):
         if sae.cfg.d_in != pipes.embed_dim:
-            raise ValueError(f"the steering SAE reads {sae.cfg.d_in}-d inputs but the Kandinsky prior's embeddings are "
-                             f"{pipes.embed_dim}-d; train it on `clipsae embed --model kandinsky-2-2-prior` activations")
+            raise ValueError(
+                f"the steering SAE reads {sae.cfg.d_in}-d inputs but the Kandinsky prior's embeddings are "
+                f"{pipes.embed_dim}-d; train it on `clipsae embed --model kandinsky-2-2-prior` activations"
+            )
         self.pipes, self.sae, self.device = pipes, sae.to(device).eval(), device
         self._cache: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._originals: OrderedDict[tuple, Image.Image] = OrderedDict()
@@ -131,27 +137,37 @@ class Steerer:
         self.queue = FairQueue()
 
     # ---------------------------------------------------------------- starting embeddings
-    def prior_embeds(self, prompt: str, seed: int, steps: int, negative_prompt: str = "",
-                     job: Job | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def prior_embeds(
+        self, prompt: str, seed: int, steps: int, negative_prompt: str = "", job: Job | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(image_embeds, negative_image_embeds) [1, d], cached per (prompt, negative, seed, steps)."""
-        return self._cached(self.start_key(prompt, seed, steps, negative_prompt),
-                            lambda: self._run_prior(prompt.strip(), seed, steps, negative_prompt, job or Job()))
+        return self._cached(
+            self.start_key(prompt, seed, steps, negative_prompt),
+            lambda: self._run_prior(prompt.strip(), seed, steps, negative_prompt, job or Job()),
+        )
 
-    def _run_prior(self, prompt: str, seed: int, steps: int, negative_prompt: str,
-                   job: Job) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run_prior(
+        self, prompt: str, seed: int, steps: int, negative_prompt: str, job: Job
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         job.check()
 
         def run():
             with self.lock:
-                return self.pipes.prior(prompt, negative_prompt=negative_prompt or None, num_inference_steps=int(steps),
-                                        generator=torch.Generator().manual_seed(int(seed)),
-                                        callback_on_step_end=_step_callback(job, "prior", int(steps), 0, 1, self.lock))
+                return self.pipes.prior(
+                    prompt,
+                    negative_prompt=negative_prompt or None,
+                    num_inference_steps=int(steps),
+                    generator=torch.Generator().manual_seed(int(seed)),
+                    callback_on_step_end=_step_callback(job, "prior", int(steps), 0, 1, self.lock),
+                )
+
         out = in_generation_thread(run)
         self.prior_calls += 1
         return out.image_embeds.detach(), out.negative_image_embeds.detach()
 
-    def start_key(self, prompt: str, seed: int, prior_steps: int, negative_prompt: str = "",
-                  image: Image.Image | None = None) -> tuple:
+    def start_key(
+        self, prompt: str, seed: int, prior_steps: int, negative_prompt: str = "", image: Image.Image | None = None
+    ) -> tuple:
         """The cache key of a starting embedding (refuses an empty prompt without an image)."""
         if image is not None:
             image = image.convert("RGB")
@@ -161,8 +177,15 @@ class Steerer:
             raise ValueError("the prompt is empty; describe an image (for example: a red horse on a beach)")
         return ("prompt", prompt, negative_prompt, int(seed), int(prior_steps))
 
-    def start_embeds(self, prompt: str, seed: int, prior_steps: int, negative_prompt: str = "",
-                     image: Image.Image | None = None, job: Job | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def start_embeds(
+        self,
+        prompt: str,
+        seed: int,
+        prior_steps: int,
+        negative_prompt: str = "",
+        image: Image.Image | None = None,
+        job: Job | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The embedding steering starts from: the uploaded image's if given, else the prompt's
         prior output. Both are cached, so asking again (the next slider move) costs nothing."""
         if image is None:
@@ -197,9 +220,19 @@ class Steerer:
         return self._cached(("neutral",), lambda: self.image_embeds(Image.new("RGB", (64, 64))))[1]
 
     # ---------------------------------------------------------------- decoding
-    def decode(self, embeds: torch.Tensor, negative: torch.Tensor, seed: int, steps: int, size: int,
-               job: Job | None = None, label: str = "decoder", done: float = 0.0, parts: float = 1.0,
-               guidance: float = DEFAULT_GUIDANCE) -> Image.Image:
+    def decode(
+        self,
+        embeds: torch.Tensor,
+        negative: torch.Tensor,
+        seed: int,
+        steps: int,
+        size: int,
+        job: Job | None = None,
+        label: str = "decoder",
+        done: float = 0.0,
+        parts: float = 1.0,
+        guidance: float = DEFAULT_GUIDANCE,
+    ) -> Image.Image:
         """One image from an embedding; stops at the next step once `job` is cancelled.
         `guidance` is the decoder's classifier-free guidance scale (1: none)."""
         check_generation(steps, size)
@@ -208,19 +241,35 @@ class Steerer:
 
         def run():
             with self.lock:
-                return self.pipes.decoder(image_embeds=embeds, negative_image_embeds=negative, height=int(size),
-                                          width=int(size), num_inference_steps=int(steps),
-                                          guidance_scale=float(guidance),
-                                          generator=torch.Generator().manual_seed(int(seed)),
-                                          callback_on_step_end=_step_callback(job, label, int(steps), done, parts,
-                                                                              self.lock))
+                return self.pipes.decoder(
+                    image_embeds=embeds,
+                    negative_image_embeds=negative,
+                    height=int(size),
+                    width=int(size),
+                    num_inference_steps=int(steps),
+                    guidance_scale=float(guidance),
+                    generator=torch.Generator().manual_seed(int(seed)),
+                    callback_on_step_end=_step_callback(job, label, int(steps), done, parts, self.lock),
+                )
+
         out = in_generation_thread(run)  # lower CPU priority, half the cores: browsing stays fast
         self.decoder_calls += 1
         return out.images[0]
 
-    def generate(self, prompt: str, edits: list[Edit], seed: int = 0, steps: int = 25, size: int = 512,
-                 prior_steps: int = 25, negative_prompt: str = "", image: Image.Image | None = None,
-                 with_original: bool = True, job: Job | None = None, guidance: float = DEFAULT_GUIDANCE) -> Generation:
+    def generate(
+        self,
+        prompt: str,
+        edits: list[Edit],
+        seed: int = 0,
+        steps: int = 25,
+        size: int = 512,
+        prior_steps: int = 25,
+        negative_prompt: str = "",
+        image: Image.Image | None = None,
+        with_original: bool = True,
+        job: Job | None = None,
+        guidance: float = DEFAULT_GUIDANCE,
+    ) -> Generation:
         """The steered image (and the original, decoded once per start/seed/steps/size/guidance and cached)."""
         edits = validate_edits(edits, self.sae.cfg.d_sae) or list(edits)
         check_generation(steps, size)
@@ -243,9 +292,19 @@ class Steerer:
         steered = self.decode(x_steered, neg, seed, steps, size, job, "steered", parts - 1.0, parts, guidance)
         return Generation(x=x, x_steered=x_steered, negative=neg, original=original, steered=steered)
 
-    def steer(self, prompt: str, edits: list[Edit], seed: int = 0, steps: int = 25, size: int = 512,
-              prior_steps: int = 25, negative_prompt: str = "", image: Image.Image | None = None,
-              with_original: bool = True, job: Job | None = None) -> tuple[Image.Image | None, Image.Image]:
+    def steer(
+        self,
+        prompt: str,
+        edits: list[Edit],
+        seed: int = 0,
+        steps: int = 25,
+        size: int = 512,
+        prior_steps: int = 25,
+        negative_prompt: str = "",
+        image: Image.Image | None = None,
+        with_original: bool = True,
+        job: Job | None = None,
+    ) -> tuple[Image.Image | None, Image.Image]:
         """(original, steered) images for the same seed; the original is None if not asked for."""
         g = self.generate(prompt, edits, seed, steps, size, prior_steps, negative_prompt, image, with_original, job)
         return g.original, g.steered

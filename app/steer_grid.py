@@ -85,9 +85,12 @@ class GridRun:
             lines.append(f"| {st:+g} | " + " | ".join(c.caption().split(" · ", 1)[-1] for c in row) + " |")
         units = ", ".join(f"latent {j}: 1 = + direction × {self.scales[j]:.3g}" for j in self.latents)
         texts = "; ".join(f"latent {j} vs “{t}”" for j, t in self.texts.items()) or (
-            "none: no latent has a label or interpretation, and no text was given")
-        return (f"Strength units ({units}). Activations: unsteered image → this image, both re-encoded.\n\n"
-                f"CLIP text similarity change: {texts}.\n\n" + "\n".join(lines))
+            "none: no latent has a label or interpretation, and no text was given"
+        )
+        return (
+            f"Strength units ({units}). Activations: unsteered image → this image, both re-encoded.\n\n"
+            f"CLIP text similarity change: {texts}.\n\n" + "\n".join(lines)
+        )
 
 
 def parse_numbers(text: Any, what: str, limit: int, whole: bool = False) -> list[float]:
@@ -137,15 +140,27 @@ class GridHandlers:
             txt = ins.encoder.text_embeddings(texts).double().cpu().numpy()
         return emb @ txt.T
 
-    def steer_grid(self, prompt: str, image: Any, latents: Any, strengths: Any, seeds: Any, steps: Any = None,
-                   resolution: Any = None, guidance: Any = None, text: str = "", job: Job | None = None) -> GridRun:
+    def steer_grid(
+        self,
+        prompt: str,
+        image: Any,
+        latents: Any,
+        strengths: Any,
+        seeds: Any,
+        steps: Any = None,
+        resolution: Any = None,
+        guidance: Any = None,
+        text: str = "",
+        job: Job | None = None,
+    ) -> GridRun:
         """Every strength × seed for one or two latents (see the module's docstring); `text`,
         when given, replaces every latent's own text for the CLIP change."""
         lats = self.grid_latents(latents)
         sts = parse_numbers(strengths, "strength", MAX_STRENGTHS)
         if any(abs(s) > MAX_STRENGTH for s in sts):
-            raise ValueError(f"strengths are multiples of the latent's highest activation; keep them within "
-                             f"±{MAX_STRENGTH:g}")
+            raise ValueError(
+                f"strengths are multiples of the latent's highest activation; keep them within ±{MAX_STRENGTH:g}"
+            )
         sds = [int(s) for s in parse_numbers(seeds, "seed", MAX_SEEDS, whole=True)]
         self.generation_params(sds[0], steps, resolution)  # type: ignore[attr-defined]  # refuse before any work
         k, s = self.steer_atlas, self.steerer
@@ -155,16 +170,34 @@ class GridHandlers:
         job = job or Job()
         total, done = len(sds) * (len(sts) + (0.0 not in sts)), 0
         for seed in sds:
-            base, _ = self._run(prompt, image, seed, steps, resolution, [], job,  # type: ignore[attr-defined]
-                                with_original=False, guidance=guidance)
+            base, _ = self._run(
+                prompt,
+                image,
+                seed,
+                steps,
+                resolution,
+                [],
+                job,  # type: ignore[attr-defined]
+                with_original=False,
+                guidance=guidance,
+            )
             images = {0.0: base.steered}
             for st in sts:
                 job.progress(done / total, f"grid: seed {seed}, strength {st:+g}")
                 done += 1
                 if st != 0.0:
                     edits = [Edit(j, "add", st * scales[j]) for j in lats]
-                    gen, _ = self._run(prompt, image, seed, steps, resolution, edits, job,  # type: ignore[attr-defined]
-                                       with_original=False, guidance=guidance)
+                    gen, _ = self._run(
+                        prompt,
+                        image,
+                        seed,
+                        steps,
+                        resolution,
+                        edits,
+                        job,  # type: ignore[attr-defined]
+                        with_original=False,
+                        guidance=guidance,
+                    )
                     images[st] = gen.steered
             run.cells += self._measure(run, seed, images, s)
         run.cells.sort(key=lambda c: (sts.index(c.strength), sds.index(c.seed)))
@@ -179,7 +212,15 @@ class GridHandlers:
         cells = []
         for st in run.strengths:
             i = order.index(st)
-            change = ({j: float(cos[i, n] - cos[0, n]) for n, j in enumerate(run.texts)} if cos is not None else {})
-            cells.append(GridCell(seed, st, images[st], {j: float(acts[0.0][j]) for j in run.latents},
-                                  {j: float(acts[st][j]) for j in run.latents}, change))
+            change = {j: float(cos[i, n] - cos[0, n]) for n, j in enumerate(run.texts)} if cos is not None else {}
+            cells.append(
+                GridCell(
+                    seed,
+                    st,
+                    images[st],
+                    {j: float(acts[0.0][j]) for j in run.latents},
+                    {j: float(acts[st][j]) for j in run.latents},
+                    change,
+                )
+            )
         return cells

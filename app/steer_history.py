@@ -37,16 +37,20 @@ class Run:
     def title(self) -> str:
         """The run's line in the history list."""
         s = self.settings
-        what = (f"grid of latents {s.get('grid_latents', '')}, strengths {s.get('strengths', '')}, "
-                f"seeds {s.get('seeds', '')}" if self.kind == "grid" else
-                "edits " + (", ".join(f"{lat} {mode} {val:g}" for lat, mode, val in s.get("slots", [])) or "none"))
+        what = (
+            f"grid of latents {s.get('grid_latents', '')}, strengths {s.get('strengths', '')}, "
+            f"seeds {s.get('seeds', '')}"
+            if self.kind == "grid"
+            else "edits " + (", ".join(f"{lat} {mode} {val:g}" for lat, mode, val in s.get("slots", [])) or "none")
+        )
         prompt = str(s.get("prompt") or "")
         prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
         return f"#{self.number} {self.kind}: {what} · “{prompt}” · seed {s.get('seed', '')}"
 
 
-def record(history: list[Run] | None, kind: str, settings: dict[str, Any], images: list[tuple[Image.Image, str]],
-           readout: str) -> list[Run]:
+def record(
+    history: list[Run] | None, kind: str, settings: dict[str, Any], images: list[tuple[Image.Image, str]], readout: str
+) -> list[Run]:
     """A new history with this run first (the input list is not changed)."""
     old = list(history or [])
     number = (old[0].number + 1) if old else 1
@@ -73,6 +77,9 @@ def compare(history: list[Run] | None, a: str | None, b: str | None) -> tuple[Ru
     ra, rb = find(history, a), find(history, b)
     keys = sorted(set(ra.settings) | set(rb.settings))
     diff = [k for k in keys if ra.settings.get(k) != rb.settings.get(k)]
-    line = (f"#{ra.number} and #{rb.number} differ in: {', '.join(diff)}" if diff
-            else f"#{ra.number} and #{rb.number} have the same settings")
+    line = (
+        f"#{ra.number} and #{rb.number} differ in: {', '.join(diff)}"
+        if diff
+        else f"#{ra.number} and #{rb.number} have the same settings"
+    )
     return ra, rb, line

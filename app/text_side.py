@@ -59,9 +59,17 @@ class TextSide:
 
     def of(self, latent: int, n: int = N_SIDE) -> dict[str, list[dict[str, Any]]]:
         """{"top": [...], "bottom": [...]}, each entry {"text", "kind" ("word" or "text"), "cos"}."""
+
         def side(ids: np.ndarray, cos: np.ndarray) -> list[dict[str, Any]]:
-            return [{"text": self.entries[int(j)], "kind": "word" if j < self.n_words else "text",
-                     "cos": round(float(c), 4)} for j, c in zip(ids[latent, :n], cos[latent, :n])]
+            return [
+                {
+                    "text": self.entries[int(j)],
+                    "kind": "word" if j < self.n_words else "text",
+                    "cos": round(float(c), 4),
+                }
+                for j, c in zip(ids[latent, :n], cos[latent, :n])
+            ]
+
         return {"top": side(self.top_ids, self.top_cos), "bottom": side(self.bottom_ids, self.bottom_cos)}
 
     def markdown(self, latent: int, n: int = N_SHOWN) -> str:
@@ -69,10 +77,14 @@ class TextSide:
         d = self.of(latent, n)
 
         def items(side: list[dict[str, Any]]) -> str:
-            return " · ".join((f"{e['text']}" if e["kind"] == "word" else f"“{_short(e['text'])}”")
-                              + f" {e['cos']:.2f}" for e in side)
-        return (f"**Text side** (cosine of CLIP text embeddings with the decoder direction): nearest "
-                f"{items(d['top'])}; farthest {items(d['bottom'])}")
+            return " · ".join(
+                (f"{e['text']}" if e["kind"] == "word" else f"“{_short(e['text'])}”") + f" {e['cos']:.2f}" for e in side
+            )
+
+        return (
+            f"**Text side** (cosine of CLIP text embeddings with the decoder direction): nearest "
+            f"{items(d['top'])}; farthest {items(d['bottom'])}"
+        )
 
     def search(self, text: str, n: int = 3) -> list[int]:
         """Latents with `text` (lower case) in one of their n nearest entries, best cosine first."""
@@ -85,24 +97,25 @@ class TextSide:
 
 
 def _short(text: str, n: int = 60) -> str:
-    return text if len(text) <= n else text[:n - 1] + "…"
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def rank_sides(directions_fd: np.ndarray, text_vd: np.ndarray, n: int = N_SIDE
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def rank_sides(
+    directions_fd: np.ndarray, text_vd: np.ndarray, n: int = N_SIDE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(top ids, top cosines, bottom ids, bottom cosines), each [F, n]: per latent, the rows of
     `text_vd` (unit vectors) of highest and of lowest cosine with its direction."""
     dirs = directions_fd / np.linalg.norm(directions_fd, axis=1, keepdims=True).clip(1e-12)
     n = min(n, text_vd.shape[0])
     out = [np.zeros((len(dirs), n), dtype=t) for t in (np.int32, np.float32, np.int32, np.float32)]
     for s in range(0, len(dirs), CHUNK):
-        cos = dirs[s:s + CHUNK] @ text_vd.T  # [c, V]
+        cos = dirs[s : s + CHUNK] @ text_vd.T  # [c, V]
         for k, sign in ((0, -1.0), (2, 1.0)):
             part = np.argpartition(sign * cos, n - 1, axis=1)[:, :n]
             vals = np.take_along_axis(cos, part, axis=1)
             order = np.argsort(sign * vals, axis=1, kind="stable")
-            out[k][s:s + CHUNK] = np.take_along_axis(part, order, axis=1)
-            out[k + 1][s:s + CHUNK] = np.take_along_axis(vals, order, axis=1)
+            out[k][s : s + CHUNK] = np.take_along_axis(part, order, axis=1)
+            out[k + 1][s : s + CHUNK] = np.take_along_axis(vals, order, axis=1)
     return out[0], out[1], out[2], out[3]
 
 
@@ -110,15 +123,21 @@ def vocabulary(atlas: Atlas) -> tuple[list[str], list[str]]:
     """(words, texts): the atlas's label vocabulary (else the default one) and its
     interpretation sentences (distinct, in latent order)."""
     words = list(atlas._vocab) or list(dict.fromkeys(read_vocab()))
-    texts = list(dict.fromkeys(atlas.interpretation(s) for s in sorted(atlas.interpretations.rows)
-                               if atlas.interpretation(s)))
+    texts = list(
+        dict.fromkeys(atlas.interpretation(s) for s in sorted(atlas.interpretations.rows) if atlas.interpretation(s))
+    )
     return words, texts
 
 
 def available(atlas: Atlas, inspector: Inspector | None) -> bool:
     """A text side exists for this atlas: an `embed` SAE whose encoder has a text tower."""
-    return (inspector is not None and inspector.atlas is atlas and inspector.meta.get("hook_name") == "embed"
-            and hasattr(inspector.encoder.module, "encode_text") and not inspector.encoder.spec.is_kandinsky)
+    return (
+        inspector is not None
+        and inspector.atlas is atlas
+        and inspector.meta.get("hook_name") == "embed"
+        and hasattr(inspector.encoder.module, "encode_text")
+        and not inspector.encoder.spec.is_kandinsky
+    )
 
 
 def compute(atlas: Atlas, inspector: Inspector, cache: Path | None = None) -> TextSide:
@@ -134,7 +153,7 @@ def compute(atlas: Atlas, inspector: Inspector, cache: Path | None = None) -> Te
     parts = []
     for i in range(0, len(prompts), BATCH):  # the encoder's lock is released between batches
         with inspector.lock:
-            parts.append(inspector.encoder.text_embeddings(prompts[i:i + BATCH]).cpu().numpy())
+            parts.append(inspector.encoder.text_embeddings(prompts[i : i + BATCH]).cpu().numpy())
     emb = np.concatenate(parts)
     dirs = inspector.sae.W_dec.detach().float().cpu().numpy()
     tables = rank_sides(dirs, emb)
@@ -150,8 +169,9 @@ class TextSideStore:
 
     def __init__(self, atlas: Atlas, inspector: Inspector, cache: Path | None = None):
         self.atlas, self._side, self.error = atlas, None, ""
-        self._thread = threading.Thread(target=self._run, args=(inspector, cache), daemon=True,
-                                        name=f"text-side-{atlas.name}")
+        self._thread = threading.Thread(
+            target=self._run, args=(inspector, cache), daemon=True, name=f"text-side-{atlas.name}"
+        )
         self._thread.start()
 
     def _run(self, inspector: Inspector, cache: Path | None) -> None:
@@ -209,8 +229,9 @@ class TextSideHandlers:
         side = store.get() if store is not None else None
         if side is None:
             return ""
-        return "≈ " + ", ".join(e["text"] if e["kind"] == "word" else f"“{_short(e['text'], 30)}”"
-                                for e in side.of(latent, n)["top"])
+        return "≈ " + ", ".join(
+            e["text"] if e["kind"] == "word" else f"“{_short(e['text'], 30)}”" for e in side.of(latent, n)["top"]
+        )
 
     def text_side_search(self, atlas: Atlas, text: str) -> list[int]:
         """Latents with the text among their nearest text-side entries."""

@@ -105,6 +105,5 @@ def measure(steerer: Steerer, device: str, budget_s: float = 4.0) -> Timings:
         if size not in t.measured:  # lower bound: at least proportional to the pixels
             t.per_step_s[size] = t.per_step_s[last] * (size / last) ** 2
             t.fixed_s[size] = t.fixed_s[last] * (size / last) ** 2
-    log.info("generation timings (%s): %s", device,
-             ", ".join(t.label(r, t.default_steps) for r in UI_RESOLUTIONS))
+    log.info("generation timings (%s): %s", device, ", ".join(t.label(r, t.default_steps) for r in UI_RESOLUTIONS))
     return t

@@ -26,6 +26,7 @@ def one_line(exc: BaseException) -> str:
 def answer(fn: Callable, n_outputs: int, status: int | None = None) -> Callable:
     """`fn` for an event with `n_outputs` outputs, the one at index `status` (if any) a
     Markdown line that gets the message. Run the event with the queue (toasts need it)."""
+
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -38,6 +39,7 @@ def answer(fn: Callable, n_outputs: int, status: int | None = None) -> Callable:
             if status is not None:
                 out[status] = f"⚠️ {text}"
             return tuple(out) if n_outputs > 1 else out[0]
+
     return guard(run)
 
 
@@ -46,8 +48,10 @@ def answered(fn: Callable, n_outputs: int) -> Callable:
     status line after them: cleared when `fn` succeeds, the refusal (and a toast) when it
     raises an expected error, every other output then left as it was. The documented API
     keeps `guard(fn)` on its own event, so API clients still get an error."""
+
     @functools.wraps(fn)
     def ok(*args: Any, **kwargs: Any) -> tuple:
         out = fn(*args, **kwargs)
         return (*(out if isinstance(out, tuple) else (out,)), "")
+
     return answer(ok, n_outputs + 1, status=n_outputs)

@@ -40,6 +40,7 @@ def guard(fn: Callable) -> Callable:
     """Run a handler: expected errors become a message, unexpected ones a generic message
     (their traceback goes to the log only). Keeps the handler's signature, so the API shows
     its parameter names."""
+
     def handle(exc: Exception) -> gr.Error:
         if isinstance(exc, gr.Error):
             return exc
@@ -50,12 +51,14 @@ def guard(fn: Callable) -> Callable:
         return gr.Error("something went wrong on the server (the server log has the details)", print_exception=False)
 
     if inspect.iscoroutinefunction(fn):
+
         @functools.wraps(fn)
         async def wrapped_async(*args: Any, **kwargs: Any) -> Any:
             try:
                 return await fn(*args, **kwargs)
             except Exception as exc:
                 raise handle(exc) from None
+
         return wrapped_async
 
     @functools.wraps(fn)
@@ -64,11 +67,13 @@ def guard(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except Exception as exc:
             raise handle(exc) from None
+
     return wrapped
 
 
-async def run_job(fn: Callable, *args: Any, request: gr.Request | None, progress: gr.Progress | None,
-                  **kwargs: Any) -> Any:
+async def run_job(
+    fn: Callable, *args: Any, request: gr.Request | None, progress: gr.Progress | None, **kwargs: Any
+) -> Any:
     """Run a generation handler in a worker thread with a `Job`. When Gradio cancels the
     event (the Stop button, a client's cancel), the job's flag is set, so the diffusion loop
     stops at its next step instead of running on in the background."""

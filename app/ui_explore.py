@@ -44,15 +44,33 @@ def create_ui(h: Handlers) -> dict[str, Any]:
     """The explore panel (inside the Inspect tab)."""
     c: dict[str, Any] = {}
     with gr.Group(elem_id="inspect-explore"):
-        c["x_pick"] = gr.Dropdown([], label="Explore a latent here (or click one in the table or a patch's list)",
-                                  allow_custom_value=True, elem_id="explore-pick")
+        c["x_pick"] = gr.Dropdown(
+            [],
+            label="Explore a latent here (or click one in the table or a patch's list)",
+            allow_custom_value=True,
+            elem_id="explore-pick",
+        )
         c["x_md"] = gr.Markdown(elem_id="explore-header")
         with gr.Row(equal_height=False):
-            c["x_heat"] = gr.Image(type="pil", label="This latent on the image", interactive=False, format="png",
-                                   elem_id="explore-heat", min_width=240, scale=1, height=EXPLORE_SIZE + 48)
-            c["x_top"] = gr.Gallery(label="Its top atlas images (tint = activation per patch)", columns=4,
-                                    height="auto", elem_id="explore-top", scale=2, min_width=300,
-                                    elem_classes=["clipsae-gallery", "clipsae-cols-4"])
+            c["x_heat"] = gr.Image(
+                type="pil",
+                label="This latent on the image",
+                interactive=False,
+                format="png",
+                elem_id="explore-heat",
+                min_width=240,
+                scale=1,
+                height=EXPLORE_SIZE + 48,
+            )
+            c["x_top"] = gr.Gallery(
+                label="Its top atlas images (tint = activation per patch)",
+                columns=4,
+                height="auto",
+                elem_id="explore-top",
+                scale=2,
+                min_width=300,
+                elem_classes=["clipsae-gallery", "clipsae-cols-4"],
+            )
     c["x_nav"] = gr.Textbox(visible="hidden", elem_id=EXPLORE_NAV)
     return c
 
@@ -80,10 +98,22 @@ def wire(h: Handlers, ui: UI) -> None:
         x, y = evt.index if evt is not None and evt.index is not None else (-1, -1)
         return gr.Dropdown(choices=latent_choices(data, patch_at(data, float(x), float(y), HEAT_SIZE)))
 
-    c["x_pick"].input(answer(from_menu, 3, 0), [*src, c["x_pick"]], outs, api_name=False, concurrency_id="encoder",
-                      concurrency_limit=2)
-    c["x_nav"].change(answer(from_link, 4, 1), [*src, c["x_nav"], c["data"]], [c["x_pick"], *outs], api_name=False,
-                     concurrency_id="encoder", concurrency_limit=2)
+    c["x_pick"].input(
+        answer(from_menu, 3, 0),
+        [*src, c["x_pick"]],
+        outs,
+        api_name=False,
+        concurrency_id="encoder",
+        concurrency_limit=2,
+    )
+    c["x_nav"].change(
+        answer(from_link, 4, 1),
+        [*src, c["x_nav"], c["data"]],
+        [c["x_pick"], *outs],
+        api_name=False,
+        concurrency_id="encoder",
+        concurrency_limit=2,
+    )
     c["data"].change(choices, [c["data"]], c["x_pick"], api_name=False, queue=False)
     c["heat"].select(add_patch, [c["data"]], c["x_pick"], api_name=False, queue=False)
     ui.blocks.load(None, None, None, js=EXPLORE_JS)

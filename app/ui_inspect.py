@@ -25,33 +25,57 @@ def create_ui(h: Handlers) -> dict[str, Any]:
     """The Inspect tab's components."""
     c: dict[str, Any] = {}
     with gr.Row(equal_height=False):
-        c["upload"] = upload_image(label="Upload an image", sources=["upload", "clipboard"],
-                                  elem_id="inspect-upload", min_width=260, height=HEAT_SIZE + 48)
-        c["heat"] = gr.Image(type="pil", label="Heat map (click a patch to list its latents)", interactive=False,
-                             elem_id="inspect-heat", min_width=260, format="png", height=HEAT_SIZE + 48)
+        c["upload"] = upload_image(
+            label="Upload an image",
+            sources=["upload", "clipboard"],
+            elem_id="inspect-upload",
+            min_width=260,
+            height=HEAT_SIZE + 48,
+        )
+        c["heat"] = gr.Image(
+            type="pil",
+            label="Heat map (click a patch to list its latents)",
+            interactive=False,
+            elem_id="inspect-heat",
+            min_width=260,
+            format="png",
+            height=HEAT_SIZE + 48,
+        )
     c["upload_note"] = gr.Markdown(elem_id="inspect-upload-note")
     with gr.Row():
         c["which"] = gr.Textbox(label="Latent for the heat map (empty: the most active)", min_width=200)
         n = len(h.atlas.image_paths)
-        c["pick"] = gr.Textbox(label=f"…or a dataset image by index (0–{max(n - 1, 0)}; #N in captions)",
-                               elem_id="inspect-pick",
-                               min_width=200)
+        c["pick"] = gr.Textbox(
+            label=f"…or a dataset image by index (0–{max(n - 1, 0)}; #N in captions)",
+            elem_id="inspect-pick",
+            min_width=200,
+        )
     c["run"] = gr.Button("Inspect", variant="primary")
     c["patch"] = gr.Markdown(elem_id="inspect-patch")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
             c["table"] = gr.Markdown(elem_id="inspect-table")
         with gr.Column(scale=2, min_width=300):
-            c["examples"] = gr.Gallery(label="Each active latent's best dataset image (value · latent)", columns=5,
-                                       height="auto", elem_classes=["clipsae-gallery", "clipsae-cols-5"])
-            c["near"] = gr.Gallery(label="Nearest dataset images (#index · cosine · name)", columns=5, height="auto",
-                                   elem_classes=["clipsae-gallery", "clipsae-cols-5"])
+            c["examples"] = gr.Gallery(
+                label="Each active latent's best dataset image (value · latent)",
+                columns=5,
+                height="auto",
+                elem_classes=["clipsae-gallery", "clipsae-cols-5"],
+            )
+            c["near"] = gr.Gallery(
+                label="Nearest dataset images (#index · cosine · name)",
+                columns=5,
+                height="auto",
+                elem_classes=["clipsae-gallery", "clipsae-cols-5"],
+            )
     c.update(ui_explore.create_ui(h))  # explore a latent in place (app.ui_explore)
     c["data"] = gr.JSON(visible=False)
     c["api_inspect"], c["api_heatmap"] = gr.Button(visible=False), gr.Button(visible=False)  # the documented API
     with gr.Accordion("Gradient heat map: what changes if this latent is removed?", open=False):
-        gr.Markdown("Saliency of the image–text similarity over the patches, then the same with the "
-                    "latent scaled (0 removes it) and re-injected at the SAE's hook.")
+        gr.Markdown(
+            "Saliency of the image–text similarity over the patches, then the same with the "
+            "latent scaled (0 removes it) and re-injected at the SAE's hook."
+        )
         with gr.Row():
             c["g_text"] = gr.Textbox(label="Text to compare with", value="a photo of a dog", scale=3)
             c["g_latent"] = gr.Textbox(label="Latent", value="")
@@ -82,17 +106,19 @@ def wire(h: Handlers, ui: UI) -> None:
         return h.patch_view(data, float(x), float(y))
 
     c["upload"].upload(check_upload, [c["upload"]], c["upload_note"], api_name=False, queue=False)
-    inspect_in, inspect_out = [c["upload"], c["which"], c["pick"]], [c["table"], c["heat"], c["examples"], c["near"],
-                                                                      c["data"]]
+    inspect_in, inspect_out = (
+        [c["upload"], c["which"], c["pick"]],
+        [c["table"], c["heat"], c["examples"], c["near"], c["data"]],
+    )
     heat_in = [c["upload"], c["g_text"], c["g_latent"], c["g_scale"], c["pick"]]
     encoder = dict(concurrency_id="encoder", concurrency_limit=2)
     # the buttons: a refusal is one line under the upload (or in the heat-map panel) and a toast,
     # the rest of the tab stays as it was (app.ui_answer); the API events raise for API clients
-    c["run"].click(answered(h.inspect, 5), inspect_in, [*inspect_out, c["upload_note"]], api_name=False,
-                   **encoder).then(lambda: "", None, c["patch"], api_name=False, queue=False)
+    c["run"].click(
+        answered(h.inspect, 5), inspect_in, [*inspect_out, c["upload_note"]], api_name=False, **encoder
+    ).then(lambda: "", None, c["patch"], api_name=False, queue=False)
     c["api_inspect"].click(guard(h.inspect), inspect_in, inspect_out, api_name="inspect", **encoder)
     c["heat"].select(patch_click, [c["data"]], c["patch"], api_name=False, queue=False)
-    c["g_run"].click(answer(h.heatmap, 2, status=1), heat_in, [c["g_gallery"], c["g_md"]], api_name=False,
-                     **encoder)
+    c["g_run"].click(answer(h.heatmap, 2, status=1), heat_in, [c["g_gallery"], c["g_md"]], api_name=False, **encoder)
     c["api_heatmap"].click(guard(h.heatmap), heat_in, [c["g_gallery"], c["g_md"]], api_name="heatmap", **encoder)
     ui_explore.wire(h, ui)

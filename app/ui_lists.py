@@ -30,10 +30,18 @@ def bookmark_row(h: Handlers) -> dict[str, Any]:
     """The Browse page's row: bookmark the latent shown into a named list, with a note."""
     c: dict[str, Any] = {}
     with gr.Row(equal_height=True):
-        c["b_list"] = gr.Dropdown([DEFAULT_LIST], value=DEFAULT_LIST, allow_custom_value=True, scale=1, min_width=150,
-                                  label="List (pick or type a new name)", elem_id="bookmark-list")
-        c["b_note"] = gr.Textbox(label="Note", placeholder="what this latent is about", scale=3, min_width=200,
-                                 elem_id="bookmark-note")
+        c["b_list"] = gr.Dropdown(
+            [DEFAULT_LIST],
+            value=DEFAULT_LIST,
+            allow_custom_value=True,
+            scale=1,
+            min_width=150,
+            label="List (pick or type a new name)",
+            elem_id="bookmark-list",
+        )
+        c["b_note"] = gr.Textbox(
+            label="Note", placeholder="what this latent is about", scale=3, min_width=200, elem_id="bookmark-note"
+        )
         c["b_add"] = gr.Button("☆ Bookmark this latent", scale=0, min_width=160, elem_id="bookmark-add")
     c["b_status"] = gr.Markdown(elem_id="bookmark-status")
     return c
@@ -43,14 +51,23 @@ def create_ui(h: Handlers) -> dict[str, Any]:
     """The Lists tab's components."""
     c: dict[str, Any] = {}
     c["state"] = gr.BrowserState({}, storage_key=STORAGE_KEY)
-    gr.Markdown("Bookmark latents into named lists, with a note (here, or with ☆ on a latent's page). Lists stay in "
-                "this browser; export them as JSON or CSV to keep or share them (format: docs/app.md). Click a row "
-                "to open its page.")
+    gr.Markdown(
+        "Bookmark latents into named lists, with a note (here, or with ☆ on a latent's page). Lists stay in "
+        "this browser; export them as JSON or CSV to keep or share them (format: docs/app.md). Click a row "
+        "to open its page."
+    )
     with gr.Row(equal_height=True):
-        c["name"] = gr.Dropdown([DEFAULT_LIST], value=DEFAULT_LIST, allow_custom_value=True, min_width=150,
-                                label="List (pick or type a new name)", elem_id="lists-name")
-        c["sae"] = gr.Dropdown(list(h.browsable), value=h.atlas.name, label="SAE", min_width=150,
-                               visible=len(h.browsable) > 1)
+        c["name"] = gr.Dropdown(
+            [DEFAULT_LIST],
+            value=DEFAULT_LIST,
+            allow_custom_value=True,
+            min_width=150,
+            label="List (pick or type a new name)",
+            elem_id="lists-name",
+        )
+        c["sae"] = gr.Dropdown(
+            list(h.browsable), value=h.atlas.name, label="SAE", min_width=150, visible=len(h.browsable) > 1
+        )
         c["latent"] = gr.Textbox(label="Latent", min_width=90, elem_id="lists-latent")
         c["note"] = gr.Textbox(label="Note", min_width=200, scale=2, elem_id="lists-note")
     with gr.Row():
@@ -58,15 +75,25 @@ def create_ui(h: Handlers) -> dict[str, Any]:
         c["remove"] = gr.Button("Remove from list", elem_id="lists-remove")
         c["delete"] = gr.Button("Delete this list", variant="stop", elem_id="lists-delete")
     c["status"] = gr.Markdown(elem_id="lists-status")
-    c["table"] = gr.Dataframe(headers=HEADERS, label="Bookmarks (click a row to open its page)", interactive=False,
-                              elem_id="lists-table", elem_classes="clipsae-table", max_height=360)
+    c["table"] = gr.Dataframe(
+        headers=HEADERS,
+        label="Bookmarks (click a row to open its page)",
+        interactive=False,
+        elem_id="lists-table",
+        elem_classes="clipsae-table",
+        max_height=360,
+    )
     with gr.Row(equal_height=True):
         with gr.Column(scale=0, min_width=200):
             c["export_json"] = gr.Button("Export all lists (JSON)", elem_id="lists-export-json")
             c["export_csv"] = gr.Button("Export all lists (CSV)", elem_id="lists-export-csv")
         c["exported"] = gr.File(label="Exported lists", elem_id="lists-exported")
-        c["import"] = gr.File(label="Import lists (.json or .csv; merged into yours)", file_types=[".json", ".csv"],
-                              type="filepath", elem_id="lists-import")
+        c["import"] = gr.File(
+            label="Import lists (.json or .csv; merged into yours)",
+            file_types=[".json", ".csv"],
+            type="filepath",
+            elem_id="lists-import",
+        )
     return c
 
 
@@ -81,8 +108,11 @@ def _views(h: Handlers, lists: L.Lists | None, name: str | None) -> tuple:
     names = list(lists) or [DEFAULT_LIST]
     keep = name if name else names[0]
     table = [[k, s, i, _label(h, s, i), note] for k, s, i, note in L.rows(lists)]
-    return (table, gr.Dropdown(choices=names if keep in names else names + [keep], value=keep),
-            gr.Dropdown(choices=names if keep in names else names + [keep], value=keep))
+    return (
+        table,
+        gr.Dropdown(choices=names if keep in names else names + [keep], value=keep),
+        gr.Dropdown(choices=names if keep in names else names + [keep], value=keep),
+    )
 
 
 def wire(h: Handlers, ui: UI) -> None:
@@ -120,8 +150,11 @@ def wire(h: Handlers, ui: UI) -> None:
         imported = L.parse(Path(path).read_bytes(), Path(path).name, check)
         new = L.merge(lists, imported)
         n = sum(len(v) for v in imported.values())
-        return (new, f"✓ Imported {n} bookmark{'s' * (n != 1)} in {len(imported)} list{'s' * (len(imported) != 1)}.",
-                *_views(h, new, next(iter(imported))))
+        return (
+            new,
+            f"✓ Imported {n} bookmark{'s' * (n != 1)} in {len(imported)} list{'s' * (len(imported) != 1)}.",
+            *_views(h, new, next(iter(imported))),
+        )
 
     def open_row(evt: gr.SelectData) -> str:
         row = evt.row_value if evt is not None else None
@@ -139,15 +172,24 @@ def wire(h: Handlers, ui: UI) -> None:
         return change("delete", lists, name, sae, latent, note)
 
     n = 2 + len(views)  # state, status, views
-    b["b_add"].click(answer(bookmark, n, 1), [c["state"], b["b_list"], b["b_note"], b["data"]],
-                     [c["state"], b["b_status"], *views], api_name=False)
+    b["b_add"].click(
+        answer(bookmark, n, 1),
+        [c["state"], b["b_list"], b["b_note"], b["data"]],
+        [c["state"], b["b_status"], *views],
+        api_name=False,
+    )
     for button, fn in ((c["add"], add), (c["remove"], remove), (c["delete"], delete)):
-        button.click(answer(fn, n, 1), [c["state"], c["name"], c["sae"], c["latent"], c["note"]],
-                     [c["state"], c["status"], *views], api_name=False)
+        button.click(
+            answer(fn, n, 1),
+            [c["state"], c["name"], c["sae"], c["latent"], c["note"]],
+            [c["state"], c["status"], *views],
+            api_name=False,
+        )
     c["export_json"].click(answer(lambda s: export(s, "json"), 1), [c["state"]], c["exported"], api_name=False)
     c["export_csv"].click(answer(lambda s: export(s, "csv"), 1), [c["state"]], c["exported"], api_name=False)
-    c["import"].upload(answer(load_file, n, 1), [c["state"], c["import"]], [c["state"], c["status"], *views],
-                       api_name=False).then(lambda: None, None, c["import"], api_name=False, queue=False)
+    c["import"].upload(
+        answer(load_file, n, 1), [c["state"], c["import"]], [c["state"], c["status"], *views], api_name=False
+    ).then(lambda: None, None, c["import"], api_name=False, queue=False)
     c["table"].select(answer(open_row, 1), None, b["nav"], api_name=False)
     c["name"].input(lambda name: gr.Dropdown(value=name), [c["name"]], b["b_list"], api_name=False, queue=False)
     ui.blocks.load(lambda s: _views(h, s, None), [c["state"]], views, api_name=False, queue=False)
@@ -158,6 +200,7 @@ def _markdown_csv(stem: str):
     def to_file(md: str | None) -> Any:
         path = write_csv(markdown_tables(md or ""), stem)
         return gr.DownloadButton(value=path, visible=path is not None)
+
     return guard(to_file)
 
 
@@ -165,6 +208,7 @@ def _frame_csv(stem: str, headers: list[str]):
     def to_file(value: Any) -> Any:
         path = write_csv([frame_rows(value, headers)], stem)
         return gr.DownloadButton(value=path, visible=path is not None)
+
     return guard(to_file)
 
 
@@ -184,7 +228,6 @@ def add_csv_downloads(ui: UI) -> None:
         if comp is None or tab not in ui.tab_of:
             continue
         with ui.tab_of[tab]:
-            btn = gr.DownloadButton(f"Download {text} (CSV)", visible=False, size="sm",
-                                    elem_id=f"csv-{tab}-{key}")
+            btn = gr.DownloadButton(f"Download {text} (CSV)", visible=False, size="sm", elem_id=f"csv-{tab}-{key}")
         fn = _markdown_csv(stem) if headers is None else _frame_csv(stem, headers)
         comp.change(fn, [comp], btn, api_name=False, queue=False)

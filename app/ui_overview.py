@@ -76,11 +76,13 @@ TITLE, ID = "Overview", "overview"
 def create_ui(h: Handlers) -> dict[str, Any]:
     """The Overview tab's components (the maps are drawn when the tab is opened)."""
     c: dict[str, Any] = {"overview": Overview({name: atlas for name, (atlas, _) in h.browsable.items()})}
-    gr.Markdown("Every latent on the PatchSAE map: how often it fires against how strongly (log–log). "
-                f"Blue: live, orange: dense (fires on ≥ {DENSE_FREQUENCY:.0%} of images), grey column: dead. "
-                "Hover for a latent's label or interpretation; click to open its page. Atlases scored by "
-                "`clipsae eval card --atlas` can be filtered to monosemantic or localised latents and coloured "
-                "by a score, and show the SAE's card under their map.")
+    gr.Markdown(
+        "Every latent on the PatchSAE map: how often it fires against how strongly (log–log). "
+        f"Blue: live, orange: dense (fires on ≥ {DENSE_FREQUENCY:.0%} of images), grey column: dead. "
+        "Hover for a latent's label or interpretation; click to open its page. Atlases scored by "
+        "`clipsae eval card --atlas` can be filtered to monosemantic or localised latents and coloured "
+        "by a score, and show the SAE's card under their map."
+    )
     with gr.Row():
         c["kinds"] = gr.CheckboxGroup(list(KINDS), value=list(KINDS), label="Show")
         c["labelled"] = gr.Checkbox(False, label="Only labelled or interpreted latents")
@@ -97,8 +99,9 @@ def wire(h: Handlers, ui: UI) -> None:
     c = ui.comps[ID]
     overview: Overview = c["overview"]
 
-    def render(kinds: list[str] | None, labelled_only: bool, only: list[str] | None = None,
-               colour: str | None = "kind") -> str:
+    def render(
+        kinds: list[str] | None, labelled_only: bool, only: list[str] | None = None, colour: str | None = "kind"
+    ) -> str:
         """The maps of every served SAE under the filters, as HTML."""
         return overview.html(kinds or [], bool(labelled_only), only or [], colour or "kind")
 

@@ -51,11 +51,16 @@ async def answer(job: Awaitable) -> Any:
 def create_picker(c: dict[str, Any]) -> None:
     """The latents a click puts in a slot: the last generation's most active, or a search."""
     with gr.Row(equal_height=False):
-        c["active_pick"] = gr.Radio([], label="Most active steering latents (generate first) — click one to put "
-                                    "it in a slot", elem_id="steer-active-pick", scale=3)
+        c["active_pick"] = gr.Radio(
+            [],
+            label="Most active steering latents (generate first) — click one to put it in a slot",
+            elem_id="steer-active-pick",
+            scale=3,
+        )
         with gr.Column(scale=2, min_width=200):
-            c["find"] = gr.Textbox(label="Find a steering latent: its number or label/interpretation words",
-                                   elem_id="steer-find")
+            c["find"] = gr.Textbox(
+                label="Find a steering latent: its number or label/interpretation words", elem_id="steer-find"
+            )
             c["found_pick"] = gr.Radio([], label="Found — click one to put it in a slot", elem_id="steer-found")
 
 
@@ -63,19 +68,27 @@ def create_ui(h: Handlers, c: dict[str, Any]) -> None:
     """The grid and the history."""
     c["history"] = gr.State([])
     with gr.Accordion("Workbench: strength × seed grid", open=True):
-        gr.Markdown("Strengths are multiples of each latent's highest activation over the atlas, added along its "
-                    "direction (0 is the unsteered image). Each cell: the latent re-encoded from the unsteered image "
-                    "→ from this one; and the change in CLIP similarity to the latent's text where it has one.")
+        gr.Markdown(
+            "Strengths are multiples of each latent's highest activation over the atlas, added along its "
+            "direction (0 is the unsteered image). Each cell: the latent re-encoded from the unsteered image "
+            "→ from this one; and the change in CLIP similarity to the latent's text where it has one."
+        )
         with gr.Row():
-            c["grid_latents"] = gr.Textbox(label="One or two steering latents", placeholder="e.g. 12, 40",
-                                           elem_id="grid-latents", min_width=160)
-            c["strengths"] = gr.Textbox("-1, 0, 1, 2", label="Strengths (≤ 7)", elem_id="grid-strengths",
-                                        min_width=160)
+            c["grid_latents"] = gr.Textbox(
+                label="One or two steering latents", placeholder="e.g. 12, 40", elem_id="grid-latents", min_width=160
+            )
+            c["strengths"] = gr.Textbox("-1, 0, 1, 2", label="Strengths (≤ 7)", elem_id="grid-strengths", min_width=160)
             c["seeds"] = gr.Textbox("0, 1", label="Seeds (≤ 4)", elem_id="grid-seeds", min_width=120)
             c["grid_text"] = gr.Textbox(label="Text for the CLIP change (empty: the latent's own)", min_width=200)
         c["grid_run"] = gr.Button("Run grid", variant="primary", elem_id="grid-run")
-        c["grid"] = gr.Gallery(label="Grid: rows are strengths, columns seeds", columns=4, height="auto",
-                               format="png", elem_id="grid-gallery", object_fit="contain")
+        c["grid"] = gr.Gallery(
+            label="Grid: rows are strengths, columns seeds",
+            columns=4,
+            height="auto",
+            format="png",
+            elem_id="grid-gallery",
+            object_fit="contain",
+        )
         c["grid_summary"] = gr.Markdown(elem_id="grid-summary")
     with gr.Accordion("History of this session's runs", open=True):
         with gr.Row():
@@ -89,8 +102,9 @@ def create_ui(h: Handlers, c: dict[str, Any]) -> None:
         with gr.Row(equal_height=False):
             for side in ("a", "b"):
                 with gr.Column(min_width=240):
-                    c[f"side_{side}"] = gr.Gallery(label=side.upper(), columns=2, height="auto", format="png",
-                                                   object_fit="contain")
+                    c[f"side_{side}"] = gr.Gallery(
+                        label=side.upper(), columns=2, height="auto", format="png", object_fit="contain"
+                    )
                     c[f"side_{side}_text"] = gr.Markdown()
 
 
@@ -115,8 +129,11 @@ def fill_slot(h: Handlers, k: int, edit: Edit, origin: tuple | None, origins: di
     slots: list[Any] = []
     for i in range(n):
         if i == k:
-            slots += [gr.Textbox(value=str(edit.latent)), gr.Dropdown(value=edit.mode),
-                      gr.Number(value=edit.value, label=label, interactive=True)]
+            slots += [
+                gr.Textbox(value=str(edit.latent)),
+                gr.Dropdown(value=edit.mode),
+                gr.Number(value=edit.value, label=label, interactive=True),
+            ]
         else:
             slots += [gr.Textbox(), gr.Dropdown(), gr.Number()]
     return slots, origins
@@ -131,9 +148,13 @@ def _find(h: Handlers, text: str) -> gr.Radio:
     ids += [i for i in (*k.search_labels(text), *k.search_interpretations(text)) if i not in ids]
     ids = [i for i in ids if k.frequency[i] > 0][:12]
     names = [f"{i} {' '.join(k.short_label(i))}".strip() for i in ids]
-    return gr.Radio(choices=names, value=None,
-                    label=f"Found {len(ids)} live latent(s) — click one to put it in a slot" if ids
-                    else f"no live steering latent matches “{text[:40]}”")
+    return gr.Radio(
+        choices=names,
+        value=None,
+        label=f"Found {len(ids)} live latent(s) — click one to put it in a slot"
+        if ids
+        else f"no live steering latent matches “{text[:40]}”",
+    )
 
 
 def wire(h: Handlers, ui: UI, jobs: dict) -> Any:
@@ -146,20 +167,31 @@ def wire(h: Handlers, ui: UI, jobs: dict) -> Any:
         if not choice:
             return (*[gr.skip()] * len(slot_comps), gr.skip(), gr.skip())
         try:
-            k, edit, origin, message = h.steer_this_edit(h.steer_atlas.name if h.steer_atlas else None,
-                                                         choice.split()[0], None, list(held))
+            k, edit, origin, message = h.steer_this_edit(
+                h.steer_atlas.name if h.steer_atlas else None, choice.split()[0], None, list(held)
+            )
         except ValueError as exc:
             return (*[gr.skip()] * len(slot_comps), refused(exc), gr.skip())
         slots, origins = fill_slot(h, k, edit, origin, origins, len(held))
         return (*slots, f"**Slot {k + 1}** — {message}", origins)
 
     for radio in (c["active_pick"], c["found_pick"]):
-        radio.input(pick, [radio, c["origins"], *latents], [*slot_comps, c["status"], c["origins"]],
-                    api_name=False, queue=False)
+        radio.input(
+            pick, [radio, c["origins"], *latents], [*slot_comps, c["status"], c["origins"]], api_name=False, queue=False
+        )
     c["find"].submit(lambda t: _find(h, t), c["find"], c["found_pick"], api_name=False, queue=False)
 
-    grid_in = [c["prompt"], c["image"], c["grid_latents"], c["strengths"], c["seeds"], c["steps"],
-               c["resolution"], c["guidance"], c["grid_text"]]
+    grid_in = [
+        c["prompt"],
+        c["image"],
+        c["grid_latents"],
+        c["strengths"],
+        c["seeds"],
+        c["steps"],
+        c["resolution"],
+        c["guidance"],
+        c["grid_text"],
+    ]
 
     async def run_grid(values: dict, request: gr.Request, progress=gr.Progress()):
         """Run grid: the first update clears the status, the last shows the cells (or a refusal)."""
@@ -177,11 +209,21 @@ def wire(h: Handlers, ui: UI, jobs: dict) -> Any:
         history = record(values[c["history"]], "grid", settings, cells, run.summary())
         yield cells, run.summary(), history, history_update(history), ""
 
-    grid = c["grid_run"].click(run_grid, {*grid_in, c["history"]},
-                               [c["grid"], c["grid_summary"], c["history"], c["history_pick"], c["status"]],
-                               api_name=False, show_progress_on=[c["grid"]], **jobs)
-    c["history_pick"].change(lambda hist: [gr.Dropdown(choices=choices(hist))] * 2, c["history"],
-                             [c["compare_a"], c["compare_b"]], api_name=False, queue=False)
+    grid = c["grid_run"].click(
+        run_grid,
+        {*grid_in, c["history"]},
+        [c["grid"], c["grid_summary"], c["history"], c["history_pick"], c["status"]],
+        api_name=False,
+        show_progress_on=[c["grid"]],
+        **jobs,
+    )
+    c["history_pick"].change(
+        lambda hist: [gr.Dropdown(choices=choices(hist))] * 2,
+        c["history"],
+        [c["compare_a"], c["compare_b"]],
+        api_name=False,
+        queue=False,
+    )
     _wire_history(h, ui)
     return grid
 
@@ -190,8 +232,16 @@ def _wire_history(h: Handlers, ui: UI) -> None:
     c = ui.comps["steer"]
     slot_comps = [comp for slot in c["slots"] for comp in slot]
     plain = ["prompt", "seed", "steps", "resolution", "guidance", "edits", "edits_mode", *GRID_FIELDS]
-    outs = [*(c[n] for n in plain), *slot_comps, c["original"], c["steered"], c["readout"], c["grid"],
-            c["grid_summary"], c["status"]]
+    outs = [
+        *(c[n] for n in plain),
+        *slot_comps,
+        c["original"],
+        c["steered"],
+        c["readout"],
+        c["grid"],
+        c["grid_summary"],
+        c["status"],
+    ]
 
     def restore(history: list[Run], choice: str | None) -> tuple:
         """The run's settings back in the inputs, its images and readout back in view."""
@@ -217,6 +267,10 @@ def _wire_history(h: Handlers, ui: UI) -> None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), refused(exc)
         return ra.images, ra.readout, rb.images, rb.readout, line
 
-    c["compare"].click(side_by_side, [c["history"], c["compare_a"], c["compare_b"]],
-                       [c["side_a"], c["side_a_text"], c["side_b"], c["side_b_text"], c["compare_line"]],
-                       api_name=False, queue=False)
+    c["compare"].click(
+        side_by_side,
+        [c["history"], c["compare_a"], c["compare_b"]],
+        [c["side_a"], c["side_a_text"], c["side_b"], c["side_b_text"], c["compare_line"]],
+        api_name=False,
+        queue=False,
+    )

@@ -35,8 +35,9 @@ def browse_rows(url: str, client, n_latents: int, sae: str, rng) -> list[tuple[s
     ts = []
     for lat in rng.integers(0, n_latents, 200):
         body = json.dumps({"data": [int(lat), sae]}).encode()
-        req = urllib.request.Request(f"{url}/gradio_api/run/latent_page", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{url}/gradio_api/run/latent_page", data=body, headers={"Content-Type": "application/json"}
+        )
         t0 = time.perf_counter()
         urllib.request.urlopen(req).read()
         ts.append(time.perf_counter() - t0)
@@ -71,8 +72,9 @@ def steer_rows(client, handle_file, image: Path) -> list[tuple[str, float, float
             t0 = time.perf_counter()
             client.predict("a red boat", f"0:{v}", "multiply", 1, steps, size, None, api_name="/steer")
             ts.append(time.perf_counter() - t0)  # the original is cached: one decoder run per slider move
-        rows.append((f"steer, per slider move (prior and original cached), tiny Kandinsky {size}px {steps} steps",
-                     *pct(ts)))
+        rows.append(
+            (f"steer, per slider move (prior and original cached), tiny Kandinsky {size}px {steps} steps", *pct(ts))
+        )
     return rows
 
 
@@ -94,16 +96,19 @@ def stop_rows(url: str, client, handlers) -> list[tuple[str, float, float]]:
                 time.sleep(0.01)
             t0 = time.perf_counter()
             job.cancel()
-            Client(url + "/", verbose=False).predict("a blue boat", "0:1", "multiply", seed, 2, 64, None,
-                                                     api_name="/steer")
+            Client(url + "/", verbose=False).predict(
+                "a blue boat", "0:1", "multiply", seed, 2, 64, None, api_name="/steer"
+            )
             to_next.append(time.perf_counter() - t0)
             time.sleep(1.0)
             cancelled = [t for t, thread in calls if thread == calls[0][1]]
             to_stop.append(max(cancelled[-1] - t0, 0.0))
         finally:
             hook.remove()
-    return [("Stop: cancel → the end of the cancelled loop's last step (3 runs)", *pct(to_stop)),
-            ("Stop: cancel → another user's 2-step job done (3 runs)", *pct(to_next))]
+    return [
+        ("Stop: cancel → the end of the cancelled loop's last step (3 runs)", *pct(to_stop)),
+        ("Stop: cancel → another user's 2-step job done (3 runs)", *pct(to_next)),
+    ]
 
 
 def main() -> None:
@@ -119,8 +124,9 @@ def main() -> None:
 
     info = build_demo(a.cache_dir)
     t0 = time.perf_counter()
-    handlers, banner = make_handlers(info["clip_atlas"], info["kandinsky_atlas"],
-                                     tiny_kandinsky=info["kandinsky"] == "tiny", device="cpu")
+    handlers, banner = make_handlers(
+        info["clip_atlas"], info["kandinsky_atlas"], tiny_kandinsky=info["kandinsky"] == "tiny", device="cpu"
+    )
     startup = time.perf_counter() - t0
     demo = build_ui(handlers, banner)
     port = _free_port()
@@ -139,8 +145,10 @@ def main() -> None:
     for name, p50, p95 in rows:
         print(f"| {name} | {p50:.0f} | {p95:.0f} |")
     t = handlers.timings
-    print(f"\nStart-up (handlers, decoder timing included): {startup:.1f} s. Resolution menu at "
-          f"{t.default_steps} steps: " + "; ".join(t.label(r, t.default_steps) for r in UI_RESOLUTIONS))
+    print(
+        f"\nStart-up (handlers, decoder timing included): {startup:.1f} s. Resolution menu at "
+        f"{t.default_steps} steps: " + "; ".join(t.label(r, t.default_steps) for r in UI_RESOLUTIONS)
+    )
 
 
 def _free_port() -> int:

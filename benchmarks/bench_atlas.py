@@ -52,8 +52,16 @@ def run_method(method: str, folder: Path, k: int) -> dict:
     if method == "atlas":
         from precompute.atlas import AtlasConfig, build_atlas
 
-        build_atlas(AtlasConfig(acts=str(folder / "x.npy"), sae=str(folder / "sae"), out=str(folder / "atlas"),
-                                top_images=k, masks=False, labels=False))
+        build_atlas(
+            AtlasConfig(
+                acts=str(folder / "x.npy"),
+                sae=str(folder / "sae"),
+                out=str(folder / "atlas"),
+                top_images=k,
+                masks=False,
+                labels=False,
+            )
+        )
     else:
         sae = load_sae(folder / "sae")
         x = np.load(folder / "x.npy", mmap_mode="r")
@@ -68,7 +76,11 @@ def run_method(method: str, folder: Path, k: int) -> dict:
                 f = sae.encode(torch.from_numpy(np.asarray(x, dtype=np.float32)))
                 f.topk(k, dim=0)
     seconds = time.perf_counter() - t0
-    return {"method": method, "seconds": seconds, "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    return {
+        "method": method,
+        "seconds": seconds,
+        "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
 
 
 def main() -> None:
@@ -88,16 +100,21 @@ def main() -> None:
         make_inputs(folder, a.n, a.d, a.f)
         rows = []
         for method in a.methods.split(","):
-            r = subprocess.run([sys.executable, __file__, "--k", str(a.k), "--_child", method, str(folder)],
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                [sys.executable, __file__, "--k", str(a.k), "--_child", method, str(folder)],
+                capture_output=True,
+                text=True,
+            )
             if r.returncode != 0:
                 rows.append({"method": method, "error": (r.stderr.strip().splitlines() or ["?"])[-1]})
             else:
                 rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     base = next((r["seconds"] for r in rows if r["method"] == "faiss" and "seconds" in r), None)
-    print(f"\nN={a.n}, F={a.f}, d={a.d}, k={a.k}, {torch.get_num_threads()} threads, activations float16 memmap "
-          f"({a.n * a.d * 2 / 2**30:.2f} GiB)\n")
+    print(
+        f"\nN={a.n}, F={a.f}, d={a.d}, k={a.k}, {torch.get_num_threads()} threads, activations float16 memmap "
+        f"({a.n * a.d * 2 / 2**30:.2f} GiB)\n"
+    )
     print("| method | seconds | peak RSS (GiB) | time / faiss |\n|---|---|---|---|")
     for r in rows:
         if "error" in r:

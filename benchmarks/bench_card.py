@@ -54,8 +54,10 @@ def sparse_sae(path: Path, d: int, f: int, l0: float, seed: int, meta: dict) -> 
     rng = np.random.default_rng(seed)
     p = np.clip(rng.lognormal(0, 1.2, f), 1e-6, None)
     p = np.clip(p / p.mean() * l0 / f, 1e-7, 0.5)
-    sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=f, normalize_activations="none", metadata=meta),
-                            generator=torch.Generator().manual_seed(seed))
+    sae = SparseAutoencoder(
+        SAEConfig(d_in=d, d_sae=f, normalize_activations="none", metadata=meta),
+        generator=torch.Generator().manual_seed(seed),
+    )
     with torch.no_grad():
         sae.W_enc.copy_(sae.W_dec.T)  # unit columns: h ~ N(b, 1) on standard-normal inputs
         sae.b_enc.copy_(torch.from_numpy(-norm.isf(p)).float())
@@ -72,16 +74,38 @@ def make_data(root: Path) -> None:
     classes = [f"c{c:03d}/img_{i:07d}.png" for i, c in enumerate(rng.integers(0, 100, 100_000))]
     (root / "labels").mkdir(parents=True, exist_ok=True)
     for name, n, d in (("embed32k", 32_000, 512), ("embed100k", 100_000, 512)):
-        write_cache(root / name, rng.normal(size=(n, d)).astype(np.float16), images_root=str(root / "labels"),
-                    paths=classes[:n], shard_rows=25_000)
+        write_cache(
+            root / name,
+            rng.normal(size=(n, d)).astype(np.float16),
+            images_root=str(root / "labels"),
+            paths=classes[:n],
+            shard_rows=25_000,
+        )
     for name, n in (("eval32k", 32_000), ("eval100k", 100_000)):
-        write_cache(root / name, rng.normal(0.3, 1, size=(n, 768)).astype(np.float16), model_name="dinov2-base",
-                    images_root=str(root / "labels"), paths=classes[:n], shard_rows=25_000)
-    write_cache(root / "tokens", rng.normal(size=(100_000, 768)).astype(np.float16), tokens_per_image=50,
-                hook_name="blocks.9.resid_post", images_root=str(root / "labels"), paths=classes[:2000],
-                shard_rows=25_000)
-    write_cache(root / "eval_tokens", rng.normal(0.3, 1, size=(2000, 768)).astype(np.float16),
-                model_name="dinov2-base", images_root=str(root / "labels"), paths=classes[:2000])
+        write_cache(
+            root / name,
+            rng.normal(0.3, 1, size=(n, 768)).astype(np.float16),
+            model_name="dinov2-base",
+            images_root=str(root / "labels"),
+            paths=classes[:n],
+            shard_rows=25_000,
+        )
+    write_cache(
+        root / "tokens",
+        rng.normal(size=(100_000, 768)).astype(np.float16),
+        tokens_per_image=50,
+        hook_name="blocks.9.resid_post",
+        images_root=str(root / "labels"),
+        paths=classes[:2000],
+        shard_rows=25_000,
+    )
+    write_cache(
+        root / "eval_tokens",
+        rng.normal(0.3, 1, size=(2000, 768)).astype(np.float16),
+        model_name="dinov2-base",
+        images_root=str(root / "labels"),
+        paths=classes[:2000],
+    )
     meta = {"model_name": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "hook_name": "embed"}
     sparse_sae(root / "sae98k", 512, 98_304, 64, 1, meta)
     sparse_sae(root / "sae16k", 512, 16_384, 64, 2, meta)
@@ -109,8 +133,11 @@ def run_case(case: str, root: Path) -> dict:
         emb = unit_rows(rng.normal(0.3, 1, (n, e)))
         t0 = time.perf_counter()
         ms = monosemanticity(codes, emb)
-        return {"size": f"{f:,} latents × {n:,} images, nnz {codes.nnz:,}, E={e}",
-                "seconds": time.perf_counter() - t0, "notes": f"{int(np.isfinite(ms).sum()):,} latents scored"}
+        return {
+            "size": f"{f:,} latents × {n:,} images, nnz {codes.nnz:,}, E={e}",
+            "seconds": time.perf_counter() - t0,
+            "notes": f"{int(np.isfinite(ms).sum()):,} latents scored",
+        }
     if case == "label_auc":
         from evaluation.card_labels import label_auc
         from evaluation.card_mono import unit_rows
@@ -124,23 +151,45 @@ def run_case(case: str, root: Path) -> dict:
         images, texts = unit_rows(rng.normal(size=(n, d))), unit_rows(rng.normal(size=(f, d)))
         t0 = time.perf_counter()
         auc = label_auc(codes, images, texts, max_negatives=10_000)
-        return {"size": f"{f:,} labelled latents × {n:,} images, nnz {codes.nnz:,}",
-                "seconds": time.perf_counter() - t0, "notes": f"{int(np.isfinite(auc).sum()):,} AUCs"}
+        return {
+            "size": f"{f:,} labelled latents × {n:,} images, nnz {codes.nnz:,}",
+            "seconds": time.perf_counter() - t0,
+            "notes": f"{int(np.isfinite(auc).sum()):,} AUCs",
+        }
     out = root / f"out_{case}"
     if case == "ms_card":
-        cfg = CardConfig(sae=str(root / "sae98k"), acts=str(root / "embed32k"), evaluator=str(root / "eval32k"),
-                         out=str(out), device="cpu")
+        cfg = CardConfig(
+            sae=str(root / "sae98k"),
+            acts=str(root / "embed32k"),
+            evaluator=str(root / "eval32k"),
+            out=str(out),
+            device="cpu",
+        )
         size = "98,304 latents, 32,000 embed rows (512-d), evaluator 768-d"
     elif case == "card_embed":
         has_stability = Path(REPO / "sae_core" / "stability.py").is_file()
-        cfg = CardConfig(sae=str(root / "sae16k"), acts=str(root / "embed100k"), evaluator=str(root / "eval100k"),
-                         labels=str(root / "labels"), compare=(str(root / "sae16k_b"),) if has_stability else (),
-                         out=str(out), device="cpu")
+        cfg = CardConfig(
+            sae=str(root / "sae16k"),
+            acts=str(root / "embed100k"),
+            evaluator=str(root / "eval100k"),
+            labels=str(root / "labels"),
+            compare=(str(root / "sae16k_b"),) if has_stability else (),
+            out=str(out),
+            device="cpu",
+        )
         size = "16,384 latents, 100,000 embed rows (512-d): pass + MS + probing (100 classes)" + (
-            " + stability" if has_stability else " (no stability: sae_core/stability.py not on this branch)")
+            " + stability" if has_stability else " (no stability: sae_core/stability.py not on this branch)"
+        )
     else:
-        cfg = CardConfig(sae=str(root / "sae16k_tok"), acts=str(root / "tokens"), evaluator=str(root / "eval_tokens"),
-                         labels=str(root / "labels"), moran_min_images=20, out=str(out), device="cpu")
+        cfg = CardConfig(
+            sae=str(root / "sae16k_tok"),
+            acts=str(root / "tokens"),
+            evaluator=str(root / "eval_tokens"),
+            labels=str(root / "labels"),
+            moran_min_images=20,
+            out=str(out),
+            device="cpu",
+        )
         size = "16,384 latents, 100,000 token rows (2,000 images × 50, 768-d): pass + Moran + MS + probing"
     card = card_main(cfg)
     took = time.perf_counter() - t0
@@ -171,16 +220,20 @@ def main() -> None:
     rows = []
     for case in a.cases:
         load = os.getloadavg()[0]
-        proc = subprocess.run([sys.executable, __file__, "--case", case, "--data", str(root)], capture_output=True,
-                              text=True, env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY",
-                                                                                              "PASSIVE")})
+        proc = subprocess.run(
+            [sys.executable, __file__, "--case", case, "--data", str(root)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
+        )
         found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if not found:
             rows.append(f"| {case} | failed: {proc.stderr.strip().splitlines()[-1][:120]} | | | | |")
             continue
-        r = json.loads(found[0][len("RESULT "):])
-        rows.append(f"| {case} | {r['size']} | {r['seconds']:.1f} | {r['peak_rss_mb']:,.0f} | {r['notes']} | "
-                    f"{load:.2f} |")
+        r = json.loads(found[0][len("RESULT ") :])
+        rows.append(
+            f"| {case} | {r['size']} | {r['seconds']:.1f} | {r['peak_rss_mb']:,.0f} | {r['notes']} | {load:.2f} |"
+        )
     import torch
 
     print(f"\nbench_card: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads\n")

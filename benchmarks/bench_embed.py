@@ -63,8 +63,15 @@ def main() -> None:
             return a.n / (time.perf_counter() - t0)
 
         def pipeline_rate(r: int) -> float:
-            cfg = EmbedConfig(images=str(tmp / "imgs"), out=str(tmp / f"cache{r}"), encoder=spec,
-                              batch_size=a.batch_size, workers=a.workers, shard_size=a.n, device=a.device)
+            cfg = EmbedConfig(
+                images=str(tmp / "imgs"),
+                out=str(tmp / f"cache{r}"),
+                encoder=spec,
+                batch_size=a.batch_size,
+                workers=a.workers,
+                shard_size=a.n,
+                device=a.device,
+            )
             check_or_write_settings(Path(cfg.out), settings_of(cfg, refs, torch.device(a.device)))
             t0 = time.perf_counter()
             _extract(cfg, refs, enc, [0], Path(cfg.out))
@@ -75,8 +82,10 @@ def main() -> None:
             bares.append(bare_rate())
             pipes.append(pipeline_rate(r))
         bare, pipe = float(np.median(bares)), float(np.median(pipes))
-        print(f"{a.model} random weights, {a.device}, {torch.get_num_threads()} threads, batch {a.batch_size}, "
-              f"{a.workers} workers, {a.n} JPEGs 500x375, median of {a.rounds} alternating rounds")
+        print(
+            f"{a.model} random weights, {a.device}, {torch.get_num_threads()} threads, batch {a.batch_size}, "
+            f"{a.workers} workers, {a.n} JPEGs 500x375, median of {a.rounds} alternating rounds"
+        )
         print("| path | images/s |\n|---|---|")
         print(f"| bare forward (pre-decoded tensors) | {bare:.1f} |")
         print(f"| clipsae embed pipeline | {pipe:.1f} |")

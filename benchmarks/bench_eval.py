@@ -45,7 +45,7 @@ def bundled_photos(n: int) -> np.ndarray:
         p = photos[i % len(photos)]
         side = int(rng.integers(64, min(p.shape[:2])))
         y, x = rng.integers(0, p.shape[0] - side), rng.integers(0, p.shape[1] - side)
-        out[i] = np.asarray(Image.fromarray(p[y:y + side, x:x + side]).resize((32, 32), Image.BICUBIC))
+        out[i] = np.asarray(Image.fromarray(p[y : y + side, x : x + side]).resize((32, 32), Image.BICUBIC))
     return out
 
 
@@ -71,8 +71,10 @@ def main() -> None:
         templates = templates_for("cifar10")
         base = {"model_name": a.model, "pretrained": "none", "seed": 0}
         rows = []
-        for hook, tokens, d_in, label in (("embed", "cls", 512, "embed SAE"),
-                                          ("blocks.9.resid_post", "all", 768, "blocks.9.resid_post SAE")):
+        for hook, tokens, d_in, label in (
+            ("embed", "cls", 512, "embed SAE"),
+            ("blocks.9.resid_post", "all", 768, "blocks.9.resid_post SAE"),
+        ):
             meta = {**base, "hook_name": hook, "tokens": tokens}
             saes = [sae_for(meta, d_in, 16 * d_in, 32, 0)]
             clip = load_clip(saes, ModelChoice(device=a.device))
@@ -88,16 +90,24 @@ def main() -> None:
                     s.sae.to(clip.device)
                 t0 = time.perf_counter()
                 zeroshot(clip, group, data, data.classnames, templates, batch_size=a.batch_size)
-                rows.append((f"zero-shot, {label} × {n_saes} (incl. 10×18 prompts, preprocessing)",
-                             a.n / (time.perf_counter() - t0)))
+                rows.append(
+                    (
+                        f"zero-shot, {label} × {n_saes} (incl. 10×18 prompts, preprocessing)",
+                        a.n / (time.perf_counter() - t0),
+                    )
+                )
             img = clip.preprocess(data.image(0))[None].to(clip.device)
             text = clip.text_embedding("a photo of a cat")
             with torch.enable_grad():
                 t0 = time.perf_counter()
                 for _ in range(3):
                     compare(clip, saes[0].sae, img, text, scale_latents([0], 0.0))
-                rows.append((f"heat-map comparison (2 backward passes), {label} — ms each",
-                             1000 * (time.perf_counter() - t0) / 3))
+                rows.append(
+                    (
+                        f"heat-map comparison (2 backward passes), {label} — ms each",
+                        1000 * (time.perf_counter() - t0) / 3,
+                    )
+                )
     print(f"\n{a.model}, random weights, {a.n} images, batch {a.batch_size}, device {a.device}\n")
     print("| run | images/s (or ms) |\n|---|---|")
     for name, value in rows:

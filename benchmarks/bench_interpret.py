@@ -34,13 +34,35 @@ def main() -> None:
         (atlas / JSON_FILE).unlink(missing_ok=True)
         res = interpret(InterpretConfig(atlas=str(atlas), captioner="tiny", latents=str(n), device="cpu"), captioner)
         captioned = len({i for r in res.doc["latents"] for i in r["images"]})
-        rows.append((f"interpret the {n} most frequent latents ({captioned} images captioned)", res.seconds,
-                     f"{100 * res.seconds / n:.2f}", f"{captioned / res.seconds:.1f}"))
+        rows.append(
+            (
+                f"interpret the {n} most frequent latents ({captioned} images captioned)",
+                res.seconds,
+                f"{100 * res.seconds / n:.2f}",
+                f"{captioned / res.seconds:.1f}",
+            )
+        )
     (atlas / JSON_FILE).unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "app.cli", "interpret", str(atlas), "--captioner", "tiny", "--latents", "100",
-                    "--device", "cpu"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "interpret",
+            str(atlas),
+            "--captioner",
+            "tiny",
+            "--latents",
+            "100",
+            "--device",
+            "cpu",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     wall = time.perf_counter() - t0
     rows.append(("`clipsae interpret … --captioner tiny --latents 100`, whole command", wall, f"{wall:.2f}", ""))
     interpret(InterpretConfig(atlas=str(atlas), captioner="tiny", device="cpu"), captioner)  # leave the demo whole

@@ -76,13 +76,28 @@ FILE_RE = re.compile(r"(?:https?://[^\"\s\\)']+)?/gradio_api/file=[^\"\s\\)']+")
 
 def start_server(a: argparse.Namespace, info: dict, port: int) -> subprocess.Popen:
     clipsae = str(Path(sys.executable).with_name("clipsae"))
-    cmd = [clipsae, "serve", "--atlas", info["clip_atlas"], "--steer-atlas", info["kandinsky_atlas"],
-           "--port", str(port), "--device", "cpu"] + (["--tiny-kandinsky"] if info["kandinsky"] == "tiny" else [])
+    cmd = [
+        clipsae,
+        "serve",
+        "--atlas",
+        info["clip_atlas"],
+        "--steer-atlas",
+        info["kandinsky_atlas"],
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+    ] + (["--tiny-kandinsky"] if info["kandinsky"] == "tiny" else [])
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def table(title: str, times: dict[str, list[float]], errors: dict[str, list[str]], actions: list[str],
-          seconds: dict[str, float] | None = None) -> None:
+def table(
+    title: str,
+    times: dict[str, list[float]],
+    errors: dict[str, list[str]],
+    actions: list[str],
+    seconds: dict[str, float] | None = None,
+) -> None:
     print(title + "\n")
     print("| action | served | per s | p50 (ms) | p95 (ms) | errors |\n|---|---|---|---|---|---|")
     for action in actions:
@@ -104,8 +119,16 @@ def steer_loop(url: str, size: int, steps: int, seed: int, until: float, times, 
     while time.time() < until:
         t0 = time.perf_counter()
         try:
-            client.predict("a red boat on a lake", f"{rng.randrange(32)}:{rng.choice([0, 2, 4])}", "multiply",
-                           seed, steps, size, None, api_name="/steer")
+            client.predict(
+                "a red boat on a lake",
+                f"{rng.randrange(32)}:{rng.choice([0, 2, 4])}",
+                "multiply",
+                seed,
+                steps,
+                size,
+                None,
+                api_name="/steer",
+            )
             with lock:
                 times[label].append(time.perf_counter() - t0)
         except Exception as exc:  # counted and reported, never hidden
@@ -113,8 +136,18 @@ def steer_loop(url: str, size: int, steps: int, seed: int, until: float, times, 
                 errors[label].append(repr(exc)[:200])
 
 
-async def browser(http, base: str, latents: list[int], sae: str, rng: random.Random, until: float, phase,
-                  times: dict[str, list[float]], errors: dict[str, list[str]], files: list[int]) -> None:
+async def browser(
+    http,
+    base: str,
+    latents: list[int],
+    sae: str,
+    rng: random.Random,
+    until: float,
+    phase,
+    times: dict[str, list[float]],
+    errors: dict[str, list[str]],
+    files: list[int],
+) -> None:
     """One browser: latent pages back to back, each its API call then its files (6 connections)."""
     cache: dict[str, str | None] = {}  # url -> ETag (None: reusable without asking)
     while time.time() < until:
@@ -160,8 +193,10 @@ def run_browsers(a: argparse.Namespace, url: str, info: dict) -> None:
     lock, files = threading.Lock(), []
     t0 = time.time()
     half, stop_at = t0 + a.seconds / 2, t0 + a.seconds
-    steering = [threading.Thread(target=steer_loop, args=(url, a.steer_size, a.steer_steps, i, stop_at, times,
-                                                          errors, lock)) for i in range(a.steer_jobs)]
+    steering = [
+        threading.Thread(target=steer_loop, args=(url, a.steer_size, a.steer_steps, i, stop_at, times, errors, lock))
+        for i in range(a.steer_jobs)
+    ]
 
     def phase() -> str:
         return "while a generation runs" if time.time() >= half and steering else "alone"
@@ -170,14 +205,17 @@ def run_browsers(a: argparse.Namespace, url: str, info: dict) -> None:
         async def one(i: int) -> None:
             limits = httpx.Limits(max_connections=6, max_keepalive_connections=6)
             async with httpx.AsyncClient(limits=limits, timeout=120) as http:
-                await browser(http, url.rstrip("/"), latents, sae, random.Random(i), stop_at, phase, times, errors,
-                              files)
+                await browser(
+                    http, url.rstrip("/"), latents, sae, random.Random(i), stop_at, phase, times, errors, files
+                )
+
         await asyncio.gather(*(one(i) for i in range(a.browsers)))
 
     def start_steering() -> None:
         time.sleep(max(0.0, half - time.time()))
         for t in steering:
             t.start()
+
     starter = threading.Thread(target=start_steering)
     starter.start()
     asyncio.run(go())
@@ -185,18 +223,28 @@ def run_browsers(a: argparse.Namespace, url: str, info: dict) -> None:
     for t in steering:
         t.join()
     steer = f"steer ({a.steer_size} px, {a.steer_steps} steps)"
-    span = {"latent page alone": a.seconds / 2 if steering else a.seconds, "latent page while a generation runs":
-            a.seconds / 2, steer: a.seconds / 2}
-    table(f"\n{a.browsers} browsers (one asyncio process, 6 connections each, {np.mean(files or [0]):.0f} files a "
-          f"page) for {a.seconds:.0f} s, {a.steer_jobs} steering job(s) in the second half, on 127.0.0.1",
-          times, errors, list(span), span)
+    span = {
+        "latent page alone": a.seconds / 2 if steering else a.seconds,
+        "latent page while a generation runs": a.seconds / 2,
+        steer: a.seconds / 2,
+    }
+    table(
+        f"\n{a.browsers} browsers (one asyncio process, 6 connections each, {np.mean(files or [0]):.0f} files a "
+        f"page) for {a.seconds:.0f} s, {a.steer_jobs} steering job(s) in the second half, on 127.0.0.1",
+        times,
+        errors,
+        list(span),
+        span,
+    )
 
 
 def run_clients(a: argparse.Namespace, url: str, info: dict) -> None:
     from gradio_client import Client, handle_file
 
-    uploads = sorted((Path(a.cache_dir) / "images").rglob("*.png"))[:20] or \
-        sorted((Path(a.cache_dir) / "images").rglob("*.*"))[:20]
+    uploads = (
+        sorted((Path(a.cache_dir) / "images").rglob("*.png"))[:20]
+        or sorted((Path(a.cache_dir) / "images").rglob("*.*"))[:20]
+    )
     n_latents = int(json.loads((Path(info["clip_atlas"]) / "manifest.json").read_text())["d_sae"])
     times: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, list[str]] = defaultdict(list)
@@ -239,9 +287,18 @@ def run_clients(a: argparse.Namespace, url: str, info: dict) -> None:
         t.start()
     for t in threads:
         t.join()
-    table(f"\n{a.sessions} browsing sessions + {a.steer_jobs} steering jobs for {time.time() - t0:.0f} s on "
-          "127.0.0.1", times, errors, ["latent page", "latent page before steering starts",
-                                       "latent page while steering", "inspect", "steer (64 px, 10 steps)"])
+    table(
+        f"\n{a.sessions} browsing sessions + {a.steer_jobs} steering jobs for {time.time() - t0:.0f} s on 127.0.0.1",
+        times,
+        errors,
+        [
+            "latent page",
+            "latent page before steering starts",
+            "latent page while steering",
+            "inspect",
+            "steer (64 px, 10 steps)",
+        ],
+    )
 
 
 def main() -> None:

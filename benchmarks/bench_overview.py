@@ -29,8 +29,11 @@ def main() -> None:
     t0 = time.perf_counter()
     ov.map("big")
     rows.append(("map coordinates of 163,840 latents (once per atlas)", time.perf_counter() - t0, ""))
-    for label, kinds in (("dead only, the process's first (matplotlib start-up)", ["dead"]),
-                         ("every latent", list(KINDS)), ("live only", ["live"])):
+    for label, kinds in (
+        ("dead only, the process's first (matplotlib start-up)", ["dead"]),
+        ("every latent", list(KINDS)),
+        ("live only", ["live"]),
+    ):
         t0 = time.perf_counter()
         html = ov.html(kinds)
         rows.append((f"page, {label}, cold", time.perf_counter() - t0, f"{len(html) / 1e3:.0f} kB"))

@@ -62,15 +62,19 @@ def main() -> None:
     _, l1_values = SweepConfig(acts="", out="", l1=l1).values(a.arch)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        np.save(tmp / "train.npy", x[:a.rows])
-        np.save(tmp / "heldout.npy", x[a.rows:])
+        np.save(tmp / "train.npy", x[: a.rows])
+        np.save(tmp / "heldout.npy", x[a.rows :])
         base = SAEConfig(d_in=a.d, d_sae=a.d_sae, architecture=a.arch)
         cfg = TrainConfig(epochs=a.epochs, checkpoint_every=0, device=a.device, refit="none")
         paths = train(tmp / "train.npy", tmp / "out", make_specs(base, l1_values, [None]), cfg)
         refit_x = torch.from_numpy(sample_rows(ActivationSource(tmp / "train.npy"), cfg.refit_rows, cfg.seed + 2))
-        print(f"{a.arch}, {a.rows} rows, d={a.d}, {a.atoms} atoms, {a.active} active, noise {a.noise}, "
-              f"seed {a.seed}, {a.d_sae} latents, {a.epochs} epochs; EV on 20,000 held-out rows")
-        print("| λ | L0 | EV before | EV scale | EV decoder | mmc before | mmc decoder |\n|---|---|---|---|---|---|---|")
+        print(
+            f"{a.arch}, {a.rows} rows, d={a.d}, {a.atoms} atoms, {a.active} active, noise {a.noise}, "
+            f"seed {a.seed}, {a.d_sae} latents, {a.epochs} epochs; EV on 20,000 held-out rows"
+        )
+        print(
+            "| λ | L0 | EV before | EV scale | EV decoder | mmc before | mmc decoder |\n|---|---|---|---|---|---|---|"
+        )
         for lam, path in zip(l1_values, paths):
             sae = load_sae(path)
             before = score(sae, tmp / "heldout.npy", atoms)
@@ -80,8 +84,12 @@ def main() -> None:
                 refit_(refitted, refit_x, mode=mode)
                 after[mode] = score(refitted, tmp / "heldout.npy", atoms)
             assert abs(after["scale"]["l0"] - before["l0"]) < 1e-3 * max(before["l0"], 1)
-            print(f"| {lam:g} | {before['l0']:.1f} | {before['ev']:.4f} | {after['scale']['ev']:.4f} | "
-                  f"{after['decoder']['ev']:.4f} | {before['mmc']:.3f} | {after['decoder']['mmc']:.3f} |", flush=True)
+            print(
+                f"| {lam:g} | {before['l0']:.1f} | {before['ev']:.4f} | {after['scale']['ev']:.4f} | "
+                f"{after['decoder']['ev']:.4f} | {before['mmc']:.3f} | {after['decoder']['mmc']:.3f} |",
+                flush=True,
+            )
+
 
 if __name__ == "__main__":
     main()

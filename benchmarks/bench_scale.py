@@ -106,15 +106,42 @@ def run_atlas_and_link(root: Path, a: Path, b: Path, n: int) -> list[tuple[str, 
     rows = []
     for name, folder in (("A", a), ("B", b)):
         f = json.loads((folder / "sae/cfg.json").read_text())["d_sae"]
-        for extra, out, what in (((), "atlas", "with the neighbour table (default)"),
-                                 (("--neighbours", "0"), "atlas_no_neighbours", "`--neighbours 0`")):
-            r = child(clipsae("atlas", "--acts", str(folder / "x.npy"), "--sae", str(folder / "sae"), "--out",
-                              str(folder / out), "--device", "cpu", *extra))
+        for extra, out, what in (
+            ((), "atlas", "with the neighbour table (default)"),
+            (("--neighbours", "0"), "atlas_no_neighbours", "`--neighbours 0`"),
+        ):
+            r = child(
+                clipsae(
+                    "atlas",
+                    "--acts",
+                    str(folder / "x.npy"),
+                    "--sae",
+                    str(folder / "sae"),
+                    "--out",
+                    str(folder / out),
+                    "--device",
+                    "cpu",
+                    *extra,
+                )
+            )
             rows.append((f"`clipsae atlas` {name}: {f} latents, {n} images, {what}", *_fmt(r)))
     r = child(clipsae("link", str(a / "atlas"), str(b / "atlas"), "--device", "cpu"))
     rows.append(("`clipsae link` A B: sparse co-activation (exact)", *_fmt(r)))
-    r = child([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-               "precompute.link", str(a / "atlas"), str(b / "atlas"), "--device", "cpu"])
+    r = child(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "precompute.link",
+            str(a / "atlas"),
+            str(b / "atlas"),
+            "--device",
+            "cpu",
+        ]
+    )
     rows.append(("the same under `torchrun --nproc_per_node=2 -m precompute.link` (gloo)", *_fmt(r)))
     eta = dense_link_eta(a, b)
     rows.append(("dense link (before): ETA from 2 timed blocks", f"{eta:,.0f} ({eta / 3600:.1f} h)", "—"))
@@ -141,7 +168,9 @@ def write_photos(folder: Path, n: int = 2000) -> list[str]:
         im = photos[i % len(photos)]
         w, h = im.size
         x0, y0 = int(rng.integers(0, w // 3)), int(rng.integers(0, h // 3))
-        im.crop((x0, y0, x0 + 2 * w // 3, y0 + 2 * h // 3)).resize((320, 240)).save(folder / f"p{i:04d}.jpg", quality=85)
+        im.crop((x0, y0, x0 + 2 * w // 3, y0 + 2 * h // 3)).resize((320, 240)).save(
+            folder / f"p{i:04d}.jpg", quality=85
+        )
         names.append(f"p{i:04d}.jpg")
     return names
 
@@ -168,24 +197,39 @@ def synthetic_atlas(out: Path, photos: Path, f: int, n_images: int, d: int, k: i
     top = np.sort(rng.random((f, k), dtype=np.float32), axis=1)[:, ::-1] * 3
     freq = (rng.random(f) * 2 * l0 / f).astype(np.float32)
     arrays = {
-        "topk_ids.npy": rng.integers(0, n_images, (f, k)), "topk_values.npy": np.ascontiguousarray(top),
-        "frequency.npy": freq, "mean_activation.npy": top.mean(1), "max_activation.npy": top[:, 0].copy(),
-        "histogram.npy": rng.integers(0, 50, (f, 50)), "band_ids.npy": rng.integers(0, n_images, (f, 5, 4)),
+        "topk_ids.npy": rng.integers(0, n_images, (f, k)),
+        "topk_values.npy": np.ascontiguousarray(top),
+        "frequency.npy": freq,
+        "mean_activation.npy": top.mean(1),
+        "max_activation.npy": top[:, 0].copy(),
+        "histogram.npy": rng.integers(0, 50, (f, 50)),
+        "band_ids.npy": rng.integers(0, n_images, (f, 5, 4)),
         "band_values.npy": rng.random((f, 5, 4), dtype=np.float32),
         "masks.npy": rng.random((f, k, 49), dtype=np.float32).astype(np.float16),
-        "mask_scale.npy": np.ones(f, np.float32), "label_words.npy": rng.integers(0, len(vocab), (f, 5), dtype=np.int32),
-        "label_scores.npy": rng.random((f, 5), dtype=np.float32), "neighbour_ids.npy": rng.integers(0, f, (f, 8)),
-        "neighbour_cos.npy": np.sort(rng.random((f, 8), dtype=np.float32), axis=1)[:, ::-1]}
+        "mask_scale.npy": np.ones(f, np.float32),
+        "label_words.npy": rng.integers(0, len(vocab), (f, 5), dtype=np.int32),
+        "label_scores.npy": rng.random((f, 5), dtype=np.float32),
+        "neighbour_ids.npy": rng.integers(0, f, (f, 8)),
+        "neighbour_cos.npy": np.sort(rng.random((f, 8), dtype=np.float32), axis=1)[:, ::-1],
+    }
     np.save(out / "codes_indptr.npy", np.arange(0, (n_images + 1) * l0, l0, dtype=np.int64))
-    for name, dtype, gen in (("codes_latents.npy", np.int32, lambda m: rng.integers(0, f, m, dtype=np.int32)),
-                             ("codes_values.npy", np.float32, lambda m: rng.random(m, dtype=np.float32))):
+    for name, dtype, gen in (
+        ("codes_latents.npy", np.int32, lambda m: rng.integers(0, f, m, dtype=np.int32)),
+        ("codes_values.npy", np.float32, lambda m: rng.random(m, dtype=np.float32)),
+    ):
         arr = np.lib.format.open_memmap(out / name, mode="w+", dtype=dtype, shape=(n_images * l0,))
         for lo in range(0, len(arr), 1 << 24):
             arr[lo : lo + (1 << 24)] = gen(min(1 << 24, len(arr) - lo))
         arr.flush()
         del arr
-    manifest = {"d_sae": f, "top_images": k, "n_patches": 49, "n_images": n_images, "n_codes": n_images * l0,
-                "neighbours": 8}
+    manifest = {
+        "d_sae": f,
+        "top_images": k,
+        "n_patches": 49,
+        "n_images": n_images,
+        "n_codes": n_images * l0,
+        "neighbours": 8,
+    }
     for field in ATLAS_ARRAYS:
         if field.name in arrays:
             arr = arrays[field.name].astype(field.dtype)
@@ -195,13 +239,32 @@ def synthetic_atlas(out: Path, photos: Path, f: int, n_images: int, d: int, k: i
     sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=f), generator=torch.Generator().manual_seed(1))
     latent_index(sae).write(out / "latents.faiss")
     save_sae(sae, out / "sae")
-    manifest.update({
-        "format": ATLAS_FORMAT, "format_version": ATLAS_VERSION, "config": {"synthetic": True},
-        "sae_sha256": sae_hash(out / "sae"), "cache_sha256": "synthetic", "d_in": d, "architecture": "relu",
-        "score_rule": "single row per image", "stats_images": n_images, "n_dead": 0, "model_name": None,
-        "pretrained": None, "random_weights": False, "hook_name": None, "encoder": False,
-        "images_root": str(photos.resolve()), "images_root_relative": None, "has_images": True, "masks": True,
-        "labels": True, "image_index": False, "notes": ["synthetic (benchmarks/bench_scale.py)"]})
+    manifest.update(
+        {
+            "format": ATLAS_FORMAT,
+            "format_version": ATLAS_VERSION,
+            "config": {"synthetic": True},
+            "sae_sha256": sae_hash(out / "sae"),
+            "cache_sha256": "synthetic",
+            "d_in": d,
+            "architecture": "relu",
+            "score_rule": "single row per image",
+            "stats_images": n_images,
+            "n_dead": 0,
+            "model_name": None,
+            "pretrained": None,
+            "random_weights": False,
+            "hook_name": None,
+            "encoder": False,
+            "images_root": str(photos.resolve()),
+            "images_root_relative": None,
+            "has_images": True,
+            "masks": True,
+            "labels": True,
+            "image_index": False,
+            "notes": ["synthetic (benchmarks/bench_scale.py)"],
+        }
+    )
     manifest["files"] = _files(out)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
@@ -215,8 +278,12 @@ def start_server(big: Path, steer: Path | None) -> tuple[subprocess.Popen, str, 
     port = free_port()
     extra = ["--steer-atlas", str(steer), "--tiny-kandinsky"] if steer else []
     t0 = time.perf_counter()
-    proc = subprocess.Popen(clipsae("serve", "--atlas", str(big), *extra, "--device", "cpu", "--port", str(port)),
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        clipsae("serve", "--atlas", str(big), *extra, "--device", "cpu", "--port", str(port)),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/"
     wait_ready(url, proc)
     return proc, url, time.perf_counter() - t0
@@ -227,8 +294,10 @@ def run_pages(big: Path, steer: Path, n_pages: int = 200) -> list[tuple[str, str
     from gradio_client import Client
 
     alone, _, seconds = start_server(big, None)
-    rows = [("start-up, `clipsae serve --atlas BIG` alone, to the first HTTP 200 (s)", f"{seconds:.1f}"),
-            ("its RSS after start-up (GiB)", f"{rss_gib(alone.pid):.2f}")]
+    rows = [
+        ("start-up, `clipsae serve --atlas BIG` alone, to the first HTTP 200 (s)", f"{seconds:.1f}"),
+        ("its RSS after start-up (GiB)", f"{rss_gib(alone.pid):.2f}"),
+    ]
     alone.terminate()
     alone.wait(timeout=30)
     proc, url, seconds = start_server(big, steer)
@@ -237,23 +306,32 @@ def run_pages(big: Path, steer: Path, n_pages: int = 200) -> list[tuple[str, str
         client = Client(url, verbose=False, download_files=False)
         f = json.loads((big / "manifest.json").read_text())["d_sae"]
         rng = np.random.default_rng(0)
-        timed = {"trivial call (label search 'zzz')": [], "latent page": [], "latent list (50 most frequent)": [],
-                 "label search 'dog'": []}
+        timed = {
+            "trivial call (label search 'zzz')": [],
+            "latent page": [],
+            "latent list (50 most frequent)": [],
+            "label search 'dog'": [],
+        }
         for _ in range(20):  # warm-up: first renders of a few pages, connection set-up
             client.predict(int(rng.integers(f)), api_name="/latent_page")
         for lat in rng.integers(0, f, n_pages):
-            for name, args, api in (("trivial call (label search 'zzz')", ("zzz",), "/search"),
-                                    ("latent page", (int(lat),), "/latent_page")):
+            for name, args, api in (
+                ("trivial call (label search 'zzz')", ("zzz",), "/search"),
+                ("latent page", (int(lat),), "/latent_page"),
+            ):
                 t = time.perf_counter()
                 client.predict(*args, api_name=api)
                 timed[name].append(time.perf_counter() - t)
-        for name, api, value in (("direct HTTP, latent page (server time, first views)", "latent_page", None),
-                                 ("direct HTTP, trivial call", "search", "zzz")):
+        for name, api, value in (
+            ("direct HTTP, latent page (server time, first views)", "latent_page", None),
+            ("direct HTTP, trivial call", "search", "zzz"),
+        ):
             timed[name] = []
             for lat in rng.integers(0, f, 100):
                 body = json.dumps({"data": [int(lat) if value is None else value, big.name]}).encode()  # (…, sae)
-                req = urllib.request.Request(f"{url}gradio_api/run/{api}", data=body,
-                                             headers={"Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    f"{url}gradio_api/run/{api}", data=body, headers={"Content-Type": "application/json"}
+                )
                 t = time.perf_counter()
                 urllib.request.urlopen(req).read()
                 timed[name].append(time.perf_counter() - t)
@@ -267,7 +345,9 @@ def run_pages(big: Path, steer: Path, n_pages: int = 200) -> list[tuple[str, str
             rows.append((f"{name}{via} p50 / p95 (ms)", p50_p95(ts)))
         page, trivial = np.median(timed["latent page"]), np.median(timed["trivial call (label search 'zzz')"])
         rows.append(("latent page p50 / trivial call p50", f"{page / trivial:.2f}×"))
-        rows.append(("server RSS after the pages / peak (GiB)", f"{rss_gib(proc.pid):.2f} / {peak_rss_gib(proc.pid):.2f}"))
+        rows.append(
+            ("server RSS after the pages / peak (GiB)", f"{rss_gib(proc.pid):.2f} / {peak_rss_gib(proc.pid):.2f}")
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -323,8 +403,10 @@ def main() -> None:
         for folder, d, f, seed in ((ra, a.da, a.fa, 1), (rb, a.db, a.fb, 2)):
             if not (folder / "sae").exists():
                 make_inputs(folder, a.n, d, f, a.l0, seed)
-        print(f"{torch.get_num_threads()} threads, no GPU (none was lent); n={a.n}, ~{a.l0} latents per image\n",
-              flush=True)
+        print(
+            f"{torch.get_num_threads()} threads, no GPU (none was lent); n={a.n}, ~{a.l0} latents per image\n",
+            flush=True,
+        )
         if parts & {"atlas", "link"}:
             rows = run_atlas_and_link(root, ra, rb, a.n)
             print("| step | seconds | peak RSS (GiB) |\n|---|---|---|")
@@ -332,8 +414,19 @@ def main() -> None:
                 print("| " + " | ".join(row) + " |", flush=True)
         if "pages" in parts:
             if not (rb / "atlas/manifest.json").exists():
-                child(clipsae("atlas", "--acts", str(rb / "x.npy"), "--sae", str(rb / "sae"), "--out", str(rb / "atlas"),
-                              "--device", "cpu"))
+                child(
+                    clipsae(
+                        "atlas",
+                        "--acts",
+                        str(rb / "x.npy"),
+                        "--sae",
+                        str(rb / "sae"),
+                        "--out",
+                        str(rb / "atlas"),
+                        "--device",
+                        "cpu",
+                    )
+                )
             big = root / f"big_{a.fb}_{a.page_images}"
             if not (big / "manifest.json").exists():
                 photos = root / "photos"

@@ -29,8 +29,12 @@ def main() -> None:
     tok = open_clip.get_tokenizer("ViT-B-32")
     t0 = time.perf_counter()
     with torch.inference_mode():
-        emb = torch.cat([model.encode_text(tok([TEMPLATE.format(w) for w in words[i:i + 256]]))
-                         for i in range(0, len(words), 256)])
+        emb = torch.cat(
+            [
+                model.encode_text(tok([TEMPLATE.format(w) for w in words[i : i + 256]]))
+                for i in range(0, len(words), 256)
+            ]
+        )
     emb = torch.nn.functional.normalize(emb.float(), dim=-1).numpy()
     t_embed = time.perf_counter() - t0
     print(f"| step | size | seconds ({args.threads} threads) |\n|---|---|---|")

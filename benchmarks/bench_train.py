@@ -52,6 +52,7 @@ SUITES = {  # rows, d, atoms, active, d_sae, k, batch, lr (equal settings), epoc
     "wide": dict(rows=100_000, d=512, atoms=4096, active=24, d_sae=16384, k=32, batch=4096, lr=2e-4, epochs=3),
 }
 
+
 def make_data(rows: int, d: int, atoms: int, active: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """x = codes @ atoms + 0.01·noise with exactly `active` atoms per row, codes in [0.5, 1.5]."""
     return planted_dictionary(rows, d, atoms, active, 0.01, seed)
@@ -72,8 +73,26 @@ def quality(w_dec: np.ndarray, encode_decode, held: np.ndarray, atoms: np.ndarra
 
 
 def run_clipsae(acts: Path, out: Path, s: dict, equal: bool) -> dict:
-    cmd = [sys.executable, "-m", "app.cli", "train", "--acts", str(acts), "--out", str(out), "--arch", "topk",
-           "--d-sae", str(s["d_sae"]), "--k", str(s["k"]), "--epochs", str(s["epochs"]), "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "train",
+        "--acts",
+        str(acts),
+        "--out",
+        str(out),
+        "--arch",
+        "topk",
+        "--d-sae",
+        str(s["d_sae"]),
+        "--k",
+        str(s["k"]),
+        "--epochs",
+        str(s["epochs"]),
+        "--device",
+        "cpu",
+    ]
     if equal:
         cmd += ["--batch-size", str(s["batch"]), "--lr", str(s["lr"]), "--lr-warmup-steps", "0", "--lr-decay", "none"]
     t0 = time.perf_counter()
@@ -86,12 +105,26 @@ def run_clipsae(acts: Path, out: Path, s: dict, equal: bool) -> dict:
 
 
 def run_sparsify(acts: Path, out: Path, s: dict, equal: bool) -> dict:
-    arg = {"acts": str(acts), "out": str(out), "d_sae": s["d_sae"], "k": s["k"], "batch": s["batch"], "lr": s["lr"],
-           "epochs": s["epochs"], "optimizer": "adam" if equal else "signum", "repo": str(REPO), "device": "cpu"}
+    arg = {
+        "acts": str(acts),
+        "out": str(out),
+        "d_sae": s["d_sae"],
+        "k": s["k"],
+        "batch": s["batch"],
+        "lr": s["lr"],
+        "epochs": s["epochs"],
+        "optimizer": "adam" if equal else "signum",
+        "repo": str(REPO),
+        "device": "cpu",
+    }
     t0 = time.perf_counter()
     env = {**os.environ, "SPARSIFY_DISABLE_TRITON": "1"}  # its Triton kernel needs a GPU
-    r = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu/sparsify_loop.py"), json.dumps(arg)],
-                       capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/gpu/sparsify_loop.py"), json.dumps(arg)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     wall = time.perf_counter() - t0
     if r.returncode:
         raise RuntimeError(r.stderr[-2000:])
@@ -133,32 +166,50 @@ def bench_suite(name: str, s: dict, tmp: Path, seed: int) -> list[dict]:
     held = x[s["rows"] :]
     rows = []
     for setting in ("equal", "defaults"):
-        for tool, run, evaluate in (("clipsae", run_clipsae, evaluate_clipsae), ("sparsify", run_sparsify, evaluate_sparsify)):
+        for tool, run, evaluate in (
+            ("clipsae", run_clipsae, evaluate_clipsae),
+            ("sparsify", run_sparsify, evaluate_sparsify),
+        ):
             out = tmp / f"{name}_{setting}_{tool}"
             r = run(acts, out, s, setting == "equal")
-            r.update(evaluate(out, held, atoms), suite=name, setting=setting, tool=tool,
-                     samples_s=s["rows"] * s["epochs"] / r["wall_s"])
+            r.update(
+                evaluate(out, held, atoms),
+                suite=name,
+                setting=setting,
+                tool=tool,
+                samples_s=s["rows"] * s["epochs"] / r["wall_s"],
+            )
             if "loop_s" in r:
                 r["loop_samples_s"] = s["rows"] * s["epochs"] / r["loop_s"]
-            print(f"{name} {setting} {tool}: {r['wall_s']:.1f} s, {r['samples_s']:.0f} samples/s, "
-                  f"mmc {r['mmc']:.3f}, EV {r['ev']:.3f}, L0 {r['l0']:.1f}", flush=True)
+            print(
+                f"{name} {setting} {tool}: {r['wall_s']:.1f} s, {r['samples_s']:.0f} samples/s, "
+                f"mmc {r['mmc']:.3f}, EV {r['ev']:.3f}, L0 {r['l0']:.1f}",
+                flush=True,
+            )
             rows.append(r)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| set | settings | tool | batch | lr | wall s | samples/s (whole command) | samples/s (loop only) | "
-             "mmc | EV | L0 | clipsae speed ÷ sparsify (whole / loop) |", "|" + "---|" * 12]
+    lines = [
+        "| set | settings | tool | batch | lr | wall s | samples/s (whole command) | samples/s (loop only) | "
+        "mmc | EV | L0 | clipsae speed ÷ sparsify (whole / loop) |",
+        "|" + "---|" * 12,
+    ]
     for r in rows:
         ratio = "—"
         if r["tool"] == "clipsae":
-            sp = next(o for o in rows if o["tool"] == "sparsify" and o["suite"] == r["suite"] and o["setting"] == r["setting"])
+            sp = next(
+                o for o in rows if o["tool"] == "sparsify" and o["suite"] == r["suite"] and o["setting"] == r["setting"]
+            )
             ratio = f"{r['samples_s'] / sp['samples_s']:.2f}×"
             if "loop_samples_s" in r and "loop_samples_s" in sp:  # each tool's loop against the other's
                 ratio += f" / {r['loop_samples_s'] / sp['loop_samples_s']:.2f}×"
         loop = f"{r['loop_samples_s']:.0f}" if "loop_samples_s" in r else "—"
-        lines.append(f"| {r['suite']} | {r['setting']} | {r['tool']} | {r['batch']} | {r['lr']:.2g} | {r['wall_s']:.1f} | "
-                     f"{r['samples_s']:.0f} | {loop} | {r['mmc']:.3f} | {r['ev']:.3f} | {r['l0']:.1f} | {ratio} |")
+        lines.append(
+            f"| {r['suite']} | {r['setting']} | {r['tool']} | {r['batch']} | {r['lr']:.2g} | {r['wall_s']:.1f} | "
+            f"{r['samples_s']:.0f} | {loop} | {r['mmc']:.3f} | {r['ev']:.3f} | {r['l0']:.1f} | {ratio} |"
+        )
     return "\n".join(lines)
 
 
@@ -181,15 +232,33 @@ def encoder_like_table(tmp: Path, seed: int) -> str:
 
     s = ENCODER_LIKE
     x, _, outlier = encoder_like(s["rows"] + 10_000, s["d"], s["atoms"], s["active"], seed=seed)
-    held, ordinary = x[s["rows"]:], ~outlier[s["rows"]:]
+    held, ordinary = x[s["rows"] :], ~outlier[s["rows"] :]
     acts = tmp / "encoder_like.npy"
     np.save(acts, x[: s["rows"]])
     lines = ["| arch | normalisation | EV | EV ordinary rows | L0 | dead % |", "|---|---|---|---|---|---|"]
     batch = None
     for arch in ("topk", "batchtopk", "matryoshka", "jumprelu", "relu"):
         out = tmp / f"el_{arch}"
-        cmd = [sys.executable, "-m", "app.cli", "train", "--acts", str(acts), "--out", str(out), "--arch", arch,
-               "--d-sae", str(s["d_sae"]), "--epochs", str(s["epochs"]), "--device", "cpu", "--checkpoint-every", "0"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "train",
+            "--acts",
+            str(acts),
+            "--out",
+            str(out),
+            "--arch",
+            arch,
+            "--d-sae",
+            str(s["d_sae"]),
+            "--epochs",
+            str(s["epochs"]),
+            "--device",
+            "cpu",
+            "--checkpoint-every",
+            "0",
+        ]
         if arch in ("topk", "batchtopk", "matryoshka"):
             cmd += ["--k", str(s["k"])]
         if arch == "matryoshka":
@@ -202,16 +271,32 @@ def encoder_like_table(tmp: Path, seed: int) -> str:
         with torch.no_grad():
             o = sae.eval()(torch.from_numpy(held))
         x_hat, f = o.x_hat_bd.numpy(), o.f_bs
-        lines.append(f"| {arch} | {sae.cfg.normalize_activations} | {_ev(x_hat, held):.3f} | "
-                     f"{_ev(x_hat[ordinary], held[ordinary]):.3f} | {float((f > 0).sum(1).double().mean()):.1f} | "
-                     f"{100 * float((f > 0).any(0).logical_not().double().mean()):.1f} |")
+        lines.append(
+            f"| {arch} | {sae.cfg.normalize_activations} | {_ev(x_hat, held):.3f} | "
+            f"{_ev(x_hat[ordinary], held[ordinary]):.3f} | {float((f > 0).sum(1).double().mean()):.1f} | "
+            f"{100 * float((f > 0).any(0).logical_not().double().mean()):.1f} |"
+        )
         print(lines[-1], flush=True)
     out = tmp / "el_sparsify"
     lr = 2e-4 / (s["d_sae"] / 2**14) ** 0.5
-    arg = {"acts": str(acts), "out": str(out), "d_sae": s["d_sae"], "k": s["k"], "batch": batch, "lr": lr,
-           "epochs": s["epochs"], "optimizer": "adam", "repo": str(REPO), "device": "cpu"}
-    r = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu/sparsify_loop.py"), json.dumps(arg)],
-                       capture_output=True, text=True, env={**os.environ, "SPARSIFY_DISABLE_TRITON": "1"})
+    arg = {
+        "acts": str(acts),
+        "out": str(out),
+        "d_sae": s["d_sae"],
+        "k": s["k"],
+        "batch": batch,
+        "lr": lr,
+        "epochs": s["epochs"],
+        "optimizer": "adam",
+        "repo": str(REPO),
+        "device": "cpu",
+    }
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/gpu/sparsify_loop.py"), json.dumps(arg)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SPARSIFY_DISABLE_TRITON": "1"},
+    )
     if r.returncode:
         raise RuntimeError(r.stderr[-2000:])
     os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
@@ -223,8 +308,10 @@ def encoder_like_table(tmp: Path, seed: int) -> str:
     x_hat = o.sae_out.numpy()
     fired = torch.zeros(s["d_sae"], dtype=torch.bool)
     fired[o.latent_indices.flatten()] = True
-    lines.append(f"| sparsify topk (batch {batch}, lr {lr:.2g}) | none | {_ev(x_hat, held):.3f} | "
-                 f"{_ev(x_hat[ordinary], held[ordinary]):.3f} | {s['k']:.1f} | {100 * (1 - float(fired.double().mean())):.1f} |")
+    lines.append(
+        f"| sparsify topk (batch {batch}, lr {lr:.2g}) | none | {_ev(x_hat, held):.3f} | "
+        f"{_ev(x_hat[ordinary], held[ordinary]):.3f} | {s['k']:.1f} | {100 * (1 - float(fired.double().mean())):.1f} |"
+    )
     return "\n".join(lines)
 
 
@@ -288,26 +375,60 @@ def gemm_fraction(samples_s: float, d: int, d_sae: int, flops: float) -> float:
 
 def gemm_table(rows: list[dict]) -> str:
     """Fraction of the dense GEMM rate that each clipsae run of the tables above reaches."""
-    lines = ["| set | settings | batch | GEMM GFLOP/s at [batch, d] @ [d, d_sae] | fraction (whole command) | "
-             "fraction (loop) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| set | settings | batch | GEMM GFLOP/s at [batch, d] @ [d, d_sae] | fraction (whole command) | "
+        "fraction (loop) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["tool"] != "clipsae" or "loop_s" not in r:
             continue
         s = SUITES[r["suite"]]
         flops = gemm_flops(r["batch"], s["d"], s["d_sae"])
         loop = s["rows"] * s["epochs"] / r["loop_s"]
-        lines.append(f"| {r['suite']} | {r['setting']} | {r['batch']} | {flops / 1e9:.0f} | "
-                     f"{gemm_fraction(r['samples_s'], s['d'], s['d_sae'], flops):.0%} | "
-                     f"{gemm_fraction(loop, s['d'], s['d_sae'], flops):.0%} |")
+        lines.append(
+            f"| {r['suite']} | {r['setting']} | {r['batch']} | {flops / 1e9:.0f} | "
+            f"{gemm_fraction(r['samples_s'], s['d'], s['d_sae'], flops):.0%} | "
+            f"{gemm_fraction(loop, s['d'], s['d_sae'], flops):.0%} |"
+        )
     return "\n".join(lines)
 
 
 def train_cmd(acts: Path, out: Path, s: dict, k: str, seed: str, extra: tuple[str, ...] = ()) -> dict:
     """One `clipsae train` at the equal settings of `s` (constant lr): whole-command and loop seconds."""
-    cmd = [sys.executable, "-m", "app.cli", "train", "--acts", str(acts), "--out", str(out), "--arch", "topk",
-           "--d-sae", str(s["d_sae"]), "--k", k, "--seed", seed, "--epochs", str(s["epochs"]), "--device", "cpu",
-           "--batch-size", str(s["batch"]), "--lr", str(s["lr"]), "--lr-warmup-steps", "0", "--lr-decay", "none",
-           "--checkpoint-every", "0", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "train",
+        "--acts",
+        str(acts),
+        "--out",
+        str(out),
+        "--arch",
+        "topk",
+        "--d-sae",
+        str(s["d_sae"]),
+        "--k",
+        k,
+        "--seed",
+        seed,
+        "--epochs",
+        str(s["epochs"]),
+        "--device",
+        "cpu",
+        "--batch-size",
+        str(s["batch"]),
+        "--lr",
+        str(s["lr"]),
+        "--lr-warmup-steps",
+        "0",
+        "--lr-decay",
+        "none",
+        "--checkpoint-every",
+        "0",
+        *extra,
+    ]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.perf_counter() - t0
@@ -335,24 +456,31 @@ def multi(tmp: Path, rows: int, seeds: list[int], ks: list[int], data_seed: int 
         for seed in seeds:
             out = tmp / f"multi_k{k}_s{seed}"
             alone.append(train_cmd(acts, out, s, str(k), str(seed), ("--data-seed", str(seeds[0]))))
-            print(f"alone k={k} seed={seed}: {alone[-1]['wall_s']:.1f} s (loop {alone[-1]['loop_s']:.1f} s)", flush=True)
+            print(
+                f"alone k={k} seed={seed}: {alone[-1]['wall_s']:.1f} s (loop {alone[-1]['loop_s']:.1f} s)", flush=True
+            )
             name = "_".join(([f"k_{k}"] if len(ks) > 1 else []) + ([f"seed_{seed}"] if len(seeds) > 1 else []))
             a, b = (load_file(str(p / "sae_weights.safetensors")) for p in (tmp / "multi_one" / name, out))
             same &= all(np.array_equal(a[t].numpy(), b[t].numpy()) for t in a)
     flops = gemm_flops(s["batch"], s["d"], s["d_sae"])
     wall, loop = sum(r["wall_s"] for r in alone), sum(r["loop_s"] for r in alone)
     per_sae = rows * n / one["loop_s"]
-    return "\n".join([
-        f"wide set cut to {rows:,} rows x 1 epoch (batch {s['batch']}, {rows // s['batch']} steps), k={','.join(map(str, ks))}, "
-        f"seeds {','.join(map(str, seeds))}: {n} SAEs; sweep SAEs bitwise equal to the separate runs: {'yes' if same else 'NO'}",
-        "", "| | wall s (whole commands) | loop s | SAE-samples/s (loop) | encoder-GEMM fraction (loop) |",
-        "|---|---|---|---|---|",
-        f"| {n} separate `clipsae train` runs | {wall:.1f} | {loop:.1f} | {rows * n / loop:.0f} | "
-        f"{gemm_fraction(rows * n / loop, s['d'], s['d_sae'], flops):.0%} |",
-        f"| one pass (`--k {','.join(map(str, ks))} --seed {','.join(map(str, seeds))}`) | {one['wall_s']:.1f} | "
-        f"{one['loop_s']:.1f} | {per_sae:.0f} | {gemm_fraction(per_sae, s['d'], s['d_sae'], flops):.0%} |",
-        f"| speed-up of one pass | {wall / one['wall_s']:.2f}× | {loop / one['loop_s']:.2f}× | | |",
-        "", f"dense GEMM at [{s['batch']}, {s['d']}] @ [{s['d']}, {s['d_sae']}]: {flops / 1e9:.0f} GFLOP/s"])
+    return "\n".join(
+        [
+            f"wide set cut to {rows:,} rows x 1 epoch (batch {s['batch']}, {rows // s['batch']} steps), k={','.join(map(str, ks))}, "
+            f"seeds {','.join(map(str, seeds))}: {n} SAEs; sweep SAEs bitwise equal to the separate runs: {'yes' if same else 'NO'}",
+            "",
+            "| | wall s (whole commands) | loop s | SAE-samples/s (loop) | encoder-GEMM fraction (loop) |",
+            "|---|---|---|---|---|",
+            f"| {n} separate `clipsae train` runs | {wall:.1f} | {loop:.1f} | {rows * n / loop:.0f} | "
+            f"{gemm_fraction(rows * n / loop, s['d'], s['d_sae'], flops):.0%} |",
+            f"| one pass (`--k {','.join(map(str, ks))} --seed {','.join(map(str, seeds))}`) | {one['wall_s']:.1f} | "
+            f"{one['loop_s']:.1f} | {per_sae:.0f} | {gemm_fraction(per_sae, s['d'], s['d_sae'], flops):.0%} |",
+            f"| speed-up of one pass | {wall / one['wall_s']:.2f}× | {loop / one['loop_s']:.2f}× | | |",
+            "",
+            f"dense GEMM at [{s['batch']}, {s['d']}] @ [{s['d']}, {s['d_sae']}]: {flops / 1e9:.0f} GFLOP/s",
+        ]
+    )
 
 
 def main() -> None:
@@ -368,20 +496,28 @@ def main() -> None:
     a = p.parse_args()
     import torch
 
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    print(
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}\n"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         if a.data_order:
             print(data_order(Path(tmp)))
             return
         if a.multi:
-            print(multi(Path(tmp), a.multi_rows, [int(v) for v in a.multi_seeds.split(",")],
-                        [int(v) for v in a.multi_k.split(",")]))
+            print(
+                multi(
+                    Path(tmp),
+                    a.multi_rows,
+                    [int(v) for v in a.multi_seeds.split(",")],
+                    [int(v) for v in a.multi_k.split(",")],
+                )
+            )
             return
         if a.encoder_like:
             print(encoder_like_table(Path(tmp), a.seed))
             return
         rows = []
-        for name in (["small", "wide"] if a.suite == "both" else [a.suite]):
+        for name in ["small", "wide"] if a.suite == "both" else [a.suite]:
             rows += bench_suite(name, SUITES[name], Path(tmp), a.seed)
         print()
         print(table(rows))

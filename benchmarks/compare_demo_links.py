@@ -49,8 +49,10 @@ def compare(name: str, links: list[list[tuple[int, float]]], r: np.ndarray) -> N
         ids = [i for i, _ in got]
         same += ids == order
         ties += ids != order and all(abs(r[s][g] - r[s][o]) < 1e-5 for g, o in zip(ids, order))
-    print(f"{name}: {rows} latents with links; the same top-5 ids on {same}; on {ties} more, the differing ids "
-          f"hold correlations equal within 1e-5 (ties); max |r − r_dense| = {worst:.1e} (float32 storage)")
+    print(
+        f"{name}: {rows} latents with links; the same top-5 ids on {same}; on {ties} more, the differing ids "
+        f"hold correlations equal within 1e-5 (ties); max |r − r_dense| = {worst:.1e} (float32 storage)"
+    )
 
 
 def main() -> None:
@@ -60,8 +62,10 @@ def main() -> None:
     compare("CLIP -> Kandinsky", [a.links_to(k, s) for s in range(a.n_latents)], r)
     compare("Kandinsky -> CLIP", [k.links_to(a, s) for s in range(k.n_latents)], r.T)
     dead = np.flatnonzero(np.asarray(a.frequency) == 0)
-    print(f"dead CLIP latents: {len(dead)}, of which {sum(not a.links_to(k, s) for s in dead)} have no links "
-          "(the dense method gave each five links with r = 0)")
+    print(
+        f"dead CLIP latents: {len(dead)}, of which {sum(not a.links_to(k, s) for s in dead)} have no links "
+        "(the dense method gave each five links with r = 0)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,16 +14,22 @@ def add_card_commands(ev: argparse._SubParsersAction) -> None:
 
     from .configs import CardConfig, CompareConfig
 
-    p = ev.add_parser("card", help="the scorecard of an SAE: reconstruction, sparsity, probing, monosemanticity, "
-                                   "localisation, stability, label quality (card.json + card.md)",
-                      description="Every quality axis the inputs allow, in one versioned card.json "
-                                  "(docs/scorecard.md), "
-                                  "card.md and latents.csv; with --atlas the per-latent scores go into the atlas.")
+    p = ev.add_parser(
+        "card",
+        help="the scorecard of an SAE: reconstruction, sparsity, probing, monosemanticity, "
+        "localisation, stability, label quality (card.json + card.md)",
+        description="Every quality axis the inputs allow, in one versioned card.json "
+        "(docs/scorecard.md), "
+        "card.md and latents.csv; with --atlas the per-latent scores go into the atlas.",
+    )
     add_config_flags(p, CardConfig)
     p.set_defaults(func=_run_card)
-    c = ev.add_parser("compare", help="several SAEs' cards side by side + the L0–EV frontier plot",
-                      description="One table of the cards' headline numbers (compare.md / .csv / .json) and "
-                                  "frontier.png, one point per SAE.")
+    c = ev.add_parser(
+        "compare",
+        help="several SAEs' cards side by side + the L0–EV frontier plot",
+        description="One table of the cards' headline numbers (compare.md / .csv / .json) and "
+        "frontier.png, one point per SAE.",
+    )
     add_config_flags(c, CompareConfig)
     c.set_defaults(func=_run_compare)
 

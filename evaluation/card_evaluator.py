@@ -53,10 +53,12 @@ class Embeddings:
 def same_encoder(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two provenance records (cache metadata, an SAE cfg's metadata) name the same
     weights: model, pretrained tag or file, and the seed of random weights."""
+
     def key(m: dict[str, Any]) -> tuple:
         model = Path(str(m.get("model_config_path") or m.get("model_name", ""))).stem
         seed = m.get("seed", 0) if str(m.get("pretrained")) == "none" else None
         return model, str(m.get("pretrained")), m.get("weights_sha256"), seed
+
     return bool(a.get("model_name")) and key(a) == key(b)
 
 
@@ -64,8 +66,10 @@ def _from_cache(folder: Path, held: HeldOut, sae_meta: dict[str, Any]) -> Embedd
     other = ActivationSource(folder)
     meta = other.metadata
     if same_encoder(meta, sae_meta):
-        raise ValueError(f"--evaluator {folder} holds activations of the SAE's own encoder ({meta.get('model_name')}); "
-                         "the MS needs another encoder (e.g. DINOv2 or another CLIP)")
+        raise ValueError(
+            f"--evaluator {folder} holds activations of the SAE's own encoder ({meta.get('model_name')}); "
+            "the MS needs another encoder (e.g. DINOv2 or another CLIP)"
+        )
     table = [json.loads(line)["id"] for line in (folder / "images.jsonl").read_text().splitlines() if line]
     t = int(meta.get("tokens_per_image", 1))
     pos = list(meta.get("token_indices", [0])).index(0) if t > 1 else 0
@@ -102,8 +106,10 @@ def _transformers_model(source: str, device: torch.device) -> tuple[Any, Callabl
         model = AutoModel.from_pretrained(source).to(device).eval()
         processor = AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"could not load the evaluator {source!r} with transformers: {exc}. Without network "
-                         "access, pass a local folder (save_pretrained) or a model in the Hugging Face cache") from None
+        raise ValueError(
+            f"could not load the evaluator {source!r} with transformers: {exc}. Without network "
+            "access, pass a local folder (save_pretrained) or a model in the Hugging Face cache"
+        ) from None
 
     def embed(pixels: torch.Tensor) -> torch.Tensor:
         if hasattr(model, "get_image_features"):
@@ -114,18 +120,24 @@ def _transformers_model(source: str, device: torch.device) -> tuple[Any, Callabl
             if getattr(out, name, None) is not None:
                 return getattr(out, name)
         return out.last_hidden_state[:, 0]
+
     return _Preprocess(processor), embed, f"{type(model).__name__} ({source})"
 
 
-def _open_clip_model(model: str, pretrained: str | None, device: torch.device,
-                     sae_meta: dict[str, Any]) -> tuple[Any, Callable, str]:
+def _open_clip_model(
+    model: str, pretrained: str | None, device: torch.device, sae_meta: dict[str, Any]
+) -> tuple[Any, Callable, str]:
     if pretrained is None:
-        raise ValueError(f"--evaluator {model} is an OpenCLIP model: name its weights with --evaluator-pretrained "
-                         "(a tag such as laion2b_s34b_b88k, a checkpoint file, or none for random weights)")
+        raise ValueError(
+            f"--evaluator {model} is an OpenCLIP model: name its weights with --evaluator-pretrained "
+            "(a tag such as laion2b_s34b_b88k, a checkpoint file, or none for random weights)"
+        )
     encoder = load_encoder(EncoderSpec(model=model, pretrained=pretrained), device)
     if same_encoder(encoder.metadata, sae_meta):
-        raise ValueError(f"--evaluator {model} {pretrained} is the SAE's own encoder; the MS needs another "
-                         "encoder (e.g. DINOv2 or another CLIP)")
+        raise ValueError(
+            f"--evaluator {model} {pretrained} is the SAE's own encoder; the MS needs another "
+            "encoder (e.g. DINOv2 or another CLIP)"
+        )
     return encoder.preprocess, lambda pixels: encoder.encode(pixels)[0][:, 0], f"OpenCLIP {model} ({pretrained})"
 
 
@@ -137,15 +149,21 @@ def is_transformers(spec: str) -> bool:
     return "/" in spec and not spec.endswith(".json") and not path.exists()
 
 
-def embed_images(held: HeldOut, preprocess: Callable, embed: Callable, batch_size: int,
-                 desc: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def embed_images(
+    held: HeldOut, preprocess: Callable, embed: Callable, batch_size: int, desc: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(unit embeddings [N, E] with zero rows where unreadable, present [N], failures) of the
     held-out images, read from the cache's images root."""
     if not held.image_paths or not held.images_root:
         raise ValueError(f"{held.source.path} has no image table, so its images cannot be embedded")
     root = Path(held.images_root)
-    data = LabelledImages("held-out", "imagefolder", [""], np.zeros(held.n_images, dtype=np.int64),
-                          paths=[root / p for p in held.image_paths])
+    data = LabelledImages(
+        "held-out",
+        "imagefolder",
+        [""],
+        np.zeros(held.n_images, dtype=np.int64),
+        paths=[root / p for p in held.image_paths],
+    )
     failures: list[str] = []
     chunks: list[tuple[np.ndarray, np.ndarray]] = []
     with torch.inference_mode():
@@ -161,12 +179,21 @@ def embed_images(held: HeldOut, preprocess: Callable, embed: Callable, batch_siz
     return vectors, present, failures
 
 
-def evaluator_embeddings(spec: str, pretrained: str | None, held: HeldOut, sae_meta: dict[str, Any],
-                         batch_size: int, device: torch.device, out: Path) -> Embeddings:
+def evaluator_embeddings(
+    spec: str,
+    pretrained: str | None,
+    held: HeldOut,
+    sae_meta: dict[str, Any],
+    batch_size: int,
+    device: torch.device,
+    out: Path,
+) -> Embeddings:
     """The evaluator's unit embeddings of the held-out images (see the module docstring)."""
     if not held.image_ids:
-        raise ValueError(f"--evaluator needs the held-out images: {held.source.path} has no image table "
-                         "(a plain .npy); pass an activation cache")
+        raise ValueError(
+            f"--evaluator needs the held-out images: {held.source.path} has no image table "
+            "(a plain .npy); pass an activation cache"
+        )
     folder = Path(spec)
     if folder.is_dir() and (folder / "metadata.json").is_file():
         return _from_cache(folder, held, sae_meta)
@@ -184,6 +211,7 @@ def evaluator_embeddings(spec: str, pretrained: str | None, held: HeldOut, sae_m
     vectors, present, failures = embed_images(held, preprocess, embed, batch_size, f"evaluator {desc}")
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_npy(out / f"{CACHE_FILE}.npy", vectors)
-    atomic_write_text(cached, json.dumps({"key": key, "description": desc, "present": present.tolist(),
-                                          "failures": failures}))
+    atomic_write_text(
+        cached, json.dumps({"key": key, "description": desc, "present": present.tolist(), "failures": failures})
+    )
     return Embeddings(vectors, present, desc, failures)

@@ -21,14 +21,24 @@ CARD_FORMAT = "clipsae-card"
 CARD_VERSION = 1
 """1: first release (docs/scorecard.md)."""
 CARD_FILE = "card.json"
-SECTIONS = ("reconstruction", "sparsity", "downstream", "probing", "monosemanticity", "localisation", "stability",
-            "label_quality", "absorption")
+SECTIONS = (
+    "reconstruction",
+    "sparsity",
+    "downstream",
+    "probing",
+    "monosemanticity",
+    "localisation",
+    "stability",
+    "label_quality",
+    "absorption",
+)
 """The measured sections, in card order; one that the inputs do not allow is null, and
 `skipped` says why."""
 ABSORPTION_LEFT_OUT = (
     "left out: absorption (ViSAEBench's M7) needs a class hierarchy (parent and child classes, e.g. "
     "WordNet sibling groups) with labelled images of each class, which no input of the card carries; "
-    "a card that guessed one would score the guess")
+    "a card that guessed one would score the guess"
+)
 
 
 def _num(x: Any, fmt: str) -> str:
@@ -40,50 +50,79 @@ def _num(x: Any, fmt: str) -> str:
 def summary_rows(card: dict[str, Any]) -> list[tuple[str, str]]:
     """(metric, value) rows of the card's headline table (card.md, the README, the app)."""
     r, s = card["reconstruction"], card["sparsity"]
-    rows = [("FVU (1 − explained variance)", _num(r["fvu"], "{:.4f}")),
-            ("Explained variance", _num(r["explained_variance"], "{:.4f}")),
-            ("Cosine similarity", _num(r["cosine_similarity"], "{:.4f}")),
-            ("L0 mean / median", f"{_num(s['l0_mean'], '{:.1f}')} / {_num(s['l0_median'], '{:.1f}')}"),
-            ("Dead latents", _num(s["dead_fraction"], "{:.1%}")),
-            (f"Dense latents (≥ {s['dense_threshold']:.0%} of rows)", _num(s["dense_fraction"], "{:.1%}"))]
+    rows = [
+        ("FVU (1 − explained variance)", _num(r["fvu"], "{:.4f}")),
+        ("Explained variance", _num(r["explained_variance"], "{:.4f}")),
+        ("Cosine similarity", _num(r["cosine_similarity"], "{:.4f}")),
+        ("L0 mean / median", f"{_num(s['l0_mean'], '{:.1f}')} / {_num(s['l0_median'], '{:.1f}')}"),
+        ("Dead latents", _num(s["dead_fraction"], "{:.1%}")),
+        (f"Dense latents (≥ {s['dense_threshold']:.0%} of rows)", _num(s["dense_fraction"], "{:.1%}")),
+    ]
     d = card["downstream"]
     if d:
-        rows.append((f"Zero-shot accuracy, CLIP → + SAE ({d['dataset']})",
-                     f"{_num(d['acc_clip'], '{:.3f}')} → {_num(d['acc_sae'], '{:.3f}')}"))
+        rows.append(
+            (
+                f"Zero-shot accuracy, CLIP → + SAE ({d['dataset']})",
+                f"{_num(d['acc_clip'], '{:.3f}')} → {_num(d['acc_sae'], '{:.3f}')}",
+            )
+        )
         rows.append(("CE recovered", _num(d["ce_recovered"], "{:.1%}")))
     p = card["probing"]
     if p:
-        rows.append(("Sparse probing accuracy, k = " + " / ".join(map(str, p["k"])),
-                     " / ".join(_num(a, "{:.3f}") for a in p["accuracy"])))
-        rows.append(("Sparse probing AUC, k = " + " / ".join(map(str, p["k"])),
-                     " / ".join(_num(a, "{:.3f}") for a in p["auc"])))
+        rows.append(
+            (
+                "Sparse probing accuracy, k = " + " / ".join(map(str, p["k"])),
+                " / ".join(_num(a, "{:.3f}") for a in p["accuracy"]),
+            )
+        )
+        rows.append(
+            ("Sparse probing AUC, k = " + " / ".join(map(str, p["k"])), " / ".join(_num(a, "{:.3f}") for a in p["auc"]))
+        )
     m = card["monosemanticity"]
     if m:
-        rows.append((f"Monosemanticity, median (baseline {m['baseline']:.3f}; {m['evaluator']})",
-                     f"{_num(m['median'], '{:.3f}')} ({_num(m['monosemantic_fraction'], '{:.1%}')} monosemantic)"))
+        rows.append(
+            (
+                f"Monosemanticity, median (baseline {m['baseline']:.3f}; {m['evaluator']})",
+                f"{_num(m['median'], '{:.3f}')} ({_num(m['monosemantic_fraction'], '{:.1%}')} monosemantic)",
+            )
+        )
     loc = card["localisation"]
     if loc:
-        rows.append(("Moran's I, median over scored latents",
-                     f"{_num(loc['median'], '{:.3f}')} ({loc['n_scored']} scored, "
-                     f"{_num(loc['localised_fraction'], '{:.1%}')} localised)"))
+        rows.append(
+            (
+                "Moran's I, median over scored latents",
+                f"{_num(loc['median'], '{:.3f}')} ({loc['n_scored']} scored, "
+                f"{_num(loc['localised_fraction'], '{:.1%}')} localised)",
+            )
+        )
     for st in card["stability"] or []:
-        rows.append((f"Seed stability vs {st['other']} (cos ≥ {st['threshold']:g})",
-                     f"{st['matched_fraction']:.1%} matched, mean cos {st['mean_cosine']:.3f}"))
+        rows.append(
+            (
+                f"Seed stability vs {st['other']} (cos ≥ {st['threshold']:g})",
+                f"{st['matched_fraction']:.1%} matched, mean cos {st['mean_cosine']:.3f}",
+            )
+        )
     lq = card["label_quality"]
     if lq:
-        rows.append((f"Label AUC, median ({lq['source']})",
-                     f"{_num(lq['median'], '{:.3f}')} ({lq['n_scored']} labels)"))
+        rows.append(
+            (f"Label AUC, median ({lq['source']})", f"{_num(lq['median'], '{:.3f}')} ({lq['n_scored']} labels)")
+        )
     return rows
 
 
 def card_markdown(card: dict[str, Any]) -> str:
     """card.md: the headline table, the images, and why each missing section is missing."""
     sae, held = card["sae"], card["heldout"]
-    lines = [f"# Card: {sae['name']}", "",
-             f"{sae['architecture']} SAE, {sae['d_sae']} latents on {sae['d_in']}-d "
-             f"`{sae['hook_name']}` activations of {sae['model_name']} ({sae['pretrained']}); held-out: "
-             f"{held['rows']} rows, {held['images']} images (`{held['acts']}`).", "",
-             "| Metric | Value |", "|---|---|"]
+    lines = [
+        f"# Card: {sae['name']}",
+        "",
+        f"{sae['architecture']} SAE, {sae['d_sae']} latents on {sae['d_in']}-d "
+        f"`{sae['hook_name']}` activations of {sae['model_name']} ({sae['pretrained']}); held-out: "
+        f"{held['rows']} rows, {held['images']} images (`{held['acts']}`).",
+        "",
+        "| Metric | Value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in summary_rows(card)]
     lines.append("")
     for name, file in card["files"].items():
@@ -104,8 +143,15 @@ def latents_csv(columns: dict[str, np.ndarray]) -> str:
     n = len(next(iter(columns.values())))
     cols = [np.asarray(columns[k]) for k in names]
     for i in range(n):
-        w.writerow([i] + ["" if (c.dtype.kind == "f" and np.isnan(c[i])) else
-                          (f"{c[i]:.6g}" if c.dtype.kind == "f" else int(c[i])) for c in cols])
+        w.writerow(
+            [i]
+            + [
+                ""
+                if (c.dtype.kind == "f" and np.isnan(c[i]))
+                else (f"{c[i]:.6g}" if c.dtype.kind == "f" else int(c[i]))
+                for c in cols
+            ]
+        )
     return buf.getvalue()
 
 

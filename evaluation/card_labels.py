@@ -88,30 +88,39 @@ def heldout_image_embeddings(held: HeldOut, encoder: Encoder, batch_size: int) -
         return unit_rows(held.source.read(0, held.n_images)), np.ones(held.n_images, dtype=bool)
     from .card_evaluator import embed_images
 
-    vectors, present, _ = embed_images(held, encoder.preprocess, lambda px: encoder.encode(px)[0][:, 0],
-                                       batch_size, "label quality: CLIP image embeddings")
+    vectors, present, _ = embed_images(
+        held,
+        encoder.preprocess,
+        lambda px: encoder.encode(px)[0][:, 0],
+        batch_size,
+        "label quality: CLIP image embeddings",
+    )
     return vectors, present
 
 
-def label_auc(codes: sp.csr_matrix, images: np.ndarray, texts: np.ndarray, max_negatives: int = 10_000,
-              seed: int = 0) -> np.ndarray:
+def label_auc(
+    codes: sp.csr_matrix, images: np.ndarray, texts: np.ndarray, max_negatives: int = 10_000, seed: int = 0
+) -> np.ndarray:
     """[F] ROC AUC of each labelled latent (NaN without a label, or when it fires on no image or
     on every image) from image scores [N, F], unit image embeddings [N, D], label embeddings [F, D]."""
     csc = sp.csc_matrix(codes)
     csc.sort_indices()
     n, f = csc.shape
-    sample = np.arange(n) if n <= max_negatives else np.sort(
-        np.random.default_rng(seed).choice(n, size=max_negatives, replace=False))
+    sample = (
+        np.arange(n)
+        if n <= max_negatives
+        else np.sort(np.random.default_rng(seed).choice(n, size=max_negatives, replace=False))
+    )
     # float64 products rounded to float32: equal images get equal scores whichever kernel computed them
     pool, texts64 = images[sample].astype(np.float64), texts.astype(np.float64)
     labelled = np.flatnonzero(~np.isnan(texts[:, 0]))
     auc = np.full(f, np.nan)
     bar = Progress(len(labelled), "label quality", unit="latents")
     for a in range(0, len(labelled), CHUNK):
-        chunk = labelled[a:a + CHUNK]
+        chunk = labelled[a : a + CHUNK]
         pool_scores = (pool @ texts64[chunk].T).astype(np.float32)  # [M, c]
         for j, s in enumerate(chunk):
-            pos = csc.indices[csc.indptr[s]:csc.indptr[s + 1]]
+            pos = csc.indices[csc.indptr[s] : csc.indptr[s + 1]]
             if pos.size == 0 or pos.size == n:
                 continue
             hit = np.searchsorted(pos, sample)

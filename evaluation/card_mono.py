@@ -32,8 +32,7 @@ CHUNK = 4096
 """Latents per chunk (a [CHUNK, E] float64 block)."""
 
 
-def monosemanticity(codes: sp.csr_matrix | sp.csc_matrix, embeddings: np.ndarray,
-                    chunk: int = CHUNK) -> np.ndarray:
+def monosemanticity(codes: sp.csr_matrix | sp.csc_matrix, embeddings: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
     """MS of every latent [F] float64 from image scores `codes` [N, F] (non-negative, sparse)
     and unit evaluator embeddings [N, E]; NaN where undefined."""
     csc = sp.csc_matrix(codes, dtype=np.float64)

@@ -97,8 +97,14 @@ def block_images(d_sae: int, tokens_per_image: int, block_mb: float) -> int:
 
 
 @torch.no_grad()
-def card_pass(sae: SparseAutoencoder, held: HeldOut, rule: ScoreRule = "max", block_mb: float = 512,
-              device: torch.device | str = "cpu", moran: MoranRules | None = None) -> PassResult:
+def card_pass(
+    sae: SparseAutoencoder,
+    held: HeldOut,
+    rule: ScoreRule = "max",
+    block_mb: float = 512,
+    device: torch.device | str = "cpu",
+    moran: MoranRules | None = None,
+) -> PassResult:
     """One ordered pass over every held-out image (see the module docstring)."""
     sae = sae.to(device).eval()
     f_dim, t = sae.cfg.d_sae, held.tokens_per_image
@@ -132,9 +138,14 @@ def card_pass(sae: SparseAutoencoder, held: HeldOut, rule: ScoreRule = "max", bl
             moran_acc.update(f.view(i1 - i0, t, f_dim).index_select(1, spatial_t))
         bar.update(i1 - i0)
     bar.close()
-    codes = sp.csr_matrix((np.concatenate(values) if values else np.zeros(0, np.float32),
-                           np.concatenate(indices) if indices else np.zeros(0, np.int32),
-                           np.concatenate(indptr)), shape=(held.n_images, f_dim))
+    codes = sp.csr_matrix(
+        (
+            np.concatenate(values) if values else np.zeros(0, np.float32),
+            np.concatenate(indices) if indices else np.zeros(0, np.int32),
+            np.concatenate(indptr),
+        ),
+        shape=(held.n_images, f_dim),
+    )
     m = acc.result()
     return PassResult(m, _median(l0_counts), acc.fire_count_s / max(acc.n, 1), codes, moran_acc)
 
@@ -151,8 +162,15 @@ def _median(counts: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def patch_moran(sae: SparseAutoencoder, held: HeldOut, rules: MoranRules, n_images: int, seed: int,
-                block_mb: float = 512, device: torch.device | str = "cpu") -> MoranAccumulator | None:
+def patch_moran(
+    sae: SparseAutoencoder,
+    held: HeldOut,
+    rules: MoranRules,
+    n_images: int,
+    seed: int,
+    block_mb: float = 512,
+    device: torch.device | str = "cpu",
+) -> MoranAccumulator | None:
     """Moran's I from the cache's patch tokens (`embed` caches made with --patch-tokens), on a
     seeded random sample of `n_images` images (0: all); None when the cache has none."""
     if not held.meta.get("patch_tokens"):
@@ -161,13 +179,16 @@ def patch_moran(sae: SparseAutoencoder, held: HeldOut, rules: MoranRules, n_imag
     if not is_grid(reader.n_patches):
         return None
     n = held.n_images if n_images <= 0 or n_images >= held.n_images else n_images
-    ids = np.arange(held.n_images) if n == held.n_images else np.sort(
-        np.random.default_rng(seed).choice(held.n_images, size=n, replace=False))
+    ids = (
+        np.arange(held.n_images)
+        if n == held.n_images
+        else np.sort(np.random.default_rng(seed).choice(held.n_images, size=n, replace=False))
+    )
     acc = MoranAccumulator(sae.cfg.d_sae, grid_of(reader.n_patches), rules, device)
     step = block_images(sae.cfg.d_sae, reader.n_patches, block_mb)
     bar = Progress(len(ids), "card: patch Moran's I", unit="img")
     for a in range(0, len(ids), step):
-        block = ids[a:a + step]
+        block = ids[a : a + step]
         z = torch.from_numpy(reader.read(block)).to(device)  # [b, P, d]
         f = sae.encode(z.reshape(-1, z.shape[-1]))
         acc.update(f.view(len(block), reader.n_patches, -1))
@@ -177,8 +198,9 @@ def patch_moran(sae: SparseAutoencoder, held: HeldOut, rules: MoranRules, n_imag
 
 
 @torch.no_grad()
-def alive_latents(sae: SparseAutoencoder, held: HeldOut, block_mb: float = 512,
-                  device: torch.device | str = "cpu") -> np.ndarray:
+def alive_latents(
+    sae: SparseAutoencoder, held: HeldOut, block_mb: float = 512, device: torch.device | str = "cpu"
+) -> np.ndarray:
     """[F] bool: the latents of `sae` that fire on at least one held-out row (an encode-only pass)."""
     sae = sae.to(device).eval()
     if held.source.d != sae.cfg.d_in:

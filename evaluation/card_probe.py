@@ -44,8 +44,9 @@ def _auc(y_test: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> float:
     return float(roc_auc_score(y_test, p, multi_class="ovr", average="macro", labels=classes[present]))
 
 
-def sparse_probing(codes: sp.csr_matrix, classes: np.ndarray, k_values: tuple[int, ...] = K_VALUES,
-                   seed: int = 0, max_iter: int = 500) -> dict:
+def sparse_probing(
+    codes: sp.csr_matrix, classes: np.ndarray, k_values: tuple[int, ...] = K_VALUES, seed: int = 0, max_iter: int = 500
+) -> dict:
     """The card's probing section from image scores [N, F] and class indices [N] (−1: unlabelled)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.feature_selection import f_classif
@@ -55,8 +56,10 @@ def sparse_probing(codes: sp.csr_matrix, classes: np.ndarray, k_values: tuple[in
     x, y_raw = sp.csr_matrix(codes)[np.flatnonzero(keep)], classes[keep]
     labels, y = np.unique(y_raw, return_inverse=True)
     if len(labels) < 2 or len(y) < 10:
-        raise ValueError(f"sparse probing needs at least 2 classes and 10 labelled images; got {len(labels)} "
-                         f"classes and {len(y)} images")
+        raise ValueError(
+            f"sparse probing needs at least 2 classes and 10 labelled images; got {len(labels)} "
+            f"classes and {len(y)} images"
+        )
     train, test = _split(y, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant latents: F is undefined
@@ -75,5 +78,13 @@ def sparse_probing(codes: sp.csr_matrix, classes: np.ndarray, k_values: tuple[in
         acc.append(float((model.predict(x_te) == y[test]).mean()))
         auc.append(_auc(y[test], model.predict_proba(x_te), model.classes_))
     area = float(np.trapezoid(acc, x=ks) / (ks[-1] - ks[0])) if len(ks) > 1 else (acc[0] if acc else float("nan"))
-    return {"k": ks, "accuracy": acc, "auc": auc, "area_under_k_accuracy": area, "n_train": int(len(train)),
-            "n_test": int(len(test)), "n_classes": int(len(labels)), "top_latents": [int(i) for i in ranked[:10]]}
+    return {
+        "k": ks,
+        "accuracy": acc,
+        "auc": auc,
+        "area_under_k_accuracy": area,
+        "n_train": int(len(train)),
+        "n_test": int(len(test)),
+        "n_classes": int(len(labels)),
+        "top_latents": [int(i) for i in ranked[:10]],
+    }

@@ -28,8 +28,12 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return {"accuracy": float(tp.sum() / cm.sum()), "precision": float(precision.mean()),
-            "recall": float(recall.mean()), "f1": float(f1.mean())}
+    return {
+        "accuracy": float(tp.sum() / cm.sum()),
+        "precision": float(precision.mean()),
+        "recall": float(recall.mean()),
+        "f1": float(f1.mean()),
+    }
 
 
 def cross_entropy_sum(logits_bc: np.ndarray, labels_b: np.ndarray) -> float:

@@ -25,29 +25,58 @@ from .configs import HeatmapConfig, LatentStatsConfig, ProbeConfig, ReconConfig,
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluation: reconstruction, zero-shot, linear probe, gradient heat maps, class "
-                                    "masks, latent statistics, scorecards",
-                       description="Reproduce the seed reports' experiments; each writes Markdown + CSV (+ PNG).")
+    p = sub.add_parser(
+        "eval",
+        help="evaluation: reconstruction, zero-shot, linear probe, gradient heat maps, class "
+        "masks, latent statistics, scorecards",
+        description="Reproduce the seed reports' experiments; each writes Markdown + CSV (+ PNG).",
+    )
     ev = p.add_subparsers(dest="eval_command", required=True, metavar="EVAL")
     for name, cls, run, help_text, description in (
-        ("recon", ReconConfig, _run_recon, "λ / dict size / L0 / MSE / L1 / R² per SAE + the L0–R² trade-off plot",
-         None),
-        ("zeroshot", ZeroshotConfig, _run_zeroshot,
-         "zero-shot accuracy, CLIP vs CLIP + SAE reconstruction; CE recovered", None),
+        (
+            "recon",
+            ReconConfig,
+            _run_recon,
+            "λ / dict size / L0 / MSE / L1 / R² per SAE + the L0–R² trade-off plot",
+            None,
+        ),
+        (
+            "zeroshot",
+            ZeroshotConfig,
+            _run_zeroshot,
+            "zero-shot accuracy, CLIP vs CLIP + SAE reconstruction; CE recovered",
+            None,
+        ),
         ("probe", ProbeConfig, _run_probe, "logistic-regression probe on CLIP vs CLIP + SAE vs SAE latents", None),
-        ("heatmap", HeatmapConfig, _run_heatmap,
-         "gradient heat maps of image–text similarity, with latents zeroed/scaled", None),
-        ("segment", SegmentConfig, _run_segment, "per class, its most active latents and their class-averaged patch "
-         "masks", "Seed 004's figure 6: class-averaged patch masks of each class's most active latents (PNG per "
-         "class + CSV)."),
-        ("latents", LatentStatsConfig, _run_latents, "frequency × mean-activation map, images per latent, label "
-         "entropy, Table 1", "Seed 004's latent statistics on train and held-out activations (PNG + CSV + "
-         "Markdown); PatchSAE's label entropy when the images' classes are known."),
+        (
+            "heatmap",
+            HeatmapConfig,
+            _run_heatmap,
+            "gradient heat maps of image–text similarity, with latents zeroed/scaled",
+            None,
+        ),
+        (
+            "segment",
+            SegmentConfig,
+            _run_segment,
+            "per class, its most active latents and their class-averaged patch masks",
+            "Seed 004's figure 6: class-averaged patch masks of each class's most active latents (PNG per "
+            "class + CSV).",
+        ),
+        (
+            "latents",
+            LatentStatsConfig,
+            _run_latents,
+            "frequency × mean-activation map, images per latent, label entropy, Table 1",
+            "Seed 004's latent statistics on train and held-out activations (PNG + CSV + "
+            "Markdown); PatchSAE's label entropy when the images' classes are known.",
+        ),
     ):
         q = ev.add_parser(name, help=help_text, description=description)
         add_config_flags(q, cls)
         q.set_defaults(func=run)
     from .card_cli import add_card_commands  # card, compare (evaluation/card_cli.py)
+
     add_card_commands(ev)
 
 

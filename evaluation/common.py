@@ -58,7 +58,9 @@ def encoder_metadata(saes: list[NamedSAE], choice: ModelChoice) -> dict:
     meta = dict(saes[0].sae.cfg.metadata)
     for s in saes[1:]:
         if s.sae.cfg.metadata.get("hook_name") != meta.get("hook_name") or s.sae.cfg.d_in != saes[0].sae.cfg.d_in:
-            raise ValueError(f"SAEs {saes[0].name} and {s.name} read different hooks or widths; evaluate them separately")
+            raise ValueError(
+                f"SAEs {saes[0].name} and {s.name} read different hooks or widths; evaluate them separately"
+            )
     if choice.model:
         meta.update(model_name=choice.model, model_config_path=None)
     if choice.pretrained:
@@ -69,8 +71,9 @@ def encoder_metadata(saes: list[NamedSAE], choice: ModelChoice) -> dict:
         meta["tokens"] = choice.tokens
     if "model_name" not in meta:
         meta.update(model_name=CLIP_MODEL, pretrained=meta.get("pretrained", CLIP_PRETRAINED))
-        log.warning("the SAE's cfg.json names no model; assuming %s %s (override with --model)", CLIP_MODEL,
-                    meta["pretrained"])
+        log.warning(
+            "the SAE's cfg.json names no model; assuming %s %s (override with --model)", CLIP_MODEL, meta["pretrained"]
+        )
     meta.setdefault("hook_name", "embed")
     return meta
 
@@ -83,11 +86,15 @@ def load_clip(saes: list[NamedSAE], choice: ModelChoice) -> SplicedClip:
     spec = replace(spec, tokens="cls")  # the encoder's own capture hooks are not used here
     encoder = load_encoder(spec, resolve_device(choice.device))
     clip = SplicedClip(encoder, spec.hook, tokens)  # type: ignore[arg-type]
-    width = int(encoder.module.visual.output_dim) if spec.hook == "embed" else int(encoder.module.visual.transformer.width)
+    width = (
+        int(encoder.module.visual.output_dim) if spec.hook == "embed" else int(encoder.module.visual.transformer.width)
+    )
     for s in saes:
         if s.sae.cfg.d_in != width:
-            raise ValueError(f"SAE {s.name} reads {s.sae.cfg.d_in}-d inputs but {spec.model} at {spec.hook} is "
-                             f"{width}-d; pass the matching --model / --hook")
+            raise ValueError(
+                f"SAE {s.name} reads {s.sae.cfg.d_in}-d inputs but {spec.model} at {spec.hook} is "
+                f"{width}-d; pass the matching --model / --hook"
+            )
         s.sae.to(clip.device)
     return clip
 
@@ -99,10 +106,12 @@ def setup(sae_paths: str | list[str] | tuple[str, ...], choice: ModelChoice) -> 
     return saes, load_clip(saes, choice)
 
 
-def image_batches(data: LabelledImages, preprocess, batch_size: int, desc: str,
-                  failures: list[str]) -> Iterator[tuple[torch.Tensor, np.ndarray, np.ndarray]]:
+def image_batches(
+    data: LabelledImages, preprocess, batch_size: int, desc: str, failures: list[str]
+) -> Iterator[tuple[torch.Tensor, np.ndarray, np.ndarray]]:
     """(pixels [B,3,H,W], labels [B], dataset indices [B]) in order; the next batch is decoded
     in a thread while the model runs. Unreadable images are skipped and listed in `failures`."""
+
     def prepare(start: int):
         tensors, keep = [], []
         for i in range(start, min(len(data), start + batch_size)):

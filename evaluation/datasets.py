@@ -63,9 +63,14 @@ class LabelledImages:
         if n <= 0:
             raise ValueError(f"--max-images must be positive; got {n}")
         idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
-        return LabelledImages(self.name, self.kind, self.classnames, self.labels[idx],
-                              None if self.pixels is None else self.pixels[idx],
-                              None if self.paths is None else [self.paths[i] for i in idx])
+        return LabelledImages(
+            self.name,
+            self.kind,
+            self.classnames,
+            self.labels[idx],
+            None if self.pixels is None else self.pixels[idx],
+            None if self.paths is None else [self.paths[i] for i in idx],
+        )
 
 
 def _read_cifar(files: list[Path], label_bytes: int, label_at: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,8 +79,10 @@ def _read_cifar(files: list[Path], label_bytes: int, label_at: int) -> tuple[np.
     for f in files:
         raw = np.fromfile(f, dtype=np.uint8)
         if raw.size == 0 or raw.size % record:
-            raise ValueError(f"{f}: {raw.size} bytes is not a whole number of {record}-byte CIFAR records "
-                             "(truncated, or not the binary version of the archive)")
+            raise ValueError(
+                f"{f}: {raw.size} bytes is not a whole number of {record}-byte CIFAR records "
+                "(truncated, or not the binary version of the archive)"
+            )
         rows = raw.reshape(-1, record)
         labels.append(rows[:, label_at].astype(np.int64))
         pixels.append(rows[:, label_bytes:].reshape(-1, 3, _CIFAR_SIDE, _CIFAR_SIDE).transpose(0, 2, 3, 1))
@@ -144,7 +151,9 @@ def _open_imagefolder(root: Path, split: Split | None) -> LabelledImages:
         paths += files
         labels += [c] * len(files)
     if not paths:
-        raise ValueError(f"{split_dir}: the class folders hold no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); {LAYOUTS}")
+        raise ValueError(
+            f"{split_dir}: the class folders hold no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); {LAYOUTS}"
+        )
     names = [d.name.replace("_", " ") for d in classes]
     return LabelledImages(root.name, "imagefolder", names, np.asarray(labels, dtype=np.int64), paths=paths)
 
@@ -168,10 +177,16 @@ def open_dataset(path: str | Path, split: Split | None = "test") -> LabelledImag
         return _open_cifar10(root, split or "test")
     if (root / "test.bin").is_file() or (root / "train.bin").is_file():
         return _open_cifar100(root, split or "test")
-    if root.name.endswith("-py") or root.name.endswith("-python") or any(
-            (root / n).is_file() for n in _PICKLED) or (root / "cifar-10-batches-py").is_dir() \
-            or (root / "cifar-100-python").is_dir():
-        raise ValueError(f"{root} looks like the Python (pickle) version of CIFAR, which is never unpickled here "
-                         "(unpickling runs arbitrary code): use the binary version (cifar-10-binary.tar.gz / "
-                         f"cifar-100-binary.tar.gz); {LAYOUTS}")
+    if (
+        root.name.endswith("-py")
+        or root.name.endswith("-python")
+        or any((root / n).is_file() for n in _PICKLED)
+        or (root / "cifar-10-batches-py").is_dir()
+        or (root / "cifar-100-python").is_dir()
+    ):
+        raise ValueError(
+            f"{root} looks like the Python (pickle) version of CIFAR, which is never unpickled here "
+            "(unpickling runs arbitrary code): use the binary version (cifar-10-binary.tar.gz / "
+            f"cifar-100-binary.tar.gz); {LAYOUTS}"
+        )
     return _open_imagefolder(root, split)

@@ -33,8 +33,13 @@ from .splice import SpliceFn, SplicedClip, edit
 Method = Literal["grad_x_input", "grad_norm"]
 
 
-def saliency(clip: SplicedClip, pixels: torch.Tensor, text_emb: torch.Tensor, fn: SpliceFn | None = None,
-             method: Method = "grad_x_input") -> tuple[np.ndarray, float]:
+def saliency(
+    clip: SplicedClip,
+    pixels: torch.Tensor,
+    text_emb: torch.Tensor,
+    fn: SpliceFn | None = None,
+    method: Method = "grad_x_input",
+) -> tuple[np.ndarray, float]:
     """(map [grid_h, grid_w], cosine similarity) for one preprocessed image [1, 3, H, W]."""
     if pixels.shape[0] != 1:
         raise ValueError("saliency takes one image at a time")
@@ -75,16 +80,23 @@ class HeatmapComparison:
         return self.edited - self.base
 
 
-def compare(clip: SplicedClip, sae: SparseAutoencoder, pixels: torch.Tensor, text_emb: torch.Tensor,
-            edits: list[Edit], method: Method = "grad_x_input") -> HeatmapComparison:
+def compare(
+    clip: SplicedClip,
+    sae: SparseAutoencoder,
+    pixels: torch.Tensor,
+    text_emb: torch.Tensor,
+    edits: list[Edit],
+    method: Method = "grad_x_input",
+) -> HeatmapComparison:
     """The saliency map of the untouched model and of the model with `edits` spliced in."""
     base, sim0 = saliency(clip, pixels, text_emb, None, method)
     edited, sim1 = saliency(clip, pixels, text_emb, edit(sae, edits), method)
     return HeatmapComparison(base, edited, sim0, sim1)
 
 
-def heat_overlay(image: Image.Image, heat: np.ndarray, vmax: float | None = None, signed: bool = False,
-                 size: int = 336) -> Image.Image:
+def heat_overlay(
+    image: Image.Image, heat: np.ndarray, vmax: float | None = None, signed: bool = False, size: int = 336
+) -> Image.Image:
     """Blend a patch-grid map over the image: red for positive values, blue for negative
     (signed maps); opacity ∝ |value| / vmax (vmax: the map's own max |value|)."""
     base = image.convert("RGB").resize((size, size), Image.BICUBIC)
@@ -121,8 +133,12 @@ def top_latents(clip: SplicedClip, sae: SparseAutoencoder, pixels: torch.Tensor,
 
 
 HEATMAP_COLUMNS = [
-    Column("image", "Image"), Column("text", "Text"), Column("latents", "Latents"), Column("scale", "Scale"),
-    Column("sim_base", "Similarity", "{:.4f}"), Column("sim_edited", "Similarity (edited)", "{:.4f}"),
+    Column("image", "Image"),
+    Column("text", "Text"),
+    Column("latents", "Latents"),
+    Column("scale", "Scale"),
+    Column("sim_base", "Similarity", "{:.4f}"),
+    Column("sim_edited", "Similarity (edited)", "{:.4f}"),
     Column("heat_change", "Σ|Δ heat| / Σ heat", "{:.3f}"),
 ]
 
@@ -140,15 +156,30 @@ def heatmap_main(cfg: HeatmapConfig) -> tuple[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     vmax = float(max(result.base.max(), result.edited.max()))
     stem = Path(cfg.image).stem
-    files = {"base": heat_overlay(image, result.base, vmax), "edited": heat_overlay(image, result.edited, vmax),
-             "difference": heat_overlay(image, result.difference, signed=True)}
+    files = {
+        "base": heat_overlay(image, result.base, vmax),
+        "edited": heat_overlay(image, result.edited, vmax),
+        "difference": heat_overlay(image, result.difference, signed=True),
+    }
     for key, im in files.items():
         atomic_write_with(out / f"{stem}_heat_{key}.png", lambda tmp, im=im: im.save(tmp, format="PNG"))
-    row = {"image": cfg.image, "text": cfg.text, "latents": " ".join(map(str, latents)), "scale": cfg.scale,
-           "sim_base": result.sim_base, "sim_edited": result.sim_edited,
-           "heat_change": float(abs(result.difference).sum() / max(abs(result.base).sum(), 1e-12))}
+    row = {
+        "image": cfg.image,
+        "text": cfg.text,
+        "latents": " ".join(map(str, latents)),
+        "scale": cfg.scale,
+        "sim_base": result.sim_base,
+        "sim_edited": result.sim_edited,
+        "heat_change": float(abs(result.difference).sum() / max(abs(result.base).sum(), 1e-12)),
+    }
     name = f"{stem}_heatmap"
-    table = write_table(out, name, [row], HEATMAP_COLUMNS, title="Gradient heat map",
-                        notes=f"Overlays: {', '.join(f'{stem}_heat_{k}.png' for k in files)} (difference: red = more, "
-                              "blue = less salient after the edit).")
+    table = write_table(
+        out,
+        name,
+        [row],
+        HEATMAP_COLUMNS,
+        title="Gradient heat map",
+        notes=f"Overlays: {', '.join(f'{stem}_heat_{k}.png' for k in files)} (difference: red = more, "
+        "blue = less salient after the edit).",
+    )
     return name, table

@@ -79,14 +79,17 @@ def image_classes(images_root: str | Path, rel_paths: list[str], labels: str | P
         names.append(parts[0] if len(parts) >= 2 else None)
     classes = sorted({n for n in names if n is not None})
     if not classes:
-        raise ValueError(f"--class-folders {labels}: none of the atlas's images lies in a class folder of it "
-                         f"(the atlas's images are under {root})")
+        raise ValueError(
+            f"--class-folders {labels}: none of the atlas's images lies in a class folder of it "
+            f"(the atlas's images are under {root})"
+        )
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index[n] if n is not None else -1 for n in names], dtype=np.int64), classes
 
 
-def label_entropy(topk_ids: np.ndarray, topk_values: np.ndarray, image_class: np.ndarray,
-                  eps: float = 1e-9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def label_entropy(
+    topk_ids: np.ndarray, topk_values: np.ndarray, image_class: np.ndarray, eps: float = 1e-9
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PatchSAE's weighted label entropy of each latent's top images (nats; NaN when none is
     labelled), with the top class and its share of the activation."""
     n_latents = topk_ids.shape[0]
@@ -124,18 +127,34 @@ def heldout_stats(sae, acts: str, manifest: dict, device) -> tuple[SplitStats, A
 def table_row(name: str, sae, source: ActivationSource, stats: SplitStats, batch_size: int, device) -> dict:
     """Seed 004's Table 1 for one split, plus EV, % alive and the image-level dead / always-on counts."""
     m = evaluate_sae(sae, source, batch_size=batch_size, device=device)
-    return {"split": name, "rows": int(m["n_inputs"]), "images": stats.n_images, "mse": m["mse"],
-            "mean_activation": m["mean_activation"], "l0": m["l0"], "entropy": m["activation_entropy"],
-            "explained_variance": m["explained_variance"], "alive": m["alive_fraction"],
-            "dead_latents": int((stats.frequency == 0).sum()),
-            "always_on": int((stats.images_per_latent >= stats.n_images).sum())}
+    return {
+        "split": name,
+        "rows": int(m["n_inputs"]),
+        "images": stats.n_images,
+        "mse": m["mse"],
+        "mean_activation": m["mean_activation"],
+        "l0": m["l0"],
+        "entropy": m["activation_entropy"],
+        "explained_variance": m["explained_variance"],
+        "alive": m["alive_fraction"],
+        "dead_latents": int((stats.frequency == 0).sum()),
+        "always_on": int((stats.images_per_latent >= stats.n_images).sum()),
+    }
 
 
-TABLE = [Column("split", "Split"), Column("rows", "Rows"), Column("images", "Images"), Column("mse", "MSE", "{:.4g}"),
-         Column("mean_activation", "Mean activation", "{:.4g}"), Column("l0", "L0", "{:.1f}"),
-         Column("entropy", "Entropy (nats)", "{:.3f}"), Column("explained_variance", "Expl. var.", "{:.4f}"),
-         Column("alive", "% alive", "{:.1%}"), Column("dead_latents", "Dead (no image)"),
-         Column("always_on", "On every image")]
+TABLE = [
+    Column("split", "Split"),
+    Column("rows", "Rows"),
+    Column("images", "Images"),
+    Column("mse", "MSE", "{:.4g}"),
+    Column("mean_activation", "Mean activation", "{:.4g}"),
+    Column("l0", "L0", "{:.1f}"),
+    Column("entropy", "Entropy (nats)", "{:.3f}"),
+    Column("explained_variance", "Expl. var.", "{:.4f}"),
+    Column("alive", "% alive", "{:.1%}"),
+    Column("dead_latents", "Dead (no image)"),
+    Column("always_on", "On every image"),
+]
 
 
 def _latents_csv(splits: list[SplitStats], entropy, top_class, share, classes: list[str] | None) -> str:
@@ -148,8 +167,11 @@ def _latents_csv(splits: list[SplitStats], entropy, top_class, share, classes: l
     for i in range(n):
         row = [i] + [v for f, m, c in cols for v in (f"{f[i]:.6g}", f"{m[i]:.6g}", int(c[i]))]
         if classes:
-            row += ["" if np.isnan(entropy[i]) else f"{entropy[i]:.4f}",
-                    classes[top_class[i]] if top_class[i] >= 0 else "", "" if np.isnan(share[i]) else f"{share[i]:.3f}"]
+            row += [
+                "" if np.isnan(entropy[i]) else f"{entropy[i]:.4f}",
+                classes[top_class[i]] if top_class[i] >= 0 else "",
+                "" if np.isnan(share[i]) else f"{share[i]:.3f}",
+            ]
         w.writerow(row)
     return buf.getvalue()
 
@@ -169,29 +191,34 @@ def _plot(path: Path, draw) -> Path:
 
 def map_png(path: Path, splits: list[SplitStats], entropy: np.ndarray | None) -> Path:
     """Frequency × mean activation, log–log, one panel per split, coloured by label entropy."""
+
     def draw(plt):
         fig, axes = plt.subplots(1, len(splits), figsize=(5.2 * len(splits) + 0.8, 4.4), dpi=120, squeeze=False)
         for ax, s in zip(axes[0], splits):
             alive = s.frequency > 0
             colour = {"c": entropy[alive], "cmap": "viridis"} if entropy is not None else {"color": "#1f4ed8"}
-            sc = ax.scatter(s.frequency[alive], s.mean_activation[alive], s=4, alpha=0.6, linewidths=0,
-                            rasterized=True, **colour)
+            sc = ax.scatter(
+                s.frequency[alive], s.mean_activation[alive], s=4, alpha=0.6, linewidths=0, rasterized=True, **colour
+            )
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel(f"activation frequency (of {s.n_images} images)")
             ax.set_ylabel("mean activation when active")
-            ax.set_title(f"{s.name}: {int(alive.sum())} latents shown, {int((~alive).sum())} dead (not shown)",
-                         fontsize=9)
+            ax.set_title(
+                f"{s.name}: {int(alive.sum())} latents shown, {int((~alive).sum())} dead (not shown)", fontsize=9
+            )
             ax.grid(True, alpha=0.3, which="both")
             if entropy is not None:
                 fig.colorbar(sc, ax=ax, label="label entropy (nats)")
         fig.tight_layout()
         return fig
+
     return _plot(path, draw)
 
 
 def images_hist_png(path: Path, splits: list[SplitStats]) -> Path:
     """Histogram of the number of images each latent fires on (log bins; dead latents apart)."""
+
     def draw(plt):
         fig, axes = plt.subplots(1, len(splits), figsize=(5.2 * len(splits), 4.0), dpi=120, squeeze=False)
         for ax, s in zip(axes[0], splits):
@@ -199,8 +226,13 @@ def images_hist_png(path: Path, splits: list[SplitStats]) -> Path:
             top = max(int(counts.max()), 1)
             edges = np.unique(np.round(np.logspace(0, np.log10(top + 1), 40)))
             ax.hist(counts[counts > 0], bins=edges, color="#1f4ed8", alpha=0.8, label="latents")
-            ax.bar([0.6], [int((counts == 0).sum())], width=0.25, color="#999",
-                   label=f"dead (0 images): {int((counts == 0).sum())}")
+            ax.bar(
+                [0.6],
+                [int((counts == 0).sum())],
+                width=0.25,
+                color="#999",
+                label=f"dead (0 images): {int((counts == 0).sum())}",
+            )
             ax.set_xscale("log")
             ax.set_yscale("symlog", linthresh=1)
             ax.set_xlim(0.45, top * 1.5)
@@ -210,6 +242,7 @@ def images_hist_png(path: Path, splits: list[SplitStats]) -> Path:
             ax.legend(fontsize=8)
         fig.tight_layout()
         return fig
+
     return _plot(path, draw)
 
 
@@ -219,10 +252,13 @@ def latent_stats_main(cfg: LatentStatsConfig) -> str:
     manifest = read_manifest(atlas)
     dev = resolve_device(cfg.device)
     sae = load_sae(atlas / "sae", device=dev).eval()
-    arrays = {n: np.load(atlas / f"{n}.npy", mmap_mode="r") for n in ("frequency", "mean_activation", "topk_ids",
-                                                                       "topk_values")}
-    train = SplitStats("train", int(manifest["n_images"]), np.asarray(arrays["frequency"]),
-                       np.asarray(arrays["mean_activation"]))
+    arrays = {
+        n: np.load(atlas / f"{n}.npy", mmap_mode="r")
+        for n in ("frequency", "mean_activation", "topk_ids", "topk_values")
+    }
+    train = SplitStats(
+        "train", int(manifest["n_images"]), np.asarray(arrays["frequency"]), np.asarray(arrays["mean_activation"])
+    )
     splits, rows, notes = [train], [], []
     train_acts = manifest["config"]["acts"]
     if Path(train_acts).exists():
@@ -240,18 +276,23 @@ def latent_stats_main(cfg: LatentStatsConfig) -> str:
             raise ValueError(f"--class-folders needs the atlas's image table; {atlas} was built from a plain matrix")
         rel = [json.loads(line)["path"] for line in (atlas / "images.jsonl").read_text().splitlines() if line]
         image_class, classes = image_classes(manifest["images_root"], rel, cfg.labels)
-        entropy, top_class, share = label_entropy(np.asarray(arrays["topk_ids"]), np.asarray(arrays["topk_values"]),
-                                                  image_class)
+        entropy, top_class, share = label_entropy(
+            np.asarray(arrays["topk_ids"]), np.asarray(arrays["topk_values"]), image_class
+        )
         known = entropy[~np.isnan(entropy)]
-        notes.append(f"Label entropy over each latent's top-{arrays['topk_ids'].shape[1]} images, {len(classes)} "
-                     f"classes ({int((image_class >= 0).sum())} of {len(image_class)} images labelled): mean "
-                     f"{known.mean() if known.size else float('nan'):.3f} nats over {known.size} latents "
-                     f"(max possible {np.log(len(classes)):.3f}).")
+        notes.append(
+            f"Label entropy over each latent's top-{arrays['topk_ids'].shape[1]} images, {len(classes)} "
+            f"classes ({int((image_class >= 0).sum())} of {len(image_class)} images labelled): mean "
+            f"{known.mean() if known.size else float('nan'):.3f} nats over {known.size} latents "
+            f"(max possible {np.log(len(classes)):.3f})."
+        )
     out = Path(cfg.out)
     atomic_write_text(out / "latents.csv", _latents_csv(splits, entropy, top_class, share, classes))
     map_png(out / "latents_map.png", splits, entropy)
     images_hist_png(out / "latents_images.png", splits)
-    notes.append("Per-latent numbers: latents.csv; plots: latents_map.png (frequency × mean activation), "
-                 "latents_images.png (images per latent). Mean activation = mean of the non-zero activations; "
-                 "entropy = of the latents' firing distribution (nats).")
+    notes.append(
+        "Per-latent numbers: latents.csv; plots: latents_map.png (frequency × mean activation), "
+        "latents_images.png (images per latent). Mean activation = mean of the non-zero activations; "
+        "entropy = of the latents' firing distribution (nats)."
+    )
     return write_table(out, "latents_table", rows, TABLE, title=f"Latent statistics, {atlas}", notes=" ".join(notes))

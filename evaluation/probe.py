@@ -25,6 +25,7 @@ from .splice import SplicedClip, on_rows
 
 def _keep_latents(sae: NamedSAE, store: list[torch.Tensor]):
     """A reconstruct splice that also records each image's latents (max over its tokens)."""
+
     def splice(acts: torch.Tensor) -> torch.Tensor:
         found: list[torch.Tensor] = []
 
@@ -36,12 +37,14 @@ def _keep_latents(sae: NamedSAE, store: list[torch.Tensor]):
         y = on_rows(keep)(acts)
         store.append(found[0].reshape(acts.shape[0], acts.shape[1], -1).amax(dim=1))
         return y
+
     return splice
 
 
 @torch.no_grad()
-def features(clip: SplicedClip, saes: list[NamedSAE], data: LabelledImages, batch_size: int,
-             failures: list[str]) -> dict[str, object]:
+def features(
+    clip: SplicedClip, saes: list[NamedSAE], data: LabelledImages, batch_size: int, failures: list[str]
+) -> dict[str, object]:
     """One pass over the images: {"y", "clip" [N,d], and per SAE name (name, "clip_sae") [N,d],
     (name, "latents") CSR [N,d_sae]}."""
     ys, base = [], []
@@ -63,8 +66,9 @@ def features(clip: SplicedClip, saes: list[NamedSAE], data: LabelledImages, batc
     return res
 
 
-def fit_and_score(x_train, y_train, x_test, y_test, n_classes: int, C: float = 1.0,
-                  max_iter: int = 1000, seed: int = 0) -> dict[str, float]:
+def fit_and_score(
+    x_train, y_train, x_test, y_test, n_classes: int, C: float = 1.0, max_iter: int = 1000, seed: int = 0
+) -> dict[str, float]:
     """Fit the probe on train, report accuracy and macro precision / recall / F1 on test."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -76,8 +80,15 @@ def fit_and_score(x_train, y_train, x_test, y_test, n_classes: int, C: float = 1
     return classification_report(y_test, model.predict(x_test), n_classes)
 
 
-def probe(clip: SplicedClip, saes: list[NamedSAE], train: LabelledImages, test: LabelledImages,
-          batch_size: int = 64, C: float = 1.0, max_iter: int = 1000) -> tuple[list[dict], list[str]]:
+def probe(
+    clip: SplicedClip,
+    saes: list[NamedSAE],
+    train: LabelledImages,
+    test: LabelledImages,
+    batch_size: int = 64,
+    C: float = 1.0,
+    max_iter: int = 1000,
+) -> tuple[list[dict], list[str]]:
     """Rows: CLIP once, then CLIP + SAE and SAE latents for each SAE."""
     if train.classnames != test.classnames:
         raise ValueError("the train and test splits have different classes")
@@ -97,9 +108,13 @@ def probe(clip: SplicedClip, saes: list[NamedSAE], train: LabelledImages, test: 
 
 
 COLUMNS = [
-    Column("model", "Model"), Column("sae", "SAE"), Column("dataset", "Dataset"),
-    Column("accuracy", "Accuracy", "{:.2%}"), Column("precision", "Precision", "{:.2%}"),
-    Column("recall", "Recall", "{:.2%}"), Column("f1", "F1", "{:.2%}"),
+    Column("model", "Model"),
+    Column("sae", "SAE"),
+    Column("dataset", "Dataset"),
+    Column("accuracy", "Accuracy", "{:.2%}"),
+    Column("precision", "Precision", "{:.2%}"),
+    Column("recall", "Recall", "{:.2%}"),
+    Column("f1", "F1", "{:.2%}"),
 ]
 
 
@@ -109,6 +124,8 @@ def probe_main(cfg: ProbeConfig) -> tuple[str, list[str]]:
     test = open_dataset(cfg.dataset, "test").subset(cfg.max_images)
     saes, clip = setup(cfg.sae, cfg.clip)
     rows, failures = probe(clip, saes, train, test, batch_size=cfg.batch_size, C=cfg.C, max_iter=cfg.max_iter)
-    notes = (f"logistic regression (C={cfg.C}) fitted on {rows[0]['n_train']} train images, scored on "
-             f"{rows[0]['n_test']} test images; precision / recall / F1 are macro averages.")
+    notes = (
+        f"logistic regression (C={cfg.C}) fitted on {rows[0]['n_train']} train images, scored on "
+        f"{rows[0]['n_test']} test images; precision / recall / F1 are macro averages."
+    )
     return write_table(cfg.out, "probe", rows, COLUMNS, title=f"Linear probe {train.name}", notes=notes), failures

@@ -12,7 +12,9 @@ from pathlib import Path
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-CIFAR100_CLASSES = tuple(name.replace("_", " ") for name in """
+CIFAR100_CLASSES = tuple(
+    name.replace("_", " ")
+    for name in """
 apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can
 castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin
 elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster
@@ -20,15 +22,28 @@ man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter p
 pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk
 skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger
 tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm
-""".split())
+""".split()
+)
 
 CIFAR_TEMPLATES = (
-    "a photo of a {}.", "a blurry photo of a {}.", "a black and white photo of a {}.",
-    "a low contrast photo of a {}.", "a high contrast photo of a {}.", "a bad photo of a {}.",
-    "a good photo of a {}.", "a photo of a small {}.", "a photo of a big {}.", "a photo of the {}.",
-    "a blurry photo of the {}.", "a black and white photo of the {}.", "a low contrast photo of the {}.",
-    "a high contrast photo of the {}.", "a bad photo of the {}.", "a good photo of the {}.",
-    "a photo of the small {}.", "a photo of the big {}.",
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a black and white photo of a {}.",
+    "a low contrast photo of a {}.",
+    "a high contrast photo of a {}.",
+    "a bad photo of a {}.",
+    "a good photo of a {}.",
+    "a photo of a small {}.",
+    "a photo of a big {}.",
+    "a photo of the {}.",
+    "a blurry photo of the {}.",
+    "a black and white photo of the {}.",
+    "a low contrast photo of the {}.",
+    "a high contrast photo of the {}.",
+    "a bad photo of the {}.",
+    "a good photo of the {}.",
+    "a photo of the small {}.",
+    "a photo of the big {}.",
 )
 
 
@@ -48,8 +63,10 @@ def templates_for(kind: str, choice: str | None = None) -> list[str]:
     lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
     bad = [ln for ln in lines if ln.count("{}") != 1]
     if not lines or bad:
-        raise ValueError(f"{path}: each template line must contain exactly one '{{}}' for the class name"
-                         + (f" (not: {bad[0]!r})" if bad else " (the file is empty)"))
+        raise ValueError(
+            f"{path}: each template line must contain exactly one '{{}}' for the class name"
+            + (f" (not: {bad[0]!r})" if bad else " (the file is empty)")
+        )
     return lines
 
 

@@ -40,8 +40,9 @@ def markdown(rows: list[dict[str, Any]], columns: list[Column]) -> str:
     return "\n".join(lines)
 
 
-def write_table(out_dir: str | Path, name: str, rows: list[dict[str, Any]], columns: list[Column],
-                title: str = "", notes: str = "") -> str:
+def write_table(
+    out_dir: str | Path, name: str, rows: list[dict[str, Any]], columns: list[Column], title: str = "", notes: str = ""
+) -> str:
     """OUT/name.md (title, table, notes), OUT/name.csv (every key, full precision) and
     OUT/name.json; returns the Markdown table."""
     out = Path(out_dir)
@@ -59,8 +60,15 @@ def write_table(out_dir: str | Path, name: str, rows: list[dict[str, Any]], colu
     return table
 
 
-def scatter_png(path: str | Path, points: list[tuple[float, float, str]], xlabel: str, ylabel: str,
-                title: str, log_x: bool = False, hline: tuple[float, str] | None = None) -> Path:
+def scatter_png(
+    path: str | Path,
+    points: list[tuple[float, float, str]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    log_x: bool = False,
+    hline: tuple[float, str] | None = None,
+) -> Path:
     """One labelled point per (x, y, label), optionally a horizontal reference line; PNG, atomically."""
     import matplotlib
 

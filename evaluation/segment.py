@@ -71,13 +71,20 @@ def _select_classes(data: LabelledImages, names: str | None) -> LabelledImages:
     norm = {c.lower(): i for i, c in enumerate(data.classnames)}
     missing = [n for n in wanted if n.replace("_", " ").lower() not in norm]
     if missing:
-        raise ValueError(f"--classes: no class {', '.join(map(repr, missing))} in {data.name}; it has "
-                         f"{', '.join(data.classnames[:12])}{' …' if len(data.classnames) > 12 else ''}")
+        raise ValueError(
+            f"--classes: no class {', '.join(map(repr, missing))} in {data.name}; it has "
+            f"{', '.join(data.classnames[:12])}{' …' if len(data.classnames) > 12 else ''}"
+        )
     ids = [norm[n.replace("_", " ").lower()] for n in wanted]
     keep = np.flatnonzero(np.isin(data.labels, ids))
-    return LabelledImages(data.name, data.kind, data.classnames, data.labels[keep],
-                          None if data.pixels is None else data.pixels[keep],
-                          None if data.paths is None else [data.paths[i] for i in keep])
+    return LabelledImages(
+        data.name,
+        data.kind,
+        data.classnames,
+        data.labels[keep],
+        None if data.pixels is None else data.pixels[keep],
+        None if data.paths is None else [data.paths[i] for i in keep],
+    )
 
 
 class _Segmenter:
@@ -98,8 +105,10 @@ class _Segmenter:
             spec = replace(spec, tokens="all")  # CLS + spatial: the image score and the patches
         self.encoder = load_encoder(spec, dev)
         if self.encoder.dim != self.sae.cfg.d_in:
-            raise ValueError(f"the SAE reads {self.sae.cfg.d_in}-d inputs but {spec.model} at {spec.hook} gives "
-                             f"{self.encoder.dim}-d; pass the matching --model / --hook")
+            raise ValueError(
+                f"the SAE reads {self.sae.cfg.d_in}-d inputs but {spec.model} at {spec.hook} gives "
+                f"{self.encoder.dim}-d; pass the matching --model / --hook"
+            )
         self.device = dev
         self.mean, self.std = _norm_constants(self.encoder.preprocess)
 
@@ -124,8 +133,11 @@ class _Segmenter:
     def patch_values(self, e: _Encoded, latents: torch.Tensor) -> torch.Tensor:
         """[B, P, L]: the element-wise rule of each chosen latent on each patch token."""
         b, p, d = e.patches.shape
-        return self.sae.elementwise_codes(e.patches.reshape(b * p, d).float().to(self.device),
-                                          latents.to(self.device)).reshape(b, p, -1).cpu()
+        return (
+            self.sae.elementwise_codes(e.patches.reshape(b * p, d).float().to(self.device), latents.to(self.device))
+            .reshape(b, p, -1)
+            .cpu()
+        )
 
 
 def _batches(seg: _Segmenter, data: LabelledImages, cfg: SegmentConfig, failures: list[str], desc: str):
@@ -162,26 +174,52 @@ def segment(cfg: SegmentConfig) -> tuple[list[dict], list[str]]:
         raise ValueError(f"no readable image in {cfg.dataset}")
     class_mean = sums / np.maximum(counts, 1)[:, None]
     selection = parse_latents(cfg.latents)
-    chosen = {c: (selection.resolve(n_lat) if selection.ids is not None
-                  else [int(i) for i in np.argsort(-class_mean[c], kind="stable")[:selection.count]]) for c in present}
+    chosen = {
+        c: (
+            selection.resolve(n_lat)
+            if selection.ids is not None
+            else [int(i) for i in np.argsort(-class_mean[c], kind="stable")[: selection.count]]
+        )
+        for c in present
+    }
     masks = _class_masks(seg, data, cfg, chosen, kept, failures)
     overall = sums.sum(axis=0) / counts.sum()
     rows = []
     for c in present:
         for rank, s in enumerate(chosen[c]):
             m = masks[c][rank] / counts[c]
-            rows.append({"class": data.classnames[c], "rank": rank + 1, "latent": s, "class_mean": class_mean[c, s],
-                         "class_frequency": fires[c, s] / counts[c], "overall_mean": overall[s],
-                         "lift": class_mean[c, s] / overall[s] if overall[s] > 0 else float("nan"),
-                         "mask_peak": float(m.max()), "images": int(counts[c]),
-                         "mask": " ".join(f"{v:.4g}" for v in m)})
-        _class_png(cfg.out, data.classnames[c], mean_img[c] / counts[c], examples.get(int(c), []),
-                   [r for r in rows if r["class"] == data.classnames[c]])
+            rows.append(
+                {
+                    "class": data.classnames[c],
+                    "rank": rank + 1,
+                    "latent": s,
+                    "class_mean": class_mean[c, s],
+                    "class_frequency": fires[c, s] / counts[c],
+                    "overall_mean": overall[s],
+                    "lift": class_mean[c, s] / overall[s] if overall[s] > 0 else float("nan"),
+                    "mask_peak": float(m.max()),
+                    "images": int(counts[c]),
+                    "mask": " ".join(f"{v:.4g}" for v in m),
+                }
+            )
+        _class_png(
+            cfg.out,
+            data.classnames[c],
+            mean_img[c] / counts[c],
+            examples.get(int(c), []),
+            [r for r in rows if r["class"] == data.classnames[c]],
+        )
     return rows, sorted(set(failures))
 
 
-def _class_masks(seg: _Segmenter, data: LabelledImages, cfg: SegmentConfig, chosen: dict[int, list[int]],
-                 kept: list[_Encoded] | None, failures: list[str]) -> dict[int, np.ndarray]:
+def _class_masks(
+    seg: _Segmenter,
+    data: LabelledImages,
+    cfg: SegmentConfig,
+    chosen: dict[int, list[int]],
+    kept: list[_Encoded] | None,
+    failures: list[str],
+) -> dict[int, np.ndarray]:
     """Per class: the sum over its images of the chosen latents' patch values [L, P]."""
     union = sorted({s for ids in chosen.values() for s in ids})
     col = {s: j for j, s in enumerate(union)}
@@ -227,8 +265,11 @@ def _class_png(out: str, classname: str, mean_chw: np.ndarray, examples: list[np
             ax.set_yticks([])
             if r == 0:
                 ax.set_title("class mean image" if j == 0 else f"example {j}", fontsize=8)
-        axes[r, 0].set_ylabel(f"latent {row['latent']}\nmean {row['class_mean']:.3g} · lift {row['lift']:.2g}\n"
-                              f"fires on {row['class_frequency']:.0%}", fontsize=8)
+        axes[r, 0].set_ylabel(
+            f"latent {row['latent']}\nmean {row['class_mean']:.3g} · lift {row['lift']:.2g}\n"
+            f"fires on {row['class_frequency']:.0%}",
+            fontsize=8,
+        )
     fig.suptitle(f"{classname}: class-averaged patch masks ({rows[0]['images']} images)", fontsize=10)
     fig.tight_layout()
     path = Path(out) / f"segment_{_safe_name(classname)}.png"
@@ -238,17 +279,26 @@ def _class_png(out: str, classname: str, mean_chw: np.ndarray, examples: list[np
         plt.close(fig)
 
 
-COLUMNS = [Column("class", "Class"), Column("rank", "Rank"), Column("latent", "Latent"),
-           Column("class_mean", "Mean act. on class", "{:.4g}"), Column("class_frequency", "Fires on class", "{:.0%}"),
-           Column("overall_mean", "Mean act. overall", "{:.4g}"), Column("lift", "Lift", "{:.2f}"),
-           Column("mask_peak", "Mask peak", "{:.4g}"), Column("images", "Images")]
+COLUMNS = [
+    Column("class", "Class"),
+    Column("rank", "Rank"),
+    Column("latent", "Latent"),
+    Column("class_mean", "Mean act. on class", "{:.4g}"),
+    Column("class_frequency", "Fires on class", "{:.0%}"),
+    Column("overall_mean", "Mean act. overall", "{:.4g}"),
+    Column("lift", "Lift", "{:.2f}"),
+    Column("mask_peak", "Mask peak", "{:.4g}"),
+    Column("images", "Images"),
+]
 
 
 def segment_main(cfg: SegmentConfig) -> tuple[str, list[str]]:
     """Run and write OUT/segment.md, .csv, .json (+ the PNGs); returns (the table, unreadable images)."""
     rows, failures = segment(cfg)
-    notes = ("Mean act. = the mean over the class's images of the latent's image score; lift = that mean over "
-             "the mean on every image; the mask (CSV/JSON) is the class-averaged per-patch activation, row-major. "
-             "PNGs: segment_<class>.png.")
+    notes = (
+        "Mean act. = the mean over the class's images of the latent's image score; lift = that mean over "
+        "the mean on every image; the mask (CSV/JSON) is the class-averaged per-patch activation, row-major. "
+        "PNGs: segment_<class>.png."
+    )
     table = write_table(cfg.out, "segment", rows, COLUMNS, title=f"Class-averaged masks, {cfg.sae}", notes=notes)
     return table, failures

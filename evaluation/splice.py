@@ -33,8 +33,10 @@ class SplicedClip:
 
     def __init__(self, encoder: Encoder, hook: str, tokens: Tokens = "cls"):
         if encoder.spec.is_kandinsky:
-            raise ValueError("evaluation needs an OpenCLIP model (image and text towers); "
-                             "the Kandinsky prior encoder has no text tower here")
+            raise ValueError(
+                "evaluation needs an OpenCLIP model (image and text towers); "
+                "the Kandinsky prior encoder has no text tower here"
+            )
         self.encoder = encoder
         self.model = encoder.module
         self.preprocess = encoder.preprocess
@@ -104,9 +106,11 @@ class SplicedClip:
 
 def on_rows(fn: Callable[[Tensor], Tensor]) -> SpliceFn:
     """Lift a row function [N, D] -> [N, D] to the token layout [B, T, D]."""
+
     def apply(acts: Tensor) -> Tensor:
         b, t, d = acts.shape
         return fn(acts.reshape(b * t, d).float()).reshape(b, t, d)
+
     return apply
 
 
@@ -119,6 +123,7 @@ def reconstruct(sae: SparseAutoencoder, stats: MetricsAccumulator | None = None)
         if stats is not None:
             stats.update(out.x_norm_bd, out.x_hat_norm_bd, out.f_bs)
         return out.x_hat_bd
+
     return on_rows(fn)
 
 

@@ -42,8 +42,15 @@ class _Tally:
 
 
 @torch.no_grad()
-def zeroshot(clip: SplicedClip, saes: list[NamedSAE], data: LabelledImages, classnames: list[str],
-             templates: list[str], batch_size: int = 64, logit_scale: float | None = None) -> tuple[list[dict], list[str]]:
+def zeroshot(
+    clip: SplicedClip,
+    saes: list[NamedSAE],
+    data: LabelledImages,
+    classnames: list[str],
+    templates: list[str],
+    batch_size: int = 64,
+    logit_scale: float | None = None,
+) -> tuple[list[dict], list[str]]:
     """One row per SAE (baseline columns repeated on each) and the list of skipped images."""
     if len(classnames) != len(data.classnames):
         raise ValueError(f"{len(classnames)} class names for a dataset of {len(data.classnames)} classes")
@@ -61,7 +68,8 @@ def zeroshot(clip: SplicedClip, saes: list[NamedSAE], data: LabelledImages, clas
     for pixels, labels, _ in image_batches(data, clip.preprocess, batch_size, f"zero-shot {data.name}", failures):
         labels_all.append(labels)
         e0, ez, *recons = clip.encode_variants(
-            pixels, [None, zero_ablate, *(reconstruct(s.sae, stats[s.name]) for s in saes)])
+            pixels, [None, zero_ablate, *(reconstruct(s.sae, stats[s.name]) for s in saes)]
+        )
         base.add(logits(e0), labels, e0, e0)
         zero.add(logits(ez), labels, ez, e0)
         for s, er in zip(saes, recons):
@@ -78,24 +86,47 @@ def zeroshot(clip: SplicedClip, saes: list[NamedSAE], data: LabelledImages, clas
         r = classification_report(y, np.concatenate(t.preds), c)
         m = stats[s.name].result()
         ce_sae = t.ce_sum / n
-        rows.append({
-            **s.describe(), "dataset": data.name, "hook": clip.hook, "tokens": clip.tokens, "n_images": n,
-            "acc_clip": b["accuracy"], "acc_sae": r["accuracy"], "acc_delta": r["accuracy"] - b["accuracy"],
-            "f1_clip": b["f1"], "f1_sae": r["f1"],
-            "ce_clip": ce_clip, "ce_sae": ce_sae, "ce_zero": ce_zero,
-            "ce_recovered": ce_recovered(ce_clip, ce_sae, ce_zero),
-            "embed_cos": t.cos_sum / n, "hook_ev": m["explained_variance"], "hook_l0": m["l0"],
-            "hook_cos": m["cosine_similarity"], "logit_scale": scale, "n_templates": len(templates),
-        })
+        rows.append(
+            {
+                **s.describe(),
+                "dataset": data.name,
+                "hook": clip.hook,
+                "tokens": clip.tokens,
+                "n_images": n,
+                "acc_clip": b["accuracy"],
+                "acc_sae": r["accuracy"],
+                "acc_delta": r["accuracy"] - b["accuracy"],
+                "f1_clip": b["f1"],
+                "f1_sae": r["f1"],
+                "ce_clip": ce_clip,
+                "ce_sae": ce_sae,
+                "ce_zero": ce_zero,
+                "ce_recovered": ce_recovered(ce_clip, ce_sae, ce_zero),
+                "embed_cos": t.cos_sum / n,
+                "hook_ev": m["explained_variance"],
+                "hook_l0": m["l0"],
+                "hook_cos": m["cosine_similarity"],
+                "logit_scale": scale,
+                "n_templates": len(templates),
+            }
+        )
     return rows, failures
 
 
 COLUMNS = [
-    Column("sae", "SAE"), Column("sparsity", "Sparsity"), Column("d_sae", "Dict size"), Column("dataset", "Dataset"),
-    Column("acc_clip", "CLIP acc.", "{:.4f}"), Column("acc_sae", "CLIP + SAE acc.", "{:.4f}"),
-    Column("acc_delta", "Δ", "{:+.4f}"), Column("ce_clip", "CE", "{:.4f}"), Column("ce_sae", "Recon CE", "{:.4f}"),
-    Column("ce_zero", "Zero abl. CE", "{:.4f}"), Column("ce_recovered", "% CE recovered", "{:.2%}"),
-    Column("embed_cos", "Embed cos sim", "{:.4f}"), Column("hook_ev", "Hook expl. var.", "{:.4f}"),
+    Column("sae", "SAE"),
+    Column("sparsity", "Sparsity"),
+    Column("d_sae", "Dict size"),
+    Column("dataset", "Dataset"),
+    Column("acc_clip", "CLIP acc.", "{:.4f}"),
+    Column("acc_sae", "CLIP + SAE acc.", "{:.4f}"),
+    Column("acc_delta", "Δ", "{:+.4f}"),
+    Column("ce_clip", "CE", "{:.4f}"),
+    Column("ce_sae", "Recon CE", "{:.4f}"),
+    Column("ce_zero", "Zero abl. CE", "{:.4f}"),
+    Column("ce_recovered", "% CE recovered", "{:.2%}"),
+    Column("embed_cos", "Embed cos sim", "{:.4f}"),
+    Column("hook_ev", "Hook expl. var.", "{:.4f}"),
     Column("hook_l0", "Hook L0", "{:.1f}"),
 ]
 
@@ -107,13 +138,22 @@ def zeroshot_main(cfg: ZeroshotConfig) -> tuple[str, list[str]]:
     classnames = classes_from_file(cfg.classes, len(data.classnames)) if cfg.classes else data.classnames
     templates = templates_for(data.kind, cfg.templates)
     saes, clip = setup(cfg.sae, cfg.clip)
-    rows, failures = zeroshot(clip, saes, data, classnames, templates, batch_size=cfg.batch_size,
-                              logit_scale=cfg.logit_scale)
-    notes = (f"{rows[0]['n_images']} {cfg.split} images, {len(classnames)} classes, {len(templates)} templates, "
-             f"logit scale {rows[0]['logit_scale']:.4g}, hook {clip.hook} ({clip.tokens}). "
-             "CE recovered = (CE_zero − CE_recon) / (CE_zero − CE), zero ablation at the hook.")
+    rows, failures = zeroshot(
+        clip, saes, data, classnames, templates, batch_size=cfg.batch_size, logit_scale=cfg.logit_scale
+    )
+    notes = (
+        f"{rows[0]['n_images']} {cfg.split} images, {len(classnames)} classes, {len(templates)} templates, "
+        f"logit scale {rows[0]['logit_scale']:.4g}, hook {clip.hook} ({clip.tokens}). "
+        "CE recovered = (CE_zero − CE_recon) / (CE_zero − CE), zero ablation at the hook."
+    )
     table = write_table(cfg.out, "zeroshot", rows, COLUMNS, title=f"Zero-shot {data.name}", notes=notes)
-    scatter_png(Path(cfg.out) / "zeroshot_accuracy.png", [(r["hook_l0"], r["acc_sae"], r["sparsity"]) for r in rows],
-                "average L0 at the hook", "zero-shot accuracy with the SAE spliced in",
-                f"Zero-shot {data.name}", log_x=True, hline=(rows[0]["acc_clip"], "CLIP"))
+    scatter_png(
+        Path(cfg.out) / "zeroshot_accuracy.png",
+        [(r["hook_l0"], r["acc_sae"], r["sparsity"]) for r in rows],
+        "average L0 at the hook",
+        "zero-shot accuracy with the SAE spliced in",
+        f"Zero-shot {data.name}",
+        log_x=True,
+        hline=(rows[0]["acc_clip"], "CLIP"),
+    )
     return table, failures

@@ -74,8 +74,9 @@ def shard_done(out: Path, i: int) -> bool:
     return (out / SHARDS_DIR / f"shard_{shard_name(i)}.json").exists()
 
 
-def _write_shard(out: Path, i: int, acts: np.ndarray, patches: np.ndarray | None,
-                 images: list[dict], failures: list[dict]) -> None:
+def _write_shard(
+    out: Path, i: int, acts: np.ndarray, patches: np.ndarray | None, images: list[dict], failures: list[dict]
+) -> None:
     """Data files first, the shard's JSON (its completion marker) last."""
     d = out / SHARDS_DIR
     name = shard_name(i)
@@ -107,7 +108,8 @@ def check_or_write_settings(out: Path, settings: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
         if old != settings:
             diff = ", ".join(
-                f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(old.keys() | settings.keys())
+                f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
+                for k in sorted(old.keys() | settings.keys())
                 if old.get(k) != settings.get(k)
             )
             raise ValueError(
@@ -164,10 +166,17 @@ def run_embed(cfg: EmbedConfig, ranks: Ranks | None = None) -> dict[str, Any] | 
     if mine:
         encoder = load_encoder(cfg.encoder, device)
         if encoder.metadata.get("random_weights"):
-            log.warning("%s has RANDOM weights (--pretrained none, seed %d): activations are not meaningful",
-                        cfg.encoder.model, cfg.encoder.seed)
-        encoder_meta = {**encoder.metadata, "dim": encoder.dim,
-                        "token_indices": encoder.token_indices, "n_patches": encoder.n_patches}
+            log.warning(
+                "%s has RANDOM weights (--pretrained none, seed %d): activations are not meaningful",
+                cfg.encoder.model,
+                cfg.encoder.seed,
+            )
+        encoder_meta = {
+            **encoder.metadata,
+            "dim": encoder.dim,
+            "token_indices": encoder.token_indices,
+            "n_patches": encoder.n_patches,
+        }
         atomic_write_text(out / "encoder.json", json.dumps(encoder_meta, indent=2))
         for attempt in range(MAX_WORKER_RESTARTS + 1):
             try:
@@ -177,8 +186,9 @@ def run_embed(cfg: EmbedConfig, ranks: Ranks | None = None) -> dict[str, Any] | 
                 if not worker_died(exc) or attempt == MAX_WORKER_RESTARTS:
                     raise
                 mine = [s for s in mine if not shard_done(out, s)]
-                log.warning("a decode worker died (%s); restarting the workers for the %d unfinished shards",
-                            exc, len(mine))
+                log.warning(
+                    "a decode worker died (%s); restarting the workers for the %d unfinished shards", exc, len(mine)
+                )
     ranks.barrier()
     if not ranks.main:
         return None
@@ -199,9 +209,15 @@ def worker_died(exc: BaseException) -> bool:
 def _extract(cfg: EmbedConfig, refs: list[ImageRef], encoder: Encoder, shards: list[int], out: Path) -> None:
     dataset = _Images(refs, encoder.preprocess, cfg.max_pixels)
     batches = _shard_batches(len(refs), cfg.shard_size, cfg.batch_size, shards)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=_collate,
-                        pin_memory=torch.cuda.is_available(), prefetch_factor=4 if cfg.workers else None,
-                        persistent_workers=False)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=cfg.workers,
+        collate_fn=_collate,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if cfg.workers else None,
+        persistent_workers=False,
+    )
     total = sum(min(len(refs), (s + 1) * cfg.shard_size) - s * cfg.shard_size for s in shards)
     bar = Progress(total, "embed", unit="img", logger=log)
     batches_it = iter(loader)
@@ -216,8 +232,9 @@ def _extract(cfg: EmbedConfig, refs: list[ImageRef], encoder: Encoder, shards: l
         bar.close()
 
 
-def _consume(batches_it: Any, cfg: EmbedConfig, refs: list[ImageRef], encoder: Encoder, out: Path,
-             bar: Progress) -> None:
+def _consume(
+    batches_it: Any, cfg: EmbedConfig, refs: list[ImageRef], encoder: Encoder, out: Path, bar: Progress
+) -> None:
     """Encode the decoded batches and write each shard as soon as it is complete."""
     dtype = np.dtype(cfg.dtype)
     current, acts_parts, patch_parts, images, failures = None, [], [], [], []
@@ -227,8 +244,9 @@ def _consume(batches_it: Any, cfg: EmbedConfig, refs: list[ImageRef], encoder: E
         acts = np.concatenate(acts_parts) if acts_parts else np.zeros((0, encoder.dim), dtype)
         patches = None
         if cfg.encoder.patch_tokens:
-            patches = (np.concatenate(patch_parts) if patch_parts
-                       else np.zeros((0, encoder.n_patches, encoder.dim), dtype))
+            patches = (
+                np.concatenate(patch_parts) if patch_parts else np.zeros((0, encoder.n_patches, encoder.dim), dtype)
+            )
         _write_shard(out, current, acts, patches, images, failures)
 
     for batch in batches_it:
@@ -295,6 +313,13 @@ def finalize(out: Path, cfg: EmbedConfig, root: Path, n_shards: int) -> dict[str
         "shards": shards,
     }
     atomic_write_text(out / "metadata.json", json.dumps(meta, indent=2))
-    log.info("embedded %d images (%d rows of %d) into %s; %d skipped%s", len(all_images), n_rows, enc["dim"], out,
-             len(all_failures), f" (reasons in {out / 'failures.jsonl'})" if all_failures else "")
+    log.info(
+        "embedded %d images (%d rows of %d) into %s; %d skipped%s",
+        len(all_images),
+        n_rows,
+        enc["dim"],
+        out,
+        len(all_failures),
+        f" (reasons in {out / 'failures.jsonl'})" if all_failures else "",
+    )
     return meta

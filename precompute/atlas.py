@@ -54,9 +54,16 @@ def open_inputs(cfg: AtlasConfig, ranks: Ranks) -> AtlasInputs:
     meta = source.metadata
     t = int(meta.get("tokens_per_image", 1))
     token_indices = meta.get("token_indices", [0])
-    return AtlasInputs(cfg=cfg, source=source, sae=sae, meta=meta, tokens_per_image=t,
-                       cls_pos=token_indices.index(0) if 0 in token_indices else None,
-                       n_images=source.n_rows // t, device=ranks.device)
+    return AtlasInputs(
+        cfg=cfg,
+        source=source,
+        sae=sae,
+        meta=meta,
+        tokens_per_image=t,
+        cls_pos=token_indices.index(0) if 0 in token_indices else None,
+        n_images=source.n_rows // t,
+        device=ranks.device,
+    )
 
 
 def staging_dir(out: str | Path) -> Path:
@@ -75,8 +82,20 @@ def compute_shares(inp: AtlasInputs, ranks: Ranks, staging: Path) -> Shares:
     lo, hi = min(inp.n_images, b0 * block_images), min(inp.n_images, b1 * block_images)
     writer = CodesWriter(staging, ranks.rank, lo, hi)
     try:
-        state = pass_topk(sae, inp.source, cfg.top_images, inp.tokens_per_image, block_images, cfg.score, inp.cls_pos,
-                          ranks.device, lo=lo, hi=hi, codes=writer, max_codes_gb=cfg.max_codes_gb)
+        state = pass_topk(
+            sae,
+            inp.source,
+            cfg.top_images,
+            inp.tokens_per_image,
+            block_images,
+            cfg.score,
+            inp.cls_pos,
+            ranks.device,
+            lo=lo,
+            hi=hi,
+            codes=writer,
+            max_codes_gb=cfg.max_codes_gb,
+        )
     finally:
         writer.close()
     vals, ids = merge_topk_states(list(zip(ranks.all_gather(state[0]), ranks.all_gather(state[1]))))
@@ -129,8 +148,11 @@ def build_atlas(cfg: AtlasConfig, ranks: Ranks | None = None) -> dict[str, Any] 
     ranks.barrier()
     try:
         shares = compute_shares(inp, ranks, staging)
-        notes: list[str] = [] if inp.meta else [
-            "no images: --acts is a plain matrix, so masks, image indexes and image files are skipped"]
+        notes: list[str] = (
+            []
+            if inp.meta
+            else ["no images: --acts is a plain matrix, so masks, image indexes and image files are skipped"]
+        )
         _, sorted_ids = finalize_topk(shares.topk_values, shares.topk_ids)
         has_masks = compute_masks(inp, ranks, sorted_ids.cpu().numpy(), staging, notes)
         compute_neighbours(inp, ranks, staging)
@@ -143,8 +165,15 @@ def build_atlas(cfg: AtlasConfig, ranks: Ranks | None = None) -> dict[str, Any] 
     if not ranks.main:
         return None
     manifest = read_manifest(cfg.out)
-    log.info("atlas: %d latents x top-%d over %d images -> %s (%d dead)%s", manifest["d_sae"], cfg.top_images,
-             manifest["n_images"], cfg.out, manifest["n_dead"], "".join(f"; {n}" for n in manifest["notes"]))
+    log.info(
+        "atlas: %d latents x top-%d over %d images -> %s (%d dead)%s",
+        manifest["d_sae"],
+        cfg.top_images,
+        manifest["n_images"],
+        cfg.out,
+        manifest["n_dead"],
+        "".join(f"; {n}" for n in manifest["notes"]),
+    )
     return manifest
 
 

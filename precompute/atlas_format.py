@@ -44,9 +44,15 @@ class ArrayField:
     """Manifest flag that must be true for the file to exist ("" = always)."""
 
     def concrete_shape(self, manifest: dict[str, Any]) -> tuple[int, ...]:
-        dims = {"F": manifest["d_sae"], "k": manifest["top_images"], "P": manifest["n_patches"],
-                "N": manifest["n_images"], "N+1": manifest["n_images"] + 1, "nnz": manifest["n_codes"],
-                "K": manifest["neighbours"]}
+        dims = {
+            "F": manifest["d_sae"],
+            "k": manifest["top_images"],
+            "P": manifest["n_patches"],
+            "N": manifest["n_images"],
+            "N+1": manifest["n_images"] + 1,
+            "nnz": manifest["n_codes"],
+            "K": manifest["neighbours"],
+        }
         return tuple(int(dims[d]) if d in dims else int(d) for d in self.shape)
 
     def check(self, array: np.ndarray, manifest: dict[str, Any]) -> None:
@@ -101,6 +107,13 @@ def read_manifest(atlas: str | Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); rebuild the atlas with clipsae atlas") from None
-    return check_format(meta, ATLAS_FORMAT, ATLAS_VERSION, path, "atlas manifest", min_version=MIN_ATLAS_VERSION,
-                        upgrade_hint="rebuild it with the same `clipsae atlas` command (version 3 made atlases "
-                                     "self-contained: sparse codes, the encoder, relocatable image paths)")
+    return check_format(
+        meta,
+        ATLAS_FORMAT,
+        ATLAS_VERSION,
+        path,
+        "atlas manifest",
+        min_version=MIN_ATLAS_VERSION,
+        upgrade_hint="rebuild it with the same `clipsae atlas` command (version 3 made atlases "
+        "self-contained: sparse codes, the encoder, relocatable image paths)",
+    )

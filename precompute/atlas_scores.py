@@ -84,8 +84,9 @@ class LatentScores:
         return self.meta.get("card")
 
 
-def write_scores(atlas: str | Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray],
-                 meta: dict[str, Any]) -> Path:
+def write_scores(
+    atlas: str | Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray], meta: dict[str, Any]
+) -> Path:
     """Write `arrays` (name -> [F] values; names from SCORE_NAMES) into ATLAS/scores/, each
     atomically, remove stale arrays of an earlier run, then scores.json (the file readers key on)."""
     folder = Path(atlas) / SCORES_DIR
@@ -102,8 +103,14 @@ def write_scores(atlas: str | Path, manifest: dict[str, Any], arrays: dict[str, 
     for name in SCORE_NAMES:
         if name not in arrays:
             (folder / f"{name}.npy").unlink(missing_ok=True)
-    doc = {"format": SCORES_FORMAT, "format_version": SCORES_VERSION, "sae_sha256": manifest["sae_sha256"],
-           "d_sae": f, "scores": [n for n in SCORE_NAMES if n in arrays], **meta}
+    doc = {
+        "format": SCORES_FORMAT,
+        "format_version": SCORES_VERSION,
+        "sae_sha256": manifest["sae_sha256"],
+        "d_sae": f,
+        "scores": [n for n in SCORE_NAMES if n in arrays],
+        **meta,
+    }
     return atomic_write_text(folder / SCORES_FILE, json.dumps(doc, indent=1, allow_nan=False))
 
 
@@ -118,8 +125,14 @@ def read_scores(atlas: str | Path, manifest: dict[str, Any]) -> LatentScores | N
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); run clipsae eval card --atlas again") from None
-    check_format(doc, SCORES_FORMAT, SCORES_VERSION, path, "latent scores file",
-                 upgrade_hint="run clipsae eval card --atlas again")
+    check_format(
+        doc,
+        SCORES_FORMAT,
+        SCORES_VERSION,
+        path,
+        "latent scores file",
+        upgrade_hint="run clipsae eval card --atlas again",
+    )
     if doc.get("sae_sha256") != manifest["sae_sha256"]:
         raise ValueError(f"{path} was made for another SAE than this atlas's; run clipsae eval card --atlas again")
     found: dict[str, np.ndarray | None] = {}

@@ -65,9 +65,18 @@ def encode_transposed(sae: SparseAutoencoder, x_rd: Tensor) -> Tensor:
     return sae.elementwise_codes(x_rd, latent_major=True)
 
 
-def block_scores(sae: SparseAutoencoder, source: ActivationSource, tokens_per_image: int, block_images: int,
-                 rule: ScoreRule, cls_pos: int | None, lo: int, hi: int, device: torch.device,
-                 desc: str) -> Iterator[tuple[int, Tensor]]:
+def block_scores(
+    sae: SparseAutoencoder,
+    source: ActivationSource,
+    tokens_per_image: int,
+    block_images: int,
+    rule: ScoreRule,
+    cls_pos: int | None,
+    lo: int,
+    hi: int,
+    device: torch.device,
+    desc: str,
+) -> Iterator[tuple[int, Tensor]]:
     """Yield (first image index, scores [F, b]) over images [lo, hi), in order."""
     bar = Progress(hi - lo, desc, unit="img")
     with torch.inference_mode():
@@ -83,14 +92,26 @@ def check_codes_size(density: float, n_images: int, n_latents: int, max_gb: floa
     """Refuse, before writing much, an SAE so dense that its codes would exceed `max_gb`."""
     gb = density * n_images * n_latents * BYTES_PER_ENTRY / 2**30
     if gb > max_gb:
-        raise ValueError(f"this SAE fires on {density:.1%} of (latent, image) pairs: its sparse codes would take "
-                         f"~{gb:.1f} GB (limit --max-codes-gb {max_gb:g}); train a sparser SAE or raise the limit")
+        raise ValueError(
+            f"this SAE fires on {density:.1%} of (latent, image) pairs: its sparse codes would take "
+            f"~{gb:.1f} GB (limit --max-codes-gb {max_gb:g}); train a sparser SAE or raise the limit"
+        )
 
 
-def pass_topk(sae: SparseAutoencoder, source: ActivationSource, k: int, tokens_per_image: int,
-              block_images: int, rule: ScoreRule = "max", cls_pos: int | None = None,
-              device: torch.device | str = "cpu", lo: int = 0, hi: int | None = None,
-              codes: CodesWriter | None = None, max_codes_gb: float = float("inf")) -> tuple[Tensor, Tensor]:
+def pass_topk(
+    sae: SparseAutoencoder,
+    source: ActivationSource,
+    k: int,
+    tokens_per_image: int,
+    block_images: int,
+    rule: ScoreRule = "max",
+    cls_pos: int | None = None,
+    device: torch.device | str = "cpu",
+    lo: int = 0,
+    hi: int | None = None,
+    codes: CodesWriter | None = None,
+    max_codes_gb: float = float("inf"),
+) -> tuple[Tensor, Tensor]:
     """Pass 1 over images [lo, hi) (default: all): the running top-k (values, ids) [F, k] of
     non-zero scores, and every non-zero score streamed to `codes`."""
     device = torch.device(device)
@@ -100,8 +121,9 @@ def pass_topk(sae: SparseAutoencoder, source: ActivationSource, k: int, tokens_p
     vals, ids = empty_topk(f, k, device)
     vals.fill_(0.0)  # only positive scores rank: a zero floor skips inactive entries at once
     first = True
-    for i0, s in block_scores(sae, source, tokens_per_image, block_images, rule, cls_pos, lo, hi, device,
-                              "atlas top-k"):
+    for i0, s in block_scores(
+        sae, source, tokens_per_image, block_images, rule, cls_pos, lo, hi, device, "atlas top-k"
+    ):
         rows, cols = s.nonzero(as_tuple=True)  # latent-major, images ascending within a latent
         v = s[rows, cols]
         density = rows.numel() / max(s.numel(), 1)
@@ -131,13 +153,20 @@ class _ScoreSums:
         self.total += np.bincount(latents, weights=values.astype(np.float64), minlength=len(self.total))
 
 
-def score_stats(sae: SparseAutoencoder, source: ActivationSource, k: int, tokens_per_image: int, block_images: int,
-                rule: ScoreRule = "max", cls_pos: int | None = None, device: torch.device | str = "cpu") -> LatentStats:
+def score_stats(
+    sae: SparseAutoencoder,
+    source: ActivationSource,
+    k: int,
+    tokens_per_image: int,
+    block_images: int,
+    rule: ScoreRule = "max",
+    cls_pos: int | None = None,
+    device: torch.device | str = "cpu",
+) -> LatentStats:
     """Top-k, frequency, mean and max of every latent over every image of `source`, in one pass
     and without writing codes (held-out statistics: `clipsae eval latents --acts`)."""
     sums = _ScoreSums(sae.cfg.d_sae)
-    vals, ids = pass_topk(sae, source, k, tokens_per_image, block_images, rule, cls_pos, device,
-                          codes=sums)  # type: ignore[arg-type]
+    vals, ids = pass_topk(sae, source, k, tokens_per_image, block_images, rule, cls_pos, device, codes=sums)  # type: ignore[arg-type]
     return finish_stats(vals, ids, sums.count, sums.total, source.n_rows // tokens_per_image)
 
 
@@ -149,8 +178,9 @@ def merge_topk_states(states: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tens
     return vals, ids
 
 
-def latent_sums(latents: np.ndarray, values: np.ndarray, n_latents: int,
-                window: int = ENTRIES_PER_STEP) -> tuple[np.ndarray, np.ndarray]:
+def latent_sums(
+    latents: np.ndarray, values: np.ndarray, n_latents: int, window: int = ENTRIES_PER_STEP
+) -> tuple[np.ndarray, np.ndarray]:
     """(count [F] int64, sum [F] float64) of the non-zero scores over all codes, summed in
     fixed windows of the entry stream: the same bits however many ranks built the codes."""
     count = np.zeros(n_latents, dtype=np.int64)
@@ -201,22 +231,34 @@ class Distribution:
 
 def empty_distribution(n_latents: int, device: torch.device | str = "cpu") -> Distribution:
     g = n_latents * N_BANDS
-    return Distribution(torch.zeros(n_latents, N_BINS, dtype=torch.int64, device=device),
-                        torch.full((g, PER_BAND), float("-inf"), dtype=torch.float64, device=device),
-                        torch.full((g, PER_BAND), -1, dtype=torch.int64, device=device),
-                        torch.zeros(g, PER_BAND, dtype=torch.float32, device=device))
+    return Distribution(
+        torch.zeros(n_latents, N_BINS, dtype=torch.int64, device=device),
+        torch.full((g, PER_BAND), float("-inf"), dtype=torch.float64, device=device),
+        torch.full((g, PER_BAND), -1, dtype=torch.int64, device=device),
+        torch.zeros(g, PER_BAND, dtype=torch.float32, device=device),
+    )
 
 
 def _merge_bands(d: Distribution, groups: Tensor, ids: Tensor, prio: Tensor, vals: Tensor) -> None:
     have = d.band_ids >= 0
     g_run = torch.arange(d.band_ids.shape[0], device=ids.device)[:, None].expand_as(d.band_ids)[have]
     d.band_priority, d.band_ids, d.band_values = segment_topk(
-        torch.cat([g_run, groups]), torch.cat([d.band_ids[have], ids]), torch.cat([d.band_priority[have], prio]),
-        d.band_ids.shape[0], PER_BAND, payload=torch.cat([d.band_values[have], vals]))
+        torch.cat([g_run, groups]),
+        torch.cat([d.band_ids[have], ids]),
+        torch.cat([d.band_priority[have], prio]),
+        d.band_ids.shape[0],
+        PER_BAND,
+        payload=torch.cat([d.band_values[have], vals]),
+    )
 
 
-def pass_distribution(part: CodesPart, max_activation: np.ndarray, in_sample: np.ndarray | None,
-                      priority: np.ndarray, device: torch.device | str = "cpu") -> Distribution:
+def pass_distribution(
+    part: CodesPart,
+    max_activation: np.ndarray,
+    in_sample: np.ndarray | None,
+    priority: np.ndarray,
+    device: torch.device | str = "cpu",
+) -> Distribution:
     """Histogram and band samples of one codes part (its images in the sample)."""
     device = torch.device(device)
     f = len(max_activation)

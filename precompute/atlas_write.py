@@ -23,16 +23,29 @@ from sae_core.files import sha256_file
 from sae_core.io import CFG_FILE, WEIGHTS_FILE
 from sae_core.sae import SparseAutoencoder
 
-from .atlas_format import (ATLAS_ARRAYS, ATLAS_FORMAT, ATLAS_VERSION, ENCODER_FILE, LABEL_VOCAB, MANIFEST,
-                           sae_hash)
+from .atlas_format import ATLAS_ARRAYS, ATLAS_FORMAT, ATLAS_VERSION, ENCODER_FILE, LABEL_VOCAB, MANIFEST, sae_hash
 from .atlas_stats import Distribution, finish_distribution, finish_stats, latent_sums
 from .codes import CODE_FILES, write_codes
 
 log = logging.getLogger(__name__)
 
-ENCODER_KEYS = ("model_name", "model_config_path", "pretrained", "weights_sha256", "random_weights", "seed",
-                "hook_name", "tokens", "image_size", "preprocessing", "dim", "token_indices", "tokens_per_image",
-                "patch_tokens", "n_patches")
+ENCODER_KEYS = (
+    "model_name",
+    "model_config_path",
+    "pretrained",
+    "weights_sha256",
+    "random_weights",
+    "seed",
+    "hook_name",
+    "tokens",
+    "image_size",
+    "preprocessing",
+    "dim",
+    "token_indices",
+    "tokens_per_image",
+    "patch_tokens",
+    "n_patches",
+)
 """What encoder.json keeps of the cache's metadata: enough to load the encoder again."""
 ENCODER_DIR = "encoder"
 
@@ -66,8 +79,11 @@ def _labels(inp: AtlasInputs, notes: list[str]) -> tuple[np.ndarray, np.ndarray,
     cfg, meta = inp.cfg, inp.meta
     if not cfg.labels:
         return None
-    if meta.get("hook_name") != "embed" or str(meta.get("model_name", "")).startswith("kandinsky") \
-            or meta.get("pretrained") == "diffusers":
+    if (
+        meta.get("hook_name") != "embed"
+        or str(meta.get("model_name", "")).startswith("kandinsky")
+        or meta.get("pretrained") == "diffusers"
+    ):
         notes.append("no labels: vocabulary labels need an SAE on the CLIP `embed` space")
         return None
     from .labels import label_latents, read_vocab
@@ -112,12 +128,16 @@ def _images_root(cfg: Any, meta: dict[str, Any]) -> tuple[str | None, str | None
 
 def _files(tmp: Path) -> dict[str, str]:
     """SHA-256 of every file written (the SAE copy is covered by sae_sha256)."""
-    return {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*"))
-            if p.is_file() and p.relative_to(tmp).parts[0] != "sae"}
+    return {
+        str(p.relative_to(tmp)): sha256_file(p)
+        for p in sorted(tmp.rglob("*"))
+        if p.is_file() and p.relative_to(tmp).parts[0] != "sae"
+    }
 
 
-def write_atlas(tmp: Path, inp: AtlasInputs, shares: Shares, staging: Path, world: int, has_masks: bool,
-                notes: list[str]) -> None:
+def write_atlas(
+    tmp: Path, inp: AtlasInputs, shares: Shares, staging: Path, world: int, has_masks: bool, notes: list[str]
+) -> None:
     """Fill the temporary atlas folder; `manifest.json` is its last file."""
     cfg, sae, meta = inp.cfg, inp.sae, inp.meta
     n_codes = write_codes(tmp, staging, world)
@@ -126,15 +146,22 @@ def write_atlas(tmp: Path, inp: AtlasInputs, shares: Shares, staging: Path, worl
     finish_distribution(stats, shares.distribution, shares.stats_images)
     labels = _labels(inp, notes)
     arrays: dict[str, np.ndarray] = {
-        "topk_ids.npy": stats.topk_ids, "topk_values.npy": stats.topk_values, "frequency.npy": stats.frequency,
-        "mean_activation.npy": stats.mean_activation, "max_activation.npy": stats.max_activation,
-        "histogram.npy": stats.histogram, "band_ids.npy": stats.band_ids, "band_values.npy": stats.band_values}
+        "topk_ids.npy": stats.topk_ids,
+        "topk_values.npy": stats.topk_values,
+        "frequency.npy": stats.frequency,
+        "mean_activation.npy": stats.mean_activation,
+        "max_activation.npy": stats.max_activation,
+        "histogram.npy": stats.histogram,
+        "band_ids.npy": stats.band_ids,
+        "band_values.npy": stats.band_values,
+    }
     if has_masks:
         arrays["masks.npy"], arrays["mask_scale.npy"] = _parts(staging, world, "masks", "mask_scale")
     n_neighbours = min(cfg.neighbours, sae.cfg.d_sae - 1)
     if n_neighbours > 0:
-        arrays["neighbour_ids.npy"], arrays["neighbour_cos.npy"] = _parts(staging, world, "neighbour_ids",
-                                                                          "neighbour_cos")
+        arrays["neighbour_ids.npy"], arrays["neighbour_cos.npy"] = _parts(
+            staging, world, "neighbour_ids", "neighbour_cos"
+        )
     if labels is not None:
         arrays["label_words.npy"], arrays["label_scores.npy"] = labels[0], labels[1]
         (tmp / LABEL_VOCAB).write_text(json.dumps(labels[2]))
@@ -142,17 +169,35 @@ def write_atlas(tmp: Path, inp: AtlasInputs, shares: Shares, staging: Path, worl
     image_index = has_images and inp.tokens_per_image == 1
     root, root_rel = _images_root(cfg, meta)
     manifest: dict[str, Any] = {
-        "format": ATLAS_FORMAT, "format_version": ATLAS_VERSION, "config": asdict(cfg),
-        "sae_sha256": sae_hash(Path(cfg.sae)), "cache_sha256": _cache_hash(Path(cfg.acts)),
-        "d_sae": sae.cfg.d_sae, "d_in": sae.cfg.d_in, "architecture": sae.cfg.architecture,
-        "top_images": cfg.top_images, "score_rule": cfg.score if inp.tokens_per_image > 1 else "single row per image",
-        "n_images": inp.n_images, "stats_images": stats.stats_images, "n_dead": int((stats.frequency == 0).sum()),
-        "n_codes": n_codes, "model_name": meta.get("model_name"), "pretrained": meta.get("pretrained"),
-        "random_weights": bool(meta.get("random_weights", False)), "hook_name": meta.get("hook_name"),
-        "encoder": bool(meta), "images_root": root, "images_root_relative": root_rel, "has_images": has_images,
-        "masks": has_masks, "n_patches": int(arrays["masks.npy"].shape[2]) if has_masks else 0,
-        "labels": labels is not None, "image_index": image_index, "neighbours": max(n_neighbours, 0),
-        "notes": notes}
+        "format": ATLAS_FORMAT,
+        "format_version": ATLAS_VERSION,
+        "config": asdict(cfg),
+        "sae_sha256": sae_hash(Path(cfg.sae)),
+        "cache_sha256": _cache_hash(Path(cfg.acts)),
+        "d_sae": sae.cfg.d_sae,
+        "d_in": sae.cfg.d_in,
+        "architecture": sae.cfg.architecture,
+        "top_images": cfg.top_images,
+        "score_rule": cfg.score if inp.tokens_per_image > 1 else "single row per image",
+        "n_images": inp.n_images,
+        "stats_images": stats.stats_images,
+        "n_dead": int((stats.frequency == 0).sum()),
+        "n_codes": n_codes,
+        "model_name": meta.get("model_name"),
+        "pretrained": meta.get("pretrained"),
+        "random_weights": bool(meta.get("random_weights", False)),
+        "hook_name": meta.get("hook_name"),
+        "encoder": bool(meta),
+        "images_root": root,
+        "images_root_relative": root_rel,
+        "has_images": has_images,
+        "masks": has_masks,
+        "n_patches": int(arrays["masks.npy"].shape[2]) if has_masks else 0,
+        "labels": labels is not None,
+        "image_index": image_index,
+        "neighbours": max(n_neighbours, 0),
+        "notes": notes,
+    }
     for field in ATLAS_ARRAYS:  # the declared list: every array, checked against its dtype and shape
         if field.when and not manifest[field.when]:
             continue

@@ -1,6 +1,6 @@
 """Read a finished activation cache: metadata, the image table, export to a plain matrix.
 
-    clipsae export cache/ --out acts.npy      # float32 [N, d] + acts.ids.txt (one id per row)
+clipsae export cache/ --out acts.npy      # float32 [N, d] + acts.ids.txt (one id per row)
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import numpy as np
 from sae_core.data import ActivationSource, read_cache_metadata
 from sae_core.files import atomic_write_text, atomic_write_with
 from sae_core.progress import Progress
-
 
 
 def read_metadata(cache: str | Path) -> dict[str, Any]:

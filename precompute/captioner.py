@@ -74,8 +74,9 @@ class Captioner:
         if self.tiny:  # 32-wide matrices gain nothing from threads, and lose much to them on a busy CPU
             torch.set_num_threads(1)
         try:
-            ids = self.model.generate(pixel_values=pixels, max_new_tokens=self.max_new_tokens, num_beams=1,
-                                      do_sample=False)
+            ids = self.model.generate(
+                pixel_values=pixels, max_new_tokens=self.max_new_tokens, num_beams=1, do_sample=False
+            )
         finally:
             torch.set_num_threads(threads)
         texts = self.processor.batch_decode(ids, skip_special_tokens=True)
@@ -95,8 +96,7 @@ def make_tiny_captioner(folder: str | Path, seed: int = 0) -> Path:
     Real classes (BlipConfig, BlipForConditionalGeneration, BlipProcessor with a
     BertTokenizer and a BlipImageProcessor), 32-d, 2 layers, 32 px images; the vocabulary is
     the words of the bundled visual concepts, so captions are readable (random) words."""
-    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
-                              BlipProcessor)
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -108,13 +108,32 @@ def make_tiny_captioner(folder: str | Path, seed: int = 0) -> Path:
     d = TINY_DIM
     # initializer_range 0.2 (not BLIP's 0.02): random captions that differ from image to image
     cfg = BlipConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=d, encoder_hidden_size=d, intermediate_size=37,
-                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
-                         bos_token_id=ids["[DEC]"], eos_token_id=ids["[SEP]"], sep_token_id=ids["[SEP]"],
-                         pad_token_id=ids["[PAD]"], initializer_range=0.2),
-        vision_config=dict(hidden_size=d, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8, initializer_range=0.2),
-        projection_dim=d, initializer_range=0.2)
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=d,
+            encoder_hidden_size=d,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            bos_token_id=ids["[DEC]"],
+            eos_token_id=ids["[SEP]"],
+            sep_token_id=ids["[SEP]"],
+            pad_token_id=ids["[PAD]"],
+            initializer_range=0.2,
+        ),
+        vision_config=dict(
+            hidden_size=d,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+            initializer_range=0.2,
+        ),
+        projection_dim=d,
+        initializer_range=0.2,
+    )
     torch.manual_seed(seed)
     model = BlipForConditionalGeneration(cfg).eval()
     processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer)
@@ -139,8 +158,9 @@ def captioner_source(spec: str) -> str | None:
     return spec if isinstance(hit, str) else None
 
 
-def load_captioner(spec: str = BLIP_CAPTIONER, device: str | torch.device = "auto", seed: int = 0,
-                   max_new_tokens: int = 30) -> Captioner:
+def load_captioner(
+    spec: str = BLIP_CAPTIONER, device: str | torch.device = "auto", seed: int = 0, max_new_tokens: int = 30
+) -> Captioner:
     """A ready captioner (eval mode, on `device`; float16 on CUDA), or a ValueError naming
     `--captioner` when `spec` is not available offline."""
     from transformers import BlipForConditionalGeneration, BlipProcessor
@@ -156,8 +176,9 @@ def load_captioner(spec: str = BLIP_CAPTIONER, device: str | torch.device = "aut
             model = BlipForConditionalGeneration.from_pretrained(folder, dtype=dtype, local_files_only=True)
             processor = BlipProcessor.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"--captioner {spec}: could not load a BLIP captioner from {folder}: "
-                             f"{str(exc).splitlines()[0]}") from None
+            raise ValueError(
+                f"--captioner {spec}: could not load a BLIP captioner from {folder}: {str(exc).splitlines()[0]}"
+            ) from None
     model = model.to(dev).eval()
     log.info("captioner: %s on %s", "tiny random BLIP" if source == TINY else spec, dev)
     return Captioner(model, processor, spec, tiny=source == TINY, device=dev, max_new_tokens=max_new_tokens)

@@ -16,9 +16,12 @@ from .configs import AtlasConfig, EmbedConfig, ExportConfig, InterpretConfig, Li
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embed", help="extract CLIP / Kandinsky-prior activations into a resumable sharded cache",
-                       description="Images -> activation cache (fp16 shards + metadata). Re-run the same command to "
-                                   "resume. Several processes: torchrun --nproc_per_node=N -m precompute.embed …")
+    p = sub.add_parser(
+        "embed",
+        help="extract CLIP / Kandinsky-prior activations into a resumable sharded cache",
+        description="Images -> activation cache (fp16 shards + metadata). Re-run the same command to "
+        "resume. Several processes: torchrun --nproc_per_node=N -m precompute.embed …",
+    )
     add_config_flags(p, EmbedConfig)
     p.set_defaults(func=_run_embed)
 
@@ -45,9 +48,12 @@ def _run_export(a: argparse.Namespace) -> int:
 
 
 def _add_atlas(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("atlas", help="top images per latent, patch masks, stats, labels, faiss indexes",
-                       description="Build the atlas folder the app browses (written atomically, manifest last). "
-                                   "Several processes: torchrun --nproc_per_node=N -m precompute.atlas …")
+    p = sub.add_parser(
+        "atlas",
+        help="top images per latent, patch masks, stats, labels, faiss indexes",
+        description="Build the atlas folder the app browses (written atomically, manifest last). "
+        "Several processes: torchrun --nproc_per_node=N -m precompute.atlas …",
+    )
     add_config_flags(p, AtlasConfig)
     p.set_defaults(func=_run_atlas)
 
@@ -63,9 +69,12 @@ def _run_atlas(a: argparse.Namespace) -> int:
 
 
 def _add_link(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("link", help="for each latent of A, the latents of B that co-activate most (and the reverse)",
-                       description="Exact Pearson correlations from the two atlases' sparse codes. Several "
-                                   "processes: torchrun --nproc_per_node=N -m precompute.link …")
+    p = sub.add_parser(
+        "link",
+        help="for each latent of A, the latents of B that co-activate most (and the reverse)",
+        description="Exact Pearson correlations from the two atlases' sparse codes. Several "
+        "processes: torchrun --nproc_per_node=N -m precompute.link …",
+    )
     add_config_flags(p, LinkConfig)
     p.set_defaults(func=_run_link)
 
@@ -79,10 +88,13 @@ def _run_link(a: argparse.Namespace) -> int:
 
 
 def _add_interpret(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("interpret", help="caption each latent's top images (BLIP) and name it by their keywords",
-                       description="Seed 001's auto-interpretation: up to --images distinct top images per latent "
-                                   "are captioned; the 5 most frequent content words make the sentence. Writes "
-                                   "interpretations.json and .csv into the atlas.")
+    p = sub.add_parser(
+        "interpret",
+        help="caption each latent's top images (BLIP) and name it by their keywords",
+        description="Seed 001's auto-interpretation: up to --images distinct top images per latent "
+        "are captioned; the 5 most frequent content words make the sentence. Writes "
+        "interpretations.json and .csv into the atlas.",
+    )
     add_config_flags(p, InterpretConfig)
     p.set_defaults(func=_run_interpret)
 
@@ -95,13 +107,20 @@ def _run_interpret(a: argparse.Namespace) -> int:
     doc, ran = res.doc, set(res.latents)
     named = sum(r["interpretation"] != NO_PATTERN for r in doc["latents"] if r["latent"] in ran)
     print(f"captioner: {doc['captioner_description']}")
-    print(f"{len(ran)} latents interpreted in {res.seconds:.1f} s ({named} with a pattern, {len(ran) - named} "
-          f"without); {cfg.atlas}/{JSON_FILE} and {CSV_FILE} now hold {len(doc['latents'])}")
+    print(
+        f"{len(ran)} latents interpreted in {res.seconds:.1f} s ({named} with a pattern, {len(ran) - named} "
+        f"without); {cfg.atlas}/{JSON_FILE} and {CSV_FILE} now hold {len(doc['latents'])}"
+    )
     if doc["skipped_images"]:
         print(f"  {len(doc['skipped_images'])} images could not be read (listed in {JSON_FILE})")
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_embed, _add_export, _add_atlas, _add_link,
-                                                                _add_interpret]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_embed,
+    _add_export,
+    _add_atlas,
+    _add_link,
+    _add_interpret,
+]
 """The subcommands of this stage; `app/cli.py` assembles every stage's into `clipsae`."""

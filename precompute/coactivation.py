@@ -62,8 +62,9 @@ def make_side(csr, device: torch.device) -> Side:
     g = s * rho
     alive = np.flatnonzero(v > 0)
     order = alive[np.lexsort((alive, g[alive]))]
-    return Side(csr, torch.from_numpy(rho).to(device), torch.from_numpy(g).to(device),
-                torch.from_numpy(order).to(device))
+    return Side(
+        csr, torch.from_numpy(rho).to(device), torch.from_numpy(g).to(device), torch.from_numpy(order).to(device)
+    )
 
 
 def pair_counts(at_csr, b: Side) -> np.ndarray:
@@ -112,16 +113,27 @@ def pair_sums(at_rows, b_csr, device: torch.device, backend: Backend = "auto") -
             return torch.from_numpy(x).to(device)
 
         def groups(m) -> Tensor:
-            return torch.repeat_interleave(torch.arange(len(m.indptr) - 1, device=device),
-                                           t(np.diff(m.indptr).astype(np.int64)))
+            return torch.repeat_interleave(
+                torch.arange(len(m.indptr) - 1, device=device), t(np.diff(m.indptr).astype(np.int64))
+            )
 
-        return Pairs(groups(prod), t(prod.indices.astype(np.int64)), t(prod.data),
-                     groups(by_b), t(by_b.indices.astype(np.int64)), t(by_b.data))
+        return Pairs(
+            groups(prod),
+            t(prod.indices.astype(np.int64)),
+            t(prod.data),
+            groups(by_b),
+            t(by_b.indices.astype(np.int64)),
+            t(by_b.data),
+        )
 
     def to_torch(m) -> Tensor:
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                       torch.from_numpy(m.indices.astype(np.int64)),
-                                       torch.from_numpy(m.data), size=m.shape, device=device)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(m.indptr.astype(np.int64)),
+            torch.from_numpy(m.indices.astype(np.int64)),
+            torch.from_numpy(m.data),
+            size=m.shape,
+            device=device,
+        )
 
     with warnings.catch_warnings():  # torch calls its sparse CSR support "beta"
         warnings.simplefilter("ignore", UserWarning)
@@ -132,8 +144,9 @@ def pair_sums(at_rows, b_csr, device: torch.device, backend: Backend = "auto") -
     return Pairs(rows, cols, sab, cols[by_b], rows[by_b], sab[by_b])
 
 
-def first_absent(rows: Tensor, order: Tensor, e_rows: Tensor, e_ids: Tensor, n_rows: int, width: int,
-                 k: int) -> tuple[Tensor, Tensor]:
+def first_absent(
+    rows: Tensor, order: Tensor, e_rows: Tensor, e_ids: Tensor, n_rows: int, width: int, k: int
+) -> tuple[Tensor, Tensor]:
     """For each given row, the first k entries of `order` that are not among its co-active
     entries (e_rows, e_ids): (rows repeated, entries) of the picks (fewer where `order` runs out)."""
     dev = order.device
@@ -160,8 +173,17 @@ def first_absent(rows: Tensor, order: Tensor, e_rows: Tensor, e_ids: Tensor, n_r
     return (torch.cat(picked_rows) if picked_rows else empty), (torch.cat(picked) if picked else empty)
 
 
-def one_direction(n: int, rows: Tensor, ids: Tensor, sab: Tensor, row_side: Side, id_side: Side,
-                  row_range: tuple[int, int], id_range: tuple[int, int], top: int) -> tuple[Tensor, Tensor]:
+def one_direction(
+    n: int,
+    rows: Tensor,
+    ids: Tensor,
+    sab: Tensor,
+    row_side: Side,
+    id_side: Side,
+    row_range: tuple[int, int],
+    id_range: tuple[int, int],
+    top: int,
+) -> tuple[Tensor, Tensor]:
     """Top-`top` (values [R, top], ids) for the rows [r0, r1) of `row_side` against the ids
     [i0, i1) of `id_side`, given the co-active (row − r0, id, Σab) entries grouped by row."""
     (r0, r1), (i0, i1) = row_range, id_range
@@ -183,8 +205,17 @@ def one_direction(n: int, rows: Tensor, ids: Tensor, sab: Tensor, row_side: Side
     return v, idx
 
 
-def chunk_links(n: int, a: Side, b: Side, at_rows, a_range: tuple[int, int], top_ab: int, top_ba: int,
-                device: torch.device, backend: Backend = "auto") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def chunk_links(
+    n: int,
+    a: Side,
+    b: Side,
+    at_rows,
+    a_range: tuple[int, int],
+    top_ab: int,
+    top_ba: int,
+    device: torch.device,
+    backend: Backend = "auto",
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """For A's latents [a0, a1): their top links into B, and B's top links into this range.
 
     Returns (ab values [C, top_ab], ab ids, ba values [F_B, top_ba], ba ids)."""

@@ -38,8 +38,9 @@ class CodesWriter:
     def path(self, what: str) -> Path:
         return self.folder / f"codes_part{self.part:05d}.{what}"
 
-    def add(self, first_image: int, n_images: int, image_rel: np.ndarray, latents: np.ndarray,
-            values: np.ndarray) -> None:
+    def add(
+        self, first_image: int, n_images: int, image_rel: np.ndarray, latents: np.ndarray, values: np.ndarray
+    ) -> None:
         """Entries of images [first_image, first_image + n_images), sorted by image then latent;
         `image_rel` is each entry's image relative to `first_image`."""
         lo = first_image - self.lo
@@ -79,7 +80,6 @@ class CodesPart:
         return len(self.indptr) - 1
 
 
-
 def _npy_from_raw(out: Path, sources: list[Path], dtype: str, n: int) -> None:
     with open(out, "wb") as fh:
         np.lib.format.write_array_header_1_0(fh, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (n,)})
@@ -113,7 +113,12 @@ class Codes:
         """A scipy CSR matrix [images, latents] of float64 scores (all images, or these rows in order)."""
         import scipy.sparse as sp
 
-        m = sp.csr_matrix((np.asarray(self.values, dtype=np.float64), np.asarray(self.latents),
-                           np.asarray(self.indptr)), shape=(self.n_images, n_latents))
-        return m if images is None or (len(images) == self.n_images and np.array_equal(images, np.arange(self.n_images))) \
+        m = sp.csr_matrix(
+            (np.asarray(self.values, dtype=np.float64), np.asarray(self.latents), np.asarray(self.indptr)),
+            shape=(self.n_images, n_latents),
+        )
+        return (
+            m
+            if images is None or (len(images) == self.n_images and np.array_equal(images, np.arange(self.n_images)))
             else m[images]
+        )

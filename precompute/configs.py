@@ -50,8 +50,10 @@ class EncoderSpec:
     def __post_init__(self) -> None:
         hook = canonical_hook(self.hook)  # SAELens / Prisma spellings: blocks.9.hook_resid_post
         if hook is None:
-            raise ValueError(f"--hook must be embed or blocks.L.{{resid_post|mlp_out|attn_out}} (or the SAELens / "
-                             f"ViT-Prisma spelling blocks.L.hook_resid_post, ...); got {self.hook!r}")
+            raise ValueError(
+                f"--hook must be embed or blocks.L.{{resid_post|mlp_out|attn_out}} (or the SAELens / "
+                f"ViT-Prisma spelling blocks.L.hook_resid_post, ...); got {self.hook!r}"
+            )
         object.__setattr__(self, "hook", hook)
         if self.tokens not in ("cls", "spatial", "all"):
             raise ValueError(f"--tokens must be cls, spatial or all; got {self.tokens!r}")

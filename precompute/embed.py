@@ -26,8 +26,10 @@ def run(a: argparse.Namespace) -> int:
     with ranks_from_env(cfg.device) as ranks:
         meta = run_embed(cfg, ranks)
     if meta is not None:
-        print(f"{meta['n_images']} images, {meta['n_rows']} rows x {meta['dim']} -> {cfg.out}; "
-              f"{meta['n_failed']} skipped" + (f" (see {cfg.out}/failures.jsonl)" if meta["n_failed"] else ""))
+        print(
+            f"{meta['n_images']} images, {meta['n_rows']} rows x {meta['dim']} -> {cfg.out}; "
+            f"{meta['n_failed']} skipped" + (f" (see {cfg.out}/failures.jsonl)" if meta["n_failed"] else "")
+        )
     return 0
 
 

@@ -79,8 +79,10 @@ class Encoder:
             raise ValueError(f"{self.spec.model} has no text tower; text embeddings need an OpenCLIP model")
         tokenizer = open_clip.get_tokenizer(self.metadata["model_name"])
         device = next(self.module.parameters()).device
-        parts = [self.module.encode_text(tokenizer(texts[i:i + batch_size]).to(device)).float()
-                 for i in range(0, len(texts), batch_size)]
+        parts = [
+            self.module.encode_text(tokenizer(texts[i : i + batch_size]).to(device)).float()
+            for i in range(0, len(texts), batch_size)
+        ]
         return torch.nn.functional.normalize(torch.cat(parts), dim=-1)
 
     def _encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -88,7 +90,7 @@ class Encoder:
             return self.module(pixel_values=pixels).image_embeds.float()[:, None, :], None
         self._capture.clear()
         self._capture[_ARMED] = True  # the capture hooks act only inside encode(): the module
-        try:                          # stays a plain model for everything else (evaluation, heat maps)
+        try:  # stays a plain model for everything else (evaluation, heat maps)
             return self._encode_clip(pixels)
         finally:
             self._capture.clear()
@@ -204,6 +206,7 @@ def _load_open_clip(spec: EncoderSpec, device: torch.device) -> Encoder:
 
         target.register_forward_hook(hook)
         if site == "attn_out":
+
             def stop(module, inputs, output):
                 if capture.get(_ARMED):
                     raise _StopForward
@@ -211,8 +214,14 @@ def _load_open_clip(spec: EncoderSpec, device: torch.device) -> Encoder:
             block.register_forward_hook(stop)
         enc.dim = int(transformer.width)
         enc.token_indices = token_indices(spec.tokens, n_tokens)
-    meta.update({"hook_name": spec.hook, "tokens": spec.tokens, "image_size": int(visual.image_size[0]),
-                 "preprocessing": repr(preprocess)})
+    meta.update(
+        {
+            "hook_name": spec.hook,
+            "tokens": spec.tokens,
+            "image_size": int(visual.image_size[0]),
+            "preprocessing": repr(preprocess),
+        }
+    )
     return enc
 
 
@@ -242,25 +251,42 @@ def _load_kandinsky_prior(spec: EncoderSpec, device: torch.device) -> Encoder:
             "image_processor/) as --model, or have it in the Hugging Face cache."
         ) from None
     model = model.to(device).eval()
-    meta = {"model_name": source, "pretrained": "diffusers", "hook_name": "embed", "tokens": "cls",
-            "image_size": int(model.config.image_size), "preprocessing": processor.to_json_string()}
-    return Encoder(spec, model, _HFPreprocess(processor), dim=int(model.config.projection_dim),
-                   token_indices=[0], n_patches=0, metadata=meta)
+    meta = {
+        "model_name": source,
+        "pretrained": "diffusers",
+        "hook_name": "embed",
+        "tokens": "cls",
+        "image_size": int(model.config.image_size),
+        "preprocessing": processor.to_json_string(),
+    }
+    return Encoder(
+        spec,
+        model,
+        _HFPreprocess(processor),
+        dim=int(model.config.projection_dim),
+        token_indices=[0],
+        n_patches=0,
+        metadata=meta,
+    )
 
 
 def spec_from_metadata(meta: dict[str, Any], patch_tokens: bool = False) -> EncoderSpec:
     """The EncoderSpec that reproduces an activation cache's (or an SAE cfg's) provenance:
     model (or its local config file), weights, hook, tokens and the seed of random weights."""
     if "model_name" not in meta or "hook_name" not in meta:
-        raise ValueError("no encoder is recorded (model_name / hook_name missing); name it with --model, "
-                         "--pretrained and --hook")
+        raise ValueError(
+            "no encoder is recorded (model_name / hook_name missing); name it with --model, --pretrained and --hook"
+        )
     hook = meta["hook_name"]
     kandinsky = str(meta["model_name"]).startswith("kandinsky") or meta.get("pretrained") == "diffusers"
-    return EncoderSpec(model=meta.get("model_config_path") or meta["model_name"],
-                       pretrained=str(meta.get("pretrained", "none")), hook=hook,
-                       tokens=meta.get("tokens", "cls") if hook != "embed" else "cls",
-                       patch_tokens=patch_tokens and hook == "embed" and not kandinsky,
-                       seed=int(meta.get("seed", 0)))
+    return EncoderSpec(
+        model=meta.get("model_config_path") or meta["model_name"],
+        pretrained=str(meta.get("pretrained", "none")),
+        hook=hook,
+        tokens=meta.get("tokens", "cls") if hook != "embed" else "cls",
+        patch_tokens=patch_tokens and hook == "embed" and not kandinsky,
+        seed=int(meta.get("seed", 0)),
+    )
 
 
 def load_encoder(spec: EncoderSpec, device: torch.device | str = "cpu") -> Encoder:

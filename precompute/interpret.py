@@ -53,7 +53,8 @@ N_KEYWORDS = 5
 MIN_LETTERS = 3
 MIN_SHARED = 2
 """A word must occur in at least this many captions to count as a pattern."""
-STOP_WORDS = frozenset("""
+STOP_WORDS = frozenset(
+    """
 a an the and or nor but so yet if then than as of at by for from in into onto on off out over under up down
 to with without within through across along around about above below behind beside besides between beyond
 near next against among toward towards upon via per while during before after since until
@@ -62,7 +63,8 @@ this that these those there here who whom whose which what when where why how
 is are was were be been being am do does did doing done has have had having will would shall should
 can could may might must not no yes all any both each every few more most other some such only own same
 too very just also again once one two three four many much lot lots something someone somebody thing things
-""".split()) | frozenset({"arafed", "araffe", "arafe", "araf", "arafly"})
+""".split()
+) | frozenset({"arafed", "araffe", "arafe", "araf", "arafly"})
 """Function words, plus the non-words BLIP-base is known to emit ("arafed", "araffe")."""
 
 
@@ -123,8 +125,14 @@ def read_interpretations(atlas: str | Path, manifest: dict[str, Any] | None = No
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); run clipsae interpret again") from None
-    check_format(doc, INTERPRETATIONS_FORMAT, INTERPRETATIONS_VERSION, path, "interpretations file",
-                 upgrade_hint="run clipsae interpret again")
+    check_format(
+        doc,
+        INTERPRETATIONS_FORMAT,
+        INTERPRETATIONS_VERSION,
+        path,
+        "interpretations file",
+        upgrade_hint="run clipsae interpret again",
+    )
     manifest = manifest or read_manifest(atlas)
     if doc.get("sae_sha256") != manifest["sae_sha256"]:
         raise ValueError(f"{path} was made for another SAE than this atlas's; run clipsae interpret {atlas} again")
@@ -136,8 +144,15 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["latent", "interpretation", "keywords", "captions", "image_ids"])
     for r in rows:
-        w.writerow([r["latent"], r["interpretation"], "; ".join(f"{k} ({c})" for k, c in r["keywords"]),
-                    " | ".join(r["captions"]), " ".join(r["image_ids"])])
+        w.writerow(
+            [
+                r["latent"],
+                r["interpretation"],
+                "; ".join(f"{k} ({c})" for k, c in r["keywords"]),
+                " | ".join(r["captions"]),
+                " ".join(r["image_ids"]),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -174,14 +189,20 @@ class AtlasImages:
         return load_image(path)[0]
 
 
-def _caption_all(images: AtlasImages, wanted: list[int], captioner: Captioner, batch_size: int,
-                 known: dict[str, str], skipped: dict[str, str]) -> None:
+def _caption_all(
+    images: AtlasImages,
+    wanted: list[int],
+    captioner: Captioner,
+    batch_size: int,
+    known: dict[str, str],
+    skipped: dict[str, str],
+) -> None:
     """Caption every wanted image index not yet in `known` (keyed by image id), in batches."""
     todo = sorted(i for i in set(wanted) if images.ids[i] not in known and images.ids[i] not in skipped)
     bar = Progress(len(todo), "interpret: captions", unit="img")
     for start in range(0, len(todo), batch_size):
         batch, pics = [], []
-        for i in todo[start:start + batch_size]:
+        for i in todo[start : start + batch_size]:
             try:
                 pics.append(images.load(i))
                 batch.append(i)
@@ -190,7 +211,7 @@ def _caption_all(images: AtlasImages, wanted: list[int], captioner: Captioner, b
                 log.warning("interpret: skipping %s: %s", images.rel_paths[i], exc)
         for i, text in zip(batch, captioner.caption(pics)):
             known[images.ids[i]] = text
-        bar.update(len(todo[start:start + batch_size]))
+        bar.update(len(todo[start : start + batch_size]))
     bar.close()
 
 
@@ -208,10 +229,16 @@ def _previous(cfg: InterpretConfig, manifest: dict[str, Any], captioner: Caption
 
 
 def _recipe(cfg: InterpretConfig, captioner: Captioner) -> dict[str, Any]:
-    return {"captioner": cfg.captioner, "captioner_random_weights": captioner.tiny,
-            "seed": cfg.seed if captioner.tiny else None, "images_per_latent": cfg.images,
-            "caption_tokens": cfg.caption_tokens, "keywords_per_latent": N_KEYWORDS, "min_letters": MIN_LETTERS,
-            "min_shared": MIN_SHARED}
+    return {
+        "captioner": cfg.captioner,
+        "captioner_random_weights": captioner.tiny,
+        "seed": cfg.seed if captioner.tiny else None,
+        "images_per_latent": cfg.images,
+        "caption_tokens": cfg.caption_tokens,
+        "keywords_per_latent": N_KEYWORDS,
+        "min_letters": MIN_LETTERS,
+        "min_shared": MIN_SHARED,
+    }
 
 
 @dataclass
@@ -224,8 +251,9 @@ class InterpretResult:
     """Wall time of this run, loading the captioner included."""
 
 
-def interpret(cfg: InterpretConfig, captioner: Captioner | None = None,
-              captions: dict[str, str] | None = None) -> InterpretResult:
+def interpret(
+    cfg: InterpretConfig, captioner: Captioner | None = None, captions: dict[str, str] | None = None
+) -> InterpretResult:
     """Interpret the chosen latents and write the files (adding to earlier runs of the same recipe).
 
     `captions`: captions this captioner already made, by image id (e.g. for another atlas of
@@ -246,15 +274,25 @@ def interpret(cfg: InterpretConfig, captioner: Captioner | None = None,
         ids = [i for i in ids if images.ids[i] in known]
         texts = [known[images.ids[i]] for i in ids]
         words = keywords(texts)
-        rows[s] = {"latent": s, "interpretation": sentence(words), "keywords": [[w, c] for w, c in words],
-                   "captions": texts, "images": ids, "image_ids": [images.ids[i] for i in ids]}
-    doc = {"format": INTERPRETATIONS_FORMAT, "format_version": INTERPRETATIONS_VERSION,
-           "sae_sha256": images.manifest["sae_sha256"], **_recipe(cfg, captioner),
-           "captioner_description": captioner.description, "d_sae": n_latents,
-           "skipped_images": [{"id": k, "reason": v} for k, v in sorted(skipped.items())],
-           "latents": list(rows.values())}
+        rows[s] = {
+            "latent": s,
+            "interpretation": sentence(words),
+            "keywords": [[w, c] for w, c in words],
+            "captions": texts,
+            "images": ids,
+            "image_ids": [images.ids[i] for i in ids],
+        }
+    doc = {
+        "format": INTERPRETATIONS_FORMAT,
+        "format_version": INTERPRETATIONS_VERSION,
+        "sae_sha256": images.manifest["sae_sha256"],
+        **_recipe(cfg, captioner),
+        "captioner_description": captioner.description,
+        "d_sae": n_latents,
+        "skipped_images": [{"id": k, "reason": v} for k, v in sorted(skipped.items())],
+        "latents": list(rows.values()),
+    }
     write_interpretations(cfg.atlas, doc)
     seconds = time.perf_counter() - t0
     log.info("interpret: %d latents in %.1f s with %s", len(latents), seconds, captioner.description)
     return InterpretResult(doc, latents, seconds)
-

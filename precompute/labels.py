@@ -34,8 +34,9 @@ def read_vocab(path: str | Path | None = None) -> list[str]:
     return words
 
 
-def text_embeddings(meta: dict[str, Any], words: list[str], device: torch.device | str = "cpu",
-                    batch: int = 256) -> np.ndarray:
+def text_embeddings(
+    meta: dict[str, Any], words: list[str], device: torch.device | str = "cpu", batch: int = 256
+) -> np.ndarray:
     """Unit-norm CLIP text embeddings [len(words), d] of TEMPLATE.format(word), by the text tower
     of the model the activations came from (`Encoder.text_embeddings`)."""
     spec = replace(spec_from_metadata(meta), hook="embed", tokens="cls", patch_tokens=False)
@@ -48,12 +49,18 @@ def top_words(directions_sd: np.ndarray, text_vd: np.ndarray, words: list[str], 
     dirs = directions_sd / np.linalg.norm(directions_sd, axis=1, keepdims=True).clip(1e-12)
     cos = dirs @ text_vd.T
     idx = np.argsort(-cos, axis=1)[:, :n]
-    return [{"words": [words[j] for j in row], "scores": [round(float(cos[i, j]), 4) for j in row]}
-            for i, row in enumerate(idx)]
+    return [
+        {"words": [words[j] for j in row], "scores": [round(float(cos[i, j]), 4) for j in row]}
+        for i, row in enumerate(idx)
+    ]
 
 
-def label_latents(sae: SparseAutoencoder, meta: dict[str, Any], vocab_path: str | Path | None = None,
-                  device: torch.device | str = "cpu") -> list[dict]:
+def label_latents(
+    sae: SparseAutoencoder,
+    meta: dict[str, Any],
+    vocab_path: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> list[dict]:
     if "model_name" not in meta:
         raise ValueError("the activations carry no model name (a plain .npy), so no text encoder is known")
     words = read_vocab(vocab_path)

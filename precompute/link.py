@@ -83,11 +83,14 @@ def _gather_rows(ranks: Ranks, rows: torch.Tensor, n_total: int) -> torch.Tensor
     padded = torch.zeros((width, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
     padded[: len(rows)] = rows
     parts = ranks.all_gather(padded)
-    return torch.cat([p[: hi - lo] for p, (lo, hi) in zip(parts, (ranks.split(n_total, r) for r in range(ranks.world)))])
+    return torch.cat(
+        [p[: hi - lo] for p, (lo, hi) in zip(parts, (ranks.split(n_total, r) for r in range(ranks.world)))]
+    )
 
 
-def correlate(a: Side, b: Side, n: int, top_ab: int, top_ba: int, budget_mb: float, ranks: Ranks,
-              backend: Backend = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def correlate(
+    a: Side, b: Side, n: int, top_ab: int, top_ba: int, budget_mb: float, ranks: Ranks, backend: Backend = "auto"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A→B values [F_A, top], ids, B→A values [F_B, top], ids), every rank taking a share of A's latents."""
     at = a.csr.T.tocsr()  # [F_A, n]: each latent of A over the images
     lo, hi = ranks.split(a.n_latents)
@@ -96,8 +99,10 @@ def correlate(a: Side, b: Side, n: int, top_ab: int, top_ba: int, budget_mb: flo
     dev = ranks.device
     ab_v = torch.full((hi - lo, top_ab), float("-inf"), dtype=torch.float64, device=dev)
     ab_i = torch.full((hi - lo, top_ab), -1, dtype=torch.int64, device=dev)
-    ba = (torch.full((b.n_latents, top_ba), float("-inf"), dtype=torch.float64, device=dev),
-          torch.full((b.n_latents, top_ba), -1, dtype=torch.int64, device=dev))
+    ba = (
+        torch.full((b.n_latents, top_ba), float("-inf"), dtype=torch.float64, device=dev),
+        torch.full((b.n_latents, top_ba), -1, dtype=torch.int64, device=dev),
+    )
     bar = Progress(int(counts[lo:hi].sum()), "link", unit="pair")
     for a0, a1 in plan:
         v, i, bv, bi = chunk_links(n, a, b, at[a0:a1], (a0, a1), top_ab, top_ba, dev, backend)
@@ -110,8 +115,15 @@ def correlate(a: Side, b: Side, n: int, top_ab: int, top_ba: int, budget_mb: flo
     return ab_v, ab_i, ba[0], ba[1]
 
 
-def link(atlas_a: str | Path, atlas_b: str | Path, top: int = 5, budget_mb: float = 1024, device: str = "auto",
-         ranks: Ranks | None = None, backend: Backend = "auto") -> dict[str, Any] | None:
+def link(
+    atlas_a: str | Path,
+    atlas_b: str | Path,
+    top: int = 5,
+    budget_mb: float = 1024,
+    device: str = "auto",
+    ranks: Ranks | None = None,
+    backend: Backend = "auto",
+) -> dict[str, Any] | None:
     """Compute and store the links both ways; returns a summary (None on ranks other than 0)."""
     ranks = ranks or Ranks(device=resolve_device(device))
     a, b = AtlasSide(atlas_a), AtlasSide(atlas_b)
@@ -125,8 +137,9 @@ def link(atlas_a: str | Path, atlas_b: str | Path, top: int = 5, budget_mb: floa
         return None
     _store(a.path, b, ab_i, ab_v, n)
     _store(b.path, a, ba_i, ba_v, n)
-    log.info("linked %s (%d latents) <-> %s (%d latents) over %d shared images", a.path, a.n_latents, b.path,
-             b.n_latents, n)
+    log.info(
+        "linked %s (%d latents) <-> %s (%d latents) over %d shared images", a.path, a.n_latents, b.path, b.n_latents, n
+    )
     return {"shared_images": n, "a": str(a.path), "b": str(b.path), "top": top}
 
 
@@ -139,13 +152,22 @@ def _store(atlas: Path, other: AtlasSide, ids: torch.Tensor, corr: torch.Tensor,
     name = other.identity
     atomic_save_npy(d / f"{name}.ids.npy", ids_np)
     atomic_save_npy(d / f"{name}.corr.npy", corr_np)
-    atomic_write_text(d / f"{name}.json", json.dumps({
-        "other_sae_sha256": other.identity, "other_name": other.path.resolve().name,
-        "other_atlas": str(other.path.resolve()), "other_model": other.manifest.get("model_name"),
-        "other_cache_sha256": other.manifest.get("cache_sha256"), "shared_images": n_shared,
-        "top": int(ids_np.shape[1]),
-        "measure": "Pearson correlation of image scores over the shared images (exact, from the sparse codes)"},
-        indent=2))
+    atomic_write_text(
+        d / f"{name}.json",
+        json.dumps(
+            {
+                "other_sae_sha256": other.identity,
+                "other_name": other.path.resolve().name,
+                "other_atlas": str(other.path.resolve()),
+                "other_model": other.manifest.get("model_name"),
+                "other_cache_sha256": other.manifest.get("cache_sha256"),
+                "shared_images": n_shared,
+                "top": int(ids_np.shape[1]),
+                "measure": "Pearson correlation of image scores over the shared images (exact, from the sparse codes)",
+            },
+            indent=2,
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

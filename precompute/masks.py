@@ -59,8 +59,14 @@ class PatchReader:
 
 
 @torch.inference_mode()
-def patch_masks(sae: SparseAutoencoder, reader: PatchReader, topk_ids: np.ndarray, chunk: int = 64,
-                device: torch.device | str = "cpu", first_latent: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def patch_masks(
+    sae: SparseAutoencoder,
+    reader: PatchReader,
+    topk_ids: np.ndarray,
+    chunk: int = 64,
+    device: torch.device | str = "cpu",
+    first_latent: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Masks [F, k, P] float16 (0 where a slot has no image) and the per-latent scale [F] of the
     latents `first_latent` .. `first_latent + len(topk_ids)` (a rank's share, or all)."""
     device = torch.device(device)
@@ -80,7 +86,9 @@ def patch_masks(sae: SparseAutoencoder, reader: PatchReader, topk_ids: np.ndarra
             pos[valid] = inverse
             g0, g1 = first_latent + l0, first_latent + l1
             # every chunk latent on every patch of the chunk's images, then each latent's own images
-            v_cup = sae.elementwise_codes(patches.reshape(u * p, d), slice(g0, g1), latent_major=True).view(l1 - l0, u, p)
+            v_cup = sae.elementwise_codes(patches.reshape(u * p, d), slice(g0, g1), latent_major=True).view(
+                l1 - l0, u, p
+            )
             vals = v_cup[torch.arange(l1 - l0, device=device)[:, None], torch.from_numpy(pos).to(device)]  # [C, k, P]
             vals = vals * torch.from_numpy(valid).to(device)[..., None]
             masks[l0:l1] = vals.cpu().numpy().astype(np.float16)

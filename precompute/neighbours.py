@@ -27,8 +27,9 @@ def block_rows(n_latents: int, block_mb: float) -> int:
     return max(1, int(block_mb * 2**20) // (4 * n_latents))
 
 
-def nearest_latents(directions: torch.Tensor, k: int, blocks: range, rows_per_block: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def nearest_latents(
+    directions: torch.Tensor, k: int, blocks: range, rows_per_block: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(cosines [R, k] float32, ids [R, k] int64) of the rows of the given blocks, best first,
     excluding the latent itself (ties: the smaller id)."""
     f = directions.shape[0]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
 @dataclass(frozen=True)
 class LatentSelection:
     """A parsed `--latents`: either a count or explicit ids (never both)."""
@@ -30,8 +31,9 @@ class LatentSelection:
         if self.ids is not None:
             bad = [i for i in self.ids if not 0 <= i < n_latents]
             if bad:
-                raise ValueError(f"--latents: {', '.join(map(str, bad[:5]))} out of range; this SAE has latents "
-                                 f"0..{n_latents - 1}")
+                raise ValueError(
+                    f"--latents: {', '.join(map(str, bad[:5]))} out of range; this SAE has latents 0..{n_latents - 1}"
+                )
             return list(self.ids)
         order = np.arange(n_latents) if ranking is None else np.asarray(ranking)
         count = n_latents if self.count is None else self.count

@@ -35,11 +35,15 @@ def image_scores(f_sr: Tensor, tokens_per_image: int, rule: ScoreRule = "max", c
 
 def empty_topk(n_latents: int, k: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
     """Values −inf and ids −1: the identity element of `merge_topk`."""
-    return (torch.full((n_latents, k), float("-inf"), device=device),
-            torch.full((n_latents, k), -1, dtype=torch.int64, device=device))
+    return (
+        torch.full((n_latents, k), float("-inf"), device=device),
+        torch.full((n_latents, k), -1, dtype=torch.int64, device=device),
+    )
 
 
-def merge_topk_entries(vals_sk: Tensor, ids_sk: Tensor, rows: Tensor, ids: Tensor, vals: Tensor) -> tuple[Tensor, Tensor]:
+def merge_topk_entries(
+    vals_sk: Tensor, ids_sk: Tensor, rows: Tensor, ids: Tensor, vals: Tensor
+) -> tuple[Tensor, Tensor]:
     """Merge new (latent row, image id, value) entries into the running top-k.
 
     Entries must be grouped by row, with ids ascending within a row and larger than the
@@ -87,8 +91,9 @@ def finalize_topk(vals_sk: Tensor, ids_sk: Tensor) -> tuple[Tensor, Tensor]:
     return vals.masked_fill(inactive, 0.0).contiguous(), ids.masked_fill(inactive, -1).contiguous()
 
 
-def segment_topk(rows: Tensor, ids: Tensor, vals: Tensor, n_rows: int, k: int,
-                 payload: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+def segment_topk(
+    rows: Tensor, ids: Tensor, vals: Tensor, n_rows: int, k: int, payload: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Per row, the k entries of largest value among ragged (row, id, value) entries in any
     order; ties go to the smaller id. (row, id) pairs must be unique and values not NaN.
 

@@ -21,8 +21,9 @@ from torch import Tensor
 class FusedAdam:
     """Adam over a fixed list of parameters; `lr` may change between steps (schedules)."""
 
-    def __init__(self, params: Iterable[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8):
+    def __init__(
+        self, params: Iterable[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ):
         self.params = list(params)
         self.lr, self.betas, self.eps = lr, betas, eps
         self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
@@ -43,10 +44,21 @@ class FusedAdam:
         for s in steps:
             s.add_(1)
         torch._fused_adam_(
-            [self.params[i] for i in live], [self.params[i].grad for i in live],
-            [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live], [], steps,
-            amsgrad=False, lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0,
-            eps=self.eps, maximize=False, grad_scale=None, found_inf=None,
+            [self.params[i] for i in live],
+            [self.params[i].grad for i in live],
+            [self.exp_avg[i] for i in live],
+            [self.exp_avg_sq[i] for i in live],
+            [],
+            steps,
+            amsgrad=False,
+            lr=self.lr,
+            beta1=self.betas[0],
+            beta2=self.betas[1],
+            weight_decay=0.0,
+            eps=self.eps,
+            maximize=False,
+            grad_scale=None,
+            found_inf=None,
         )
 
     def state_tensors(self) -> dict[str, Tensor]:

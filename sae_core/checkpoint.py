@@ -18,6 +18,7 @@ CHECKPOINT_DIR = "checkpoint"
 
 def save_checkpoint(out: Path, runs: list[SAETrainer], step: int, meta: dict) -> None:
     """Every run's tensors + the step and configs, as one folder written atomically."""
+
     def fill(tmp: Path) -> None:
         for i, run in enumerate(runs):
             save_file(run.state_tensors(), str(tmp / f"run_{i}.safetensors"))

@@ -48,9 +48,13 @@ def field_docs(cls: type) -> dict[str, str]:
             continue
         body = tree.body[0].body  # type: ignore[attr-defined]
         for node, nxt in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                    and isinstance(nxt.value.value, str)):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
                 docs[node.target.id] = " ".join(nxt.value.value.split("\n\n")[0].split())
     return docs
 
@@ -97,7 +101,9 @@ def _comma_list(kind: type, words: tuple[str, ...] = ()) -> Callable[[str], tupl
             return tuple(kind(v) for v in text.split(",") if v.strip())
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected comma-separated {'integers' if kind is int else 'numbers'}, got {text!r}") from None
+                f"expected comma-separated {'integers' if kind is int else 'numbers'}, got {text!r}"
+            ) from None
+
     parse.__name__ = f"{kind.__name__} list"  # argparse names the type in its error message
     return parse
 
@@ -117,7 +123,12 @@ def _argparse_kwargs(tp: Any, default: Any, f: dataclasses.Field, required: bool
                 metavar = f"{args[0].__name__.upper()},..." + "".join(f"|{w}" for w in words)
                 return {"type": _comma_list(args[0], words), "default": default, "metavar": metavar}
             return {"nargs": "+" if required else "*", "type": args[0], "default": default}
-        return {"nargs": len(args), "type": args[0], "default": default, "metavar": tuple(a.__name__.upper() for a in args)}
+        return {
+            "nargs": len(args),
+            "type": args[0],
+            "default": default,
+            "metavar": tuple(a.__name__.upper() for a in args),
+        }
     if tp in (int, float, str):
         return {"type": tp, "default": default}
     raise TypeError(f"no flag type for {tp!r}")  # a new field type: teach this function
@@ -133,10 +144,17 @@ def _default(f: dataclasses.Field, defaults: dict[str, Any]) -> Any:
     return None
 
 
-def add_config_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
-                     skip: Iterable[str] = (), names: dict[str, str] | None = None,
-                     required: Iterable[str] = (), positional: Iterable[str] = (),
-                     defaults: dict[str, Any] | None = None, helps: dict[str, str] | None = None) -> list[str]:
+def add_config_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    *,
+    skip: Iterable[str] = (),
+    names: dict[str, str] | None = None,
+    required: Iterable[str] = (),
+    positional: Iterable[str] = (),
+    defaults: dict[str, Any] | None = None,
+    helps: dict[str, str] | None = None,
+) -> list[str]:
     """Add one flag per field of the dataclass `cls` (except `skip`); returns the field names.
 
     A field without a default is a required flag; a field whose type is a config dataclass
@@ -158,8 +176,16 @@ def add_config_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, 
             group = parser
             if isinstance(parser, argparse.ArgumentParser):  # argparse groups do not nest
                 group = parser.add_argument_group(f"{f.name} ({hints[f.name].__name__})", docs.get(f.name))
-            added += add_config_flags(group, hints[f.name], skip=skip, names=names, required=required,
-                                      positional=positional, defaults=defaults, helps=helps)
+            added += add_config_flags(
+                group,
+                hints[f.name],
+                skip=skip,
+                names=names,
+                required=required,
+                positional=positional,
+                defaults=defaults,
+                helps=helps,
+            )
             continue
         if f.name in positional or f.metadata.get("positional"):
             kwargs = _argparse_kwargs(hints[f.name], None, f, True)
@@ -167,8 +193,9 @@ def add_config_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, 
             action = parser.add_argument(f.name, metavar=f.name.upper(), help=_help(helps, docs, f.name), **kwargs)
         else:
             flags = f.metadata.get("flags") or (names.get(f.name, flag_name(f.name)),)
-            action = _add_flag(parser, f, hints[f.name], flags, _help(helps, docs, f.name), defaults,
-                               f.name in required)
+            action = _add_flag(
+                parser, f, hints[f.name], flags, _help(helps, docs, f.name), defaults, f.name in required
+            )
         action.config_field = f"{cls.__name__}.{f.name}"  # type: ignore[attr-defined]
         added.append(f.name)
     return added
@@ -178,11 +205,19 @@ def _help(helps: dict[str, str], docs: dict[str, str], name: str) -> str:
     return helps.get(name, docs.get(name, "")).replace("%", "%%")
 
 
-def _add_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, f: dataclasses.Field, hint: Any,
-              flags: tuple[str, ...], text: str, defaults: dict[str, Any], required: bool) -> argparse.Action:
+def _add_flag(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    f: dataclasses.Field,
+    hint: Any,
+    flags: tuple[str, ...],
+    text: str,
+    defaults: dict[str, Any],
+    required: bool,
+) -> argparse.Action:
     """One `--flag` (and its older names) for field `f`."""
-    required = required or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                            and f.name not in defaults)
+    required = required or (
+        f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in defaults
+    )
     kwargs = _argparse_kwargs(hint, _default(f, defaults), f, required)
     if len(flags) > 1:
         text = f"{text} Also read as {', '.join(flags[1:])}, its older name.".strip()
@@ -227,9 +262,12 @@ def run_reporting(prog: str, fn: Callable[[], int | None]) -> int:
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"{prog}: error: no space left on the device ({exc.filename or exc}). Files are written "
-              "atomically, so nothing partial was kept: free some space and run the same command again "
-              "(embed resumes from its finished shards).", file=sys.stderr)
+        print(
+            f"{prog}: error: no space left on the device ({exc.filename or exc}). Files are written "
+            "atomically, so nothing partial was kept: free some space and run the same command again "
+            "(embed resumes from its finished shards).",
+            file=sys.stderr,
+        )
         return 28
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -87,7 +87,9 @@ class SAEConfig:
             if self.k is None or not 0 < self.k <= self.d_sae:
                 raise ValueError(f"architecture {self.architecture} needs 0 < k <= d_sae={self.d_sae}; got k={self.k}")
         elif self.k is not None:
-            raise ValueError(f"k is only used by topk, batchtopk and matryoshka, not {self.architecture}; leave it unset")
+            raise ValueError(
+                f"k is only used by topk, batchtopk and matryoshka, not {self.architecture}; leave it unset"
+            )
         if self.groups is not None:
             object.__setattr__(self, "groups", tuple(int(g) for g in self.groups))  # a JSON list comes back a tuple
         if self.norm_centre is not None:
@@ -97,9 +99,11 @@ class SAEConfig:
         if self.architecture == "matryoshka":
             g = self.groups
             if not g or any(b <= a for a, b in zip(g, g[1:])) or g[0] <= 0 or g[-1] != self.d_sae:
-                raise ValueError(f"matryoshka needs groups: increasing prefix sizes ending at d_sae={self.d_sae} "
-                                 f"(for example --groups {max(1, self.d_sae // 16)},{max(2, self.d_sae // 4)},{self.d_sae}); "
-                                 f"got {list(g) if g else g}")
+                raise ValueError(
+                    f"matryoshka needs groups: increasing prefix sizes ending at d_sae={self.d_sae} "
+                    f"(for example --groups {max(1, self.d_sae // 16)},{max(2, self.d_sae // 4)},{self.d_sae}); "
+                    f"got {list(g) if g else g}"
+                )
         elif self.groups is not None:
             raise ValueError(f"groups are only used by matryoshka, not {self.architecture}; leave them unset")
         if self.jumprelu_bandwidth <= 0:

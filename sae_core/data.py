@@ -31,10 +31,14 @@ def read_cache_metadata(cache: str | Path) -> dict:
     """metadata.json of a finished cache, with its format and version checked."""
     path = Path(cache) / "metadata.json"
     if not path.exists():
-        hint = (" (an unfinished run: repeat the clipsae embed command to resume)"
-                if (Path(cache) / "settings.json").exists() else ", or pass a .npy matrix")
-        raise FileNotFoundError(f"{cache} is a folder without metadata.json; expected an activation cache written "
-                                f"by `clipsae embed`{hint}")
+        hint = (
+            " (an unfinished run: repeat the clipsae embed command to resume)"
+            if (Path(cache) / "settings.json").exists()
+            else ", or pass a .npy matrix"
+        )
+        raise FileNotFoundError(
+            f"{cache} is a folder without metadata.json; expected an activation cache written by `clipsae embed`{hint}"
+        )
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -203,8 +207,10 @@ def iter_batches(
             block = block.to(device)
             perm_t = torch.from_numpy(perm).to(device)
         if not torch.isfinite(block).all():
-            raise ValueError(f"{source.path}: rows of block {b} (epoch {epoch}) contain NaN or inf activations; "
-                             "clean or re-extract the activations")
+            raise ValueError(
+                f"{source.path}: rows of block {b} (epoch {epoch}) contain NaN or inf activations; "
+                "clean or re-extract the activations"
+            )
         for j in range(n_batches):
             if seen >= skip:
                 sel = slice(j * plan.batch_size, (j + 1) * plan.batch_size)

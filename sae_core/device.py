@@ -19,7 +19,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device} asked for CUDA, but no CUDA device is available; use --device cpu or auto")
+            raise ValueError(
+                f"--device {device} asked for CUDA, but no CUDA device is available; use --device cpu or auto"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     elif dev.type not in ("cpu", "mps"):

@@ -22,6 +22,13 @@ class Incomplete(UserError):
     """A multi-step output is not finished (shards missing); repeat the command to resume."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                                                IsADirectoryError, PermissionError, UserError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    UserError,
+)
 """What a command-line entry point turns into one line (`cliargs.run_reporting`)."""

@@ -29,8 +29,13 @@ from .device import resolve_device
 
 
 @torch.no_grad()
-def evaluate_sae(sae: SparseAutoencoder, source: ActivationSource, batch_size: int = 8192,
-                 device: torch.device | str = "cpu", max_rows: int | None = None) -> dict[str, float]:
+def evaluate_sae(
+    sae: SparseAutoencoder,
+    source: ActivationSource,
+    batch_size: int = 8192,
+    device: torch.device | str = "cpu",
+    max_rows: int | None = None,
+) -> dict[str, float]:
     """Stream rows in order (no shuffling) through the SAE and return every metric."""
     if sae.cfg.d_in != source.d:
         raise ValueError(f"SAE d_in={sae.cfg.d_in} but {source.path} has width {source.d}")
@@ -59,8 +64,14 @@ def describe(sae: SparseAutoencoder, name: str) -> dict[str, str]:
     return {"SAE": name, "Arch": cfg.architecture, "Sparsity": sparsity, "Dict size": str(cfg.d_sae)}
 
 
-def metrics_main(acts: str, sae_path: str, out: str | None = None, batch_size: int = 8192,
-                 device: str = "auto", max_rows: int | None = None) -> str:
+def metrics_main(
+    acts: str,
+    sae_path: str,
+    out: str | None = None,
+    batch_size: int = 8192,
+    device: str = "auto",
+    max_rows: int | None = None,
+) -> str:
     """Evaluate every SAE under `sae_path` on `acts`; return (and optionally write) the table."""
     source = ActivationSource(acts)
     dev = resolve_device(device)
@@ -100,8 +111,9 @@ def compare_saes(sae_path: str | Path, compare: tuple[str, ...] | list[str], thr
             if other.cfg.d_in != sae.cfg.d_in:
                 raise ValueError(f"--compare {o} reads {other.cfg.d_in}-d inputs, {d} {sae.cfg.d_in}-d")
             m = match_dictionaries(sae.W_dec, other.W_dec, threshold=threshold)
-            records.append({"sae": str(d), "other": str(o), "d_sae": sae.cfg.d_sae, "other_d_sae": other.cfg.d_sae,
-                            **m.summary()})
+            records.append(
+                {"sae": str(d), "other": str(o), "d_sae": sae.cfg.d_sae, "other_d_sae": other.cfg.d_sae, **m.summary()}
+            )
     if not records:
         raise ValueError(f"--compare {' '.join(compare)}: no SAE there other than {sae_path} itself")
     return records
@@ -110,11 +122,15 @@ def compare_saes(sae_path: str | Path, compare: tuple[str, ...] | list[str], thr
 def compare_table(records: list[dict]) -> str:
     """The seed-stability records as a Markdown table."""
     t = records[0]["threshold"]
-    lines = [f"| SAE | compared with | latents | matched at cos ≥ {t:g} | mean matched cosine | method |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"| SAE | compared with | latents | matched at cos ≥ {t:g} | mean matched cosine | method |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in records:
-        lines.append(f"| {Path(r['sae']).name} | {Path(r['other']).name} | {r['d_sae']} vs {r['other_d_sae']} | "
-                     f"{r['matched_fraction']:.3f} | {r['mean_cosine']:.3f} | {r['method']} |")
+        lines.append(
+            f"| {Path(r['sae']).name} | {Path(r['other']).name} | {r['d_sae']} vs {r['other_d_sae']} | "
+            f"{r['matched_fraction']:.3f} | {r['mean_cosine']:.3f} | {r['method']} |"
+        )
     return "\n".join(lines)
 
 

@@ -64,6 +64,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
     """`np.save` atomically (temporary file, fsync, rename)."""
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
@@ -106,8 +107,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_format(meta: dict[str, Any], name: str, max_version: int, where: str | Path, what: str,
-                 min_version: int = 1, upgrade_hint: str = "") -> dict[str, Any]:
+def check_format(
+    meta: dict[str, Any],
+    name: str,
+    max_version: int,
+    where: str | Path,
+    what: str,
+    min_version: int = 1,
+    upgrade_hint: str = "",
+) -> dict[str, Any]:
     """Refuse a JSON header of another format, or of a version this code does not read.
 
     `format_version` must be present and in [min_version, max_version]; `upgrade_hint`
@@ -119,12 +127,15 @@ def check_format(meta: dict[str, Any], name: str, max_version: int, where: str |
     if not isinstance(version, int) or isinstance(version, bool):
         raise ValueError(f"{where} has no valid format_version ({version!r}); it was not written by clipsae")
     if version > max_version:
-        raise ValueError(f"{where} has format_version {version}; this clipsae reads {what} versions "
-                         f"{min_version}..{max_version}: upgrade clipsae")
+        raise ValueError(
+            f"{where} has format_version {version}; this clipsae reads {what} versions "
+            f"{min_version}..{max_version}: upgrade clipsae"
+        )
     if version < min_version:
         hint = f": {upgrade_hint}" if upgrade_hint else ""
-        raise ValueError(f"{where} has format_version {version}, older than this clipsae reads "
-                         f"({min_version}..{max_version}){hint}")
+        raise ValueError(
+            f"{where} has format_version {version}, older than this clipsae reads ({min_version}..{max_version}){hint}"
+        )
     return meta
 
 

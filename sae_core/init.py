@@ -40,8 +40,13 @@ def init_runs(runs: list[SAETrainer], sample_nd: torch.Tensor, cfg: TrainConfig)
         if sae.cfg.normalize_activations == "centred_unit_norm":
             centre = tuple(sample_nd.double().mean(dim=0).tolist())
             sae.cfg = SAEConfig.from_dict({**sae.cfg.to_dict(), "norm_centre": centre})
-        key = (sae.cfg.normalize_activations, sae.cfg.norm_scaling_factor, sae.cfg.norm_centre,
-               sae.cfg.layer_norm_variant, str(device))
+        key = (
+            sae.cfg.normalize_activations,
+            sae.cfg.norm_scaling_factor,
+            sae.cfg.norm_centre,
+            sae.cfg.layer_norm_variant,
+            str(device),
+        )
         if key not in shared:
             shared[key] = _bias_and_sigma(sae, sample_nd.to(device), cfg)
         x_norm, b, sigma = shared[key]

@@ -86,8 +86,7 @@ def _validate(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: str) -> N
             raise ValueError(f"{where}: missing tensor {name!r} (expected shape {list(shape)})")
         if tuple(tensors[name].shape) != shape:
             raise ValueError(
-                f"{where}: {name} has shape {list(tensors[name].shape)}, expected {list(shape)} "
-                f"for d_in={d}, d_sae={s}"
+                f"{where}: {name} has shape {list(tensors[name].shape)}, expected {list(shape)} for d_in={d}, d_sae={s}"
             )
         if not _all_finite(tensors[name]):
             raise ValueError(f"{where}: {name} contains NaN or inf values; the SAE is broken")
@@ -120,7 +119,8 @@ def read_cfg(path: Path) -> dict[str, Any]:
     if raw.get("format") != FORMAT_NAME:
         raise ValueError(
             f"{cfg_path} is not a clipsae SAE (format {raw.get('format')!r}); for another tool's folder "
-            "(SAELens, sparsify, ViT-Prisma, ...) run `clipsae convert SRC DST` first")
+            "(SAELens, sparsify, ViT-Prisma, ...) run `clipsae convert SRC DST` first"
+        )
     version = raw.get("format_version")
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise ValueError(f"{cfg_path} has format_version {version!r}; this clipsae reads 1 to {FORMAT_VERSION}")

@@ -79,13 +79,15 @@ class MetricsAccumulator:
         to the host (float64 tensors add exactly as the Python floats they replace)."""
         if self._sums is None:
             f64, i64 = torch.float64, torch.int64
-            self._sums = {"sum_sq_err": torch.zeros((), dtype=f64, device=device),
-                          "sum_x_sq": torch.zeros((), dtype=f64, device=device),
-                          "sum_x_d": torch.zeros(self.d_in, dtype=f64, device=device),
-                          "sum_abs_f": torch.zeros((), dtype=f64, device=device),
-                          "n_active": torch.zeros((), dtype=i64, device=device),
-                          "sum_cos": torch.zeros((), dtype=f64, device=device),
-                          "fire_count_s": torch.zeros(self.d_sae, dtype=i64, device=device)}
+            self._sums = {
+                "sum_sq_err": torch.zeros((), dtype=f64, device=device),
+                "sum_x_sq": torch.zeros((), dtype=f64, device=device),
+                "sum_x_d": torch.zeros(self.d_in, dtype=f64, device=device),
+                "sum_abs_f": torch.zeros((), dtype=f64, device=device),
+                "n_active": torch.zeros((), dtype=i64, device=device),
+                "sum_cos": torch.zeros((), dtype=f64, device=device),
+                "fire_count_s": torch.zeros(self.d_sae, dtype=i64, device=device),
+            }
         return self._sums
 
     def _value(self, name: str):
@@ -142,7 +144,12 @@ class MetricsAccumulator:
         if self.n == 0:
             raise ValueError("no inputs were accumulated")
         sum_sq_err, sum_x_sq, sum_abs_f, n_active, sum_cos = (
-            self.sum_sq_err, self.sum_x_sq, self.sum_abs_f, self.n_active, self.sum_cos)
+            self.sum_sq_err,
+            self.sum_x_sq,
+            self.sum_abs_f,
+            self.n_active,
+            self.sum_cos,
+        )
         fire_count_s = self.fire_count_s
         sst = sum_x_sq - float((self.sum_x_d**2).sum()) / self.n
         l0_mean = n_active / self.n
@@ -159,8 +166,10 @@ class MetricsAccumulator:
             "max_entropy": math.log(self.d_sae),
             "expansion": self.d_sae / self.d_in,
             "active_fraction": l0_mean / self.d_sae,
-            **{f"ev_prefix_{g}": (1 - float(err) / sst if sst > 0 else float("nan"))
-               for g, err in zip(self.groups, self.sum_sq_err_g)},
+            **{
+                f"ev_prefix_{g}": (1 - float(err) / sst if sst > 0 else float("nan"))
+                for g, err in zip(self.groups, self.sum_sq_err_g)
+            },
         }
 
 
@@ -179,7 +188,7 @@ COLUMNS: list[tuple[str, str, str]] = [
 
 def prefix_ev_text(m: dict[str, float]) -> str:
     """'G:ev' for each matryoshka prefix of a result ('—' for other architectures)."""
-    cells = [f"{key[len('ev_prefix_'):]}:{value:.3f}" for key, value in m.items() if key.startswith("ev_prefix_")]
+    cells = [f"{key[len('ev_prefix_') :]}:{value:.3f}" for key, value in m.items() if key.startswith("ev_prefix_")]
     return " ".join(cells) or "—"
 
 

@@ -17,8 +17,15 @@ from tqdm import tqdm
 class Progress:
     """`update(n)` / `set_postfix(**kv)` / `close()`; same calls whatever the output is."""
 
-    def __init__(self, total: int, desc: str, unit: str = "it", logger: logging.Logger | None = None,
-                 every_s: float = 10.0, initial: int = 0):
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        unit: str = "it",
+        logger: logging.Logger | None = None,
+        every_s: float = 10.0,
+        initial: int = 0,
+    ):
         self.total, self.desc, self.unit = total, desc, unit
         self.n = initial
         self._log = logger or logging.getLogger(__name__)
@@ -27,7 +34,11 @@ class Progress:
         self._n0 = initial
         self._last = self._t0
         self._postfix = ""
-        self._bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True) if sys.stderr.isatty() else None
+        self._bar = (
+            tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True)
+            if sys.stderr.isatty()
+            else None
+        )
 
     def update(self, n: int = 1) -> None:
         self.n += n

@@ -53,7 +53,7 @@ def normal_equations(sae: SparseAutoencoder, x_nd: Tensor, batch_size: int = 409
     gram = torch.zeros(s + 1, s + 1, dtype=torch.float64, device=dev)
     cross = torch.zeros(s + 1, d, dtype=torch.float64, device=dev)
     for lo in range(0, x_nd.shape[0], batch_size):
-        x = x_nd[lo:lo + batch_size].to(dev)
+        x = x_nd[lo : lo + batch_size].to(dev)
         x_norm = sae.normalize(x)[0]
         f = sae.activate(sae.pre_activation(x_norm))
         a = torch.cat([f, torch.ones(f.shape[0], 1, device=dev, dtype=f.dtype)], dim=1)
@@ -81,8 +81,9 @@ def refit_(sae: SparseAutoencoder, x_nd: Tensor, batch_size: int = 4096, mode: s
     its decoder direction u_s and only its scale a_s (and b_dec) is fitted, from the same
     normal equations: x ≈ Σ_s a_s·f_s·u_s + b."""
     if sae.cfg.architecture not in REFIT_ARCHS:
-        raise ValueError(f"refit keeps the support only for {', '.join(sorted(REFIT_ARCHS))}, "
-                         f"not {sae.cfg.architecture}")
+        raise ValueError(
+            f"refit keeps the support only for {', '.join(sorted(REFIT_ARCHS))}, not {sae.cfg.architecture}"
+        )
     if mode not in ("scale", "decoder"):
         raise ValueError(f"refit mode must be scale or decoder; got {mode!r}")
     was_training = sae.training

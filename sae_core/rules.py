@@ -42,8 +42,9 @@ def _along(threshold_s: Tensor, h: Tensor, latent_dim: int) -> Tensor:
     return threshold_s.view(shape)
 
 
-def elementwise(h: Tensor, architecture: str, threshold_s: Tensor | None = None, latent_dim: int = -1,
-                inplace: bool = False) -> Tensor:
+def elementwise(
+    h: Tensor, architecture: str, threshold_s: Tensor | None = None, latent_dim: int = -1, inplace: bool = False
+) -> Tensor:
     """The per-element rule: relu(h), or relu(h)·[h > θ] for the threshold architectures."""
     if architecture in THRESHOLD_ARCHS:
         assert threshold_s is not None, f"{architecture} needs its threshold"
@@ -99,8 +100,15 @@ def batch_keep_count(k: int, h: Tensor, latent_dim: int = -1) -> int:
     return min(k * (h.numel() // h.shape[latent_dim]), h.numel())
 
 
-def activate(h: Tensor, architecture: str, k: int | None = None, threshold_s: Tensor | None = None,
-             training: bool = False, latent_dim: int = -1, bandwidth: float = 1e-3) -> Tensor:
+def activate(
+    h: Tensor,
+    architecture: str,
+    k: int | None = None,
+    threshold_s: Tensor | None = None,
+    training: bool = False,
+    latent_dim: int = -1,
+    bandwidth: float = 1e-3,
+) -> Tensor:
     """Dense latents f from pre-activations h (same shape), by the architecture's rule.
 
     `training` selects batchtopk's batch rule and jumprelu's straight-through gradient."""
@@ -138,4 +146,3 @@ def kept_entries(h_bs: Tensor, architecture: str, k: int | None = None) -> tuple
         flat, order = flat.sort()
         return flat // d_sae, flat % d_sae, vals[order]
     raise ValueError(f"{architecture} has no sparse training path")
-

@@ -39,6 +39,7 @@ from .config import SAEConfig
 from .normalization import EPS, PER_INPUT_NORMS, NormContext, denormalize, normalize
 from .sparse_ops import sparse_decode, sparse_preact
 
+
 def recon_error(y_bd: Tensor, x_bd: Tensor) -> Tensor:
     """The loss's one unit: the mean over batch × d_in of (y − x)² (in the normalised space).
     The reconstruction (`SAEOutput.mse`, each matryoshka prefix) and AuxK (`losses.auxk_loss`)
@@ -152,8 +153,9 @@ class SparseAutoencoder(nn.Module):
             return self.threshold
         return None
 
-    def pre_activation(self, x_norm_bd: Tensor, latents: Tensor | slice | None = None,
-                       latent_major: bool = False) -> Tensor:
+    def pre_activation(
+        self, x_norm_bd: Tensor, latents: Tensor | slice | None = None, latent_major: bool = False
+    ) -> Tensor:
         """h = (x − b_dec) @ W_enc + b_enc of normalised inputs x [B, d_in] (`normalize`): the one
         place this formula is written (encode, forward, init, the atlas, its patch masks and
         eval segment all call it).
@@ -168,8 +170,9 @@ class SparseAutoencoder(nn.Module):
             return torch.addmm(bias[:, None], w.T, x_norm_bd.T)
         return torch.addmm(bias, x_norm_bd, w)
 
-    def elementwise_codes(self, x_bd: Tensor, latents: Tensor | slice | None = None,
-                          latent_major: bool = False) -> Tensor:
+    def elementwise_codes(
+        self, x_bd: Tensor, latents: Tensor | slice | None = None, latent_major: bool = False
+    ) -> Tensor:
         """What each chosen latent does by itself on raw inputs x: the element-wise rule
         (`rules.elementwise`, inference form) of its pre-activation. Exact codes for relu,
         jumprelu and batchtopk; for topk relu(h), the latent's drive (the top-k needs every
@@ -179,15 +182,15 @@ class SparseAutoencoder(nn.Module):
         threshold = self.threshold_s
         if threshold is not None and latents is not None:
             threshold = threshold[latents]
-        return rules.elementwise(h, self.cfg.architecture, threshold, latent_dim=0 if latent_major else -1,
-                                 inplace=True)
+        return rules.elementwise(
+            h, self.cfg.architecture, threshold, latent_dim=0 if latent_major else -1, inplace=True
+        )
 
     def activate(self, h: Tensor, latent_dim: int = -1) -> Tensor:
         """The sparsifying rule (`rules.activate`); batchtopk's batch rule and jumprelu's
         straight-through gradient only in training mode. `latent_dim=0` for latent-major h."""
         c = self.cfg
-        return rules.activate(h, c.architecture, c.k, self.threshold_s, self.training, latent_dim,
-                              c.jumprelu_bandwidth)
+        return rules.activate(h, c.architecture, c.k, self.threshold_s, self.training, latent_dim, c.jumprelu_bandwidth)
 
     MAX_REMEMBERED_THREADS = 64
     """`encode` keeps the normalisation of this many threads' last inputs (oldest dropped)."""
@@ -232,10 +235,12 @@ class SparseAutoencoder(nn.Module):
                     f"decode: this SAE normalises each input ({mode}), so decoding needs those inputs' statistics, "
                     f"but latents of shape {list(f_bs.shape)} came with none ({seen}); call encode(x) on their "
                     "inputs first, pass ctx from encode_with_context(x), or use decode_normalized(f) for the "
-                    "normalised space")
+                    "normalised space"
+                )
             if not torch.is_inference_mode_enabled():  # statistics kept under inference_mode, used outside it
-                ctx = NormContext(*(t.clone() if t is not None and t.is_inference() else t
-                                    for t in (ctx.scale_b1, ctx.shift_b1)))
+                ctx = NormContext(
+                    *(t.clone() if t is not None and t.is_inference() else t for t in (ctx.scale_b1, ctx.shift_b1))
+                )
         elif ctx is None and mode == "expected_average_only_in":  # one constant: nothing to keep
             ctx = normalize(self.cfg, y[..., :1])[1]
         return self.denormalize(y, ctx) if ctx is not None else y
@@ -268,7 +273,8 @@ class SparseAutoencoder(nn.Module):
         """Whether the next training forward runs the sparse path."""
         arch = self.cfg.architecture
         return arch in ("topk", *rules.BATCH_ARCHS) or (
-            arch == "relu" and float(self.relu_density) < self.SPARSE_RELU_DENSITY)
+            arch == "relu" and float(self.relu_density) < self.SPARSE_RELU_DENSITY
+        )
 
     def forward(self, x_bd: Tensor) -> SAEOutput:
         if self.training and self.uses_sparse_path():

@@ -65,12 +65,16 @@ def resolve(cfg: TrainConfig, n_rows: int, d_in: int, d_sae: int, architecture: 
         batch = chosen["batch_size"] = auto_batch_size(n_rows * cfg.epochs, d_sae)
     total = n_steps(n_rows, batch, cfg.epochs)
     if "batch_size" in chosen:
-        notes.append(f"batch_size={batch} ({n_rows} rows x {cfg.epochs} epochs -> {total} steps; "
-                     f"aiming at ~{TARGET_STEPS} steps with batches of max(256, d_sae/16)..4096)")
+        notes.append(
+            f"batch_size={batch} ({n_rows} rows x {cfg.epochs} epochs -> {total} steps; "
+            f"aiming at ~{TARGET_STEPS} steps with batches of max(256, d_sae/16)..4096)"
+        )
     if cfg.lr is None:
         chosen["lr"] = auto_lr(d_sae, architecture)
-        notes.append(f"lr={chosen['lr']:.3g} (4e-4/sqrt(d_sae/16384) for d_sae={d_sae}"
-                     + (f", x{PENALTY_LR_FACTOR:g} for {architecture})" if architecture in ("relu", "jumprelu") else ")"))
+        notes.append(
+            f"lr={chosen['lr']:.3g} (4e-4/sqrt(d_sae/16384) for d_sae={d_sae}"
+            + (f", x{PENALTY_LR_FACTOR:g} for {architecture})" if architecture in ("relu", "jumprelu") else ")")
+        )
     if cfg.lr_warmup_steps is None:
         chosen["lr_warmup_steps"] = round(WARMUP_FRACTION * total)
         notes.append(f"lr_warmup_steps={chosen['lr_warmup_steps']} ({WARMUP_FRACTION:.0%} of {total} steps)")

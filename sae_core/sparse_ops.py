@@ -41,8 +41,9 @@ class _GatherPreact(torch.autograd.Function):
         return None, grad_w, grad_b, grad_b_dec, None, None, None
 
 
-def sparse_preact(W_enc_ds: Tensor, b_enc_s: Tensor, b_dec_d: Tensor, x_c_bd: Tensor, rows_n: Tensor,
-                  cols_n: Tensor, vals_n: Tensor) -> Tensor:
+def sparse_preact(
+    W_enc_ds: Tensor, b_enc_s: Tensor, b_dec_d: Tensor, x_c_bd: Tensor, rows_n: Tensor, cols_n: Tensor, vals_n: Tensor
+) -> Tensor:
     """`vals` = h[rows, cols] (h = x_c @ W_enc + b_enc, x_c = x − b_dec, computed without autograd),
     with gradients to W_enc, b_enc and b_dec (see `_GatherPreact`). `x_c` is treated as data."""
     return _GatherPreact.apply(x_c_bd.detach(), W_enc_ds, b_enc_s, b_dec_d, rows_n, cols_n, vals_n)

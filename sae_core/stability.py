@@ -72,8 +72,12 @@ class DictionaryMatch:
 
     def summary(self) -> dict[str, float | str]:
         """The scalar fields, for tables and JSON."""
-        return {"matched_fraction": self.matched_fraction, "mean_cosine": self.mean_cosine,
-                "threshold": self.threshold, "method": self.method}
+        return {
+            "matched_fraction": self.matched_fraction,
+            "mean_cosine": self.mean_cosine,
+            "threshold": self.threshold,
+            "method": self.method,
+        }
 
 
 def _unit_rows(dec: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -96,10 +100,16 @@ def _mask(alive: torch.Tensor | np.ndarray | None, n: int, name: str) -> np.ndar
     return np.flatnonzero(m)
 
 
-def match_dictionaries(dec_a: torch.Tensor | np.ndarray, dec_b: torch.Tensor | np.ndarray, *,
-                       threshold: float = 0.9, alive_a: torch.Tensor | np.ndarray | None = None,
-                       alive_b: torch.Tensor | np.ndarray | None = None, method: Method = "auto",
-                       candidates: int = 8) -> DictionaryMatch:
+def match_dictionaries(
+    dec_a: torch.Tensor | np.ndarray,
+    dec_b: torch.Tensor | np.ndarray,
+    *,
+    threshold: float = 0.9,
+    alive_a: torch.Tensor | np.ndarray | None = None,
+    alive_b: torch.Tensor | np.ndarray | None = None,
+    method: Method = "auto",
+    candidates: int = 8,
+) -> DictionaryMatch:
     """Assign A's latents one-to-one to B's maximising the total decoder cosine (module doc).
 
     dec_a [F_a, d], dec_b [F_b, d]: decoder rows, any norms (normalised here, float64
@@ -133,10 +143,12 @@ def match_dictionaries(dec_a: torch.Tensor | np.ndarray, dec_b: torch.Tensor | n
     assigned = cosine[~np.isnan(cosine)]
     n_alive = len(ia)
     return DictionaryMatch(
-        partner=partner, cosine=cosine,
+        partner=partner,
+        cosine=cosine,
         matched_fraction=float((assigned >= threshold).sum() / n_alive) if n_alive else 0.0,
         mean_cosine=float(assigned.mean()) if len(assigned) else float("nan"),
-        threshold=float(threshold), method=method,
+        threshold=float(threshold),
+        method=method,
     )
 
 
@@ -157,8 +169,8 @@ def _exact_cos(rows: torch.Tensor, cols: torch.Tensor, ei: np.ndarray, ej: np.nd
     out = np.empty(len(ei))
     step = max(1, 2**22 // rows.shape[1])
     for lo in range(0, len(ei), step):
-        i, j = torch.from_numpy(ei[lo:lo + step]), torch.from_numpy(ej[lo:lo + step])
-        out[lo:lo + step] = (rows[i] * cols[j]).sum(dim=1).numpy()
+        i, j = torch.from_numpy(ei[lo : lo + step]), torch.from_numpy(ej[lo : lo + step])
+        out[lo : lo + step] = (rows[i] * cols[j]).sum(dim=1).numpy()
     return out
 
 
@@ -194,8 +206,9 @@ def _solve_sparse(n: int, m: int, ei: np.ndarray, ej: np.ndarray, cos: np.ndarra
     return out
 
 
-def _column_prices(m: int, sigma: np.ndarray, ei: np.ndarray, ej: np.ndarray, cos: np.ndarray,
-                   matched_cos: np.ndarray) -> np.ndarray:
+def _column_prices(
+    m: int, sigma: np.ndarray, ei: np.ndarray, ej: np.ndarray, cos: np.ndarray, matched_cos: np.ndarray
+) -> np.ndarray:
     """Dual variables v [m] = −(price of each column of B), feasible on the graph:
     cos[i, j] − p_j <= cos[i, σ(i)] − p_σ(i) on every edge, p >= 0, p = 0 on unassigned columns.
 
@@ -229,13 +242,16 @@ def _shortest(start: np.ndarray, src: np.ndarray, dst: np.ndarray, cost: np.ndar
     raise ArithmeticError("the sparse assignment is not optimal on its own graph (a negative cycle)")
 
 
-def _violations(rows: torch.Tensor, cols: torch.Tensor, ei: np.ndarray, ej: np.ndarray, v: np.ndarray,
-                rhs: np.ndarray, per_row: int) -> tuple[np.ndarray, np.ndarray]:
+def _violations(
+    rows: torch.Tensor, cols: torch.Tensor, ei: np.ndarray, ej: np.ndarray, v: np.ndarray, rhs: np.ndarray, per_row: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The pairs outside the graph that break the dual check (at most `per_row` per row, the
     worst first). A float32 pass flags the rows that might (with a margin above float32's
     rounding of a dot product of unit vectors); those rows are checked again in float64."""
     n, m = rows.shape[0], cols.shape[0]
-    margin = 4.0 * (rows.shape[1] + 8 + float(np.abs(v).max(initial=0.0)) + float(np.abs(rhs).max(initial=0.0))) * 2.0**-24
+    margin = (
+        4.0 * (rows.shape[1] + 8 + float(np.abs(v).max(initial=0.0)) + float(np.abs(rhs).max(initial=0.0))) * 2.0**-24
+    )
     r32, c32, v32 = rows.float(), cols.float(), torch.from_numpy(v).float()
     in_graph = np.argsort(ei, kind="stable")
     gi, gj = ei[in_graph], ej[in_graph]
@@ -284,8 +300,9 @@ def _certified_assignment(rows: torch.Tensor, cols: torch.Tensor, c: int) -> tup
         ei, ej = key // m, key % m
 
 
-def _add_pairs(rows: torch.Tensor, cols: torch.Tensor, key: np.ndarray, cos: np.ndarray,
-               more: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _add_pairs(
+    rows: torch.Tensor, cols: torch.Tensor, key: np.ndarray, cos: np.ndarray, more: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The graph's sorted pair keys (i·m + j) and cosines with the pairs `more` added."""
     m = cols.shape[0]
     new = np.setdiff1d(more, key)
@@ -295,8 +312,9 @@ def _add_pairs(rows: torch.Tensor, cols: torch.Tensor, key: np.ndarray, cos: np.
     return key[order], cos[order]
 
 
-def _leftover_assignment(rows: torch.Tensor, cols: torch.Tensor, ei: np.ndarray, ej: np.ndarray,
-                         cos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _leftover_assignment(
+    rows: torch.Tensor, cols: torch.Tensor, ei: np.ndarray, ej: np.ndarray, cos: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """A good first guess to add to the graph (it only speeds the repair rounds up): pairs that
     are each other's best candidate, and a dense assignment of the latents left over when
     they are few enough (LEFTOVER_MAX_PAIRS), where partners are rarely among the top few."""

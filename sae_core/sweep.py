@@ -34,8 +34,9 @@ class RunSpec:
         return d
 
 
-def make_specs(base: SAEConfig, l1_values: list[float], k_values: list[int | None],
-               seeds: list[int] | None = None) -> list[RunSpec]:
+def make_specs(
+    base: SAEConfig, l1_values: list[float], k_values: list[int | None], seeds: list[int] | None = None
+) -> list[RunSpec]:
     """One RunSpec per (λ, k, seed) combination; names only mention the values that vary.
     `seeds` None or one value: every spec keeps the run's seed (spec.seed None or that value)."""
     seeds = list(seeds) if seeds else [None]

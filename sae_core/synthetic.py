@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def planted_dictionary(n: int, d: int, n_atoms: int, active: int, noise: float = 0.01,
-                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def planted_dictionary(
+    n: int, d: int, n_atoms: int, active: int, noise: float = 0.01, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(x [n, d] float32, atoms [n_atoms, d] float32): x = codes @ atoms + noise·N(0, 1), with
     unit-norm random atoms and exactly `active` distinct atoms per row, codes uniform in
     [0.5, 1.5]. Generated in blocks of 8,192 rows, so memory stays bounded at any n."""
@@ -24,11 +25,21 @@ def planted_dictionary(n: int, d: int, n_atoms: int, active: int, noise: float =
     return x, atoms.astype(np.float32)
 
 
-
-def encoder_like(n: int, d: int, n_atoms: int, active: float, noise: float = 0.01, seed: int = 0,
-                 mean_scale: float = 4.0, zipf: float = 1.0, scale_range: tuple[float, float] = (0.5, 2.0),
-                 pair_fraction: float = 0.1, pair_prob: float = 0.8, outlier_fraction: float = 0.01,
-                 outlier_scale: float = 10.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def encoder_like(
+    n: int,
+    d: int,
+    n_atoms: int,
+    active: float,
+    noise: float = 0.01,
+    seed: int = 0,
+    mean_scale: float = 4.0,
+    zipf: float = 1.0,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    pair_fraction: float = 0.1,
+    pair_prob: float = 0.8,
+    outlier_fraction: float = 0.01,
+    outlier_scale: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Planted data shaped like real encoder activations (issue 20): (x [n, d] float32, atoms
     [n_atoms, d] float32, outlier [n] bool).
 
@@ -69,9 +80,19 @@ def encoder_like(n: int, d: int, n_atoms: int, active: float, noise: float = 0.0
         x[lo:hi] = mean + sparse + noise * rng.normal(size=(hi - lo, d))
     return x, atoms.astype(np.float32), outlier
 
-def write_cache(folder, rows: np.ndarray, tokens_per_image: int = 1, token_indices: list[int] | None = None,
-                model_name: str = "synthetic", hook_name: str = "embed", patches: np.ndarray | None = None,
-                images_root: str = "", shard_rows: int | None = None, paths: list[str] | None = None) -> dict:
+
+def write_cache(
+    folder,
+    rows: np.ndarray,
+    tokens_per_image: int = 1,
+    token_indices: list[int] | None = None,
+    model_name: str = "synthetic",
+    hook_name: str = "embed",
+    patches: np.ndarray | None = None,
+    images_root: str = "",
+    shard_rows: int | None = None,
+    paths: list[str] | None = None,
+) -> dict:
     """A minimal activation cache (precompute/FORMAT.md's metadata.json, shards and image table)
     holding `rows` [images·T, d]: what the tests and benchmarks use when no images are embedded.
     Image i is `paths[i]` (default `img_{i:07d}.png`) with id `<path>#<i as 12 hex digits>`;
@@ -90,19 +111,36 @@ def write_cache(folder, rows: np.ndarray, tokens_per_image: int = 1, token_indic
     for s, i0 in enumerate(range(0, n_images, per)):
         i1 = min(n_images, i0 + per)
         entry = {"file": f"shards/acts_{s:06d}.npy", "rows": (i1 - i0) * t, "images": i1 - i0}
-        np.save(out / entry["file"], rows[i0 * t:i1 * t])
+        np.save(out / entry["file"], rows[i0 * t : i1 * t])
         if patches is not None:
             entry["patches"] = f"shards/patches_{s:06d}.npy"
             np.save(out / entry["patches"], patches[i0:i1])
         shards.append(entry)
     paths = paths or [f"img_{i:07d}.png" for i in range(n_images)]
-    (out / "images.jsonl").write_text("".join(
-        json.dumps({"id": f"{p}#{i:012x}", "path": p}) + "\n" for i, p in enumerate(paths)))
-    meta = {"format": CACHE_FORMAT, "format_version": CACHE_VERSION, "model_name": model_name, "pretrained": "none",
-            "hook_name": hook_name, "tokens": "cls" if t == 1 else "all", "image_size": 0, "preprocessing": "",
-            "dim": int(rows.shape[1]), "dtype": str(rows.dtype), "token_indices": token_indices or list(range(t)),
-            "tokens_per_image": t, "patch_tokens": patches is not None,
-            "n_patches": int(patches.shape[1]) if patches is not None else 0, "n_images": n_images, "n_failed": 0,
-            "n_rows": int(rows.shape[0]), "images_root": images_root, "shard_size": per, "shards": shards}
+    (out / "images.jsonl").write_text(
+        "".join(json.dumps({"id": f"{p}#{i:012x}", "path": p}) + "\n" for i, p in enumerate(paths))
+    )
+    meta = {
+        "format": CACHE_FORMAT,
+        "format_version": CACHE_VERSION,
+        "model_name": model_name,
+        "pretrained": "none",
+        "hook_name": hook_name,
+        "tokens": "cls" if t == 1 else "all",
+        "image_size": 0,
+        "preprocessing": "",
+        "dim": int(rows.shape[1]),
+        "dtype": str(rows.dtype),
+        "token_indices": token_indices or list(range(t)),
+        "tokens_per_image": t,
+        "patch_tokens": patches is not None,
+        "n_patches": int(patches.shape[1]) if patches is not None else 0,
+        "n_images": n_images,
+        "n_failed": 0,
+        "n_rows": int(rows.shape[0]),
+        "images_root": images_root,
+        "shard_size": per,
+        "shards": shards,
+    }
     (out / "metadata.json").write_text(json.dumps(meta, indent=2))
     return meta

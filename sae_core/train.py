@@ -78,16 +78,22 @@ def train(
     auto = cfg.unresolved()
     cfg, notes = resolve(cfg, source.n_rows, source.d, specs[0].cfg.d_sae, specs[0].cfg.architecture)
     # JSON round trip: the comparison with a saved checkpoint sees lists, not tuples.
-    meta = json.loads(json.dumps({
-        "train_config": cfg.to_dict(),
-        "chosen_automatically": auto,
-        "specs": [s.to_dict() for s in specs],
-        "acts": str(acts),
-        "n_rows": source.n_rows,
-    }))
+    meta = json.loads(
+        json.dumps(
+            {
+                "train_config": cfg.to_dict(),
+                "chosen_automatically": auto,
+                "specs": [s.to_dict() for s in specs],
+                "acts": str(acts),
+                "n_rows": source.n_rows,
+            }
+        )
+    )
     ckpt = out / CHECKPOINT_DIR
     if out.exists() and not resume and not overwrite and (ckpt.exists() or any(out.glob("**/" + io.CFG_FILE))):
-        raise FileExistsError(f"{out} already holds an SAE or a checkpoint; pass --resume to continue it or --overwrite")
+        raise FileExistsError(
+            f"{out} already holds an SAE or a checkpoint; pass --resume to continue it or --overwrite"
+        )
     if resume and (out / SUMMARY_FILE).exists() and not ckpt.exists():
         done = json.loads((out / SUMMARY_FILE).read_text())
         if with_defaults(done.get("train_config", {})) == meta["train_config"] and done.get("specs") == meta["specs"]:
@@ -104,8 +110,15 @@ def train(
         handler.close()
 
 
-def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: TrainConfig, resume: bool,
-           meta: dict, src_meta: dict) -> list[Path]:
+def _train(
+    source: ActivationSource,
+    out: Path,
+    specs: list[RunSpec],
+    cfg: TrainConfig,
+    resume: bool,
+    meta: dict,
+    src_meta: dict,
+) -> list[Path]:
     device = resolve_device(cfg.device)
     plan = make_plan(source.n_rows, cfg.batch_size, cfg.block_rows, cfg.chunk_rows)
     per_epoch = plan.batches_per_epoch
@@ -123,8 +136,15 @@ def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: Train
         except ValueError as exc:
             raise ValueError(f"{source.path}: {exc}") from None
     atomic_write_text(out / "train_config.json", json.dumps(meta, indent=2))
-    log.info("training %d SAE(s) on %d rows x %d, %d steps (%d per epoch) on %s",
-             len(runs), source.n_rows, source.d, total, per_epoch, device)
+    log.info(
+        "training %d SAE(s) on %d rows x %d, %d steps (%d per epoch) on %s",
+        len(runs),
+        source.n_rows,
+        source.d,
+        total,
+        per_epoch,
+        device,
+    )
     bar = Progress(total, "train", unit="step", logger=log, initial=step)
     for run in runs:
         run.sae.train()
@@ -152,8 +172,16 @@ def _train(source: ActivationSource, out: Path, specs: list[RunSpec], cfg: Train
     return written
 
 
-def _save_runs(source: ActivationSource, out: Path, specs: list[RunSpec], runs: list[SAETrainer],
-               cfg: TrainConfig, meta: dict, src_meta: dict, total: int) -> list[Path]:
+def _save_runs(
+    source: ActivationSource,
+    out: Path,
+    specs: list[RunSpec],
+    runs: list[SAETrainer],
+    cfg: TrainConfig,
+    meta: dict,
+    src_meta: dict,
+    total: int,
+) -> list[Path]:
     """Refit (relu, jumprelu: `TrainConfig.refit`) and save every trained SAE, and the run's summary."""
     written = []
     summary = {**meta, "steps": total, "final_metrics": {}}
@@ -161,10 +189,17 @@ def _save_runs(source: ActivationSource, out: Path, specs: list[RunSpec], runs: 
     for run in runs:
         run.sae.eval()
         dest = sae_dir(out, specs, run.spec)
-        cfg_meta = {**_cfg_metadata(src_meta), **run.sae.cfg.metadata,
-                    "l1_coefficient": run.spec.l1_coefficient, "trained_rows": source.n_rows, "steps": total}
+        cfg_meta = {
+            **_cfg_metadata(src_meta),
+            **run.sae.cfg.metadata,
+            "l1_coefficient": run.spec.l1_coefficient,
+            "trained_rows": source.n_rows,
+            "steps": total,
+        }
         if run.spec.cfg.architecture in ("relu", "jumprelu"):
-            cfg_meta.update(l1_convention=cfg.l1_convention, l1_coefficient_mean=run.spec.l1_coefficient * float(run.l1_scale))
+            cfg_meta.update(
+                l1_convention=cfg.l1_convention, l1_coefficient_mean=run.spec.l1_coefficient * float(run.l1_scale)
+            )
         run.sae.cfg = SAEConfig.from_dict({**run.sae.cfg.to_dict(), "metadata": cfg_meta})
         for name, t in io.sae_state_tensors(run.sae).items():
             if not torch.isfinite(t).all():
@@ -175,8 +210,9 @@ def _save_runs(source: ActivationSource, out: Path, specs: list[RunSpec], runs: 
                 refit_x = torch.from_numpy(sample_rows(source, cfg.refit_rows, cfg.seed + 2))
             before = copy.deepcopy(run.sae)
             info = refit_(run.sae, refit_x, mode=cfg.refit)
-            run.sae.cfg = SAEConfig.from_dict({**run.sae.cfg.to_dict(), "metadata": {
-                **cfg_meta, "refit": cfg.refit, **info}})
+            run.sae.cfg = SAEConfig.from_dict(
+                {**run.sae.cfg.to_dict(), "metadata": {**cfg_meta, "refit": cfg.refit, **info}}
+            )
         if dest == out:
             _save_into_run_folder(run.sae, out, before)
         else:
@@ -213,8 +249,17 @@ def _save_into_run_folder(sae, out: Path, before=None) -> None:
 
 def _cfg_metadata(src_meta: dict) -> dict:
     """Carry the activation cache's provenance (model, weights, hook, tokens) into cfg.json."""
-    keys = ("model_name", "model_config_path", "pretrained", "random_weights", "seed", "weights_sha256",
-            "hook_name", "tokens", "image_size")
+    keys = (
+        "model_name",
+        "model_config_path",
+        "pretrained",
+        "random_weights",
+        "seed",
+        "weights_sha256",
+        "hook_name",
+        "tokens",
+        "image_size",
+    )
     return {k: src_meta[k] for k in keys if k in src_meta}
 
 
@@ -225,8 +270,16 @@ def _log_metrics(runs: list[SAETrainer], step: int, total: int, bar: Progress) -
         m = run.last_metrics = run.acc.result()
         log.info(
             "step %d/%d %s loss=%.4g mse=%.4g l0=%.1f ev=%.4f cos=%.4f alive=%.1f%% lr=%.3g",
-            step, total, run.spec.name, run.last_loss, m["mse"], m["l0"], m["explained_variance"],
-            m["cosine_similarity"], 100 * m["alive_fraction"], run.opt.lr,
+            step,
+            total,
+            run.spec.name,
+            run.last_loss,
+            m["mse"],
+            m["l0"],
+            m["explained_variance"],
+            m["cosine_similarity"],
+            100 * m["alive_fraction"],
+            run.opt.lr,
         )
         run.acc.reset()
     first = runs[0]

@@ -97,8 +97,11 @@ class SAETrainer:
         self.since_fired_s.masked_fill_(fire_count_s > 0, 0)
         self.acc.update_stats(out.x_norm_bd, out.x_hat_norm_bd, abs_sum, fire_count_s)
         self._last_loss = loss.detach()
-        if (self.dead_mode == "resample" and (step + 1) % cfg.resample_every == 0
-                and step + 1 <= cfg.resample_until * total):
+        if (
+            self.dead_mode == "resample"
+            and (step + 1) % cfg.resample_every == 0
+            and step + 1 <= cfg.resample_until * total
+        ):
             self.resample_dead_(out, dead_after)
 
     @property
@@ -109,7 +112,8 @@ class SAETrainer:
     def _diverged(self, loss: float, step: int, cfg: TrainConfig) -> TrainingDiverged:
         return TrainingDiverged(
             f"SAE {self.spec.name!r}: the loss became {loss} at step {step}; nothing was saved "
-            f"for it. Try a lower --lr (now {cfg.lr:g}) or check the activations.")
+            f"for it. Try a lower --lr (now {cfg.lr:g}) or check the activations."
+        )
 
     def check_finite(self, cfg: TrainConfig) -> None:
         """Raise TrainingDiverged if a step since the start had a NaN/inf loss (CUDA's deferred check)."""

@@ -37,9 +37,17 @@ def build_app_data(d: Path) -> tuple[Path, Path]:
     tiny = make_tiny_pipelines(seed=0)  # the same components the app steers with
     tiny.prior.image_encoder.save_pretrained(d / "prior" / "image_encoder")
     tiny.prior.image_processor.save_pretrained(d / "prior" / "image_processor")
-    run_embed(EmbedConfig(images=str(d / "imgs"), out=str(d / "kcache"),
-                          encoder=EncoderSpec(model=str(d / "prior"), pretrained="none"), workers=0))
-    ksae = SparseAutoencoder(SAEConfig(d_in=tiny.embed_dim, d_sae=K_LATENTS), generator=torch.Generator().manual_seed(1))
+    run_embed(
+        EmbedConfig(
+            images=str(d / "imgs"),
+            out=str(d / "kcache"),
+            encoder=EncoderSpec(model=str(d / "prior"), pretrained="none"),
+            workers=0,
+        )
+    )
+    ksae = SparseAutoencoder(
+        SAEConfig(d_in=tiny.embed_dim, d_sae=K_LATENTS), generator=torch.Generator().manual_seed(1)
+    )
     with torch.no_grad():
         ksae.b_enc.fill_(0.05)  # plenty of active latents
         ksae.b_enc[K_LATENTS - 1] = -100.0  # and one that never fires

@@ -8,8 +8,15 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium() -> str | None:
@@ -43,15 +50,21 @@ def open_browser() -> Iterator:
 
 def wait_header(page, text: str, timeout_ms: int = 60_000) -> str:
     """Wait until the Browse header's title contains `text`; returns the header's text."""
-    page.wait_for_function("t => { const h = document.querySelector('#latent-header h2');"
-                           " return h !== null && h.innerText.includes(t); }", arg=text, timeout=timeout_ms)
+    page.wait_for_function(
+        "t => { const h = document.querySelector('#latent-header h2'); return h !== null && h.innerText.includes(t); }",
+        arg=text,
+        timeout=timeout_ms,
+    )
     return page.inner_text("#latent-header")
 
 
 def wait_text(page, selector: str, text: str, timeout_ms: int = 60_000) -> str:
     """Wait until the element (mounted or not yet: tabs mount on first visit) contains `text`."""
-    page.wait_for_function("([s, t]) => ((document.querySelector(s) || {}).innerText || '').includes(t)",
-                           arg=[selector, text], timeout=timeout_ms)
+    page.wait_for_function(
+        "([s, t]) => ((document.querySelector(s) || {}).innerText || '').includes(t)",
+        arg=[selector, text],
+        timeout=timeout_ms,
+    )
     return page.inner_text(selector)
 
 

@@ -23,8 +23,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
 
 
-def make_dictionary_data(n: int = 12_000, d: int = 32, n_atoms: int = 64, active: int = 3,
-                         noise: float = 0.01, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_dictionary_data(
+    n: int = 12_000, d: int = 32, n_atoms: int = 64, active: int = 3, noise: float = 0.01, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """`sae_core.synthetic.planted_dictionary` with the tests' small defaults (issue 12's
     recovery data is n=100k, d=96, 512 atoms, 6 active)."""
     return planted_dictionary(n, d, n_atoms, active, noise, seed)

@@ -28,11 +28,19 @@ def write_tiny_kandinsky_prior(folder: Path) -> str:
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(0)
-    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=37, projection_dim=24, num_hidden_layers=2,
-                           num_attention_heads=4, image_size=32, patch_size=8)
+    cfg = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        projection_dim=24,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
     CLIPVisionModelWithProjection(cfg).eval().save_pretrained(folder / "image_encoder")
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        folder / "image_processor")
+        folder / "image_processor"
+    )
     return str(folder)
 
 
@@ -68,6 +76,9 @@ def build_tiny_clip_atlas(folder: Path, n_images: int = 10, d_sae: int = 24, k: 
     run_embed(EmbedConfig(images=str(folder / "imgs"), out=str(folder / "cache"), encoder=spec, workers=0))
     sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=d_sae), generator=torch.Generator().manual_seed(0))
     save_sae(sae, folder / "sae")
-    build_atlas(AtlasConfig(acts=str(folder / "cache"), sae=str(folder / "sae"), out=str(folder / "atlas"), top_images=k,
-                            labels=labels))
+    build_atlas(
+        AtlasConfig(
+            acts=str(folder / "cache"), sae=str(folder / "sae"), out=str(folder / "atlas"), top_images=k, labels=labels
+        )
+    )
     return folder / "atlas"

@@ -26,7 +26,7 @@ def randomize(module: torch.nn.Module, seed: int, d_in: int) -> None:
                 continue
             values = torch.randn(p.shape, generator=g, dtype=torch.float64)
             if p.dim() == 2:
-                values /= d_in ** 0.5
+                values /= d_in**0.5
             elif "threshold" in name:
                 values = values.abs() * 0.3
             else:
@@ -34,8 +34,13 @@ def randomize(module: torch.nn.Module, seed: int, d_in: int) -> None:
             p.copy_(values.to(p.dtype))
 
 
-def assert_codes_close(ours: torch.Tensor, ref: torch.Tensor, pre: torch.Tensor | None = None,
-                       theta: torch.Tensor | None = None, k: int | None = None) -> None:
+def assert_codes_close(
+    ours: torch.Tensor,
+    ref: torch.Tensor,
+    pre: torch.Tensor | None = None,
+    theta: torch.Tensor | None = None,
+    k: int | None = None,
+) -> None:
     """Codes agree to TOL; near a jump (|pre − θ| < MARGIN) or a top-k tie the entry is skipped."""
     ours, ref = ours.double(), ref.double()
     keep = torch.ones_like(ref, dtype=torch.bool)
@@ -54,8 +59,9 @@ def assert_codes_close(ours: torch.Tensor, ref: torch.Tensor, pre: torch.Tensor 
     assert float(diff.max()) < TOL, f"codes differ by {float(diff.max()):.3g}"
 
 
-def assert_close(ours: torch.Tensor, ref: torch.Tensor, what: str = "reconstructions",
-                 rows: torch.Tensor | None = None) -> None:
+def assert_close(
+    ours: torch.Tensor, ref: torch.Tensor, what: str = "reconstructions", rows: torch.Tensor | None = None
+) -> None:
     diff = (ours.double() - ref.double()).abs()
     if rows is not None:
         diff = diff[rows]

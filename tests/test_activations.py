@@ -114,8 +114,10 @@ def test_bad_images_are_skipped_and_listed(tmp_path, tiny):
     Image.new("RGB", (300, 300)).save(src / "huge.png")
     meta = embed(src, tmp_path / "c", tiny, max_pixels=200 * 200, workers=2)
     assert meta["n_images"] == 3 and meta["n_failed"] == 4
-    failures = {json.loads(line)["path"]: json.loads(line)["reason"]
-                for line in (tmp_path / "c/failures.jsonl").read_text().splitlines()}
+    failures = {
+        json.loads(line)["path"]: json.loads(line)["reason"]
+        for line in (tmp_path / "c/failures.jsonl").read_text().splitlines()
+    }
     assert failures["empty.png"] == "empty file"
     assert failures["notes.jpg"].startswith("not an image")
     assert "truncated" in failures["cut.png"]
@@ -132,23 +134,49 @@ def test_other_settings_on_an_existing_cache_are_refused(tmp_path, images, tiny)
 
 def _cache_files(cache: Path) -> dict[str, bytes]:
     skip = {"settings.json", "metadata.json"}
-    return {p.relative_to(cache).as_posix(): p.read_bytes() for p in sorted(cache.rglob("*"))
-            if p.is_file() and p.name not in skip}
+    return {
+        p.relative_to(cache).as_posix(): p.read_bytes()
+        for p in sorted(cache.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
 
 
 def _cli(tiny, images, out, *extra) -> list[str]:
-    return ["-m", "precompute.embed", "--images", str(images), "--out", str(out), "--model", tiny,
-            "--pretrained", "none", "--workers", "0", "--shard-size", "4", "--batch-size", "2", *extra]
+    return [
+        "-m",
+        "precompute.embed",
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--model",
+        tiny,
+        "--pretrained",
+        "none",
+        "--workers",
+        "0",
+        "--shard-size",
+        "4",
+        "--batch-size",
+        "2",
+        *extra,
+    ]
 
 
 def test_killed_run_resumes_to_the_same_cache(tmp_path, tiny):
     src = tmp_path / "imgs"
     write_images(src, 120)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    full = subprocess.run([sys.executable, *_cli(tiny, src, tmp_path / "full")], env=env, capture_output=True, text=True)
+    full = subprocess.run(
+        [sys.executable, *_cli(tiny, src, tmp_path / "full")], env=env, capture_output=True, text=True
+    )
     assert full.returncode == 0, full.stderr
-    proc = subprocess.Popen([sys.executable, *_cli(tiny, src, tmp_path / "killed")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, *_cli(tiny, src, tmp_path / "killed")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     marker = tmp_path / "killed/shards/shard_000002.json"
     deadline = time.time() + 120
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
@@ -160,7 +188,9 @@ def test_killed_run_resumes_to_the_same_cache(tmp_path, tiny):
     assert not (tmp_path / "killed/metadata.json").exists()
     with pytest.raises(FileNotFoundError, match="resume"):
         read_metadata(tmp_path / "killed")
-    again = subprocess.run([sys.executable, *_cli(tiny, src, tmp_path / "killed")], env=env, capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, *_cli(tiny, src, tmp_path / "killed")], env=env, capture_output=True, text=True
+    )
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr
     assert _cache_files(tmp_path / "killed") == _cache_files(tmp_path / "full")
@@ -175,8 +205,13 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, tiny):
     one = subprocess.run([sys.executable, *_cli(tiny, src, tmp_path / "one")], env=env, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", *_cli(tiny, src, tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", *_cli(tiny, src, tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert read_images(tmp_path / "one") == read_images(tmp_path / "two")
     x1 = ActivationSource(tmp_path / "one")
@@ -228,8 +263,21 @@ def test_a_full_disk_is_a_clear_error_and_the_rerun_completes(tmp_path, tiny, mo
 
     src = tmp_path / "imgs"
     write_images(src, 12)
-    args = ["embed", "--images", str(src), "--model", tiny, "--pretrained", "none", "--workers", "0",
-            "--shard-size", "4", "--batch-size", "2"]
+    args = [
+        "embed",
+        "--images",
+        str(src),
+        "--model",
+        tiny,
+        "--pretrained",
+        "none",
+        "--workers",
+        "0",
+        "--shard-size",
+        "4",
+        "--batch-size",
+        "2",
+    ]
     assert main([*args, "--out", str(tmp_path / "clean")]) == 0
     real_save = acts.atomic_save_npy
     calls = []
@@ -237,6 +285,7 @@ def test_a_full_disk_is_a_clear_error_and_the_rerun_completes(tmp_path, tiny, mo
     def fills_up(path, array):
         calls.append(path)
         if len(calls) == 2:  # the second shard: the disk fills up in the middle of the file
+
             def partial_save(fh, arr):
                 fh.write(b"partial")
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -264,9 +313,11 @@ def test_every_cache_reader_checks_the_format(tmp_path, images, tiny):
     embed(images, tmp_path / "c", tiny)
     meta_path = tmp_path / "c/metadata.json"
     meta = json.loads(meta_path.read_text())
-    for bad, msg in (({**meta, "format_version": 7}, "format_version 7"),
-                     ({**meta, "format": "saev-shards"}, "not a clipsae activation cache"),
-                     ({k: v for k, v in meta.items() if k != "format_version"}, "no valid format_version")):
+    for bad, msg in (
+        ({**meta, "format_version": 7}, "format_version 7"),
+        ({**meta, "format": "saev-shards"}, "not a clipsae activation cache"),
+        ({k: v for k, v in meta.items() if k != "format_version"}, "no valid format_version"),
+    ):
         meta_path.write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=msg):
             ActivationSource(tmp_path / "c")

@@ -18,12 +18,18 @@ D, S, K = 24, 40, 5
 
 def _sae(arch: str, normalize: str = "none", seed: int = 3) -> SparseAutoencoder:
     kw = {"norm_scaling_factor": 0.37} if normalize == "expected_average_only_in" else {}
-    cfg = SAEConfig(d_in=D, d_sae=S, architecture=arch, k=K if arch in ("topk", "batchtopk") else None,
-                    normalize_activations=normalize, **kw)
+    cfg = SAEConfig(
+        d_in=D,
+        d_sae=S,
+        architecture=arch,
+        k=K if arch in ("topk", "batchtopk") else None,
+        normalize_activations=normalize,
+        **kw,
+    )
     sae = SparseAutoencoder(cfg, generator=torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        sae.W_enc.copy_(torch.randn(D, S, generator=g) / D ** 0.5)
+        sae.W_enc.copy_(torch.randn(D, S, generator=g) / D**0.5)
         sae.b_enc.copy_(torch.randn(S, generator=g) * 0.1)
         sae.b_dec.copy_(torch.randn(D, generator=g) + 2.0)  # a large shared mean, as real activations have
         if arch in ("jumprelu", "batchtopk"):
@@ -41,9 +47,12 @@ def _x(n: int = 33, seed: int = 11) -> torch.Tensor:
 def _code_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, code) of a module, without its docstrings and comments."""
     text = path.read_text()
-    docs = {n for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Expr)
-            and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-            for n in range(node.lineno, node.end_lineno + 1)}
+    docs = {
+        n
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        for n in range(node.lineno, node.end_lineno + 1)
+    }
     return [(i, line.split("#")[0]) for i, line in enumerate(text.splitlines(), 1) if i not in docs]
 
 
@@ -52,10 +61,14 @@ def test_no_module_writes_the_pre_activation_itself():
     backward and the importers' weight folds are not pre-activations)."""
     product = re.compile(r"(@\s*[\w.]*W_enc|W_enc[\w.\[\]:, ]*\]?\s*@|(addmm|einsum|matmul|mm)\([^)]*W_enc)")
     skip = {"sae_core/sparse_ops.py"}
-    found = [f"{p.relative_to(REPO)}:{i}" for pkg in ("sae_core", "precompute", "evaluation", "app")
-             for p in sorted((REPO / pkg).rglob("*.py"))
-             if str(p.relative_to(REPO)) not in skip and "interop" not in p.parts
-             for i, line in _code_lines(p) if product.search(line)]
+    found = [
+        f"{p.relative_to(REPO)}:{i}"
+        for pkg in ("sae_core", "precompute", "evaluation", "app")
+        for p in sorted((REPO / pkg).rglob("*.py"))
+        if str(p.relative_to(REPO)) not in skip and "interop" not in p.parts
+        for i, line in _code_lines(p)
+        if product.search(line)
+    ]
     assert not found, found
     assert product.search("h = (x - b) @ sae.W_enc + c") and product.search("torch.addmm(b, x, self.W_enc)")
 
@@ -68,7 +81,7 @@ def test_every_layout_of_the_pre_activation_is_the_same_function(arch, normalize
     with torch.no_grad():
         x_norm = sae.normalize(x)[0]
         h = sae.pre_activation(x_norm)
-        expected = ((x_norm.double() - sae.b_dec.double()) @ sae.W_enc.double() + sae.b_enc.double())
+        expected = (x_norm.double() - sae.b_dec.double()) @ sae.W_enc.double() + sae.b_enc.double()
         assert torch.allclose(h.double(), expected, atol=1e-4)
         cols = torch.tensor([3, 17, 0, 39])
         assert torch.allclose(sae.pre_activation(x_norm, cols), h[:, cols], atol=1e-5)

@@ -48,12 +48,15 @@ def test_api_names_keep_working_with_named_parameters(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     names = {k: [p["parameter_name"] for p in v["parameters"]] for k, v in api.items()}
     assert names == {
-        "/latent_page": ["latent", "sae"], "/search": ["text", "sae"], "/collage": ["latent", "sae"],
+        "/latent_page": ["latent", "sae"],
+        "/search": ["text", "sae"],
+        "/collage": ["latent", "sae"],
         "/overview": ["kinds", "labelled_only", "only", "colour"],  # only, colour: score filters (issue 21)
         "/inspect": ["image", "latent", "dataset_image"],
         "/heatmap": ["image", "text", "latent", "scale", "dataset_image"],
         "/steer": ["prompt", "edits", "mode", "seed", "steps", "resolution", "image"],
-        "/steer_strip": ["prompt", "latent", "amount", "seed", "steps", "resolution", "image"]}
+        "/steer_strip": ["prompt", "latent", "amount", "seed", "steps", "resolution", "image"],
+    }
     header, *_ = client.predict(latent=3, api_name="/latent_page")  # by name, as docs/app.md shows
     assert header.startswith("## Latent 3")
 
@@ -80,9 +83,11 @@ def test_user_errors_are_one_clean_line_with_no_traceback_in_the_log(client, ser
     message = str(err.value)
     assert "not an image (format not recognised)" in message
     assert str(tmp_path) not in message and "/tmp" not in message and "gradio" not in message.lower()
-    for args, api, msg in (((10**20,), "/latent_page", "out of range|whole number"),
-                           (("a red boat", "0:2", "multiply", 2**64, 2, 64, None), "/steer", "seed must be"),
-                           (("a red boat", "", "", 1, 2, 64, None), "/steer_strip", "name the steering latent")):
+    for args, api, msg in (
+        ((10**20,), "/latent_page", "out of range|whole number"),
+        (("a red boat", "0:2", "multiply", 2**64, 2, 64, None), "/steer", "seed must be"),
+        (("a red boat", "", "", 1, 2, 64, None), "/steer_strip", "name the steering latent"),
+    ):
         with pytest.raises(AppError, match=msg):
             client.predict(*args, api_name=api)
     assert "Traceback" not in capfd.readouterr().err
@@ -113,9 +118,11 @@ def test_uploads_are_decoded_by_our_decoder(client, tmp_path):
 def test_the_pixel_cap_is_the_same_in_every_tab(client, tmp_path):
     big = tmp_path / "big81mp.png"
     Image.new("1", (9000, 9000)).save(big)  # 81 megapixels in a small file
-    calls = ((handle_file(str(big)), "", ""), "/inspect"), \
-        (("a red boat", "", "multiply", 0, 2, 64, handle_file(str(big))), "/steer"), \
-        (("a red boat", "1", "", 0, 2, 64, handle_file(str(big))), "/steer_strip")
+    calls = (
+        ((handle_file(str(big)), "", ""), "/inspect"),
+        (("a red boat", "", "multiply", 0, 2, 64, handle_file(str(big))), "/steer"),
+        (("a red boat", "1", "", 0, 2, 64, handle_file(str(big))), "/steer_strip"),
+    )
     for args, api in calls:
         with pytest.raises(AppError, match="9000x9000 pixels exceeds the cap of 64000000"):
             client.predict(*args, api_name=api)
@@ -130,8 +137,12 @@ def test_heatmap_api_removes_a_latent(client):
     assert before != after  # removing the image's most active latent changes its similarity to the text
     _, same_md = client.predict(None, "a photo of a cat", str(top), 1.0, "1", api_name="/heatmap")
     assert "Σ|Δ| / Σ = 0.000" in same_md  # scale 1 is the untouched model
-    for args, msg in ((("", str(top), 0.0), "give a text"), (("cat", "", 0.0), "name the latent"),
-                      (("cat", "999", 0.0), "whole number"), (("cat", str(top), 1e9), "within")):
+    for args, msg in (
+        (("", str(top), 0.0), "give a text"),
+        (("cat", "", 0.0), "name the latent"),
+        (("cat", "999", 0.0), "whole number"),
+        (("cat", str(top), 1e9), "within"),
+    ):
         with pytest.raises(AppError, match=msg):
             client.predict(None, *args, "1", api_name="/heatmap")
 
@@ -162,7 +173,7 @@ def _listening(port: int) -> list[str]:
             local, state = line.split()[1], line.split()[3]
             addr, hexport = local.split(":")
             if int(hexport, 16) == port and state == "0A":  # LISTEN
-                raw = b"".join(bytes.fromhex(addr[i:i + 8])[::-1] for i in range(0, len(addr), 8))
+                raw = b"".join(bytes.fromhex(addr[i : i + 8])[::-1] for i in range(0, len(addr), 8))
                 found.append(socket.inet_ntop(family, raw))
     return found
 
@@ -222,8 +233,12 @@ def test_http_serves_no_file_outside_gradio_cache(served):
     image = served.handlers.atlas.image_path(0)
     assert image is not None
     for target in ("/etc/passwd", str(image), str(served.folder / "sae" / "cfg.json")):
-        for path in (f"/gradio_api/file={target}", f"/file={target}",
-                     f"/gradio_api/file=/tmp/gradio/..{target}", f"/gradio_api/file=%2e%2e/%2e%2e{target}"):
+        for path in (
+            f"/gradio_api/file={target}",
+            f"/file={target}",
+            f"/gradio_api/file=/tmp/gradio/..{target}",
+            f"/gradio_api/file=%2e%2e/%2e%2e{target}",
+        ):
             status, body = _get(served.port, path)
             assert status >= 400 and b"root:" not in body and b"d_sae" not in body, (path, status)
 
@@ -234,10 +249,20 @@ def test_uploads_over_the_cap_are_refused(served):
 
     boundary = "clipsaeboundary"
     payload = b"\0" * (21 * 1024 * 1024)
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
-            "Content-Type: image/png\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(f"{served.url}gradio_api/upload", data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        f"{served.url}gradio_api/upload",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=60)
     assert err.value.code == 413
@@ -288,8 +313,14 @@ def test_without_a_steering_model_the_other_tabs_work(served):
 def test_the_docs_snippet_runs_against_the_app(served):
     doc = (REPO / "docs" / "app.md").read_text()
     snippet = re.search(r"```python\n(from gradio_client import.*?)```", doc, re.S).group(1)
-    for old, new in (("http://127.0.0.1:7860/", served.url), ("cat.jpg", _image(served)), ("latent=42", "latent=3"),
-                     ('"12"', '"1"'), ("12:4.0, 40:0", "1:4.0, 2:0"), ("25, 512", "2, 64")):
+    for old, new in (
+        ("http://127.0.0.1:7860/", served.url),
+        ("cat.jpg", _image(served)),
+        ("latent=42", "latent=3"),
+        ('"12"', '"1"'),
+        ("12:4.0, 40:0", "1:4.0, 2:0"),
+        ("25, 512", "2, 64"),
+    ):
         assert old in snippet, old
         snippet = snippet.replace(old, new)
     scope: dict = {}

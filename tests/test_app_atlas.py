@@ -92,8 +92,17 @@ def test_neighbour_table_equals_a_full_search(built, tmp_path):
     want = np.argsort(-cos, axis=1, kind="stable")[:, :8]
     np.testing.assert_array_equal(atlas.neighbour_ids, want)
     np.testing.assert_allclose(atlas.neighbour_cos, np.take_along_axis(cos, want, 1), atol=1e-6)
-    build_atlas(AtlasConfig(acts=str(built / "cache"), sae=str(built / "sae"), out=str(tmp_path / "a"), top_images=4,
-                            labels=False, masks=False, neighbours=0))
+    build_atlas(
+        AtlasConfig(
+            acts=str(built / "cache"),
+            sae=str(built / "sae"),
+            out=str(tmp_path / "a"),
+            top_images=4,
+            labels=False,
+            masks=False,
+            neighbours=0,
+        )
+    )
     plain = Atlas(tmp_path / "a")
     assert plain.neighbour_ids is None and not (tmp_path / "a/neighbour_ids.npy").exists()
     for s in (0, 5, 23):

@@ -72,8 +72,11 @@ def test_a_list_row_opens_its_page_and_search_results_are_in_view(page, served):
     search.fill("a photo of a dog")
     search.press("Enter")
     expected = str(served.handlers.search("a photo of a dog")[0][0])
-    page.wait_for_function("t => [...document.querySelectorAll('#latent-list .first-column')]"
-                           ".some(c => c.innerText.trim() === t)", arg=expected, timeout=30_000)
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('#latent-list .first-column')].some(c => c.innerText.trim() === t)",
+        arg=expected,
+        timeout=30_000,
+    )
     box = page.locator("#latent-list").bounding_box()
     assert box["y"] + box["height"] < 900  # the results are on screen, above the latent's page
     assert box["y"] < page.locator("#latent-header").bounding_box()["y"]
@@ -194,8 +197,10 @@ def test_the_workbench_grid_history_and_comparison(page, served, tmp_path):
     assert "+2" in summary and "seed 0" in summary and page.locator("#grid-gallery img").count() == 2
     page.locator("#grid-seeds textarea, #grid-seeds input").first.fill("1")
     page.click("#grid-run")
-    page.wait_for_function("() => ((document.querySelector('#history-pick input') || {}).value || '')"
-                           ".startsWith('#2 grid')", timeout=180_000)
+    page.wait_for_function(
+        "() => ((document.querySelector('#history-pick input') || {}).value || '').startsWith('#2 grid')",
+        timeout=180_000,
+    )
     _shot(page, tmp_path, "grid")
     for box, text in (("#compare-a", "#1 grid"), ("#compare-b", "#2 grid")):
         page.locator(f"{box} input").first.click()
@@ -223,7 +228,6 @@ def test_pages_fit_a_600px_screen(browser, served, tab, tmp_path):
         ctx.close()
 
 
-
 def test_switching_sae_opens_that_saes_landing_latent(page, served):
     k = served.handlers.steer_atlas
     page.locator(f"#sae-pick input[value='{k.name}']").check()
@@ -246,8 +250,9 @@ def test_a_refused_latent_in_browse_is_one_line_a_toast_and_no_badge(page, serve
     assert _title(page) == before  # the page still shows what it showed
     _shot(page, tmp_path, f"browse_refused_{typed or 'empty'}")
     page.click("#latent-next")  # the next action acts on the page shown, and clears the line
-    page.wait_for_function("b => document.querySelector('#latent-header h2').innerText !== b", arg=before,
-                           timeout=30_000)
+    page.wait_for_function(
+        "b => document.querySelector('#latent-header h2').innerText !== b", arg=before, timeout=30_000
+    )
     assert "⚠️" not in page.inner_text("#browse-notice")
 
 

@@ -59,8 +59,11 @@ def test_a_latents_page_shows_its_text_side_and_search_finds_it(page, served, tm
     search = page.locator("#latent-search textarea, #latent-search input").first
     search.fill(word)
     search.press("Enter")
-    page.wait_for_function("t => [...document.querySelectorAll('#latent-list .first-column')]"
-                           ".some(c => c.innerText.trim() === t)", arg=str(landing), timeout=30_000)
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('#latent-list .first-column')].some(c => c.innerText.trim() === t)",
+        arg=str(landing),
+        timeout=30_000,
+    )
     shot(page, tmp_path, "text_side_search")
 
 

@@ -58,6 +58,7 @@ def test_text_side_is_the_vocabulary_nearest_and_farthest_from_the_decoder_direc
 def test_text_side_is_read_back_from_its_cache_without_the_text_tower(h, monkeypatch):
     def refuse(*_a, **_k):
         raise AssertionError("the text tower ran again")
+
     monkeypatch.setattr(h.inspector.encoder, "text_embeddings", refuse)
     again = compute(h.atlas, h.inspector, h.render.root)
     first = h.text_sides[h.atlas.name].get()
@@ -106,6 +107,7 @@ def test_explore_redraws_one_latents_heat_map_beside_its_top_images(h):
 @pytest.fixture
 def check(h):
     from app.lists import checker
+
     return checker(h.pick)
 
 
@@ -128,18 +130,21 @@ def test_lists_bookmark_update_remove_and_round_trip_through_json_and_csv(h, che
     assert L.merge(lists, {"dogs": [{"sae": a, "latent": 9, "note": ""}]})["dogs"][-1]["latent"] == 9
 
 
-@pytest.mark.parametrize("name,data,why", [
-    ("l.txt", b"", "import a .json or .csv"),
-    ("l.json", b"{", "not valid JSON"),
-    ("l.json", b'{"lists": {}}', "not a clipsae lists file"),
-    ("l.json", b'{"format": "clipsae-lists", "version": 2, "lists": {}}', "version 2"),
-    ("l.csv", b"name,latent\nx,1\n", "missing: list, sae"),
-    ("l.csv", b"list,sae,latent\nok,,1\nbad,,2.5\n", "row 3: latent must be a whole number"),
-    ("l.csv", b"list,sae,latent\nbad,,99999\n", "row 2: latent 99999 is out of range"),
-    ("l.csv", b"list,sae,latent\n,,1\n", "row 2: give the list a name"),
-    ("l.csv", b"list,sae,latent\n", "holds no bookmark"),
-    ("l.csv", b"\xff\xfe", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "name,data,why",
+    [
+        ("l.txt", b"", "import a .json or .csv"),
+        ("l.json", b"{", "not valid JSON"),
+        ("l.json", b'{"lists": {}}', "not a clipsae lists file"),
+        ("l.json", b'{"format": "clipsae-lists", "version": 2, "lists": {}}', "version 2"),
+        ("l.csv", b"name,latent\nx,1\n", "missing: list, sae"),
+        ("l.csv", b"list,sae,latent\nok,,1\nbad,,2.5\n", "row 3: latent must be a whole number"),
+        ("l.csv", b"list,sae,latent\nbad,,99999\n", "row 2: latent 99999 is out of range"),
+        ("l.csv", b"list,sae,latent\n,,1\n", "row 2: give the list a name"),
+        ("l.csv", b"list,sae,latent\n", "holds no bookmark"),
+        ("l.csv", b"\xff\xfe", "not UTF-8"),
+    ],
+)
 def test_import_refuses_a_bad_file_with_one_line(check, name, data, why):
     from app.lists import parse
 
@@ -152,7 +157,8 @@ def test_a_list_from_another_server_keeps_its_unknown_sae(check):
     from app.lists import parse
 
     assert parse(b"list,sae,latent,note\nx,their-atlas,7,hi\n", "l.csv", check) == {
-        "x": [{"sae": "their-atlas", "latent": 7, "note": "hi"}]}
+        "x": [{"sae": "their-atlas", "latent": 7, "note": "hi"}]
+    }
 
 
 # ---------------------------------------------------------------- tables as CSV
@@ -164,7 +170,7 @@ def test_markdown_and_dataframe_tables_become_csv(h):
     assert rows[0] == ["latent", "activation", "label"] and "](" not in "".join(map(str, rows))
     path = write_csv([rows, [["a"], ["=1+1"]]], "inspect latents")
     got = list(csv.reader(open(path, encoding="utf-8")))
-    assert got[:len(rows)] == rows and got[-1] == ["'=1+1"]  # no spreadsheet formula
+    assert got[: len(rows)] == rows and got[-1] == ["'=1+1"]  # no spreadsheet formula
     found = h.search("")
     assert frame_rows(found, ["latent", "label", "fires on (%)", "max"])[1] == found[0]
     assert write_csv([[["latent"]]], "empty") is None

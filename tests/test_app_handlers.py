@@ -88,8 +88,9 @@ def test_page_states_units_once_and_links_in_place(h):
     j, c = a.neighbours(latent)[0]
     assert f"[{j}](?sae={a.name}&latent={j})" in view.header  # a link the page script opens in place
     assert f"latent={view.linked[0].split()[0]})" in view.header.split("Co-activates")[1]
-    assert all(caption.split(" · ")[0] == f"{t['value']:.3g}" for (_, caption), t in zip(view.gallery,
-                                                                                        a.page(latent).top))
+    assert all(
+        caption.split(" · ")[0] == f"{t['value']:.3g}" for (_, caption), t in zip(view.gallery, a.page(latent).top)
+    )
     assert len(view.bands) == 4 * len(a.page(latent).bands)  # placeholders keep every band on its own row
 
 
@@ -113,8 +114,9 @@ def test_steer_this_from_a_clip_page_sets_the_linked_latent_to_its_highest_activ
     top = float(k.max_activation[j])
     assert (s.latent, s.mode, s.origin) == (j, "set", (a.name, latent)) and s.value == pytest.approx(top, rel=2e-3)
     assert f"set to {s.value:.3g}" in s.message and f"linked from {a.name} latent {latent}" in s.message
-    view = h.generate_view("a red boat", None, **STEPS, edits=[Edit(s.latent, s.mode, s.value)],
-                           origins={s.latent: s.origin})
+    view = h.generate_view(
+        "a red boat", None, **STEPS, edits=[Edit(s.latent, s.mode, s.value)], origins={s.latent: s.origin}
+    )
     assert not np.array_equal(np.asarray(view.original), np.asarray(view.steered))  # it does something
     assert f"latent {j} set to" in view.readout and f"{a.name} {latent} (linked)" in view.readout
 
@@ -213,8 +215,24 @@ def test_clipsae_icons_precomputes_icons_the_app_then_uses(h, tmp_path):
 
     katlas = tmp_path / "katlas"
     shutil.copytree(h.steer_atlas.path, katlas)
-    assert main(["icons", str(katlas), "--tiny-kandinsky", "--size", "64", "--steps", "2", "--latents", "3,5",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "icons",
+                str(katlas),
+                "--tiny-kandinsky",
+                "--size",
+                "64",
+                "--steps",
+                "2",
+                "--latents",
+                "3,5",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     header = json.loads((katlas / "icons" / "icons.json").read_text())
     assert header["format"] == "clipsae-icons" and header["sae_sha256"] == h.steer_atlas.manifest["sae_sha256"]
     doc = (Path(__file__).resolve().parents[1] / "app" / "ICONS.md").read_text()
@@ -252,8 +270,12 @@ def test_python_m_app_builds_a_module_level_demo_without_launching(h, monkeypatc
 def test_timings_label_measured_and_estimated_sizes_and_pick_the_device_defaults(h):
     from app.timing import Timings, measure
 
-    t = Timings(device="cpu", per_step_s={64: 0.1, 128: 0.4, 256: 1.6}, fixed_s={64: 0.2, 128: 0.8, 256: 3.2},
-                measured={64, 128})
+    t = Timings(
+        device="cpu",
+        per_step_s={64: 0.1, 128: 0.4, 256: 1.6},
+        fixed_s={64: 0.2, 128: 0.8, 256: 3.2},
+        measured={64, 128},
+    )
     assert t.default_steps == 10 and t.seconds(64, 10) == pytest.approx(1.2)
     assert t.label(64, 10) == "64 px · ~1.2 s per image"
     assert t.label(256, 10) == "256 px · ≥ 19 s per image (estimated)"  # not measured: a lower bound
@@ -262,15 +284,19 @@ def test_timings_label_measured_and_estimated_sizes_and_pick_the_device_defaults
     measured = measure(h.steerer, "cpu", budget_s=0.5)
     assert 64 in measured.measured and all(measured.per_step_s[r] > 0 for r in (64, 128, 256, 512, 768))
     big = max(measured.per_step_s)
-    assert big not in measured.measured and measured.per_step_s[big] >= measured.per_step_s[64] * (big / 64) ** 2 * 0.999
+    assert (
+        big not in measured.measured and measured.per_step_s[big] >= measured.per_step_s[64] * (big / 64) ** 2 * 0.999
+    )
     assert h.generation_params(0, None, None)[1:] == (10, 64)  # no timings in this fixture: the CPU defaults
 
 
 def test_generated_images_are_shown_large_enough_to_compare(h):
     view = h.generate_view("a red boat", None, **STEPS, edits=[])
     assert view.original.size == (256, 256)  # 64 px upscaled ×4, nearest neighbour: pixels stay visible
-    assert np.array_equal(np.asarray(view.original)[::4, ::4], np.asarray(h.steerer.steer(
-        "a red boat", [], seed=1, steps=2, size=64, prior_steps=2)[0]))
+    assert np.array_equal(
+        np.asarray(view.original)[::4, ::4],
+        np.asarray(h.steerer.steer("a red boat", [], seed=1, steps=2, size=64, prior_steps=2)[0]),
+    )
 
 
 def test_messages_are_escaped_and_printed_without_a_traceback():
@@ -315,8 +341,9 @@ def test_the_readout_says_when_an_edit_cannot_change_much(h):
     x, _ = s.prior_embeds("a red boat", 1, 2)
     f = s.latents(x)
     active, inactive = int(f.argmax()), int((f == 0).nonzero()[0])
-    view = h.generate_view("a red boat", None, **STEPS, edits=[Edit(inactive, "multiply", 3.0),
-                                                              Edit(active, "set", float(f[active]))])
+    view = h.generate_view(
+        "a red boat", None, **STEPS, edits=[Edit(inactive, "multiply", 3.0), Edit(active, "set", float(f[active]))]
+    )
     assert f"latent {inactive} × 3" in view.readout and "inactive here: × does nothing" in view.readout
     assert "already about that value here" in view.readout
 
@@ -327,8 +354,9 @@ def test_a_dead_latents_page_says_so_and_offers_nothing_to_steer(h):
     view = h.page_view(k.name, dead)
     assert "**Dead**" in view.header and view.bands == [] and view.gallery == [] and not view.steerable
     assert "r=0.00" not in view.header and "Co-activates" not in view.header  # no meaningless r = 0 links
-    assert dead not in [int(c.split()[0]) for lat in range(h.atlas.n_latents)
-                        for c in h.linked_choices(lat, h.atlas.name)]
+    assert dead not in [
+        int(c.split()[0]) for lat in range(h.atlas.n_latents) for c in h.linked_choices(lat, h.atlas.name)
+    ]
 
 
 @pytest.mark.parametrize("log_counts", [False, True])

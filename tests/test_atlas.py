@@ -21,8 +21,16 @@ from sae_core.sae import SparseAutoencoder
 
 def random_sae(arch: str, d: int = 8, s: int = 24, seed: int = 0) -> SparseAutoencoder:
     g = torch.Generator().manual_seed(seed)
-    sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=s, architecture=arch, k=3 if arch in K_ARCHS else None,
-                                      groups=(s // 4, s) if arch == "matryoshka" else None), generator=g)
+    sae = SparseAutoencoder(
+        SAEConfig(
+            d_in=d,
+            d_sae=s,
+            architecture=arch,
+            k=3 if arch in K_ARCHS else None,
+            groups=(s // 4, s) if arch == "matryoshka" else None,
+        ),
+        generator=g,
+    )
     with torch.no_grad():
         sae.b_enc.copy_(torch.randn(s, generator=g) - 0.5)  # some latents rarely active
         if arch in ("jumprelu", "batchtopk", "matryoshka"):
@@ -76,8 +84,9 @@ def test_topk_and_stats_equal_brute_force(tmp_path, monkeypatch, arch, tokens, r
     x = rng.normal(size=(n_images * tokens, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     sae = random_sae(arch)
-    stats, in_sample, priority, codes = run_passes(tmp_path, sae, tmp_path / "x.npy", 5, tokens, 7, stats_images=200,
-                                                   seed=3)
+    stats, in_sample, priority, codes = run_passes(
+        tmp_path, sae, tmp_path / "x.npy", 5, tokens, 7, stats_images=200, seed=3
+    )
     with torch.no_grad():  # the reference in float64: it does not depend on the BLAS's float32 reduction order
         f64 = copy.deepcopy(sae).double().encode(torch.from_numpy(x).double()).numpy()
     f64 = f64.reshape(n_images, tokens, -1).max(axis=1)
@@ -171,8 +180,11 @@ def clip_cache(tmp_path_factory):
 
 def test_full_build_masks_equal_direct_patch_computation(tmp_path, clip_cache):
     out = tmp_path / "atlas"
-    m = build_atlas(AtlasConfig(acts=str(clip_cache / "cache"), sae=str(clip_cache / "sae"), out=str(out), top_images=4,
-                                labels=False))
+    m = build_atlas(
+        AtlasConfig(
+            acts=str(clip_cache / "cache"), sae=str(clip_cache / "sae"), out=str(out), top_images=4, labels=False
+        )
+    )
     assert m["masks"] and m["n_patches"] == 16 and m["has_images"] and m["image_index"] and m["random_weights"]
     meta = json.loads((clip_cache / "cache/metadata.json").read_text())
     patches = np.load(clip_cache / "cache" / meta["shards"][0]["patches"])  # [12, 16, 16]
@@ -204,8 +216,15 @@ def test_threshold_masks_use_the_inference_threshold(tmp_path, clip_cache, arch)
         sae.b_enc.fill_(0.0)
         sae.threshold.fill_(0.05)
     save_sae(sae, tmp_path / "sae")
-    build_atlas(AtlasConfig(acts=str(clip_cache / "cache"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"), top_images=4,
-                            labels=False))
+    build_atlas(
+        AtlasConfig(
+            acts=str(clip_cache / "cache"),
+            sae=str(tmp_path / "sae"),
+            out=str(tmp_path / "a"),
+            top_images=4,
+            labels=False,
+        )
+    )
     meta = json.loads((clip_cache / "cache/metadata.json").read_text())
     patches = torch.from_numpy(np.load(clip_cache / "cache" / meta["shards"][0]["patches"]).astype(np.float32))
     ids, masks = np.load(tmp_path / "a/topk_ids.npy"), np.load(tmp_path / "a/masks.npy")
@@ -216,8 +235,9 @@ def test_threshold_masks_use_the_inference_threshold(tmp_path, clip_cache, arch)
     for lat in range(32):
         for slot, img in enumerate(ids[lat]):
             if img >= 0:
-                np.testing.assert_allclose(masks[lat, slot].astype(np.float32), expected[img, :, lat],
-                                           rtol=2e-3, atol=2e-3)
+                np.testing.assert_allclose(
+                    masks[lat, slot].astype(np.float32), expected[img, :, lat], rtol=2e-3, atol=2e-3
+                )
                 between += int(((h[img, :, lat] > 0.01) & (h[img, :, lat] < 0.04)).sum())
     assert between > 0, "the test needs patches with 0 < h < θ, which relu(h) would light"
 
@@ -246,7 +266,9 @@ def test_the_three_forms_of_each_rule_agree():
             assert bool((rows[1:] >= rows[:-1]).all()), "coordinates are sorted by row"
     # the known values, written out: topk keeps each row's 4 largest, jumprelu h·[h > θ]
     top = rules.activate(h, "topk", 4)
-    assert ((top > 0).sum(1) <= 4).all() and torch.equal(top.topk(4, dim=1).values, h.topk(4, dim=1).values.clamp_min(0))
+    assert ((top > 0).sum(1) <= 4).all() and torch.equal(
+        top.topk(4, dim=1).values, h.topk(4, dim=1).values.clamp_min(0)
+    )
     torch.testing.assert_close(rules.activate(h, "jumprelu", None, theta), h * (h > theta), rtol=0, atol=0)
 
 
@@ -260,8 +282,9 @@ def test_labels_find_a_planted_direction(tmp_path, clip_cache):
         sae.W_dec[5] = torch.from_numpy(text[0])
         sae.W_dec[9] = torch.from_numpy(text[1])
     save_sae(sae, tmp_path / "sae")
-    m = build_atlas(AtlasConfig(acts=str(clip_cache / "cache"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"),
-                                masks=False))
+    m = build_atlas(
+        AtlasConfig(acts=str(clip_cache / "cache"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"), masks=False)
+    )
     from app.atlas import Atlas
 
     vocab = json.loads((tmp_path / "a/label_vocab.json").read_text())
@@ -276,8 +299,13 @@ def test_labels_find_a_planted_direction(tmp_path, clip_cache):
 
 
 def test_interrupted_build_leaves_the_previous_atlas_intact(tmp_path, clip_cache, monkeypatch):
-    cfg = AtlasConfig(acts=str(clip_cache / "cache"), sae=str(clip_cache / "sae"), out=str(tmp_path / "atlas"),
-                      top_images=3, labels=False)
+    cfg = AtlasConfig(
+        acts=str(clip_cache / "cache"),
+        sae=str(clip_cache / "sae"),
+        out=str(tmp_path / "atlas"),
+        top_images=3,
+        labels=False,
+    )
     build_atlas(cfg)
     before = {p.name: p.read_bytes() for p in (tmp_path / "atlas").iterdir() if p.is_file()}
 
@@ -298,7 +326,9 @@ def test_plain_matrix_gives_an_atlas_without_image_parts(tmp_path):
     x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     save_sae(random_sae("topk"), tmp_path / "sae")
-    m = build_atlas(AtlasConfig(acts=str(tmp_path / "x.npy"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"), top_images=4))
+    m = build_atlas(
+        AtlasConfig(acts=str(tmp_path / "x.npy"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"), top_images=4)
+    )
     assert not m["has_images"] and not m["masks"] and not m["labels"] and m["n_images"] == 50
     assert any("no images" in n for n in m["notes"])
     assert np.load(tmp_path / "a/topk_ids.npy").shape == (24, 4)

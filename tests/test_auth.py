@@ -46,9 +46,15 @@ def test_set_password_adds_replaces_and_keeps_the_file_private(tmp_path):
         set_password(f, "bad:name", "x", iterations=FAST)
 
 
-@pytest.mark.parametrize("text, message", [("", "has no users"), ("# only a comment\n", "has no users"),
-                                           ("alice:plain\n", "line 1: expected USER:pbkdf2_sha256"),
-                                           ("alice pbkdf2_sha256$1$00$00\n", "line 1")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "has no users"),
+        ("# only a comment\n", "has no users"),
+        ("alice:plain\n", "line 1: expected USER:pbkdf2_sha256"),
+        ("alice pbkdf2_sha256$1$00$00\n", "line 1"),
+    ],
+)
 def test_malformed_auth_files_are_refused_in_one_line(tmp_path, text, message):
     f = tmp_path / "users"
     f.write_text(text)
@@ -95,8 +101,9 @@ def test_no_route_answers_before_login(tmp_path):
     try:
         jar = CookieJar()
         user = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-        status, _ = _open(user, f"{base}/login", urllib.parse.urlencode(
-            {"username": "alice", "password": "correct horse"}).encode())
+        status, _ = _open(
+            user, f"{base}/login", urllib.parse.urlencode({"username": "alice", "password": "correct horse"}).encode()
+        )
         assert status == 200
         call = json.dumps({"data": [0, handlers.atlas.name]}).encode()
         status, body = _open(user, f"{base}/gradio_api/call/latent_page", call, {"Content-Type": "application/json"})
@@ -106,21 +113,28 @@ def test_no_route_answers_before_login(tmp_path):
         assert status == 200 and b"event: complete" in stream
         files = sorted({u for u in json.dumps(stream.decode()).split('\\"') if "/gradio_api/file=" in u})
         assert files, stream[:300]
-        file_path = files[0][files[0].index("/gradio_api/file="):]
+        file_path = files[0][files[0].index("/gradio_api/file=") :]
         assert _open(user, base + file_path)[0] == 200  # the logged-in user gets the thumbnail
 
         stranger = urllib.request.build_opener()
         status, page = _open(stranger, f"{base}/")
         assert "RANDOM weights" in banner and b"RANDOM weights" in _open(user, f"{base}/config")[1]
         assert b"RANDOM weights" not in page and b'"dependencies": [{' not in page  # the login form, no app
-        for path, data in [("/config", None), ("/gradio_api/info", None),
-                           (file_path, None), (f"/gradio_api/call/latent_page/{event}", None),
-                           ("/gradio_api/call/latent_page", call), ("/gradio_api/queue/join", call),
-                           ("/gradio_api/upload", b"x"), ("/gradio_api/run/latent_page", call)]:
+        for path, data in [
+            ("/config", None),
+            ("/gradio_api/info", None),
+            (file_path, None),
+            (f"/gradio_api/call/latent_page/{event}", None),
+            ("/gradio_api/call/latent_page", call),
+            ("/gradio_api/queue/join", call),
+            ("/gradio_api/upload", b"x"),
+            ("/gradio_api/run/latent_page", call),
+        ]:
             status, body = _open(stranger, base + path, data, {"Content-Type": "application/json"})
             assert status in (401, 403), (path, status, body[:200])
-        status, _ = _open(stranger, f"{base}/login", urllib.parse.urlencode(
-            {"username": "alice", "password": "wrong"}).encode())
+        status, _ = _open(
+            stranger, f"{base}/login", urllib.parse.urlencode({"username": "alice", "password": "wrong"}).encode()
+        )
         assert status in (400, 401)
     finally:
         demo.close()
@@ -129,6 +143,15 @@ def test_no_route_answers_before_login(tmp_path):
 def test_serve_refuses_a_missing_auth_file_before_loading(tmp_path, capsys):
     from app_fixtures import free_port
 
-    code = main(["serve", "--atlas", str(tmp_path / "no-atlas"), "--port", str(free_port()),
-                 "--auth-file", str(tmp_path / "absent")])
+    code = main(
+        [
+            "serve",
+            "--atlas",
+            str(tmp_path / "no-atlas"),
+            "--port",
+            str(free_port()),
+            "--auth-file",
+            str(tmp_path / "absent"),
+        ]
+    )
     assert code != 0 and "no such file; create it with `clipsae passwd" in capsys.readouterr().err

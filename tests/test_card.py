@@ -28,7 +28,7 @@ def write_class_images(root, per_class: int, seed: int) -> None:
         (root / name).mkdir(parents=True)
         for i in range(per_class):
             px = np.clip(np.array(colour) + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
-            px[rng.integers(0, 24):, rng.integers(0, 24):] = rng.integers(0, 255, 3)  # a patch of another colour
+            px[rng.integers(0, 24) :, rng.integers(0, 24) :] = rng.integers(0, 255, 3)  # a patch of another colour
             Image.fromarray(px).save(root / name / f"{name}_{i:02d}.png")
 
 
@@ -37,11 +37,13 @@ def write_tiny_dinov2(folder) -> str:
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
     torch.manual_seed(3)
-    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-                       image_size=32, patch_size=8)
+    cfg = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, image_size=32, patch_size=8
+    )
     Dinov2Model(cfg).eval().save_pretrained(folder)
-    BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
-                      do_convert_rgb=True).save_pretrained(folder)
+    BitImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_convert_rgb=True
+    ).save_pretrained(folder)
     return str(folder)
 
 
@@ -52,10 +54,14 @@ def random_sae(folder, meta: dict, d_sae: int, seed: int):
     from sae_core.io import save_sae
     from sae_core.sae import SparseAutoencoder
 
-    keep = {k: meta[k] for k in ("model_name", "model_config_path", "pretrained", "seed", "hook_name", "tokens")
-            if k in meta}
-    sae = SparseAutoencoder(SAEConfig(d_in=meta["dim"], d_sae=d_sae, metadata=keep),
-                            generator=torch.Generator().manual_seed(seed))
+    keep = {
+        k: meta[k]
+        for k in ("model_name", "model_config_path", "pretrained", "seed", "hook_name", "tokens")
+        if k in meta
+    }
+    sae = SparseAutoencoder(
+        SAEConfig(d_in=meta["dim"], d_sae=d_sae, metadata=keep), generator=torch.Generator().manual_seed(seed)
+    )
     with torch.no_grad():
         sae.b_enc.fill_(0.02)
     save_sae(sae, folder)
@@ -75,21 +81,58 @@ def scored(tmp_path_factory):
     spec = EncoderSpec(model=write_tiny_clip_config(d), pretrained="none", patch_tokens=True)
     meta = run_embed(EmbedConfig(images=str(d / "imgs"), out=str(d / "cache"), encoder=spec, workers=0))
     random_sae(d / "sae", meta, 40, seed=1)
-    build_atlas(AtlasConfig(acts=str(d / "cache"), sae=str(d / "sae"), out=str(d / "atlas"), top_images=4,
-                            labels=True, vocab=None))
+    build_atlas(
+        AtlasConfig(
+            acts=str(d / "cache"), sae=str(d / "sae"), out=str(d / "atlas"), top_images=4, labels=True, vocab=None
+        )
+    )
     dino = write_tiny_dinov2(d / "dino")
-    assert cli_main(["eval", "card", "--sae", str(d / "sae"), "--acts", str(d / "cache"), "--atlas", str(d / "atlas"),
-                     "--labels", str(d / "imgs"), "--evaluator", dino, "--dataset", str(d / "imgs"),
-                     "--moran-min-images", "2", "--moran-min-patches", "2", "--out", str(d / "out"),
-                     "--device", "cpu"]) == 0
+    assert (
+        cli_main(
+            [
+                "eval",
+                "card",
+                "--sae",
+                str(d / "sae"),
+                "--acts",
+                str(d / "cache"),
+                "--atlas",
+                str(d / "atlas"),
+                "--labels",
+                str(d / "imgs"),
+                "--evaluator",
+                dino,
+                "--dataset",
+                str(d / "imgs"),
+                "--moran-min-images",
+                "2",
+                "--moran-min-patches",
+                "2",
+                "--out",
+                str(d / "out"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     return d
 
 
 def test_card_json_is_what_docs_scorecard_documents(scored):
     card = json.loads((scored / "out" / "card.json").read_text())
     check_fields(DOC, "card.json", card)
-    for section in ("sae", "heldout", "reconstruction", "sparsity", "downstream", "probing", "monosemanticity",
-                    "localisation", "label_quality"):
+    for section in (
+        "sae",
+        "heldout",
+        "reconstruction",
+        "sparsity",
+        "downstream",
+        "probing",
+        "monosemanticity",
+        "localisation",
+        "label_quality",
+    ):
         assert card[section] is not None, f"{section} was not measured: {card['skipped'].get(section)}"
         check_fields(DOC, section, card[section])
     assert set(card["skipped"]) == {"stability", "absorption"} and card["absorption"] is None
@@ -131,7 +174,8 @@ def test_scores_go_into_the_atlas_and_old_atlases_still_open(scored, tmp_path):
     header = (scored / "out" / "latents.csv").read_text().splitlines()[0].split(",")
     col = header.index("monosemanticity")
     assert [float(r[col]) if r[col] else np.nan for r in csv_ms] == pytest.approx(
-        np.asarray(s.monosemanticity, dtype=np.float64), abs=1e-5, nan_ok=True)
+        np.asarray(s.monosemanticity, dtype=np.float64), abs=1e-5, nan_ok=True
+    )
     old = tmp_path / "old"
     shutil.copytree(scored / "atlas", old)
     shutil.rmtree(old / "scores")
@@ -175,12 +219,38 @@ def test_latent_page_and_overview_show_the_scores_and_the_card(scored):
 
 def test_compare_two_cards_and_the_frontier(scored, tmp_path):
     random_sae(tmp_path / "wide", json.loads((scored / "cache" / "metadata.json").read_text()), 80, seed=2)
-    assert cli_main(["eval", "card", "--sae", str(tmp_path / "wide"), "--acts", str(scored / "cache"),
-                     "--out", str(tmp_path / "card2"), "--device", "cpu"]) == 0
+    assert (
+        cli_main(
+            [
+                "eval",
+                "card",
+                "--sae",
+                str(tmp_path / "wide"),
+                "--acts",
+                str(scored / "cache"),
+                "--out",
+                str(tmp_path / "card2"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     second = json.loads((tmp_path / "card2" / "card.json").read_text())
     assert second["monosemanticity"] is None and "no --evaluator" in second["skipped"]["monosemanticity"]
-    assert cli_main(["eval", "compare", str(scored / "out"), str(tmp_path / "card2" / "card.json"),
-                     "--out", str(tmp_path / "cmp")]) == 0
+    assert (
+        cli_main(
+            [
+                "eval",
+                "compare",
+                str(scored / "out"),
+                str(tmp_path / "card2" / "card.json"),
+                "--out",
+                str(tmp_path / "cmp"),
+            ]
+        )
+        == 0
+    )
     md = (tmp_path / "cmp" / "compare.md").read_text()
     assert md.count("| sae |") == 1 and "| wide |" in md and "Frontier" in md
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
@@ -190,16 +260,28 @@ def test_compare_two_cards_and_the_frontier(scored, tmp_path):
 
 
 def test_bad_inputs_are_one_line_refusals(scored, tmp_path, capsys):
-    base = ["eval", "card", "--sae", str(scored / "sae"), "--acts", str(scored / "cache"), "--out", str(tmp_path),
-            "--device", "cpu"]
+    base = [
+        "eval",
+        "card",
+        "--sae",
+        str(scored / "sae"),
+        "--acts",
+        str(scored / "cache"),
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+    ]
     clip_cfg = str(scored / "clipsae-tiny-vit.json")
     other = random_sae(tmp_path / "other", json.loads((scored / "cache" / "metadata.json").read_text()), 40, seed=5)
-    cases = [(["--evaluator", clip_cfg], "--evaluator-pretrained"),
-             (["--evaluator", clip_cfg, "--evaluator-pretrained", "none"], "the SAE's own encoder"),
-             (["--evaluator", str(scored / "cache")], "the SAE's own encoder"),
-             (["--atlas", str(scored / "atlas"), "--sae", str(other)], "was built from another SAE"),
-             (["--sae", str(tmp_path / "nothing")], "has no cfg.json"),
-             (["--moran-max-patch-fraction", "1.5"], "must be in (0, 1]")]
+    cases = [
+        (["--evaluator", clip_cfg], "--evaluator-pretrained"),
+        (["--evaluator", clip_cfg, "--evaluator-pretrained", "none"], "the SAE's own encoder"),
+        (["--evaluator", str(scored / "cache")], "the SAE's own encoder"),
+        (["--atlas", str(scored / "atlas"), "--sae", str(other)], "was built from another SAE"),
+        (["--sae", str(tmp_path / "nothing")], "has no cfg.json"),
+        (["--moran-max-patch-fraction", "1.5"], "must be in (0, 1]"),
+    ]
     for extra, message in cases:
         assert cli_main(base + extra) == 2
         err = capsys.readouterr().err

@@ -127,7 +127,7 @@ def planted_patches(n_images: int, grid: int, d: int, seed: int, p_on: float = 0
             if a < d // 2:
                 h, w = rng.integers(2, 4, size=2)
                 r, c = rng.integers(0, grid - h + 1), rng.integers(0, grid - w + 1)
-                m[r:r + h, c:c + w] = True
+                m[r : r + h, c : c + w] = True
             else:
                 m.flat[rng.choice(n_p, 7, replace=False)] = True
             codes[i, m.ravel(), a] = rng.uniform(1, 2, int(m.sum()))
@@ -154,8 +154,13 @@ def planted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("planted")
     x, atoms = planted_patches(260, 7, 16, seed=913)
     cls = x.mean(axis=1, keepdims=True)
-    write_cache(folder / "tokens", np.concatenate([cls, x], axis=1).reshape(-1, 16), tokens_per_image=50,
-                hook_name="blocks.3.resid_post", shard_rows=50 * 97)
+    write_cache(
+        folder / "tokens",
+        np.concatenate([cls, x], axis=1).reshape(-1, 16),
+        tokens_per_image=50,
+        hook_name="blocks.3.resid_post",
+        shard_rows=50 * 97,
+    )
     write_cache(folder / "embed", cls[:, 0], patches=x, shard_rows=70)
     return folder, x, atom_sae(atoms, 6.0)
 
@@ -176,12 +181,13 @@ def test_morans_i_equals_visaebench(planted, visaebench_localization):
     _, x, sae = planted
     torch.manual_seed(0)
     noisy = torch.from_numpy(x) + 0.3 * torch.randn(x.shape)  # more patches active, fewer cut cases
-    ref = visaebench_localization.FeatureLocalization(grid_size=(7, 7), min_images_per_feature=20,
-                                                      max_images_per_feature=10**9).compute(sae, noisy, device="cpu")
+    ref = visaebench_localization.FeatureLocalization(
+        grid_size=(7, 7), min_images_per_feature=20, max_images_per_feature=10**9
+    ).compute(sae, noisy, device="cpu")
     acc = MoranAccumulator(16, (7, 7), MoranRules(min_images=20))
     with torch.no_grad():
         for i in range(0, len(noisy), 64):
-            acc.update(sae.encode(noisy[i:i + 64].reshape(-1, 16)).view(-1, 49, 16))
+            acc.update(sae.encode(noisy[i : i + 64].reshape(-1, 16)).view(-1, 49, 16))
     ours = acc.result()[0]
     theirs = np.array([np.nan if v is None else v for v in ref.metadata["per_feature_scores"]])
     assert np.array_equal(np.isnan(ours), np.isnan(theirs)) and np.isfinite(ours).sum() >= 8
@@ -238,8 +244,7 @@ def test_sparse_probing_finds_the_class_latents():
     assert res["k"] == [1, 5, 10, 20, 50, 100] and res["n_classes"] == 3 and res["n_train"] + res["n_test"] == 588
     assert set(res["top_latents"][:3]) == set(informative)
     assert res["accuracy"][0] < 0.8 and min(res["accuracy"][1:3]) > 0.97 and min(res["auc"][1:]) > 0.99
-    assert res["area_under_k_accuracy"] == pytest.approx(
-        np.trapezoid(res["accuracy"], x=res["k"]) / 99, abs=1e-12)
+    assert res["area_under_k_accuracy"] == pytest.approx(np.trapezoid(res["accuracy"], x=res["k"]) / 99, abs=1e-12)
 
 
 # ---------------------------------------------------------------- seed stability
@@ -257,12 +262,25 @@ def test_stability_of_two_seeds_is_high_and_of_an_untrained_sae_low(tmp_path):
     x, atoms = planted_dictionary(4000, 24, 32, 3, noise=0.01, seed=1234)
     np.save(tmp_path / "x.npy", x + 3.0)
     cfg = SAEConfig(d_in=24, d_sae=32, architecture="topk", k=3)
-    a, b = (train(tmp_path / "x.npy", tmp_path / f"s{seed}", make_specs(cfg, [0.0], [3]),
-                  TrainConfig(epochs=20, seed=seed, checkpoint_every=0, log_every=10**9, init_rows=4096))[0]
-            for seed in (5, 6))
+    a, b = (
+        train(
+            tmp_path / "x.npy",
+            tmp_path / f"s{seed}",
+            make_specs(cfg, [0.0], [3]),
+            TrainConfig(epochs=20, seed=seed, checkpoint_every=0, log_every=10**9, init_rows=4096),
+        )[0]
+        for seed in (5, 6)
+    )
     save_sae(SparseAutoencoder(cfg, generator=torch.Generator().manual_seed(9)), tmp_path / "untrained")
-    card = card_main(CardConfig(sae=str(a), acts=str(tmp_path / "x.npy"), out=str(tmp_path / "card"),
-                                compare=(str(b), str(tmp_path / "untrained")), device="cpu"))
+    card = card_main(
+        CardConfig(
+            sae=str(a),
+            acts=str(tmp_path / "x.npy"),
+            out=str(tmp_path / "card"),
+            compare=(str(b), str(tmp_path / "untrained")),
+            device="cpu",
+        )
+    )
     trained, untrained = card["stability"]
     # 4,000 rows are little data for 32 latents: most, not all, are the same in both seeds
     assert trained["matched_fraction"] > 0.6 and untrained["matched_fraction"] < 0.1

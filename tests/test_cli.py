@@ -40,11 +40,34 @@ def _flags(parser: argparse.ArgumentParser):
 
 
 def test_every_flag_of_every_subcommand_comes_from_a_config_dataclass(commands):
-    assert {"train", "metrics", "convert", "export-sae", "embed", "export", "atlas", "link", "interpret",
-            "eval recon", "eval zeroshot", "eval probe", "eval heatmap", "eval segment", "eval latents", "serve",
-            "demo", "up", "icons", "collage"} <= commands.keys()
-    loose = [f"{name}: {a.option_strings or a.dest}" for name, p in commands.items() for a in _flags(p)
-             if not hasattr(a, "config_field")]
+    assert {
+        "train",
+        "metrics",
+        "convert",
+        "export-sae",
+        "embed",
+        "export",
+        "atlas",
+        "link",
+        "interpret",
+        "eval recon",
+        "eval zeroshot",
+        "eval probe",
+        "eval heatmap",
+        "eval segment",
+        "eval latents",
+        "serve",
+        "demo",
+        "up",
+        "icons",
+        "collage",
+    } <= commands.keys()
+    loose = [
+        f"{name}: {a.option_strings or a.dest}"
+        for name, p in commands.items()
+        for a in _flags(p)
+        if not hasattr(a, "config_field")
+    ]
     assert not loose, loose
     top = [a for a in _flags(build_parser()) if not hasattr(a, "config_field")]
     assert [a.option_strings for a in top] == [["-v", "--verbose"]]  # the dispatcher's own
@@ -52,11 +75,20 @@ def test_every_flag_of_every_subcommand_comes_from_a_config_dataclass(commands):
 
 def test_no_module_writes_a_flag_by_hand():
     """Flags come from `sae_core.cliargs`; the only hand-written one is the dispatcher's --verbose."""
-    hand = [f"{p.relative_to(REPO)}:{i}" for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))
-            if p.name != "cliargs.py"
-            for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\.add_argument\(", line)]
-    assert hand == ["app/cli.py:" + str(next(i for i, line in enumerate((REPO / "app/cli.py").read_text().splitlines(), 1)
-                                            if '"--verbose"' in line))], hand
+    hand = [
+        f"{p.relative_to(REPO)}:{i}"
+        for pkg in PACKAGES
+        for p in sorted((REPO / pkg).rglob("*.py"))
+        if p.name != "cliargs.py"
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"\.add_argument\(", line)
+    ]
+    assert hand == [
+        "app/cli.py:"
+        + str(
+            next(i for i, line in enumerate((REPO / "app/cli.py").read_text().splitlines(), 1) if '"--verbose"' in line)
+        )
+    ], hand
 
 
 def test_flag_defaults_are_the_dataclass_defaults(commands):
@@ -66,8 +98,12 @@ def test_flag_defaults_are_the_dataclass_defaults(commands):
     import sae_core.config
     import sae_core.interop
 
-    classes = {c.__name__: c for m in (app.configs, evaluation.configs, precompute.configs, sae_core.config,
-                                       sae_core.interop) for c in vars(m).values() if dataclasses.is_dataclass(c)}
+    classes = {
+        c.__name__: c
+        for m in (app.configs, evaluation.configs, precompute.configs, sae_core.config, sae_core.interop)
+        for c in vars(m).values()
+        if dataclasses.is_dataclass(c)
+    }
     for name, p in commands.items():
         for a in _flags(p):
             cls, field_name = a.config_field.split(".")
@@ -94,8 +130,12 @@ def test_one_flag_means_one_thing_in_every_subcommand(commands):
                     seen.setdefault(flag, []).append((name, a))
     clashes = []
     for flag, uses in seen.items():
-        kinds = {"bool" if isinstance(a, argparse.BooleanOptionalAction) else
-                 re.sub(r" list$", "", getattr(a.type, "__name__", "str")) for _, a in uses}
+        kinds = {
+            "bool"
+            if isinstance(a, argparse.BooleanOptionalAction)
+            else re.sub(r" list$", "", getattr(a.type, "__name__", "str"))
+            for _, a in uses
+        }
         choices = sorted((set(a.choices) for _, a in uses if a.choices), key=len)
         nested = all(small <= big for small, big in zip(choices, choices[1:]))
         if len(kinds) > 1 or not nested:
@@ -111,7 +151,9 @@ def test_renamed_flags_read_their_older_names_too(commands):
         ("--class-names", "--classes", ["eval", "zeroshot", "--dataset", "d", "--sae", "s"], "classes"),
         ("--class-folders", "--labels", ["eval", "latents", "--atlas", "a"], "labels"),
     ):
-        assert getattr(parser.parse_args([*argv, new, "3"]), dest) == getattr(parser.parse_args([*argv, old, "3"]), dest)
+        assert getattr(parser.parse_args([*argv, new, "3"]), dest) == getattr(
+            parser.parse_args([*argv, old, "3"]), dest
+        )
     assert parser.parse_args(["atlas", "--acts", "a", "--sae", "s", "--out", "o", "--no-labels"]).labels is False
 
 
@@ -121,16 +163,28 @@ def test_configs_come_back_from_the_flags():
     from sae_core.config import SweepConfig
 
     parser = build_parser()
-    cfg = config_from_args(EmbedConfig, parser.parse_args(
-        ["embed", "--images", "i", "--out", "o", "--hook", "blocks.3.hook_resid_post", "--tokens", "all"]))
+    cfg = config_from_args(
+        EmbedConfig,
+        parser.parse_args(
+            ["embed", "--images", "i", "--out", "o", "--hook", "blocks.3.hook_resid_post", "--tokens", "all"]
+        ),
+    )
     assert (cfg.encoder.hook, cfg.encoder.tokens, cfg.images) == ("blocks.3.resid_post", "all", "i")
     cfg = config_from_args(ReconConfig, parser.parse_args(["eval", "recon", "--acts", "x", "--sae", "a", "b"]))
     assert cfg.sae == ("a", "b") and cfg.batch_size == 8192
-    cfg = config_from_args(HeatmapConfig, parser.parse_args(
-        ["eval", "heatmap", "--image", "i", "--text", "t", "--sae", "s", "--latent", "4", "7", "--hook", "embed"]))
+    cfg = config_from_args(
+        HeatmapConfig,
+        parser.parse_args(
+            ["eval", "heatmap", "--image", "i", "--text", "t", "--sae", "s", "--latent", "4", "7", "--hook", "embed"]
+        ),
+    )
     assert cfg.latent == (4, 7) and cfg.clip.hook == "embed" and cfg.clip.device == "auto"
-    sweep = config_from_args(SweepConfig, parser.parse_args(
-        ["train", "--acts", "x", "--out", "o", "--d-sae", "8", "--arch", "topk", "--k", "2,4", "--resume"]))
+    sweep = config_from_args(
+        SweepConfig,
+        parser.parse_args(
+            ["train", "--acts", "x", "--out", "o", "--d-sae", "8", "--arch", "topk", "--k", "2,4", "--resume"]
+        ),
+    )
     assert sweep.values("topk") == ([2, 4], [0.0]) and sweep.resume
     with pytest.raises(ValueError, match="--l1 is for relu/jumprelu"):
         SweepConfig("x", "o", k=(2,), l1=(0.1,)).values("topk")

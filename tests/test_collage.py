@@ -42,7 +42,7 @@ def test_grid_holds_each_top_image_with_and_without_its_mask(atlas_dir):
         if mask.max() > 0:  # the tint reddens the active patches
             red = _tile(tinted, slot, strip_h)[..., 0] - thumb[..., 0]
             r, c = np.unravel_index(np.argmax(mask), mask.shape)
-            assert red[r * 56:(r + 1) * 56, c * 56:(c + 1) * 56].mean() > 0
+            assert red[r * 56 : (r + 1) * 56, c * 56 : (c + 1) * 56].mean() > 0
 
 
 def test_caption_strip_says_frequency_label_interpretation_and_random_weights(atlas_dir):
@@ -66,8 +66,9 @@ def test_cli_writes_one_png_per_latent(atlas_dir, tmp_path, capsys):
     freq = np.load(atlas_dir / "frequency.npy")
     paths = collage_main(CollageConfig(atlas=str(atlas_dir), out=str(tmp_path / "b"), top=2))
     assert [p.name for p in paths] == [f"latent_{i}.png" for i in np.argsort(-freq, kind="stable")[:2]]
-    assert [p.name for p in collage_main(CollageConfig(atlas=str(atlas_dir), out=str(tmp_path / "c"),
-                                                       latents="2"))] == [p.name for p in paths]
+    assert [
+        p.name for p in collage_main(CollageConfig(atlas=str(atlas_dir), out=str(tmp_path / "c"), latents="2"))
+    ] == [p.name for p in paths]
     im = Image.open(paths[0])
     assert im.mode == "RGB" and im.width >= 900  # a readable size
     assert main(["collage", str(atlas_dir), "--out", str(tmp_path / "d")]) == 2

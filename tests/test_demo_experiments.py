@@ -68,8 +68,23 @@ def test_eval_latents_on_the_demo_agrees_with_its_atlas(demo, tmp_path):
 
     _, info = demo
     # held-out = the training cache itself: both rows and both frequency columns must agree
-    assert main(["eval", "latents", "--atlas", info["clip_atlas"], "--acts", info["clip_cache"], "--out",
-                 str(tmp_path), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "latents",
+                "--atlas",
+                info["clip_atlas"],
+                "--acts",
+                info["clip_cache"],
+                "--out",
+                str(tmp_path),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "latents_table.json").read_text())
     assert [r["split"] for r in rows] == ["train", "held-out"]
     manifest = json.loads((Path(info["clip_atlas"]) / "manifest.json").read_text())
@@ -86,8 +101,25 @@ def test_eval_segment_on_the_demo_photos(demo, tmp_path):
         (tmp_path / "photos" / photo).mkdir(parents=True)
         for p in (root / "demo_cache/images").glob(f"{photo}_*.png"):
             shutil.copy(p, tmp_path / "photos" / photo / p.name)
-    assert main(["eval", "segment", "--dataset", str(tmp_path / "photos"), "--sae", info["clip_sae"], "--latents", "3",
-                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "segment",
+                "--dataset",
+                str(tmp_path / "photos"),
+                "--sae",
+                info["clip_sae"],
+                "--latents",
+                "3",
+                "--out",
+                str(tmp_path / "out"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "out/segment.json").read_text())
     assert [r["class"] for r in rows] == ["astronaut"] * 3 + ["coffee"] * 3 + ["rocket"] * 3
     assert all(r["images"] == 6 and len(r["mask"].split()) == 49 for r in rows)  # ViT-B-32: 7x7 patches

@@ -27,8 +27,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 def torchrun(module: str, *args: str, nproc: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", module, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        module,
+        *args,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -61,13 +69,39 @@ def cache(tmp_path_factory):
 
 
 def test_two_gloo_ranks_build_the_atlas_of_one_process(cache):
-    flags = ["--acts", str(cache / "cache"), "--sae", str(cache / "sae"), "--top-images", "5", "--no-labels",
-             "--stats-images", "15", "--seed", "7", "--block-mb", "0.002", "--device", "cpu"]
+    flags = [
+        "--acts",
+        str(cache / "cache"),
+        "--sae",
+        str(cache / "sae"),
+        "--top-images",
+        "5",
+        "--no-labels",
+        "--stats-images",
+        "15",
+        "--seed",
+        "7",
+        "--block-mb",
+        "0.002",
+        "--device",
+        "cpu",
+    ]
     r = torchrun("precompute.atlas", *flags, "--out", str(cache / "two"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("atlas: 40 latents") == 1  # rank 0 reports
-    build_atlas(AtlasConfig(acts=str(cache / "cache"), sae=str(cache / "sae"), out=str(cache / "one"), top_images=5,
-                            labels=False, stats_images=15, seed=7, block_mb=0.002, device="cpu"))
+    build_atlas(
+        AtlasConfig(
+            acts=str(cache / "cache"),
+            sae=str(cache / "sae"),
+            out=str(cache / "one"),
+            top_images=5,
+            labels=False,
+            stats_images=15,
+            seed=7,
+            block_mb=0.002,
+            device="cpu",
+        )
+    )
     same_folders(cache / "one", cache / "two")
     m = json.loads((cache / "one/manifest.json").read_text())
     assert m["masks"] and m["stats_images"] == 15 and m["n_images"] == 23
@@ -77,14 +111,32 @@ def test_two_gloo_ranks_build_the_atlas_of_one_process(cache):
 def test_two_gloo_ranks_link_like_one_process(cache, tmp_path):
     import shutil
 
-    build_atlas(AtlasConfig(acts=str(cache / "cache"), sae=str(cache / "ksae"), out=str(tmp_path / "k"), top_images=5,
-                            labels=False, masks=False, device="cpu"))
+    build_atlas(
+        AtlasConfig(
+            acts=str(cache / "cache"),
+            sae=str(cache / "ksae"),
+            out=str(tmp_path / "k"),
+            top_images=5,
+            labels=False,
+            masks=False,
+            device="cpu",
+        )
+    )
     for sub in ("a1", "a2"):
         shutil.copytree(cache / "one" if (cache / "one").exists() else cache / "two", tmp_path / sub)
     shutil.copytree(tmp_path / "k", tmp_path / "k2")
     link(tmp_path / "a1", tmp_path / "k", top=4, budget_mb=0.0005)
-    r = torchrun("precompute.link", str(tmp_path / "a2"), str(tmp_path / "k2"), "--top-links", "4",
-                 "--budget-mb", "0.0005", "--device", "cpu")
+    r = torchrun(
+        "precompute.link",
+        str(tmp_path / "a2"),
+        str(tmp_path / "k2"),
+        "--top-links",
+        "4",
+        "--budget-mb",
+        "0.0005",
+        "--device",
+        "cpu",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     for x, y in (("a1", "a2"), ("k", "k2")):
         names = sorted(p.name for p in (tmp_path / x / "links").iterdir())
@@ -96,8 +148,17 @@ def test_two_gloo_ranks_link_like_one_process(cache, tmp_path):
 
 def test_a_failing_rank_is_one_line_and_a_nonzero_exit(cache):
     """Each rank reports the user error in one line (torchrun's launcher then adds its own report)."""
-    r = torchrun("precompute.atlas", "--acts", str(cache / "nothing"), "--sae", str(cache / "sae"), "--out",
-                 str(cache / "x"), "--device", "cpu")
+    r = torchrun(
+        "precompute.atlas",
+        "--acts",
+        str(cache / "nothing"),
+        "--sae",
+        str(cache / "sae"),
+        "--out",
+        str(cache / "x"),
+        "--device",
+        "cpu",
+    )
     assert r.returncode != 0
     assert r.stderr.count("precompute.atlas: error: --acts must be a .npy matrix [N, d] or an activation cache") == 2
     assert "precompute/atlas.py" not in r.stderr and not (cache / "x").exists()
@@ -123,8 +184,11 @@ def test_one_process_group_setup():
     """embed, atlas and link all start torch.distributed through precompute.ranks.ranks_from_env
     (LOCAL_RANK's GPU, set_device, gloo or nccl)."""
     sources = [p for pkg in ("sae_core", "precompute", "evaluation", "app") for p in (REPO / pkg).rglob("*.py")]
-    setups = sorted(str(p.relative_to(REPO)) for p in sources
-                    if "init_process_group" in p.read_text() or "% torch.cuda.device_count()" in p.read_text())
+    setups = sorted(
+        str(p.relative_to(REPO))
+        for p in sources
+        if "init_process_group" in p.read_text() or "% torch.cuda.device_count()" in p.read_text()
+    )
     assert setups == ["precompute/ranks.py"]
     for module in ("embed", "atlas", "link"):
         assert "ranks_from_env(" in (REPO / "precompute" / f"{module}.py").read_text()

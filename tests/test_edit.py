@@ -33,8 +33,11 @@ def test_text_ids_only_where_text_is_expected():
 def test_numpy_values_are_numbers_and_edits_come_back_checked():
     edits = validate_edits([Edit(np.int64(2), "set", np.float32(0.5)), Edit(1.0, "add", 3)], d_sae=4)
     assert edits == [Edit(2, "set", 0.5), Edit(1, "add", 3.0)]
-    for bad, msg in ((Edit(0, "set", np.float32("nan")), "finite number"), (Edit(0, "set", True), "finite number"),
-                     (Edit(2.5, "set", 1.0), "whole number")):
+    for bad, msg in (
+        (Edit(0, "set", np.float32("nan")), "finite number"),
+        (Edit(0, "set", True), "finite number"),
+        (Edit(2.5, "set", 1.0), "whole number"),
+    ):
         with pytest.raises(ValueError, match=msg):
             validate_edits([bad], d_sae=4)
 

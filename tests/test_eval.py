@@ -31,8 +31,14 @@ WIDTH = TINY_CLIP["vision_cfg"]["width"]
 
 # ---------------------------------------------------------------- builders
 def _meta(config: str, hook: str, tokens: str = "all") -> dict:
-    return {"model_name": "clipsae-tiny-vit", "model_config_path": config, "pretrained": "none", "seed": 0,
-            "hook_name": hook, "tokens": tokens}
+    return {
+        "model_name": "clipsae-tiny-vit",
+        "model_config_path": config,
+        "pretrained": "none",
+        "seed": 0,
+        "hook_name": hook,
+        "tokens": tokens,
+    }
 
 
 def identity_sae(d: int, meta: dict) -> SparseAutoencoder:
@@ -101,8 +107,9 @@ def test_classification_report_matches_sklearn():
     y_true = rng.integers(0, 6, 300)
     y_pred = np.where(rng.random(300) < 0.6, y_true, rng.integers(0, 5, 300))  # class 5 is never predicted
     ours = classification_report(y_true, y_pred, 7)  # class 6 never occurs at all
-    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=list(range(7)), average="macro",
-                                                 zero_division=0)
+    p, r, f, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(7)), average="macro", zero_division=0
+    )
     assert ours["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
     assert (ours["precision"], ours["recall"], ours["f1"]) == pytest.approx((p, r, f), abs=1e-12)
 
@@ -126,7 +133,11 @@ def test_cifar10_binary_round_trip(tmp_path):
         write_cifar10(root, labels[::-1].copy(), pixels[::-1].copy(), f"data_batch_{i}.bin")
     (root / "batches.meta.txt").write_text("\n".join(["air_plane", *CIFAR10_CLASSES[1:]]) + "\n\n")
     test = open_dataset(tmp_path)  # the parent folder is found too
-    assert test.kind == "cifar10" and test.classnames[0] == "air plane" and test.classnames[1:] == list(CIFAR10_CLASSES[1:])
+    assert (
+        test.kind == "cifar10"
+        and test.classnames[0] == "air plane"
+        and test.classnames[1:] == list(CIFAR10_CLASSES[1:])
+    )
     assert np.array_equal(test.labels, labels) and np.array_equal(test.pixels, pixels)
     assert np.array_equal(np.asarray(test.image(5)), pixels[5])
     train = open_dataset(root, "train")
@@ -177,8 +188,10 @@ def test_splice_changes_only_the_hooked_layer(tiny):
     clip = _clip(tiny, identity_sae(WIDTH, _meta(tiny, "blocks.1.resid_post", "cls")))
     ins: dict[int, torch.Tensor] = {}  # what each block reads (the previous block's output, after any splice)
     blocks = clip.model.visual.transformer.resblocks
-    handles = [b.register_forward_pre_hook(lambda m, i, k=k: ins.__setitem__(k, i[0].detach().clone()))
-               for k, b in enumerate(blocks)]
+    handles = [
+        b.register_forward_pre_hook(lambda m, i, k=k: ins.__setitem__(k, i[0].detach().clone()))
+        for k, b in enumerate(blocks)
+    ]
     pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         e0 = clip.encode(pixels)
@@ -249,7 +262,13 @@ def test_probe_on_imagefolder(tiny, tmp_path):
     saes = [NamedSAE("perfect", None, identity_sae(EMBED, meta)), NamedSAE("rand", None, random_sae(EMBED, meta))]  # type: ignore[arg-type]
     clip = load_clip(saes, ModelChoice(device="cpu"))
     rows, failures = probe(clip, saes, train, test, batch_size=8)
-    assert failures == [] and [r["model"] for r in rows] == ["CLIP", "CLIP + SAE", "SAE latents", "CLIP + SAE", "SAE latents"]
+    assert failures == [] and [r["model"] for r in rows] == [
+        "CLIP",
+        "CLIP + SAE",
+        "SAE latents",
+        "CLIP + SAE",
+        "SAE latents",
+    ]
     base, perfect = rows[0], rows[1]
     for key in ("accuracy", "precision", "recall", "f1"):
         assert perfect[key] == base[key]  # identical features -> identical probe
@@ -296,8 +315,10 @@ def test_heatmap_on_a_block_hook_changes_with_a_latent(tiny):
 def test_cli_recon_zeroshot_probe_heatmap(tiny, tmp_path, small_npy, capsys):
     # recon: a λ sweep of two SAEs on a plain matrix
     for lam, seed in ((1e-3, 0), (1e-2, 1)):
-        s = SparseAutoencoder(SAEConfig(d_in=16, d_sae=32, metadata={"l1_coefficient": lam}),
-                              generator=torch.Generator().manual_seed(seed))
+        s = SparseAutoencoder(
+            SAEConfig(d_in=16, d_sae=32, metadata={"l1_coefficient": lam}),
+            generator=torch.Generator().manual_seed(seed),
+        )
         save_sae(s, tmp_path / "sweep" / f"l1_{lam}")
     out = tmp_path / "out"
     assert cli_main(["eval", "recon", "--acts", small_npy, "--sae", str(tmp_path / "sweep"), "--out", str(out)]) == 0

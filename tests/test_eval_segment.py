@@ -44,20 +44,35 @@ def world(tmp_path_factory):
     cfg_path = write_tiny_clip_config(d)
     out = {"d": d, "cfg": cfg_path}
     for name, hook, d_in in (("embed", "embed", 16), ("block", "blocks.1.resid_post", 32)):
-        spec = EncoderSpec(model=cfg_path, pretrained="none", hook=hook, tokens="cls" if hook == "embed" else "all",
-                           patch_tokens=hook == "embed")
+        spec = EncoderSpec(
+            model=cfg_path,
+            pretrained="none",
+            hook=hook,
+            tokens="cls" if hook == "embed" else "all",
+            patch_tokens=hook == "embed",
+        )
         meta = run_embed(EmbedConfig(images=str(d / "data"), out=str(d / f"cache_{name}"), encoder=spec, workers=0))
         sae_meta = {k: meta[k] for k in ("model_name", "model_config_path", "pretrained", "seed", "hook_name")}
         sae_meta["tokens"] = "spatial" if hook != "embed" else "cls"
-        sae = SparseAutoencoder(SAEConfig(d_in=d_in, d_sae=20, metadata=sae_meta),
-                                generator=torch.Generator().manual_seed(3))
+        sae = SparseAutoencoder(
+            SAEConfig(d_in=d_in, d_sae=20, metadata=sae_meta), generator=torch.Generator().manual_seed(3)
+        )
         with torch.no_grad():
             sae.b_enc.fill_(0.02)
         save_sae(sae, d / f"sae_{name}")
-    run_embed(EmbedConfig(images=str(d / "heldout"), out=str(d / "heldout_embed"), workers=0,
-                          encoder=EncoderSpec(model=cfg_path, pretrained="none", patch_tokens=True)))
-    build_atlas(AtlasConfig(acts=str(d / "cache_embed"), sae=str(d / "sae_embed"), out=str(d / "atlas"), top_images=6,
-                            labels=False))
+    run_embed(
+        EmbedConfig(
+            images=str(d / "heldout"),
+            out=str(d / "heldout_embed"),
+            workers=0,
+            encoder=EncoderSpec(model=cfg_path, pretrained="none", patch_tokens=True),
+        )
+    )
+    build_atlas(
+        AtlasConfig(
+            acts=str(d / "cache_embed"), sae=str(d / "sae_embed"), out=str(d / "atlas"), top_images=6, labels=False
+        )
+    )
     return out
 
 
@@ -65,8 +80,9 @@ def _run_segment(world, name, **kw):
     from evaluation.segment import SegmentConfig, segment
 
     d = world["d"]
-    cfg = SegmentConfig(dataset=str(d / "data"), sae=str(d / f"sae_{name}"), out=str(d / f"out_{name}"),
-                        device="cpu", **kw)
+    cfg = SegmentConfig(
+        dataset=str(d / "data"), sae=str(d / f"sae_{name}"), out=str(d / f"out_{name}"), device="cpu", **kw
+    )
     return segment(cfg)
 
 
@@ -127,8 +143,25 @@ def test_segment_cli(world, capsys):
     from app.cli import main
 
     out = world["d"] / "cli_seg"
-    assert main(["eval", "segment", "--dataset", str(world["d"] / "data"), "--sae", str(world["d"] / "sae_embed"),
-                 "--latents", "2", "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "segment",
+                "--dataset",
+                str(world["d"] / "data"),
+                "--sae",
+                str(world["d"] / "sae_embed"),
+                "--latents",
+                "2",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     with open(out / "segment.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 6 and len(rows[0]["mask"].split()) == 16  # 4x4 patches of the tiny ViT
@@ -152,8 +185,15 @@ def test_latents_statistics_match_the_data(world, tmp_path):
     from evaluation.latent_stats import LatentStatsConfig, latent_stats_main
 
     d = world["d"]
-    table = latent_stats_main(LatentStatsConfig(atlas=str(d / "atlas"), acts=str(d / "heldout_embed"),
-                                                labels=str(d / "data"), out=str(tmp_path), device="cpu"))
+    table = latent_stats_main(
+        LatentStatsConfig(
+            atlas=str(d / "atlas"),
+            acts=str(d / "heldout_embed"),
+            labels=str(d / "data"),
+            out=str(tmp_path),
+            device="cpu",
+        )
+    )
     assert table.count("\n") == 3  # header, rule, train, held-out
     sae = load_sae(d / "atlas/sae").eval()
     split_rows = {r["split"]: r for r in json.loads((tmp_path / "latents_table.json").read_text())}
@@ -188,8 +228,21 @@ def test_latents_cli_without_heldout_or_labels(world, tmp_path, capsys):
     assert main(["eval", "latents", "--atlas", str(world["d"] / "atlas"), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| train |" in out and "held-out" not in out.split("wrote")[0]
-    assert main(["eval", "latents", "--atlas", str(world["d"] / "atlas"), "--labels", str(world["d"] / "nope"),
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "latents",
+                "--atlas",
+                str(world["d"] / "atlas"),
+                "--labels",
+                str(world["d"] / "nope"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "--class-folders" in capsys.readouterr().err  # the older name --labels still reads
 
 

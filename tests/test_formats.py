@@ -17,8 +17,15 @@ from sae_core.config import SAEConfig
 from sae_core.io import cfg_json
 
 REPO = Path(__file__).resolve().parents[1]
-JSON_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict, "list": list,
-              "null": type(None)}
+JSON_TYPES = {
+    "str": str,
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+    "dict": dict,
+    "list": list,
+    "null": type(None),
+}
 
 
 def table(doc: Path, heading: str) -> dict[str, str]:
@@ -85,8 +92,9 @@ def concrete(shape: tuple[str, ...], dims: dict[str, int]) -> tuple[int, ...]:
 def test_cache_files_match_format_page(tmp_path):
     write_images(tmp_path / "imgs", 5)
     spec = EncoderSpec(model=write_tiny_clip_config(tmp_path), pretrained="none", patch_tokens=True)
-    meta = run_embed(EmbedConfig(images=str(tmp_path / "imgs"), out=str(tmp_path / "c"), encoder=spec, workers=0,
-                                 shard_size=3))
+    meta = run_embed(
+        EmbedConfig(images=str(tmp_path / "imgs"), out=str(tmp_path / "c"), encoder=spec, workers=0, shard_size=3)
+    )
     doc = REPO / "precompute/FORMAT.md"
     check_fields(doc, "metadata.json", meta)
     check_fields(doc, "settings.json", json.loads((tmp_path / "c/settings.json").read_text()))
@@ -156,8 +164,11 @@ def linked_atlases(tmp_path_factory):
     d = tmp_path_factory.mktemp("formats")
     build_tiny_clip_atlas(d, labels=True)
     save_sae(SparseAutoencoder(SAEConfig(d_in=16, d_sae=7), generator=torch.Generator().manual_seed(1)), d / "ks")
-    build_atlas(AtlasConfig(acts=str(d / "cache"), sae=str(d / "ks"), out=str(d / "katlas"), top_images=3,
-                            masks=False, labels=False))
+    build_atlas(
+        AtlasConfig(
+            acts=str(d / "cache"), sae=str(d / "ks"), out=str(d / "katlas"), top_images=3, masks=False, labels=False
+        )
+    )
     return d
 
 
@@ -171,14 +182,21 @@ def test_atlas_matches_format_page(linked_atlases):
     assert {k: v for k, v in arrays.items() if not k.startswith(("links/", "scores/"))} == declared
     # the per-latent scores `clipsae eval card --atlas` adds later (tests/test_card.py writes them)
     assert {k: v for k, v in arrays.items() if k.startswith("scores/")} == {
-        f.name: (f.shape, f.dtype) for f in SCORE_ARRAYS}
+        f.name: (f.shape, f.dtype) for f in SCORE_ARRAYS
+    }
     atlas = linked_atlases / "atlas"
     m = json.loads((atlas / "manifest.json").read_text())
     check_fields(doc, "manifest.json", m)
     assert m["masks"] and m["labels"] and m["encoder"] and m["has_images"] and m["image_index"] and m["neighbours"]
     check_fields(doc, "encoder.json", json.loads((atlas / "encoder.json").read_text()))
-    dims = {"F": m["d_sae"], "k": m["top_images"], "P": m["n_patches"], "N+1": m["n_images"] + 1, "nnz": m["n_codes"],
-            "K": m["neighbours"]}
+    dims = {
+        "F": m["d_sae"],
+        "k": m["top_images"],
+        "P": m["n_patches"],
+        "N+1": m["n_images"] + 1,
+        "nnz": m["n_codes"],
+        "K": m["neighbours"],
+    }
     for name, (shape, dtype) in declared.items():
         a = np.load(atlas / name, allow_pickle=False)
         assert a.shape == concrete(shape, dims) and a.dtype == np.dtype(dtype), f"{name}: {a.dtype} {a.shape}"

@@ -24,8 +24,14 @@ sys.path.insert(0, str(GPU))
 def smoke(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("gpu_smoke")
     env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(["bash", str(GPU / "run.sh"), "--smoke", "--out", str(out)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        ["bash", str(GPU / "run.sh"), "--smoke", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out, json.loads((out / "results.json").read_text())
 
@@ -41,8 +47,13 @@ def test_smoke_runs_every_section(smoke):
         assert _rows(results, section)["section status"] == "ok", (section, rows)
     k = _rows(results, "kandinsky")
     assert k["identity edit bit-exact (fp32)"] is True
-    for name in ("decoder fp32 64px 2 steps", "slider move fp32 64px 2 steps", "full generate fp32 64px 2 steps",
-                 "prior fp32 2 steps", "decoder fp32 64px 2 steps, eager attention"):
+    for name in (
+        "decoder fp32 64px 2 steps",
+        "slider move fp32 64px 2 steps",
+        "full generate fp32 64px 2 steps",
+        "prior fp32 2 steps",
+        "decoder fp32 64px 2 steps, eager attention",
+    ):
         assert isinstance(k[name], float) and k[name] > 0, name
     moves = {r["name"]: r["note"] for r in results["sections"]["kandinsky"]}
     assert "calls +0/+1" in moves["slider move fp32 64px 2 steps"]  # decoder only: the start is cached
@@ -81,7 +92,8 @@ def test_a_section_over_its_budget_is_killed_and_the_run_goes_on(tmp_path, monke
     from common import Ctx
 
     (tmp_path / "sleepy_section.py").write_text(
-        "import time\ndef run(ctx):\n    ctx.rec('started', 1)\n    time.sleep(60)\n    ctx.rec('never', 1)\n")
+        "import time\ndef run(ctx):\n    ctx.rec('started', 1)\n    time.sleep(60)\n    ctx.rec('never', 1)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(bench_gpu.SECTIONS, "sleepy", ("sleepy_section", 1, 1))
     ctx = Ctx(section="sleepy", out=tmp_path, work=tmp_path, device="cpu", smoke=True)

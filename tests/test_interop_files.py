@@ -52,14 +52,29 @@ def test_saev_sae_pt(tmp_path, spy_torch_load):
     check(tmp_path / "ours", FIXTURES / "saev")
 
 
-@pytest.mark.parametrize("cls", ["AutoEncoder", "AutoEncoderNew", "GatedAutoEncoder", "JumpReluAutoEncoder",
-                                 "AutoEncoderTopK", "BatchTopKSAE", "MatryoshkaBatchTopKSAE"])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        "AutoEncoder",
+        "AutoEncoderNew",
+        "GatedAutoEncoder",
+        "JumpReluAutoEncoder",
+        "AutoEncoderTopK",
+        "BatchTopKSAE",
+        "MatryoshkaBatchTopKSAE",
+    ],
+)
 def test_dictionary_learning_trainer_folder(tmp_path, cls, spy_torch_load):
     layout, written = convert(FIXTURES / "dictionary_learning" / cls, tmp_path / "ours")
     assert layout == "dictionary-learning" and all(c.get("weights_only") is True for c in spy_torch_load)
     sae = written[0][1]
-    arch = {"GatedAutoEncoder": "jumprelu", "JumpReluAutoEncoder": "jumprelu", "AutoEncoderTopK": "topk",
-            "BatchTopKSAE": "batchtopk", "MatryoshkaBatchTopKSAE": "batchtopk"}.get(cls, "relu")
+    arch = {
+        "GatedAutoEncoder": "jumprelu",
+        "JumpReluAutoEncoder": "jumprelu",
+        "AutoEncoderTopK": "topk",
+        "BatchTopKSAE": "batchtopk",
+        "MatryoshkaBatchTopKSAE": "batchtopk",
+    }.get(cls, "relu")
     assert sae.cfg.architecture == arch  # a JumpReLU never becomes a ReLU
     theta = sae.threshold_s.detach() if sae.threshold_s is not None else None
     if cls == "GatedAutoEncoder":  # the jump is where the gate opens
@@ -74,9 +89,11 @@ def test_dictionary_learning_ae_pt_alone_names_its_config(tmp_path):
     assert layout == "dictionary-learning"
     (src / "config.json").unlink()
     shutil.copy(src / "ae.pt", tmp_path / "renamed.pt")
-    for given, what in ((src / "ae.pt", "the tensors of AutoEncoderTopK or BatchTopKSAE"),
-                        (tmp_path / "renamed.pt", "the tensors of AutoEncoderTopK or BatchTopKSAE"),
-                        (src, "a dictionary-learning ae.pt")):
+    for given, what in (
+        (src / "ae.pt", "the tensors of AutoEncoderTopK or BatchTopKSAE"),
+        (tmp_path / "renamed.pt", "the tensors of AutoEncoderTopK or BatchTopKSAE"),
+        (src, "a dictionary-learning ae.pt"),
+    ):
         with pytest.raises(Refused, match=rf"{what}, but there is no config.json beside it: .*trainer.dict_class"):
             convert(given, tmp_path / "ours2")
     (src / "config.json").write_text('{"lr": 0.001}')
@@ -98,10 +115,13 @@ def test_a_truncated_saev_file_says_it_is_truncated(tmp_path):
     assert not (tmp_path / "ours").exists()
 
 
-@pytest.mark.parametrize(("name", "arch", "k"), [("SAE", "relu", None), ("TopKSAE", "topk", K),
-                                                 ("JumpSAE", "jumprelu", None)])
+@pytest.mark.parametrize(
+    ("name", "arch", "k"), [("SAE", "relu", None), ("TopKSAE", "topk", K), ("JumpSAE", "jumprelu", None)]
+)
 def test_overcomplete_state_dict(tmp_path, name, arch, k, spy_torch_load):
-    layout, written = convert(FIXTURES / "overcomplete" / name / "state_dict.pt", tmp_path / "ours", Hints(arch=arch, k=k))
+    layout, written = convert(
+        FIXTURES / "overcomplete" / name / "state_dict.pt", tmp_path / "ours", Hints(arch=arch, k=k)
+    )
     assert layout == "overcomplete" and all(c.get("weights_only") is True for c in spy_torch_load)
     theta = written[0][1].threshold_s
     check(tmp_path / "ours", FIXTURES / "overcomplete" / name, theta=None if theta is None else theta.detach(), k=k)
@@ -118,7 +138,6 @@ def test_overcomplete_needs_what_it_does_not_record(tmp_path):
     with pytest.raises(ValueError, match="--k is not for a saev source"):
         convert(FIXTURES / "saev/sae.pt", tmp_path / "ours", Hints(k=4))
     assert not (tmp_path / "ours").exists()
-
 
 
 def test_convert_and_export_sae_through_the_cli(tmp_path, capsys):

@@ -3,11 +3,17 @@
 import pytest
 
 
-@pytest.mark.parametrize(("theirs", "ours"), [("blocks.9.hook_resid_post", "blocks.9.resid_post"),
-                                              ("blocks.9.hook_mlp_out", "blocks.9.mlp_out"),
-                                              ("blocks.4.hook_attn_out", "blocks.4.attn_out"),
-                                              ("blocks.9.hook_resid_pre", "blocks.8.resid_post"),
-                                              ("blocks.9.resid_post", "blocks.9.resid_post"), ("embed", "embed")])
+@pytest.mark.parametrize(
+    ("theirs", "ours"),
+    [
+        ("blocks.9.hook_resid_post", "blocks.9.resid_post"),
+        ("blocks.9.hook_mlp_out", "blocks.9.mlp_out"),
+        ("blocks.4.hook_attn_out", "blocks.4.attn_out"),
+        ("blocks.9.hook_resid_pre", "blocks.8.resid_post"),
+        ("blocks.9.resid_post", "blocks.9.resid_post"),
+        ("embed", "embed"),
+    ],
+)
 def test_encoders_accept_saelens_and_prisma_hook_spellings(theirs, ours):
     from precompute.encoders import EncoderSpec
 

@@ -51,12 +51,14 @@ class VisionModelSAERunnerConfig:
 
 def save_config_json(cfg: VisionModelSAERunnerConfig, path) -> None:
     """As Prisma's `save_config`: asdict, with torch types wrapped."""
+
     def plain(v):
         if isinstance(v, torch.device):
             return {"__type__": "torch.device", "value": str(v)}
         if isinstance(v, torch.dtype):
             return {"__type__": "torch.dtype", "value": repr(v)}
         return v
+
     path.write_text(json.dumps({k: plain(v) for k, v in asdict(cfg).items()}, indent=4))
 
 
@@ -68,8 +70,13 @@ def save_checkpoint(cfg: VisionModelSAERunnerConfig, state: dict, path) -> None:
     obj = cls.__new__(cls)
     obj.__dict__.update({**asdict(cfg), "hook_point": f"blocks.{cfg.hook_point_layer}.{cfg.layer_subtype}"})
     saved = {name: sys.modules.get(name) for name in ("vit_prisma", "vit_prisma.sae", "vit_prisma.sae.config")}
-    sys.modules.update({"vit_prisma": types.ModuleType("vit_prisma"), "vit_prisma.sae": types.ModuleType("vit_prisma.sae"),
-                        "vit_prisma.sae.config": module})
+    sys.modules.update(
+        {
+            "vit_prisma": types.ModuleType("vit_prisma"),
+            "vit_prisma.sae": types.ModuleType("vit_prisma.sae"),
+            "vit_prisma.sae.config": module,
+        }
+    )
     try:
         torch.save({"cfg": obj, "state_dict": state}, path)
     finally:
@@ -139,13 +146,16 @@ def test_prisma_sae_imports_exactly(tmp_path, case, form):
         assert_close(ours(x).x_hat_bd, ref(x), rows=clear_rows(pre, theta=theta, k=k))
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"is_transcoder": True}, "is_transcoder=true"),
-    ({"hook_point_head_index": 3}, "hook_point_head_index=3"),
-    ({"activation_fn_str": "tanh-relu"}, "activation_fn_str='tanh-relu'"),
-    ({"architecture": "gated", "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 4}}, "gated.*topk"),
-    ({"normalize_activations": "expected_average_only_in"}, "normalize_activations='expected_average_only_in'"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"is_transcoder": True}, "is_transcoder=true"),
+        ({"hook_point_head_index": 3}, "hook_point_head_index=3"),
+        ({"activation_fn_str": "tanh-relu"}, "activation_fn_str='tanh-relu'"),
+        ({"architecture": "gated", "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 4}}, "gated.*topk"),
+        ({"normalize_activations": "expected_average_only_in"}, "normalize_activations='expected_average_only_in'"),
+    ],
+)
 def test_prisma_fields_we_cannot_honour_are_refused(tmp_path, change, message):
     cfg = VisionModelSAERunnerConfig(**change)
     (tmp_path / "p").mkdir()
@@ -161,8 +171,16 @@ def test_a_jumprelu_ae_renamed_weights_pt_is_not_taken_for_relu(tmp_path):
     """dictionary-learning's JumpReLU state dict under Prisma's file names: its threshold is refused."""
     (tmp_path / "p").mkdir()
     save_config_json(VisionModelSAERunnerConfig(), tmp_path / "p/config.json")
-    torch.save({"W_enc": torch.randn(D, S), "b_enc": torch.zeros(S), "W_dec": torch.randn(S, D),
-                "b_dec": torch.zeros(D), "threshold": torch.full((S,), 0.1)}, tmp_path / "p/weights.pt")
+    torch.save(
+        {
+            "W_enc": torch.randn(D, S),
+            "b_enc": torch.zeros(S),
+            "W_dec": torch.randn(S, D),
+            "b_dec": torch.zeros(D),
+            "threshold": torch.full((S,), 0.1),
+        },
+        tmp_path / "p/weights.pt",
+    )
     with pytest.raises(Refused, match="unknown tensor.*threshold"):
         convert(tmp_path / "p", tmp_path / "ours")
 

@@ -19,8 +19,18 @@ from sae_core.sae import SparseAutoencoder
 sae_lens = pytest.importorskip("sae_lens")
 from sae_lens import SAE  # noqa: E402
 from sae_lens.saes import (  # noqa: E402
-    BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig, GatedSAE, GatedSAEConfig, JumpReLUSAE, JumpReLUSAEConfig,
-    StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig,
+    BatchTopKTrainingSAE,
+    BatchTopKTrainingSAEConfig,
+    GatedSAE,
+    GatedSAEConfig,
+    JumpReLUSAE,
+    JumpReLUSAEConfig,
+    StandardSAE,
+    StandardSAEConfig,
+    TopKSAE,
+    TopKSAEConfig,
+    TopKTrainingSAE,
+    TopKTrainingSAEConfig,
 )
 from sae_lens.training.activation_scaler import ActivationScaler  # noqa: E402
 
@@ -65,8 +75,15 @@ def test_standard_imports_exactly(tmp_path, norm, apply_b_dec):
 @pytest.mark.parametrize("rescale", [True, False])
 @pytest.mark.parametrize("norm", ["none", "layer_norm"])
 def test_topk_imports_with_identical_index_sets(tmp_path, rescale, norm):
-    theirs = build(TopKSAE, TopKSAEConfig, 2, k=K, rescale_acts_by_decoder_norm=rescale, normalize_activations=norm,
-                   apply_b_dec_to_input=not rescale)
+    theirs = build(
+        TopKSAE,
+        TopKSAEConfig,
+        2,
+        k=K,
+        rescale_acts_by_decoder_norm=rescale,
+        normalize_activations=norm,
+        apply_b_dec_to_input=not rescale,
+    )
     with torch.no_grad():
         theirs.W_dec.mul_(torch.rand(S, 1, generator=torch.Generator().manual_seed(3)).add(0.2) * 3)
     ours = converted(tmp_path, theirs)
@@ -145,8 +162,11 @@ def test_a_scaling_factor_flag_that_disagrees_with_the_scaler_file_is_refused(tm
     theirs = build(StandardSAE, StandardSAEConfig, 17, normalize_activations="expected_average_only_in")
     theirs.save_model(str(tmp_path / "ckpt"))
     ActivationScaler(scaling_factor=0.37).save(str(tmp_path / "ckpt/activation_scaler.json"))
-    with pytest.raises(Refused, match=r"activation_scaler.json records scaling_factor=0.37 but "
-                                      r"--norm-scaling-factor is 2.0"):
+    with pytest.raises(
+        Refused,
+        match=r"activation_scaler.json records scaling_factor=0.37 but "
+        r"--norm-scaling-factor is 2.0",
+    ):
         convert(tmp_path / "ckpt", tmp_path / "ours", Hints(norm_scaling_factor=2.0))
     assert not (tmp_path / "ours").exists()
     convert(tmp_path / "ckpt", tmp_path / "ours", Hints(norm_scaling_factor=0.37))  # the same value: fine
@@ -157,8 +177,11 @@ def test_a_scaling_factor_flag_that_disagrees_with_the_scaler_file_is_refused(tm
         convert(tmp_path / "ckpt", tmp_path / "ours2")
     plain = build(StandardSAE, StandardSAEConfig, 18, normalize_activations="layer_norm")
     plain.save_model(str(tmp_path / "plain"))
-    with pytest.raises(Refused, match="--norm-scaling-factor 2.0 is for normalize_activations='expected_average_only_in'; "
-                                      "this SAE's is 'layer_norm'"):
+    with pytest.raises(
+        Refused,
+        match="--norm-scaling-factor 2.0 is for normalize_activations='expected_average_only_in'; "
+        "this SAE's is 'layer_norm'",
+    ):
         convert(tmp_path / "plain", tmp_path / "ours3", Hints(norm_scaling_factor=2.0))
 
 
@@ -178,8 +201,9 @@ def test_covariance_whitening_is_folded(tmp_path):
     theirs = build(StandardSAE, StandardSAEConfig, 9, normalize_activations="covariance_whitening")
     theirs.save_model(str(tmp_path / "ckpt"))
     scaler = ActivationScaler()
-    data = iter([inputs(D, n=512, seed=s) @ torch.randn(D, D, generator=torch.Generator().manual_seed(1)) / 8
-                 for s in range(4)])
+    data = iter(
+        [inputs(D, n=512, seed=s) @ torch.randn(D, D, generator=torch.Generator().manual_seed(1)) / 8 for s in range(4)]
+    )
     scaler.estimate_whitening(D, data, n_batches_for_norm_estimate=4)
     scaler.save(str(tmp_path / "ckpt/activation_scaler.json"))
     convert(tmp_path / "ckpt", tmp_path / "ours")
@@ -194,9 +218,17 @@ def test_covariance_whitening_is_folded(tmp_path):
 def test_pre_6_config_reads_as_saelens_reads_it(tmp_path):
     theirs = build(TopKSAE, TopKSAEConfig, 10, k=K)
     theirs.save_model(str(tmp_path / "old"))
-    cfg = {"d_in": D, "d_sae": S, "dtype": "float32", "hook_point": "blocks.9.hook_resid_post",
-           "model_name": "open-clip:laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K", "activation_fn_str": "topk",
-           "activation_fn_kwargs": {"k": K}, "normalize_activations": False, "apply_b_dec_to_input": True}
+    cfg = {
+        "d_in": D,
+        "d_sae": S,
+        "dtype": "float32",
+        "hook_point": "blocks.9.hook_resid_post",
+        "model_name": "open-clip:laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K",
+        "activation_fn_str": "topk",
+        "activation_fn_kwargs": {"k": K},
+        "normalize_activations": False,
+        "apply_b_dec_to_input": True,
+    }
     (tmp_path / "old/cfg.json").write_text(json.dumps(cfg))
     reference = SAE.load_from_disk(str(tmp_path / "old")).eval()  # SAELens's own reading of it
     convert(tmp_path / "old", tmp_path / "ours")
@@ -208,14 +240,19 @@ def test_pre_6_config_reads_as_saelens_reads_it(tmp_path):
         assert_codes_close(ours.encode(x), reference.encode(x), pre=their_pre(reference, x), k=K)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"architecture": "abstopk", "k": 4}, "abstopk.*sign"),
-    ({"architecture": "transcoder", "d_out": D}, "transcoder"),
-    ({"reshape_activations": "hook_z"}, "reshape_activations='hook_z'"),
-    ({"metadata": {"hook_name": "blocks.3.attn.hook_z", "hook_head_index": 2, "sae_lens_version": "6.54.12"}},
-     "hook_head_index=2"),
-    ({"normalize_activations": "covariance_whitening"}, "activation_whitening.safetensors is missing"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"architecture": "abstopk", "k": 4}, "abstopk.*sign"),
+        ({"architecture": "transcoder", "d_out": D}, "transcoder"),
+        ({"reshape_activations": "hook_z"}, "reshape_activations='hook_z'"),
+        (
+            {"metadata": {"hook_name": "blocks.3.attn.hook_z", "hook_head_index": 2, "sae_lens_version": "6.54.12"}},
+            "hook_head_index=2",
+        ),
+        ({"normalize_activations": "covariance_whitening"}, "activation_whitening.safetensors is missing"),
+    ],
+)
 def test_what_cannot_be_honoured_is_refused_by_name(tmp_path, change, message):
     build(StandardSAE, StandardSAEConfig, 11).save_model(str(tmp_path / "theirs"))
     cfg = json.loads((tmp_path / "theirs/cfg.json").read_text())
@@ -240,8 +277,15 @@ def test_an_unknown_tensor_is_refused(tmp_path):
 # ---------------------------------------------------------------- ours -> SAELens
 def ours_random(arch: str, normalize: str = "none", seed: int = 0, metadata: dict | None = None) -> SparseAutoencoder:
     kw = {"norm_scaling_factor": 0.42} if normalize == "expected_average_only_in" else {}
-    cfg = SAEConfig(d_in=D, d_sae=S, architecture=arch, k=K if arch in ("topk", "batchtopk") else None,
-                    normalize_activations=normalize, metadata=metadata or {}, **kw)
+    cfg = SAEConfig(
+        d_in=D,
+        d_sae=S,
+        architecture=arch,
+        k=K if arch in ("topk", "batchtopk") else None,
+        normalize_activations=normalize,
+        metadata=metadata or {},
+        **kw,
+    )
     sae = SparseAutoencoder(cfg, generator=torch.Generator().manual_seed(seed))
     randomize(sae, seed + 100, D)
     return sae.eval()
@@ -275,8 +319,12 @@ def test_export_refuses_the_old_layer_norm_variant(tmp_path):
 
 
 def test_round_trip_keeps_our_provenance(tmp_path):
-    meta = {"model_name": "ViT-B-32", "pretrained": "datacomp_xl_s13b_b90k", "hook_name": "blocks.9.resid_post",
-            "tokens": "all"}
+    meta = {
+        "model_name": "ViT-B-32",
+        "pretrained": "datacomp_xl_s13b_b90k",
+        "hook_name": "blocks.9.resid_post",
+        "tokens": "all",
+    }
     save_sae(ours_random("topk", metadata=meta), tmp_path / "ours")
     export_sae(tmp_path / "ours", tmp_path / "theirs", "saelens")
     assert SAE.load_from_disk(str(tmp_path / "theirs")).cfg.metadata.hook_name == "blocks.9.hook_resid_post"
@@ -303,5 +351,8 @@ def test_native_cfg_has_no_null_hook_and_unit_norm_exports_as_constant_norm_resc
     export_sae(tmp_path / "ours", tmp_path / "theirs", "saelens")
     theirs_cfg = json.loads((tmp_path / "theirs/cfg.json").read_text())
     assert theirs_cfg["normalize_activations"] == "constant_norm_rescale"
-    assert math.isclose(SAE.load_from_disk(str(tmp_path / "theirs")).W_dec.norm(dim=1).mean().item(),
-                        math.sqrt(D) * load_sae(tmp_path / "ours").W_dec.norm(dim=1).mean().item(), rel_tol=1e-5)
+    assert math.isclose(
+        SAE.load_from_disk(str(tmp_path / "theirs")).W_dec.norm(dim=1).mean().item(),
+        math.sqrt(D) * load_sae(tmp_path / "ours").W_dec.norm(dim=1).mean().item(),
+        rel_tol=1e-5,
+    )

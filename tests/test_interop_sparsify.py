@@ -60,22 +60,29 @@ def test_trainer_folder_converts_one_sae_per_hookpoint(tmp_path):
     assert layout == "sparsify-trainer" and len(written) == 4
     hooks = {str(p.relative_to(tmp_path / "ours")): load_sae(p).cfg.metadata for p, _ in written}
     assert {k: m["hook_name"] for k, m in hooks.items()} == {
-        "vision_model.encoder.layers.3": "blocks.3.resid_post", "vision_model.encoder.layers.5.mlp": "blocks.5.mlp_out",
+        "vision_model.encoder.layers.3": "blocks.3.resid_post",
+        "vision_model.encoder.layers.5.mlp": "blocks.5.mlp_out",
         "best/vision_model.encoder.layers.3/vision_model.encoder.layers.3": "blocks.3.resid_post",
-        "best/vision_model.encoder.layers.5.mlp": "blocks.5.mlp_out"}
-    assert {m["source_hook_name"] for m in hooks.values()} == {"vision_model.encoder.layers.3",
-                                                               "vision_model.encoder.layers.5.mlp"}
+        "best/vision_model.encoder.layers.5.mlp": "blocks.5.mlp_out",
+    }
+    assert {m["source_hook_name"] for m in hooks.values()} == {
+        "vision_model.encoder.layers.3",
+        "vision_model.encoder.layers.5.mlp",
+    }
     x = inputs(D, seed=4)
     f, pre, _ = their_dense(SparseCoder.load_from_disk(run / "vision_model.encoder.layers.3"), x)
     with torch.no_grad():
         assert_codes_close(load_sae(tmp_path / "ours/vision_model.encoder.layers.3").encode(x), f, pre=pre, k=K)
 
 
-@pytest.mark.parametrize(("cfg", "message"), [
-    ({"activation": "groupmax"}, "activation='groupmax' is refused"),
-    ({"skip_connection": True}, "skip_connection=true"),
-    ({"transcode": True}, "transcode=true"),
-])
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({"activation": "groupmax"}, "activation='groupmax' is refused"),
+        ({"skip_connection": True}, "skip_connection=true"),
+        ({"transcode": True}, "transcode=true"),
+    ],
+)
 def test_what_sparsify_does_that_we_cannot_is_refused(tmp_path, cfg, message):
     coder(2, **cfg).save_to_disk(tmp_path / "theirs")
     with pytest.raises(Refused, match=message):
@@ -86,7 +93,9 @@ def test_what_sparsify_does_that_we_cannot_is_refused(tmp_path, cfg, message):
 @pytest.mark.parametrize("normalize", ["none", "expected_average_only_in"])
 def test_ours_exported_load_in_sparsify_and_agree(tmp_path, normalize):
     kw = {"norm_scaling_factor": 0.6} if normalize == "expected_average_only_in" else {}
-    ours = SparseAutoencoder(SAEConfig(d_in=D, d_sae=S, architecture="topk", k=K, normalize_activations=normalize, **kw))
+    ours = SparseAutoencoder(
+        SAEConfig(d_in=D, d_sae=S, architecture="topk", k=K, normalize_activations=normalize, **kw)
+    )
     randomize(ours, 5, D)
     ours.eval()
     save_sae(ours, tmp_path / "ours")
@@ -99,13 +108,17 @@ def test_ours_exported_load_in_sparsify_and_agree(tmp_path, normalize):
         assert_close(ours(x).x_hat_bd, x_hat, rows=clear_rows(pre, k=K))
 
 
-@pytest.mark.parametrize(("arch", "normalize", "message"), [
-    ("relu", "none", "sparsify has TopK"),
-    ("topk", "layer_norm", "no input normalisation"),
-])
+@pytest.mark.parametrize(
+    ("arch", "normalize", "message"),
+    [
+        ("relu", "none", "sparsify has TopK"),
+        ("topk", "layer_norm", "no input normalisation"),
+    ],
+)
 def test_export_to_sparsify_refuses_what_it_cannot_hold(tmp_path, arch, normalize, message):
-    sae = SparseAutoencoder(SAEConfig(d_in=D, d_sae=S, architecture=arch, k=K if arch == "topk" else None,
-                                      normalize_activations=normalize))
+    sae = SparseAutoencoder(
+        SAEConfig(d_in=D, d_sae=S, architecture=arch, k=K if arch == "topk" else None, normalize_activations=normalize)
+    )
     save_sae(sae, tmp_path / "ours")
     with pytest.raises(Refused, match=message):
         export_sae(tmp_path / "ours", tmp_path / "theirs", "sparsify")

@@ -12,8 +12,18 @@ from app.atlas import Atlas
 from helpers import build_tiny_clip_atlas
 from precompute.captioner import captioner_source, load_captioner, make_tiny_captioner
 from precompute.hub_ids import BLIP_CAPTIONER
-from precompute.interpret import (CSV_FILE, JSON_FILE, NO_PATTERN, InterpretConfig, distinct_top_images, interpret,
-                                  keywords, read_interpretations, sentence, write_interpretations)
+from precompute.interpret import (
+    CSV_FILE,
+    JSON_FILE,
+    NO_PATTERN,
+    InterpretConfig,
+    distinct_top_images,
+    interpret,
+    keywords,
+    read_interpretations,
+    sentence,
+    write_interpretations,
+)
 from precompute.selection import parse_latents
 
 
@@ -42,14 +52,18 @@ class Counting:
 
 # ---------------------------------------------------------------------------- the recipe
 def test_keywords_count_captions_drop_stop_words_short_tokens_and_blip_artefacts():
-    captions = ["a man riding a horse on the beach",
-                "two men and a horse on a beach at sunset",
-                "arafed man walking his dog on the beach beach beach",
-                "an ox in a field"]
+    captions = [
+        "a man riding a horse on the beach",
+        "two men and a horse on a beach at sunset",
+        "arafed man walking his dog on the beach beach beach",
+        "an ox in a field",
+    ]
     # by hand: beach is in 3 captions (5 times); man and horse in 2 each (man first seen);
     # then the one-caption words in order of appearance; "ox" is too short, "arafed" is BLIP noise
     assert keywords(captions) == [("beach", 3), ("man", 2), ("horse", 2), ("riding", 1), ("men", 1)]
-    assert sentence(keywords(captions)) == "This feature activates on images containing: beach, man, horse, riding, men."
+    assert (
+        sentence(keywords(captions)) == "This feature activates on images containing: beach, man, horse, riding, men."
+    )
 
 
 def test_no_shared_word_or_no_caption_is_no_clear_pattern():
@@ -64,9 +78,16 @@ def test_distinct_top_images_skip_empty_slots_and_repeated_content():
     assert distinct_top_images(np.array([-1, -1]), ids, 8) == []
 
 
-@pytest.mark.parametrize("text, count, ids", [("300", 300, None), ("12,40,7", None, (12, 40, 7)),
-                                              ("7,", None, (7,)), ("0-3, 9", None, (0, 1, 2, 3, 9)),
-                                              ("", None, None)])
+@pytest.mark.parametrize(
+    "text, count, ids",
+    [
+        ("300", 300, None),
+        ("12,40,7", None, (12, 40, 7)),
+        ("7,", None, (7,)),
+        ("0-3, 9", None, (0, 1, 2, 3, 9)),
+        ("", None, None),
+    ],
+)
 def test_latents_grammar(text, count, ids):
     sel = parse_latents(text)
     assert (sel.count, sel.ids) == (count, ids)
@@ -134,12 +155,16 @@ def test_interpret_writes_both_files_from_the_top_images(tiny_atlas, captioner):
 
 
 def test_a_second_run_adds_latents_and_reuses_captions(tiny_atlas, captioner):
-    interpret(InterpretConfig(atlas=str(tiny_atlas), captioner="tiny", latents="2", images=4, device="cpu"),
-              captioner=captioner)
+    interpret(
+        InterpretConfig(atlas=str(tiny_atlas), captioner="tiny", latents="2", images=4, device="cpu"),
+        captioner=captioner,
+    )
     before = {r["latent"]: r for r in read_interpretations(tiny_atlas)["latents"]}
     counting = Counting(captioner)
-    interpret(InterpretConfig(atlas=str(tiny_atlas), captioner="tiny", latents="0-23", images=4, device="cpu"),
-              captioner=counting)
+    interpret(
+        InterpretConfig(atlas=str(tiny_atlas), captioner="tiny", latents="0-23", images=4, device="cpu"),
+        captioner=counting,
+    )
     doc = read_interpretations(tiny_atlas)
     assert [r["latent"] for r in doc["latents"]] == list(range(24))
     seen = {i for r in before.values() for i in r["images"]}
@@ -172,8 +197,9 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path, captioner):
     assert [s["id"] for s in doc["skipped_images"]] == [table[top]["id"]]
     assert all(table[top]["id"] not in r["image_ids"] for r in doc["latents"])
     with pytest.raises(FileNotFoundError, match="--images-root"):
-        interpret(InterpretConfig(atlas=str(atlas), captioner="tiny", images_root=str(tmp_path / "gone")),
-                  captioner=captioner)
+        interpret(
+            InterpretConfig(atlas=str(atlas), captioner="tiny", images_root=str(tmp_path / "gone")), captioner=captioner
+        )
 
 
 def test_an_atlas_without_images_is_refused(tmp_path, captioner):
@@ -204,16 +230,29 @@ def test_cli_says_what_captioned_and_refuses_bad_flags(tiny_atlas, capsys):
 def test_app_shows_and_searches_the_sentences(tiny_atlas):
     from app.server import make_handlers
 
-    doc = read_interpretations(tiny_atlas) or interpret(  # its own file whatever ran before
-        InterpretConfig(atlas=str(tiny_atlas), captioner="tiny", latents="1,"), captioner=load_captioner("tiny", "cpu")).doc
+    doc = (
+        read_interpretations(tiny_atlas)
+        or interpret(  # its own file whatever ran before
+            InterpretConfig(atlas=str(tiny_atlas), captioner="tiny", latents="1,"),
+            captioner=load_captioner("tiny", "cpu"),
+        ).doc
+    )
     live = [int(i) for i in np.flatnonzero(Atlas(tiny_atlas).frequency > 0)]
     a, b, quiet = live[0], live[1], live[2]  # the app searches live latents only
-    doc["latents"] = [{"latent": s, "interpretation": NO_PATTERN, "keywords": [], "captions": [], "images": [],
-                       "image_ids": []} for s in range(24)]
-    doc["latents"][a].update(interpretation="This feature activates on images containing: beach, dog.",
-                             keywords=[["beach", 3], ["dog", 2]], captions=["a dog on a beach"] * 3)
-    doc["latents"][b].update(interpretation="This feature activates on images containing: dog, park.",
-                             keywords=[["dog", 4], ["park", 2]], captions=["a dog in a park"] * 4)
+    doc["latents"] = [
+        {"latent": s, "interpretation": NO_PATTERN, "keywords": [], "captions": [], "images": [], "image_ids": []}
+        for s in range(24)
+    ]
+    doc["latents"][a].update(
+        interpretation="This feature activates on images containing: beach, dog.",
+        keywords=[["beach", 3], ["dog", 2]],
+        captions=["a dog on a beach"] * 3,
+    )
+    doc["latents"][b].update(
+        interpretation="This feature activates on images containing: dog, park.",
+        keywords=[["dog", 4], ["park", 2]],
+        captions=["a dog in a park"] * 4,
+    )
     write_interpretations(tiny_atlas, doc)
     atlas = Atlas(tiny_atlas)
     assert atlas.search_interpretations("dog") == [b, a]  # the best keyword first
@@ -221,11 +260,13 @@ def test_app_shows_and_searches_the_sentences(tiny_atlas):
     handlers, _ = make_handlers(tiny_atlas, device="cpu")
     header, *_, data = handlers.latent_page(a)
     lines = header.split("\n\n")
-    assert lines[0].startswith(f"## Latent {a}\n") and lines[1].startswith("*This feature activates on images containing: beach")
+    assert lines[0].startswith(f"## Latent {a}\n") and lines[1].startswith(
+        "*This feature activates on images containing: beach"
+    )
     assert "tiny random BLIP" in lines[1] and data["interpretation"].endswith("beach, dog.")
     assert "This feature" not in handlers.latent_page(quiet)[0]  # nothing captioned: no sentence
     by_label = [i for i in handlers.atlas.search_live("beach") if i != a]  # the random labels may hold "beach"
-    assert [row[0] for row in handlers.search("beach")][:len(by_label) + 1] == by_label + [a]  # then the sentences
+    assert [row[0] for row in handlers.search("beach")][: len(by_label) + 1] == by_label + [a]  # then the sentences
 
 
 def test_format_page_documents_every_field(tiny_atlas, captioner):

@@ -17,8 +17,16 @@ from sae_core.sae import SparseAutoencoder
 def random_sae(arch: str, normalize: str = "none", d: int = 8, s: int = 24) -> SparseAutoencoder:
     g = torch.Generator().manual_seed(1)
     kw = {"norm_scaling_factor": 1.7} if normalize == "expected_average_only_in" else {}
-    cfg = SAEConfig(d_in=d, d_sae=s, architecture=arch, k=3 if arch in K_ARCHS else None,
-                    groups=(s // 4, s) if arch == "matryoshka" else None, normalize_activations=normalize, metadata={"model_name": "ViT-B-32", "hook_name": "embed"}, **kw)
+    cfg = SAEConfig(
+        d_in=d,
+        d_sae=s,
+        architecture=arch,
+        k=3 if arch in K_ARCHS else None,
+        groups=(s // 4, s) if arch == "matryoshka" else None,
+        normalize_activations=normalize,
+        metadata={"model_name": "ViT-B-32", "hook_name": "embed"},
+        **kw,
+    )
     sae = SparseAutoencoder(cfg, generator=g)
     with torch.no_grad():
         for p in sae.parameters():

@@ -24,6 +24,7 @@ def _run_in_threads(queue: FairQueue, jobs: list[Job], order: list, hold: thread
     `order` receives each job as it runs (or "cancelled:<session>")."""
     threads = []
     for job in jobs:
+
         def work(job=job):
             try:
                 with queue.turn(job):
@@ -31,11 +32,14 @@ def _run_in_threads(queue: FairQueue, jobs: list[Job], order: list, hold: thread
                     hold.wait(120)  # a failure guard: every test sets `hold`
             except Cancelled:
                 order.append("cancelled:" + job.session)
+
         t = threading.Thread(target=work)
         t.start()
         threads.append(t)
-        _wait_for(lambda: job in [j for q in queue._waiting.values() for j in q] or queue.running is job,
-                  "the job never reached the queue")
+        _wait_for(
+            lambda: job in [j for q in queue._waiting.values() for j in q] or queue.running is job,
+            "the job never reached the queue",
+        )
     return threads
 
 
@@ -98,6 +102,7 @@ def test_check_raises_only_after_cancel():
 def _stepper(queue: FairQueue, job: Job, name: str, steps: int, log: list, hooks: dict, suspends: list | None = None):
     """A fake generation: `steps` steps, each logged as (name, i); hooks[(name, i)]() runs after
     step i, before its step boundary (where the job may be paused)."""
+
     def suspend():
         suspends.append(("suspend", name))
         return lambda restored: suspends.append(("resume" if restored else "abandon", name))
@@ -111,6 +116,7 @@ def _stepper(queue: FairQueue, job: Job, name: str, steps: int, log: list, hooks
                     job.step_boundary(suspend if suspends is not None else None)
         except Cancelled:
             log.append((name, "cancelled"))
+
     return threading.Thread(target=work)
 
 
@@ -130,6 +136,7 @@ def test_a_short_job_of_another_session_runs_at_the_long_ones_next_step():
     def submit_short():  # arrives while step 3 of the long job is under way
         t_short.start()
         _queued(queue, short)
+
     hooks[("long", 3)] = submit_short
     t_long = _stepper(queue, long, "long", 8, log, hooks, suspends)
     t_long.start()
@@ -150,15 +157,29 @@ def test_a_paused_job_is_not_preempted_back_and_a_third_session_comes_before_it(
             for n in names:
                 threads[n].start()
                 _queued(queue, {"b": b, "c": c, "a2": a2}[n])
+
         return go
+
     hooks[("a", 0)] = submit("b", "a2")  # b preempts a; a's own second job never does
     hooks[("b", 1)] = submit("c")  # c (new, another session) preempts b; paused a does not
     t_a = _stepper(queue, a, "a", 3, log, hooks)
     t_a.start()
     for t in (t_a, *threads.values()):
         t.join(10)
-    assert log == [("a", 0), ("b", 0), ("b", 1), ("c", 0), ("c", 1), ("c", 2),
-                   ("a", 1), ("a", 2), ("b", 2), ("a2", 0), ("a2", 1), ("a2", 2)]
+    assert log == [
+        ("a", 0),
+        ("b", 0),
+        ("b", 1),
+        ("c", 0),
+        ("c", 1),
+        ("c", 2),
+        ("a", 1),
+        ("a", 2),
+        ("b", 2),
+        ("a2", 0),
+        ("a2", 1),
+        ("a2", 2),
+    ]
 
 
 def test_a_job_cancelled_while_paused_leaves_and_gives_its_state_up():
@@ -169,6 +190,7 @@ def test_a_job_cancelled_while_paused_leaves_and_gives_its_state_up():
     def submit_short():
         t_short.start()
         _queued(queue, short)
+
     hooks[("long", 0)] = submit_short
     hooks[("short", 0)] = long.cancel  # Stop pressed on the paused job
     t_long = _stepper(queue, long, "long", 5, log, hooks, suspends)

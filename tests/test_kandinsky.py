@@ -60,10 +60,12 @@ def test_load_pipelines_from_local_folders(saved):
     a = built.prior("a red boat", num_inference_steps=2, generator=g()).image_embeds
     b = loaded.prior("a red boat", num_inference_steps=2, generator=g()).image_embeds
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # same weights; kernels may sum in another order
-    ia = built.decoder(image_embeds=a, negative_image_embeds=a * 0, height=64, width=64, num_inference_steps=2,
-                       generator=g()).images[0]
-    ib = loaded.decoder(image_embeds=a, negative_image_embeds=a * 0, height=64, width=64, num_inference_steps=2,
-                        generator=g()).images[0]
+    ia = built.decoder(
+        image_embeds=a, negative_image_embeds=a * 0, height=64, width=64, num_inference_steps=2, generator=g()
+    ).images[0]
+    ib = loaded.decoder(
+        image_embeds=a, negative_image_embeds=a * 0, height=64, width=64, num_inference_steps=2, generator=g()
+    ).images[0]
     assert np.abs(np.asarray(ia).astype(int) - np.asarray(ib).astype(int)).max() <= 3
     _identity_is_bit_exact(Steerer(loaded, _sae(TINY_DIM)), "a red boat", seed=1, steps=2, size=64, prior_steps=2)
 
@@ -80,8 +82,13 @@ def _hub_cache(saved_dir: Path, cache: Path) -> None:
 
 def _run(code: str, cache: Path) -> str:
     """Python in a fresh process whose Hugging Face cache is `cache` (read when the hub client loads)."""
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
-           "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout
@@ -91,34 +98,43 @@ def test_load_pipelines_through_the_hf_cache_and_refuse_an_incomplete_one(saved,
     d, _ = saved
     cache = tmp_path / "hub"
     _hub_cache(d, cache)
-    out = _run("from app.kandinsky import kandinsky_available, load_pipelines\n"
-               "assert kandinsky_available()\n"
-               "p = load_pipelines()\n"  # the default hub ids, resolved in the cache, offline
-               "print(p.embed_dim, p.tiny, next(p.decoder.unet.parameters()).dtype)", cache)
+    out = _run(
+        "from app.kandinsky import kandinsky_available, load_pipelines\n"
+        "assert kandinsky_available()\n"
+        "p = load_pipelines()\n"  # the default hub ids, resolved in the cache, offline
+        "print(p.embed_dim, p.tiny, next(p.decoder.unet.parameters()).dtype)",
+        cache,
+    )
     assert out.split() == [str(TINY_DIM), "False", "torch.float32"]
     for weights in (cache / f"models--{DECODER_ID.replace('/', '--')}" / "snapshots").rglob("unet/*.safetensors"):
         weights.unlink()
-    out = _run("from app.kandinsky import DECODER_ID, PRIOR_ID, kandinsky_available, missing_parts\n"
-               "from app.server import _pipelines\n"
-               "notes = []\n"
-               "assert not kandinsky_available() and missing_parts(DECODER_ID) == ['unet/ (weights)']\n"
-               "assert _pipelines(PRIOR_ID, DECODER_ID, False, 'cpu', notes) is None\n"
-               "print(notes[0])", cache)
+    out = _run(
+        "from app.kandinsky import DECODER_ID, PRIOR_ID, kandinsky_available, missing_parts\n"
+        "from app.server import _pipelines\n"
+        "notes = []\n"
+        "assert not kandinsky_available() and missing_parts(DECODER_ID) == ['unet/ (weights)']\n"
+        "assert _pipelines(PRIOR_ID, DECODER_ID, False, 'cpu', notes) is None\n"
+        "print(notes[0])",
+        cache,
+    )
     assert out.startswith("Steering is unavailable") and "unet/ (weights)" in out
 
 
 @pytest.mark.slow
 def test_real_kandinsky_identity_steering_is_bit_exact():
     if not kandinsky_available():
-        pytest.skip(f"Kandinsky 2.2 ({PRIOR_ID} and {DECODER_ID}) is not in the Hugging Face cache; download both "
-                    "(huggingface-cli download …) to run this check")
+        pytest.skip(
+            f"Kandinsky 2.2 ({PRIOR_ID} and {DECODER_ID}) is not in the Hugging Face cache; download both "
+            "(huggingface-cli download …) to run this check"
+        )
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     pipes = load_pipelines(device=device, dtype=torch.float16 if cuda else torch.float32)
     assert pipes.embed_dim == 1280
     steerer = Steerer(pipes, _sae(1280, 4096).to(device), device=device)
-    _identity_is_bit_exact(steerer, "a red horse on a beach", seed=0, steps=10, size=512 if cuda else 256,
-                           prior_steps=10)
+    _identity_is_bit_exact(
+        steerer, "a red horse on a beach", seed=0, steps=10, size=512 if cuda else 256, prior_steps=10
+    )
 
 
 def test_kandinsky_options_set_precision_attention_and_a_compiled_decoder(saved):
@@ -128,8 +144,9 @@ def test_kandinsky_options_set_precision_attention_and_a_compiled_decoder(saved)
     from sae_core.cliargs import config_from_args
 
     d, _ = saved
-    args = build_parser().parse_args(["serve", "--atlas", "a", "--precision", "bfloat16", "--attention", "eager",
-                                      "--compile-decoder"])
+    args = build_parser().parse_args(
+        ["serve", "--atlas", "a", "--precision", "bfloat16", "--attention", "eager", "--compile-decoder"]
+    )
     options = config_from_args(KandinskyOptions, args)
     assert options == KandinskyOptions(precision="bfloat16", attention="eager", compile_decoder=True)
     p = load_pipelines(str(d / "prior"), str(d / "decoder"), device="cpu", options=options)

@@ -15,8 +15,15 @@ from sae_core.io import load_sae, save_sae
 from sae_core.sae import SparseAutoencoder
 
 
-def sparse_sae(d: int, s: int, seed: int, bias: float = -1.2, dead: tuple[int, ...] = (),
-               rare: tuple[int, ...] = (), x: np.ndarray | None = None) -> SparseAutoencoder:
+def sparse_sae(
+    d: int,
+    s: int,
+    seed: int,
+    bias: float = -1.2,
+    dead: tuple[int, ...] = (),
+    rare: tuple[int, ...] = (),
+    x: np.ndarray | None = None,
+) -> SparseAutoencoder:
     """A random ReLU SAE whose latents fire on a minority of inputs; `dead` never fire, `rare`
     fire on exactly one row of `x`."""
     g = torch.Generator().manual_seed(seed)
@@ -35,8 +42,11 @@ def sparse_sae(d: int, s: int, seed: int, bias: float = -1.2, dead: tuple[int, .
 def make_atlas(folder, name, x, sae):
     np.save(folder / f"{name}.npy", x)
     save_sae(sae, folder / f"sae_{name}")
-    build_atlas(AtlasConfig(acts=str(folder / f"{name}.npy"), sae=str(folder / f"sae_{name}"),
-                            out=str(folder / name), top_images=4))
+    build_atlas(
+        AtlasConfig(
+            acts=str(folder / f"{name}.npy"), sae=str(folder / f"sae_{name}"), out=str(folder / name), top_images=4
+        )
+    )
     return folder / name
 
 
@@ -109,8 +119,9 @@ def test_link_finds_planted_coactivation(tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["scipy", "torch"])
-@pytest.mark.parametrize("seed, n, fa, fb, budget_mb", [(11, 400, 37, 53, 0.002), (12, 257, 64, 29, 64.0),
-                                                        (13, 600, 90, 70, 0.01)])
+@pytest.mark.parametrize(
+    "seed, n, fa, fb, budget_mb", [(11, 400, 37, 53, 0.002), (12, 257, 64, 29, 64.0), (13, 600, 90, 70, 0.01)]
+)
 def test_link_equals_dense_pearson(tmp_path, backend, seed, n, fa, fb, budget_mb):
     """Every latent's top links, both ways, equal the dense float64 computation over the same
     scores: co-active pairs, non-co-active (negative) ones, dead latents (no links)."""
@@ -125,9 +136,16 @@ def test_link_equals_dense_pearson(tmp_path, backend, seed, n, fa, fb, budget_mb
     b = make_atlas(tmp_path, "b", xb, sparse_sae(7, fb, seed + 100, bias=-1.6, dead=(3,)))
     side_a, side_b = AtlasSide(a), AtlasSide(b)
     idx = np.arange(n)
-    ab_v, ab_i, ba_v, ba_i = correlate(make_side(side_a.codes.csr(fa, idx), torch.device("cpu")),
-                                       make_side(side_b.codes.csr(fb, idx), torch.device("cpu")),
-                                       n, 5, 5, budget_mb, Ranks(), backend)
+    ab_v, ab_i, ba_v, ba_i = correlate(
+        make_side(side_a.codes.csr(fa, idx), torch.device("cpu")),
+        make_side(side_b.codes.csr(fb, idx), torch.device("cpu")),
+        n,
+        5,
+        5,
+        budget_mb,
+        Ranks(),
+        backend,
+    )
     da, db = dense_codes(a, fa), dense_codes(b, fb)
     partners = ((da > 0).T.astype(int) @ (db > 0).astype(int) > 0).sum(1)
     assert ((partners > 0) & (partners < 5)).any(), "the data must give a latent with fewer than 5 co-active partners"

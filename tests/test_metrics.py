@@ -60,8 +60,17 @@ def test_perfect_reconstruction_and_mean_baseline():
 
 
 def test_markdown_table_has_one_row_per_sae():
-    m = {"l0": 3.0, "mse": 1e-5, "l1": 0.004, "explained_variance": 0.98, "cosine_similarity": 0.99,
-         "alive_fraction": 0.5, "mean_activation": 0.2, "activation_entropy": 2.0, "active_fraction": 0.01}
+    m = {
+        "l0": 3.0,
+        "mse": 1e-5,
+        "l1": 0.004,
+        "explained_variance": 0.98,
+        "cosine_similarity": 0.99,
+        "alive_fraction": 0.5,
+        "mean_activation": 0.2,
+        "activation_entropy": 2.0,
+        "active_fraction": 0.01,
+    }
     table = M.markdown_table([({"SAE": "a"}, m), ({"SAE": "b"}, m)])
     lines = table.splitlines()
     assert len(lines) == 4 and lines[2].startswith("| a | 3.00 |") and "50.0%" in lines[3]
@@ -78,8 +87,10 @@ def test_prefix_explained_variance_of_a_matryoshka_sae(tmp_path):
     rng = np.random.default_rng(5)
     x = (rng.normal(size=(500, 10)) + 1.0).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    sae = SparseAutoencoder(SAEConfig(d_in=10, d_sae=40, architecture="matryoshka", k=3, groups=(5, 20, 40)),
-                            generator=torch.Generator().manual_seed(0))
+    sae = SparseAutoencoder(
+        SAEConfig(d_in=10, d_sae=40, architecture="matryoshka", k=3, groups=(5, 20, 40)),
+        generator=torch.Generator().manual_seed(0),
+    )
     with torch.no_grad():
         sae.threshold.fill_(0.05)
         sae.b_dec.copy_(torch.from_numpy(x.mean(0)))

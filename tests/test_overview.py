@@ -140,8 +140,9 @@ def test_hover_and_click_open_the_latent_page_in_a_real_browser(served, tmp_path
         page.goto(f"http://127.0.0.1:{port}/")
         wait_header(page, "Latent")
         page.get_by_role("tab", name="Overview").click()
-        page.wait_for_function("() => { const i = document.querySelector('img.ov-img'); return i && i.complete; }",
-                               timeout=60_000)
+        page.wait_for_function(
+            "() => { const i = document.querySelector('img.ov-img'); return i && i.complete; }", timeout=60_000
+        )
         point = page.evaluate("""() => {
             const w = document.querySelector('.ov-map'), d = JSON.parse(w.dataset.map);
             const img = w.querySelector('img'), r = img.getBoundingClientRect(), k = r.width / img.naturalWidth;
@@ -149,8 +150,11 @@ def test_hover_and_click_open_the_latent_page_in_a_real_browser(served, tmp_path
             return {x: r.left + (d.box[0] + (c[0] + 0.5) * d.cell) * k,
                     y: r.top + (d.box[1] + (c[1] + 0.5) * d.cell) * k, latent: c[2]}; }""")
         page.mouse.move(point["x"], point["y"])
-        page.wait_for_function("() => { const t = document.querySelector('.ov-tip');"
-                               " return t && t.style.display === 'block' && t.innerText; }", timeout=10_000)
+        page.wait_for_function(
+            "() => { const t = document.querySelector('.ov-tip');"
+            " return t && t.style.display === 'block' && t.innerText; }",
+            timeout=10_000,
+        )
         assert page.inner_text(".ov-tip").startswith(f"latent {point['latent']} · fires on")
         page.screenshot(path=str(tmp_path / "overview_hover.png"))
         page.mouse.click(point["x"], point["y"])

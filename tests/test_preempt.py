@@ -30,6 +30,7 @@ def test_a_preempted_generation_makes_the_image_it_makes_alone():
     def run_b():
         with s.queue.turn(job_b):
             out["b"] = np.asarray(s.decode(y, neg2, seed=5, steps=3, size=64, job=job_b))
+
     t_b = threading.Thread(target=run_b)
 
     def report_a(fraction, text):

@@ -126,8 +126,10 @@ def test_some_lambda_of_the_sweep_recovers_and_the_refit_raises_ev_at_the_same_l
     for lam, path in paths.items():
         before = _score(path / BEFORE_REFIT_DIR, tmp / "heldout.npy", atoms)
         after = _score(path, tmp / "heldout.npy", atoms)
-        lines.append(f"λ={lam:g}: L0 {before['l0']:.2f}->{after['l0']:.2f} EV {before['explained_variance']:.3f}->"
-                     f"{after['explained_variance']:.3f} mmc {before['mmc']:.3f}->{after['mmc']:.3f}")
+        lines.append(
+            f"λ={lam:g}: L0 {before['l0']:.2f}->{after['l0']:.2f} EV {before['explained_variance']:.3f}->"
+            f"{after['explained_variance']:.3f} mmc {before['mmc']:.3f}->{after['mmc']:.3f}"
+        )
         assert after["l0"] == pytest.approx(before["l0"], rel=1e-3), lines[-1]
         gain = after["explained_variance"] - before["explained_variance"]
         assert gain >= -0.002, lines[-1]  # fitted on the training rows, scored on held-out ones

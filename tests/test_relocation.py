@@ -44,11 +44,19 @@ def mounted(tmp_path_factory):
     write_images(b / "imgs", 12, seed=9)
     clip = EncoderSpec(model=write_tiny_clip_config(b), pretrained="none", patch_tokens=True)
     run_embed(EmbedConfig(images=str(b / "imgs"), out=str(b / "cache"), encoder=clip, workers=0))
-    kmeta = run_embed(EmbedConfig(images=str(b / "imgs"), out=str(b / "kcache"), workers=0,
-                                  encoder=EncoderSpec(model=write_tiny_kandinsky_prior(b / "prior"), pretrained="none")))
+    kmeta = run_embed(
+        EmbedConfig(
+            images=str(b / "imgs"),
+            out=str(b / "kcache"),
+            workers=0,
+            encoder=EncoderSpec(model=write_tiny_kandinsky_prior(b / "prior"), pretrained="none"),
+        )
+    )
     _sae(16, 24, 0, b / "sae")
     _sae(kmeta["dim"], 20, 1, b / "ksae")
-    build_atlas(AtlasConfig(acts=str(b / "cache"), sae=str(b / "sae"), out=str(b / "atlas"), top_images=4, labels=False))
+    build_atlas(
+        AtlasConfig(acts=str(b / "cache"), sae=str(b / "sae"), out=str(b / "atlas"), top_images=4, labels=False)
+    )
     build_atlas(AtlasConfig(acts=str(b / "kcache"), sae=str(b / "ksae"), out=str(b / "katlas"), top_images=4))
     link(b / "atlas", b / "katlas", top=3)
     data = root / "mnt" / "data"
@@ -62,7 +70,9 @@ def mounted(tmp_path_factory):
 def test_served_with_images_root_after_a_move(mounted):
     from app.server import make_handlers
 
-    handlers, banner = make_handlers(mounted / "atlas", mounted / "katlas", device="cpu", images_root=mounted / "images")
+    handlers, banner = make_handlers(
+        mounted / "atlas", mounted / "katlas", device="cpu", images_root=mounted / "images"
+    )
     assert "Inspect is unavailable" not in banner and "were not found" not in banner
     atlas = handlers.atlas
     alive = [s for s in range(atlas.n_latents) if atlas.frequency[s] > 0]
@@ -135,10 +145,15 @@ def test_an_in_place_rebuild_never_meets_old_renders(tmp_path):
     _sae(6, 10, 0, tmp_path / "sae")
     roots = []
     for seed in (1, 2, 1):
-        np.save(tmp_path / "x.npy", rng.normal(size=(40, 6)).astype(np.float32) if seed != 1 else
-                np.random.default_rng(seed).normal(size=(40, 6)).astype(np.float32))
-        build_atlas(AtlasConfig(acts=str(tmp_path / "x.npy"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"),
-                                top_images=3))
+        np.save(
+            tmp_path / "x.npy",
+            rng.normal(size=(40, 6)).astype(np.float32)
+            if seed != 1
+            else np.random.default_rng(seed).normal(size=(40, 6)).astype(np.float32),
+        )
+        build_atlas(
+            AtlasConfig(acts=str(tmp_path / "x.npy"), sae=str(tmp_path / "sae"), out=str(tmp_path / "a"), top_images=3)
+        )
         roots.append(RenderCache(Atlas(tmp_path / "a"), root=tmp_path / "renders").root)
     assert roots[0] != roots[1], "same folder and SAE, other activations: another render cache"
     assert roots[0] == roots[2], "an identical rebuild keeps its renders (same content hash)"

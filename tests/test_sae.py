@@ -223,20 +223,26 @@ def test_matryoshka_prefix_losses_match_sae_lens():
     """Our training forward against SAELens' own MatryoshkaBatchTopKTrainingSAE on the same weights:
     the same batch top-k latents, and each prefix's loss (SAELens sums the squared error over
     d_in and averages over the batch; ours is the mean over both, so ×d_in)."""
-    from sae_lens.saes.matryoshka_batchtopk_sae import (MatryoshkaBatchTopKTrainingSAE,
-                                                         MatryoshkaBatchTopKTrainingSAEConfig)
+    from sae_lens.saes.matryoshka_batchtopk_sae import (
+        MatryoshkaBatchTopKTrainingSAE,
+        MatryoshkaBatchTopKTrainingSAEConfig,
+    )
     from sae_lens.saes.sae import TrainStepInput
 
     ours = _matryoshka()
-    theirs = MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(
-        d_in=12, d_sae=48, k=4, matryoshka_widths=[6, 18, 48], rescale_acts_by_decoder_norm=False))
+    theirs = MatryoshkaBatchTopKTrainingSAE(
+        MatryoshkaBatchTopKTrainingSAEConfig(
+            d_in=12, d_sae=48, k=4, matryoshka_widths=[6, 18, 48], rescale_acts_by_decoder_norm=False
+        )
+    )
     with torch.no_grad():
         for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
             getattr(theirs, name).copy_(getattr(ours, name))
     x = torch.randn(30, 12, generator=torch.Generator().manual_seed(1))
     out = ours(x)
-    ref = theirs.training_forward_pass(TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None,
-                                                      n_training_steps=0, is_logging_step=False))
+    ref = theirs.training_forward_pass(
+        TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0, is_logging_step=False)
+    )
     torch.testing.assert_close(out.f_bs, ref.feature_acts.detach())
     expected = torch.stack([ref.losses["inner_mse_loss_6"], ref.losses["inner_mse_loss_18"], ref.losses["mse_loss"]])
     torch.testing.assert_close(out.prefix_mse_g * 12, expected.detach(), rtol=1e-5, atol=1e-6)
@@ -297,8 +303,10 @@ def test_save_load_round_trip_every_architecture(tmp_path, arch):
     assert torch.equal(sae.eval().encode(x), back.encode(x))
 
 
-@pytest.mark.parametrize("groups,msg", [(None, "needs groups"), ((8, 4, 48), "increasing"), ((6, 18), "ending at d_sae"),
-                                        ((0, 48), "increasing")])
+@pytest.mark.parametrize(
+    "groups,msg",
+    [(None, "needs groups"), ((8, 4, 48), "increasing"), ((6, 18), "ending at d_sae"), ((0, 48), "increasing")],
+)
 def test_matryoshka_config_rejects_bad_groups(groups, msg):
     with pytest.raises(ValueError, match=msg):
         SAEConfig(d_in=8, d_sae=48, architecture="matryoshka", k=4, groups=groups)

@@ -87,8 +87,10 @@ def test_no_loader_unpickles(built, tmp_path):
         ActivationSource(str(cache)).read(0, 1)
     assert read_metadata(cache)  # json only
 
-    for name, error, message in (("topk_ids.npy", ValueError, "can't be memory-mapped: Python objects"),
-                                 ("latents.faiss", RuntimeError, "not recognized")):  # faiss's own reader refuses it
+    for name, error, message in (
+        ("topk_ids.npy", ValueError, "can't be memory-mapped: Python objects"),
+        ("latents.faiss", RuntimeError, "not recognized"),
+    ):  # faiss's own reader refuses it
         atlas = _copy_atlas(built, tmp_path / name)
         if name.endswith(".npy"):
             np.save(atlas / name, obj_array, allow_pickle=True)
@@ -109,15 +111,25 @@ def test_no_loader_unpickles(built, tmp_path):
 
 def test_the_code_has_no_unpickling_call():
     # torch.distributed's object collectives (broadcast_object_list, all_gather_object, ...) unpickle too
-    banned = re.compile(r"pickle\.loads?\(|allow_pickle\s*=\s*True|import (dill|joblib|cloudpickle)|"
-                        r"torch\.load\((?![^)]*weights_only\s*=\s*True)|"
-                        r"(broadcast|all_gather|gather|scatter|send|recv)_object(_list)?\(")
-    offenders = [f"{p.relative_to(REPO)}:{i}" for p in SOURCES
-                 for i, line in enumerate(p.read_text().splitlines(), 1) if banned.search(line)]
+    banned = re.compile(
+        r"pickle\.loads?\(|allow_pickle\s*=\s*True|import (dill|joblib|cloudpickle)|"
+        r"torch\.load\((?![^)]*weights_only\s*=\s*True)|"
+        r"(broadcast|all_gather|gather|scatter|send|recv)_object(_list)?\("
+    )
+    offenders = [
+        f"{p.relative_to(REPO)}:{i}"
+        for p in SOURCES
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if banned.search(line)
+    ]
     assert not offenders, offenders
     assert any("torch.load(" in p.read_text() for p in SOURCES)  # the pattern does look at real code
-    for call in ("dist.broadcast_object_list(box, src=0)", "dist.all_gather_object(out, obj)",
-                 "dist.scatter_object_list(a, b)", "pickle.loads(data)"):
+    for call in (
+        "dist.broadcast_object_list(box, src=0)",
+        "dist.all_gather_object(out, obj)",
+        "dist.scatter_object_list(a, b)",
+        "pickle.loads(data)",
+    ):
         assert banned.search(call), call
 
 
@@ -131,8 +143,15 @@ def test_image_paths_stay_inside_the_root(built, tmp_path):
     link.symlink_to(outside)
     (root / "sub").mkdir(exist_ok=True)
     lines = (atlas_dir / "images.jsonl").read_text().splitlines()
-    attacks = ["../outside.png", "%2e%2e/outside.png", "..%2Foutside.png", "escape.png", str(outside),
-               "sub/../../outside.png", "..\\outside.png"]
+    attacks = [
+        "../outside.png",
+        "%2e%2e/outside.png",
+        "..%2Foutside.png",
+        "escape.png",
+        str(outside),
+        "sub/../../outside.png",
+        "..\\outside.png",
+    ]
     for k, path in enumerate(attacks):
         lines[k] = json.dumps({"id": f"x{k}", "path": path})
     (atlas_dir / "images.jsonl").write_text("\n".join(lines) + "\n")
@@ -173,7 +192,7 @@ def test_up_serves_a_mounted_atlas_or_the_demo(tmp_path, monkeypatch):
     (tmp_path / "atlas").mkdir()
     (tmp_path / "atlas" / "manifest.json").write_text("{}")
     assert main(["up", "--data", str(tmp_path), "--port", "7999"]) == 0
-    (args, kwargs), = served
+    ((args, kwargs),) = served
     assert args == (str(tmp_path / "atlas"), None) and kwargs["host"] == "127.0.0.1" and kwargs["port"] == 7999
 
 

@@ -56,11 +56,30 @@ def test_zeroshot_reproduces_seed_001_clip_baseline(tmp_path, env):
     if not dataset or not Path(dataset).is_dir():
         pytest.skip(f"set {env} to the unpacked CIFAR binary archive to run this check")
     # The baseline column does not depend on the SAE; any SAE on the 512-d embedding will do.
-    sae = SparseAutoencoder(SAEConfig(d_in=512, d_sae=1024, metadata={
-        "model_name": CLIP_MODEL, "pretrained": weights, "hook_name": "embed"}), generator=torch.Generator().manual_seed(0))
+    sae = SparseAutoencoder(
+        SAEConfig(
+            d_in=512, d_sae=1024, metadata={"model_name": CLIP_MODEL, "pretrained": weights, "hook_name": "embed"}
+        ),
+        generator=torch.Generator().manual_seed(0),
+    )
     save_sae(sae, tmp_path / "sae")
     out = tmp_path / "out"
-    assert main(["eval", "zeroshot", "--dataset", dataset, "--sae", str(tmp_path / "sae"), "--out", str(out),
-                 "--device", "auto"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "zeroshot",
+                "--dataset",
+                dataset,
+                "--sae",
+                str(tmp_path / "sae"),
+                "--out",
+                str(out),
+                "--device",
+                "auto",
+            ]
+        )
+        == 0
+    )
     [row] = json.loads((out / "zeroshot.json").read_text())
     assert abs(row["acc_clip"] - SEED_001_BASELINE[env]) <= 0.005, row["acc_clip"]

@@ -22,8 +22,9 @@ def _dense_partner(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
     return partner, float(c[r, s].sum())
 
 
-@pytest.mark.parametrize("fa,fb,d,candidates", [(70, 70, 12, 8), (60, 90, 16, 1), (90, 60, 16, 2),
-                                                (240, 240, 6, 1), (120, 500, 4, 1)])
+@pytest.mark.parametrize(
+    "fa,fb,d,candidates", [(70, 70, 12, 8), (60, 90, 16, 1), (90, 60, 16, 2), (240, 240, 6, 1), (120, 500, 4, 1)]
+)
 def test_candidates_equal_the_dense_assignment_on_random_rows(fa, fb, d, candidates):
     rng = np.random.default_rng(fa * 1000 + fb)
     a, b = rng.normal(size=(fa, d)), rng.normal(size=(fb, d))
@@ -122,14 +123,33 @@ def test_metrics_compare_two_seeds_on_planted_data_match_an_untrained_sae_does_n
     cfg = TrainConfig(epochs=4, batch_size=64, lr=1e-2, checkpoint_every=0, log_every=10**9, init_rows=1024)
     train(tmp_path / "x.npy", tmp_path / "s", make_specs(base, [0.0], [2], [0, 1]), cfg)
     io.save_sae(SparseAutoencoder(base, generator=torch.Generator().manual_seed(5)), tmp_path / "untrained")
-    r = subprocess.run([sys.executable, "-m", "app.cli", "metrics", "--sae", str(tmp_path / "s/seed_0"), "--compare",
-                        str(tmp_path / "s/seed_1"), str(tmp_path / "untrained"), "--out", str(tmp_path / "m.md")],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "metrics",
+            "--sae",
+            str(tmp_path / "s/seed_0"),
+            "--compare",
+            str(tmp_path / "s/seed_1"),
+            str(tmp_path / "untrained"),
+            "--out",
+            str(tmp_path / "m.md"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "matched at cos ≥ 0.9" in r.stdout and "| seed_0 | seed_1 |" in r.stdout
     seeds, untrained = json.loads((tmp_path / "m.compare.json").read_text())
     assert seeds["matched_fraction"] >= 0.6 and seeds["mean_cosine"] >= 0.8, seeds
     assert untrained["matched_fraction"] == 0.0 and untrained["mean_cosine"] < 0.5, untrained
-    r = subprocess.run([sys.executable, "-m", "app.cli", "metrics", "--sae", str(tmp_path / "s")],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "metrics", "--sae", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "needs --acts" in r.stderr

@@ -55,10 +55,12 @@ def test_grid_cells_are_each_strength_times_each_seed_with_measured_readouts(h):
     assert not np.array_equal(np.asarray(strong.image), np.asarray(base.image))
     # the CLIP change, recomputed with the inspector's encoder
     ins = h.inspector
+
     def cos(im):
         e = ins.run(im)["embedding"].astype(np.float64)
         t = ins.encoder.text_embeddings(["a photo of a dog"]).double().numpy()[0]
         return float(e @ t / np.linalg.norm(e))
+
     assert strong.clip_change[a] == pytest.approx(cos(strong.image) - cos(base.image), abs=1e-4)
     assert all(c.clip_change[a] == pytest.approx(0, abs=1e-9) for c in run.cells if c.strength == 0)
     assert "| +2 |" in run.summary() and "seed 5" in run.summary() and "a photo of a dog" in run.summary()
@@ -72,12 +74,20 @@ def test_grid_without_a_text_reports_no_clip_change(h):
     assert run.scales[a] == pytest.approx(float(h.steer_atlas.max_activation[a]))
 
 
-@pytest.mark.parametrize("latents, strengths, seeds, match", [
-    ("1, 2, 3", "1", "0", "one or two steering latents"), ("", "1", "0", "one or two"),
-    ("99999", "1", "0", "grid latent"), ("1", "", "0", "at least one strength"),
-    ("1", "1 2 3 4 5 6 7 8", "0", "at most 7 strengths"), ("1", "11", "0", "within ±10"),
-    ("1", "x", "0", "strength must be a number"), ("1", "1", "0.5", "seed"), ("1", "1", "0 1 2 3 4", "at most 4"),
-])
+@pytest.mark.parametrize(
+    "latents, strengths, seeds, match",
+    [
+        ("1, 2, 3", "1", "0", "one or two steering latents"),
+        ("", "1", "0", "one or two"),
+        ("99999", "1", "0", "grid latent"),
+        ("1", "", "0", "at least one strength"),
+        ("1", "1 2 3 4 5 6 7 8", "0", "at most 7 strengths"),
+        ("1", "11", "0", "within ±10"),
+        ("1", "x", "0", "strength must be a number"),
+        ("1", "1", "0.5", "seed"),
+        ("1", "1", "0 1 2 3 4", "at most 4"),
+    ],
+)
 def test_grid_refuses_bad_fields_with_their_names(h, latents, strengths, seeds, match):
     with pytest.raises(ValueError, match=match):
         h.steer_grid("a red boat", None, latents, strengths, seeds, **STEPS)
@@ -97,9 +107,11 @@ def test_a_cancelled_grid_stops_and_frees_the_queue(h):
 
 def test_guidance_scale_reaches_the_decoder_and_is_checked(h, monkeypatch):
     seen, real = [], h.steerer.pipes.decoder
+
     def spy(*args, **kwargs):
         seen.append(kwargs["guidance_scale"])
         return real(*args, **kwargs)
+
     monkeypatch.setattr(h.steerer.pipes, "decoder", spy)
     h.steerer.decode(*h.steerer.prior_embeds("a boat", 0, 2), seed=0, steps=2, size=64, guidance=7.5)
     monkeypatch.undo()
@@ -152,8 +164,9 @@ def test_history_records_newest_first_restores_and_compares():
     hist = None
     for n in range(3):
         hist = record(hist, "generate", {"prompt": "a boat", "seed": n, "slots": [(3, "add", 1.5)]}, [], f"r{n}")
-    hist = record(hist, "grid", {"prompt": "a boat", "seed": 0, "grid_latents": "3", "strengths": "1",
-                                 "seeds": "0"}, [], "g")
+    hist = record(
+        hist, "grid", {"prompt": "a boat", "seed": 0, "grid_latents": "3", "strengths": "1", "seeds": "0"}, [], "g"
+    )
     titles = choices(hist)
     assert [r.number for r in hist] == [4, 3, 2, 1] and titles[0].startswith("#4 grid")
     assert "3 add 1.5" in titles[1] and "seed 2" in titles[1]

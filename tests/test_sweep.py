@@ -59,8 +59,19 @@ def test_a_seed_sweep_resumes_exactly(tmp_path, small_npy, monkeypatch):
     """relu with resampling: each SAE's own generator (seeded by its seed) is checkpointed."""
     base = SAEConfig(d_in=16, d_sae=48, architecture="relu")
     specs = make_specs(base, [0.1, 1.0], [None], [0, 1])
-    cfg = TrainConfig(batch_size=64, epochs=2, block_rows=256, chunk_rows=96, lr=3e-3, lr_warmup_steps=5,
-                      checkpoint_every=10, resample_every=7, dead_after_samples=200, log_every=5, init_rows=512)
+    cfg = TrainConfig(
+        batch_size=64,
+        epochs=2,
+        block_rows=256,
+        chunk_rows=96,
+        lr=3e-3,
+        lr_warmup_steps=5,
+        checkpoint_every=10,
+        resample_every=7,
+        dead_after_samples=200,
+        log_every=5,
+        init_rows=512,
+    )
     full = train(small_npy, tmp_path / "full", specs, cfg)
     real_step = SAETrainer.step
 
@@ -86,12 +97,30 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_seed_list_sweeps_and_data_seed_reproduces_one_of_them(tmp_path, small_npy):
-    common = ["--acts", small_npy, "--arch", "topk", "--d-sae", "32", "--batch-size", "200", "--epochs", "1",
-              "--device", "cpu", "--init-rows", "512"]
+    common = [
+        "--acts",
+        small_npy,
+        "--arch",
+        "topk",
+        "--d-sae",
+        "32",
+        "--batch-size",
+        "200",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--init-rows",
+        "512",
+    ]
     r = run_cli("train", *common, "--out", str(tmp_path / "s"), "--k", "2,4", "--seed", "0,1")
     assert r.returncode == 0, r.stderr
     assert sorted(p.parent.name for p in (tmp_path / "s").glob("*/cfg.json")) == [
-        "k_2_seed_0", "k_2_seed_1", "k_4_seed_0", "k_4_seed_1"]
+        "k_2_seed_0",
+        "k_2_seed_1",
+        "k_4_seed_0",
+        "k_4_seed_1",
+    ]
     r = run_cli("train", *common, "--out", str(tmp_path / "one"), "--k", "4", "--seed", "1", "--data-seed", "0")
     assert r.returncode == 0, r.stderr
     assert _equal(tmp_path / "s/k_4_seed_1", tmp_path / "one")

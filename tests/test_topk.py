@@ -19,8 +19,9 @@ def brute(rows, ids, vals, n_rows, k):
     return out_i, out_v
 
 
-@pytest.mark.parametrize("seed, n_rows, n, k, levels", [(0, 7, 60, 3, 4), (1, 40, 2000, 5, 1000), (2, 3, 500, 4, 3),
-                                                        (3, 50, 30, 5, 10)])
+@pytest.mark.parametrize(
+    "seed, n_rows, n, k, levels", [(0, 7, 60, 3, 4), (1, 40, 2000, 5, 1000), (2, 3, 500, 4, 3), (3, 50, 30, 5, 10)]
+)
 def test_segment_topk_equals_brute_force_with_ties(seed, n_rows, n, k, levels):
     """Values drawn from few levels (many exact ties), entries shuffled, one long row."""
     rng = np.random.default_rng(seed)
@@ -28,8 +29,14 @@ def test_segment_topk_equals_brute_force_with_ties(seed, n_rows, n, k, levels):
     ids = rng.permutation(10 * len(rows))[: len(rows)]
     vals = rng.integers(0, levels, len(rows)).astype(np.float64) / levels
     payload = ids * 3 + 1
-    v, i, p = segment_topk(torch.from_numpy(rows), torch.from_numpy(ids), torch.from_numpy(vals), n_rows, k,
-                           payload=torch.from_numpy(payload))
+    v, i, p = segment_topk(
+        torch.from_numpy(rows),
+        torch.from_numpy(ids),
+        torch.from_numpy(vals),
+        n_rows,
+        k,
+        payload=torch.from_numpy(payload),
+    )
     want_i, want_v = brute(rows, ids, vals, n_rows, k)
     np.testing.assert_array_equal(i.numpy(), want_i)
     np.testing.assert_array_equal(v.numpy(), want_v)

@@ -40,8 +40,13 @@ def test_each_architecture_recovers_a_known_dictionary_with_default_settings(tmp
     x, atoms = dict_data
     np.save(tmp_path / "x.npy", x)
     k = 3 if arch in K_ARCHS else None
-    base = SAEConfig(d_in=x.shape[1], d_sae=2 * atoms.shape[0], architecture=arch, k=k,
-                     groups=(16, 64, 128) if arch == "matryoshka" else None)
+    base = SAEConfig(
+        d_in=x.shape[1],
+        d_sae=2 * atoms.shape[0],
+        architecture=arch,
+        k=k,
+        groups=(16, 64, 128) if arch == "matryoshka" else None,
+    )
     l1 = DEFAULT_L1.get(arch, 0.0)
     [path] = train(tmp_path / "x.npy", tmp_path / "sae", make_specs(base, [l1], [k]), TrainConfig(epochs=10, **QUIET))
     sae = load_sae(path)
@@ -75,8 +80,22 @@ def test_default_flags_recover_a_planted_dictionary_topk(tmp_path, caplog, issue
     """`clipsae train` with only the architecture, --d-sae, --k and --epochs: TopK k=8 with 1024
     latents recovers the atoms (issue 12: mean max cosine ≥ 0.97, EV ≥ 0.86)."""
     npy, atoms = issue12_data
-    log = _clipsae(caplog, "train", "--acts", str(npy), "--out", str(tmp_path / "topk"), "--arch", "topk",
-                   "--d-sae", "1024", "--k", "8", "--epochs", "5")
+    log = _clipsae(
+        caplog,
+        "train",
+        "--acts",
+        str(npy),
+        "--out",
+        str(tmp_path / "topk"),
+        "--arch",
+        "topk",
+        "--d-sae",
+        "1024",
+        "--k",
+        "8",
+        "--epochs",
+        "5",
+    )
     assert "chose batch_size=256" in log and "chose lr=0.0016" in log  # what was chosen is printed
     sae = load_sae(tmp_path / "topk")
     mmcs = mean_max_cosine(atoms, sae.W_dec.detach().numpy())
@@ -88,8 +107,20 @@ def test_default_flags_give_a_sparse_recovering_relu(tmp_path, caplog, issue12_d
     """ReLU at the default λ (0.07, scaled convention) on the same data: sparse (L0 ≤ 3× the true 6)
     and recovering (mean max cosine ≥ 0.9, EV ≥ 0.85)."""
     npy, atoms = issue12_data
-    _clipsae(caplog, "train", "--acts", str(npy), "--out", str(tmp_path / "relu"), "--arch", "relu",
-             "--d-sae", "1024", "--epochs", "5")
+    _clipsae(
+        caplog,
+        "train",
+        "--acts",
+        str(npy),
+        "--out",
+        str(tmp_path / "relu"),
+        "--arch",
+        "relu",
+        "--d-sae",
+        "1024",
+        "--epochs",
+        "5",
+    )
     sae = load_sae(tmp_path / "relu")
     m = evaluate_sae(sae, ActivationSource(npy))
     mmcs = mean_max_cosine(atoms, sae.W_dec.detach().numpy())
@@ -134,8 +165,19 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, small_npy,
     k = 4 if arch in K_ARCHS else None
     base = SAEConfig(d_in=16, d_sae=48, architecture=arch, k=k, groups=(8, 24, 48) if arch == "matryoshka" else None)
     # small blocks and chunks + resampling + AuxK + a 2nd epoch: every piece of state must survive the restart
-    cfg = TrainConfig(batch_size=64, epochs=2, block_rows=256, chunk_rows=96, lr=lr, lr_warmup_steps=5,
-                      checkpoint_every=10, resample_every=7, dead_after_samples=200, log_every=5, init_rows=512)
+    cfg = TrainConfig(
+        batch_size=64,
+        epochs=2,
+        block_rows=256,
+        chunk_rows=96,
+        lr=lr,
+        lr_warmup_steps=5,
+        checkpoint_every=10,
+        resample_every=7,
+        dead_after_samples=200,
+        log_every=5,
+        init_rows=512,
+    )
     specs = make_specs(base, [l1], [k])
     [full] = train(small_npy, tmp_path / "full", specs, cfg)
     resumed = _crash_and_resume(tmp_path, small_npy, specs, cfg, monkeypatch, crash_at=25)
@@ -155,8 +197,18 @@ def test_relu_resume_is_exact_on_the_sparse_path_and_needs_the_density_state(tmp
 
     arch, l1, lr = RESUME_CASES["relu-sparse"]
     specs = make_specs(SAEConfig(d_in=16, d_sae=48, architecture=arch), [l1], [None])
-    cfg = TrainConfig(batch_size=64, epochs=2, block_rows=256, lr=lr, lr_warmup_steps=5, checkpoint_every=20,
-                      resample_every=7, dead_after_samples=200, log_every=5, init_rows=512)
+    cfg = TrainConfig(
+        batch_size=64,
+        epochs=2,
+        block_rows=256,
+        lr=lr,
+        lr_warmup_steps=5,
+        checkpoint_every=20,
+        resample_every=7,
+        dead_after_samples=200,
+        log_every=5,
+        init_rows=512,
+    )
     [full] = train(small_npy, tmp_path / "full", specs, cfg)
     saved = {}
     real_load = load_checkpoint
@@ -200,23 +252,33 @@ def test_unset_settings_are_chosen_from_data_size_and_width():
     assert small.l1_warmup_steps == 0 and relu.resample_every == round(0.1 * 1955)
     assert any("batch_size=256" in n for n in notes) and any("lr=" in n for n in relu_notes)
     # explicit values win; nothing left unset afterwards
-    mine, mine_notes = resolve(TrainConfig(epochs=5, batch_size=100, lr=1e-3, lr_warmup_steps=0), 100_000, 96, 1024, "topk")
+    mine, mine_notes = resolve(
+        TrainConfig(epochs=5, batch_size=100, lr=1e-3, lr_warmup_steps=0), 100_000, 96, 1024, "topk"
+    )
     assert (mine.batch_size, mine.lr, mine.lr_warmup_steps) == (100, 1e-3, 0) and not mine.unresolved()
     assert not any("batch_size" in n or n.startswith("lr=") for n in mine_notes)
 
 
 def test_train_config_json_records_the_values_used(tmp_path, small_npy):
     cfg = TrainConfig(epochs=2, lr=5e-3, **QUIET)
-    train(small_npy, tmp_path / "o", make_specs(SAEConfig(d_in=16, d_sae=32, architecture="topk", k=4), [0.0], [4]), cfg)
+    train(
+        small_npy, tmp_path / "o", make_specs(SAEConfig(d_in=16, d_sae=32, architecture="topk", k=4), [0.0], [4]), cfg
+    )
     saved = json.loads((tmp_path / "o/train_config.json").read_text())
     used = saved["train_config"]
     assert used["batch_size"] == 256 and used["lr"] == 5e-3 and used["lr_warmup_steps"] == round(0.05 * 16)
-    assert set(saved["chosen_automatically"]) == {"batch_size", "lr_warmup_steps", "l1_warmup_steps", "resample_every",
-                                                  "aux_k"}
+    assert set(saved["chosen_automatically"]) == {
+        "batch_size",
+        "lr_warmup_steps",
+        "l1_warmup_steps",
+        "resample_every",
+        "aux_k",
+    }
     assert TrainConfig.from_dict(used).unresolved() == []
     # a single SAE is written into the run folder itself, which keeps the run's own files
     assert {"cfg.json", "sae_weights.safetensors", "train_config.json", "train.log", "train_summary.json"} <= {
-        f.name for f in (tmp_path / "o").iterdir()}
+        f.name for f in (tmp_path / "o").iterdir()
+    }
     log = (tmp_path / "o/train.log").read_text()
     assert "chose batch_size=256" in log and "wrote" in log
 
@@ -260,7 +322,9 @@ def test_wrong_shapes_are_refused(tmp_path):
         ActivationSource(tmp_path / "three_d.npy")
     np.save(tmp_path / "ok.npy", np.zeros((10, 8), dtype=np.float32))
     with pytest.raises(ValueError, match="d_in=16"):
-        train(tmp_path / "ok.npy", tmp_path / "o", make_specs(SAEConfig(d_in=16, d_sae=8), [1e-3], [None]), TrainConfig())
+        train(
+            tmp_path / "ok.npy", tmp_path / "o", make_specs(SAEConfig(d_in=16, d_sae=8), [1e-3], [None]), TrainConfig()
+        )
 
 
 @pytest.mark.parametrize("chunk_rows", [None, 70])
@@ -342,8 +406,25 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_train_metrics_and_errors(tmp_path, small_npy):
     r = run_cli("--help")
     assert r.returncode == 0 and all(c in r.stdout for c in ("train", "metrics", "convert"))
-    r = run_cli("train", "--acts", small_npy, "--out", str(tmp_path / "s"), "--arch", "topk", "--d-sae", "32",
-                "--k", "2,4", "--batch-size", "200", "--epochs", "1", "--device", "cpu")
+    r = run_cli(
+        "train",
+        "--acts",
+        small_npy,
+        "--out",
+        str(tmp_path / "s"),
+        "--arch",
+        "topk",
+        "--d-sae",
+        "32",
+        "--k",
+        "2,4",
+        "--batch-size",
+        "200",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "s/k_2/cfg.json").exists() and (tmp_path / "s/k_4/cfg.json").exists()
     assert "step" in (tmp_path / "s/train.log").read_text()
@@ -357,10 +438,12 @@ def test_cli_train_metrics_and_errors(tmp_path, small_npy):
     assert r.returncode == 2 and "needs --k" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("train", "--acts", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "t"), "--d-sae", "8")
     assert r.returncode == 2 and "no such activation file" in r.stderr
-    for args, message in ((["--arch", "matryoshka", "--k", "2"], "needs groups"),
-                          (["--arch", "topk", "--k", "2", "--groups", "8,32"], "only used by matryoshka"),
-                          (["--arch", "matryoshka", "--k", "2", "--groups", "8,16"], "ending at d_sae=32"),
-                          (["--arch", "topk", "--k", "2", "--l1", "0.1"], "--l1 is for relu/jumprelu")):
+    for args, message in (
+        (["--arch", "matryoshka", "--k", "2"], "needs groups"),
+        (["--arch", "topk", "--k", "2", "--groups", "8,32"], "only used by matryoshka"),
+        (["--arch", "matryoshka", "--k", "2", "--groups", "8,16"], "ending at d_sae=32"),
+        (["--arch", "topk", "--k", "2", "--l1", "0.1"], "--l1 is for relu/jumprelu"),
+    ):
         r = run_cli("train", "--acts", small_npy, "--out", str(tmp_path / "t"), "--d-sae", "32", *args)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
 
@@ -371,14 +454,41 @@ def test_cli_trains_a_matryoshka_sae_and_reports_each_prefix(tmp_path, caplog, c
     with the prefix (each prefix reconstructs on its own; the largest is the whole SAE)."""
     x, atoms = make_dictionary_data(n=12_000, d=32, n_atoms=64, active=3, seed=21)
     np.save(tmp_path / "x.npy", x)
-    _clipsae(caplog, "train", "--acts", str(tmp_path / "x.npy"), "--out", str(tmp_path / "m"), "--arch", "matryoshka",
-             "--d-sae", "128", "--k", "3", "--groups", "16,64,128", "--epochs", "10", "--device", "cpu")
+    _clipsae(
+        caplog,
+        "train",
+        "--acts",
+        str(tmp_path / "x.npy"),
+        "--out",
+        str(tmp_path / "m"),
+        "--arch",
+        "matryoshka",
+        "--d-sae",
+        "128",
+        "--k",
+        "3",
+        "--groups",
+        "16,64,128",
+        "--epochs",
+        "10",
+        "--device",
+        "cpu",
+    )
     cfg = json.loads((tmp_path / "m/cfg.json").read_text())
     assert cfg["architecture"] == "matryoshka" and cfg["groups"] == [16, 64, 128] and cfg["k"] == 3
     sae = load_sae(tmp_path / "m")
     assert mean_max_cosine(atoms, sae.W_dec.detach().numpy()) >= 0.9
     capsys.readouterr()
-    _clipsae(caplog, "metrics", "--acts", str(tmp_path / "x.npy"), "--sae", str(tmp_path / "m"), "--out", str(tmp_path / "t.md"))
+    _clipsae(
+        caplog,
+        "metrics",
+        "--acts",
+        str(tmp_path / "x.npy"),
+        "--sae",
+        str(tmp_path / "m"),
+        "--out",
+        str(tmp_path / "t.md"),
+    )
     assert "EV per prefix" in capsys.readouterr().out
     m = json.loads((tmp_path / "t.json").read_text())[0]
     evs = [m["ev_prefix_16"], m["ev_prefix_64"], m["ev_prefix_128"]]
@@ -391,8 +501,9 @@ def test_a_negative_or_nan_l1_is_refused_before_training(tmp_path, small_npy, ca
 
     for bad in ("-1", "0.05,nan"):
         out = tmp_path / f"o{len(bad)}"
-        assert main(["train", "--acts", small_npy, "--out", str(out), "--arch", "relu", "--d-sae", "32",
-                     "--l1", bad]) == 2
+        assert (
+            main(["train", "--acts", small_npy, "--out", str(out), "--arch", "relu", "--d-sae", "32", "--l1", bad]) == 2
+        )
         err = capsys.readouterr().err
         assert "the sparsity coefficient must be >= 0" in err and len(err.strip().splitlines()) == 1
         assert not out.exists()  # nothing written
@@ -402,7 +513,9 @@ def test_a_checkpoint_from_before_a_new_train_config_field_still_resumes(tmp_pat
     """A field TrainConfig gained since the checkpoint (here data_seed) reads as its default;
     a field the checkpoint holds with another value is still refused by name."""
     base = SAEConfig(d_in=16, d_sae=48, architecture="topk", k=4)
-    cfg = TrainConfig(batch_size=64, epochs=1, block_rows=256, chunk_rows=96, lr=3e-3, checkpoint_every=10, init_rows=512)
+    cfg = TrainConfig(
+        batch_size=64, epochs=1, block_rows=256, chunk_rows=96, lr=3e-3, checkpoint_every=10, init_rows=512
+    )
     specs = make_specs(base, [0.0], [4])
     [full] = train(small_npy, tmp_path / "full", specs, cfg)
     real_step = SAETrainer.step

@@ -53,8 +53,12 @@ def test_auxk_over_mse_is_sparsify_auxk_over_fvu():
 def _topk(x: np.ndarray, tmp: Path, name: str, dead_latents: str) -> SparseAutoencoder:
     np.save(tmp / "x.npy", x)
     base = SAEConfig(d_in=x.shape[1], d_sae=512, architecture="topk", k=4)
-    [path] = train(tmp / "x.npy", tmp / name, make_specs(base, [0.0], [4]),
-                   TrainConfig(epochs=6, dead_latents=dead_latents, **QUIET))
+    [path] = train(
+        tmp / "x.npy",
+        tmp / name,
+        make_specs(base, [0.0], [4]),
+        TrainConfig(epochs=6, dead_latents=dead_latents, **QUIET),
+    )
     return load_sae(path)
 
 
@@ -86,8 +90,26 @@ def test_default_batchtopk_serves_ordinary_rows_of_encoder_shaped_data(tmp_path)
     x, atoms, outlier = encoder_like(25_000, 64, 128, 4, seed=29)
     held, ordinary = x[20_000:], ~outlier[20_000:]
     np.save(tmp_path / "x.npy", x[:20_000])
-    cmd = [sys.executable, "-m", "app.cli", "train", "--acts", str(tmp_path / "x.npy"), "--out", str(tmp_path / "b"),
-           "--arch", "batchtopk", "--k", "4", "--d-sae", "512", "--epochs", "4", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "train",
+        "--acts",
+        str(tmp_path / "x.npy"),
+        "--out",
+        str(tmp_path / "b"),
+        "--arch",
+        "batchtopk",
+        "--k",
+        "4",
+        "--d-sae",
+        "512",
+        "--epochs",
+        "4",
+        "--device",
+        "cpu",
+    ]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     sae = load_sae(tmp_path / "b")

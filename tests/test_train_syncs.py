@@ -23,8 +23,9 @@ from sae_core.trainer import SAETrainer
 def _run(arch: str, x: torch.Tensor, dead: str = "none") -> tuple[SAETrainer, TrainConfig]:
     k = 4 if arch in ("topk", "batchtopk") else None
     cfg, _ = resolve(TrainConfig(batch_size=128, device="cpu", dead_latents=dead), len(x), x.shape[1], 64, arch)
-    run = SAETrainer(RunSpec(arch, SAEConfig(d_in=x.shape[1], d_sae=64, architecture=arch, k=k), 0.0), cfg,
-                     torch.device("cpu"))
+    run = SAETrainer(
+        RunSpec(arch, SAEConfig(d_in=x.shape[1], d_sae=64, architecture=arch, k=k), 0.0), cfg, torch.device("cpu")
+    )
     init_runs([run], x, cfg)
     run.eager_checks = False  # CUDA's setting
     return run, cfg
@@ -81,7 +82,12 @@ def test_metrics_on_the_device_equal_the_python_sums():
         cos = (x * x_hat).sum(dim=1, dtype=torch.float64) / (x.norm(dim=1) * x_hat.norm(dim=1)).clamp_min(1e-8)
         ref["cos"] += float(cos.sum())
     assert (acc.sum_sq_err, acc.sum_x_sq, acc.sum_abs_f, acc.sum_cos, acc.n_active) == (
-        ref["sq"], ref["x2"], ref["f"], ref["cos"], ref["n_active"])  # bit for bit
+        ref["sq"],
+        ref["x2"],
+        ref["f"],
+        ref["cos"],
+        ref["n_active"],
+    )  # bit for bit
     assert np.array_equal(acc.sum_x_d, sum_x_d) and np.array_equal(acc.fire_count_s, counts_ref)
     m = acc.result()
     sst = ref["x2"] - float((sum_x_d**2).sum()) / acc.n

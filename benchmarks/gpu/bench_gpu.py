@@ -78,8 +78,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", default=None, help="scratch folder for models and data (default: a temporary one)")
     p.add_argument("--only", default="", help="comma-separated sections (default: all): " + ",".join(SECTIONS))
     p.add_argument("--skip", default="", help="comma-separated sections to leave out")
-    p.add_argument("--deadline", type=float, default=None,
-                   help="seconds for the whole run (default: 470 on the device, 110 with --smoke)")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds for the whole run (default: 470 on the device, 110 with --smoke)",
+    )
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available; cpu with --smoke)")
     return p.parse_args(argv)
 
@@ -101,8 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / ROWS).unlink(missing_ok=True)
     deadline = time.monotonic() + (a.deadline or (110 if a.smoke else 470))
-    meta = {"smoke": a.smoke, "device": device, "sections": names, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "argv": sys.argv[1:]}
+    meta = {
+        "smoke": a.smoke,
+        "device": device,
+        "sections": names,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "argv": sys.argv[1:],
+    }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     with tempfile.TemporaryDirectory(prefix="clipsae-gpu-") as tmp:
         work = Path(a.work or tmp)

@@ -37,11 +37,18 @@ def build_modules(device: str | torch.device = "meta", dtype: torch.dtype | None
     """The five networks from the configs, random weights on `device` (meta: shapes only), each
     cast to `dtype` as soon as it is built (peak memory: one network in float32)."""
     from diffusers import PriorTransformer, UNet2DConditionModel, VQModel
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
 
     makers = {
         "prior": lambda: PriorTransformer.from_config(_json(PRIOR_CFG / "prior/config.json")),
-        "image_encoder": lambda: CLIPVisionModelWithProjection(CLIPVisionConfig.from_pretrained(PRIOR_CFG / "image_encoder")),
+        "image_encoder": lambda: CLIPVisionModelWithProjection(
+            CLIPVisionConfig.from_pretrained(PRIOR_CFG / "image_encoder")
+        ),
         "text_encoder": lambda: CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(PRIOR_CFG / "text_encoder")),
         "unet": lambda: UNet2DConditionModel.from_config(_json(DECODER_CFG / "unet/config.json")),
         "movq": lambda: VQModel.from_config(_json(DECODER_CFG / "movq/config.json")),
@@ -73,12 +80,18 @@ def save_full(folder: Path, device: str, dtype: torch.dtype = torch.float16) -> 
         mods["prior"].clip_std.fill_(1.0)
     (folder / "tokenizer").mkdir(parents=True, exist_ok=True)
     prior = KandinskyV22PriorPipeline(
-        prior=mods["prior"], image_encoder=mods["image_encoder"], text_encoder=mods["text_encoder"],
+        prior=mods["prior"],
+        image_encoder=mods["image_encoder"],
+        text_encoder=mods["text_encoder"],
         tokenizer=_tiny_tokenizer(folder / "tokenizer"),
         scheduler=UnCLIPScheduler.from_config(_json(PRIOR_CFG / "scheduler/scheduler_config.json")),
-        image_processor=CLIPImageProcessor.from_pretrained(PRIOR_CFG / "image_processor"))
-    decoder = KandinskyV22Pipeline(unet=mods["unet"], movq=mods["movq"],
-                                   scheduler=DDPMScheduler.from_config(_json(DECODER_CFG / "scheduler/scheduler_config.json")))
+        image_processor=CLIPImageProcessor.from_pretrained(PRIOR_CFG / "image_processor"),
+    )
+    decoder = KandinskyV22Pipeline(
+        unet=mods["unet"],
+        movq=mods["movq"],
+        scheduler=DDPMScheduler.from_config(_json(DECODER_CFG / "scheduler/scheduler_config.json")),
+    )
     built = time.perf_counter()
     prior.save_pretrained(folder / "prior")
     decoder.save_pretrained(folder / "decoder")

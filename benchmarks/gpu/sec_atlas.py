@@ -51,20 +51,53 @@ def run(ctx: Ctx) -> None:
         folder = ctx.work / key.upper()
         t0 = time.perf_counter()
         bench_scale.make_inputs(folder, n, d, f, s["l0"], seed)
-        ctx.rec(f"inputs {key.upper()}", f"{f:,} latents x {d}-d, {n:,} images", note=f"made in {time.perf_counter() - t0:.1f} s")
+        ctx.rec(
+            f"inputs {key.upper()}",
+            f"{f:,} latents x {d}-d, {n:,} images",
+            note=f"made in {time.perf_counter() - t0:.1f} s",
+        )
         folders[key] = folder
     a, b = folders["a"], folders["b"]
     fa, fb = s["a"][1], s["b"][1]
-    _clipsae(ctx, f"atlas A ({fa:,} x {n:,})", "atlas", "--acts", str(a / "x.npy"), "--sae", str(a / "sae"),
-             "--out", str(a / "atlas"))
+    _clipsae(
+        ctx,
+        f"atlas A ({fa:,} x {n:,})",
+        "atlas",
+        "--acts",
+        str(a / "x.npy"),
+        "--sae",
+        str(a / "sae"),
+        "--out",
+        str(a / "atlas"),
+    )
     if (a / "atlas" / "manifest.json").exists():
         m = json.loads((a / "atlas" / "manifest.json").read_text())
         ctx.rec("atlas A codes", m["n_codes"], "entries", f"{m['n_codes'] / n:.0f} per image; {m['n_dead']} dead")
-    _clipsae(ctx, f"atlas A --neighbours 0 ({fa:,} x {n:,})", "atlas", "--acts", str(a / "x.npy"), "--sae",
-             str(a / "sae"), "--out", str(a / "atlas_nn0"), "--neighbours", "0")
+    _clipsae(
+        ctx,
+        f"atlas A --neighbours 0 ({fa:,} x {n:,})",
+        "atlas",
+        "--acts",
+        str(a / "x.npy"),
+        "--sae",
+        str(a / "sae"),
+        "--out",
+        str(a / "atlas_nn0"),
+        "--neighbours",
+        "0",
+    )
     if ctx.left() < 20 and not ctx.smoke:
         ctx.skip("atlas B and link", "the section's budget is nearly spent")
         return
-    _clipsae(ctx, f"atlas B ({fb:,} x {n:,})", "atlas", "--acts", str(b / "x.npy"), "--sae", str(b / "sae"),
-             "--out", str(b / "atlas"))
+    _clipsae(
+        ctx,
+        f"atlas B ({fb:,} x {n:,})",
+        "atlas",
+        "--acts",
+        str(b / "x.npy"),
+        "--sae",
+        str(b / "sae"),
+        "--out",
+        str(b / "atlas"),
+    )
     _clipsae(ctx, "link A B", "link", str(a / "atlas"), str(b / "atlas"))

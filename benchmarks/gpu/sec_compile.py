@@ -16,8 +16,10 @@ def run(ctx: Ctx) -> None:
         ctx.skip("compiled decoder", f"not installed: {', '.join(gaps)}")
         return
     if not ctx.cuda:
-        ctx.skip("compiled decoder", "CUDA only (compiling even the tiny UNet takes minutes on 2 cores); "
-                 "the code path is imported here")
+        ctx.skip(
+            "compiled decoder",
+            "CUDA only (compiling even the tiny UNet takes minutes on 2 cores); the code path is imported here",
+        )
         return
     from app.kandinsky import KandinskyOptions, load_pipelines
     from kandinsky_full import save_full
@@ -29,19 +31,32 @@ def run(ctx: Ctx) -> None:
     if not (saved / "decoder" / "model_index.json").exists():
         save_full(saved, ctx.device)
         free_cuda()
-    pipes = load_pipelines(str(saved / "prior"), str(saved / "decoder"), device=ctx.device,
-                           options=KandinskyOptions(precision="float16", compile_decoder=True))
+    pipes = load_pipelines(
+        str(saved / "prior"),
+        str(saved / "decoder"),
+        device=ctx.device,
+        options=KandinskyOptions(precision="float16", compile_decoder=True),
+    )
     steerer = Steerer(pipes, steering_sae(pipes.embed_dim, 16_384, ctx.device), device=ctx.device)
     x, neg = steerer.prior_embeds(PROMPT, 0, 25)
     t0 = time.perf_counter()
     steerer.decode(x, neg, 0, 12, 512)
-    ctx.rec("first compiled decode fp16 512px 12 steps", round(time.perf_counter() - t0, 1), "s",
-            "torch.compile's compilation included")
+    ctx.rec(
+        "first compiled decode fp16 512px 12 steps",
+        round(time.perf_counter() - t0, 1),
+        "s",
+        "torch.compile's compilation included",
+    )
     for steps in (12, 25):
         with PeakMemory(ctx.device) as mem:
             t, _, _ = timed(lambda: steerer.decode(x, neg, 0, steps, 512), ctx.device, 3)
-        ctx.rec(f"compiled decoder fp16 512px {steps} steps", round(t, 3), "s", f"peak {mem.gib} GiB",
-                per_step_ms=round(1000 * t / steps, 1))
+        ctx.rec(
+            f"compiled decoder fp16 512px {steps} steps",
+            round(t, 3),
+            "s",
+            f"peak {mem.gib} GiB",
+            per_step_ms=round(1000 * t / steps, 1),
+        )
     latents = [i for i, _ in steerer.active_latents(x, n=8)]
     seeds = itertools.count(5000)
     generate_rows(ctx, steerer, latents[0], 512, 12, 25, 2, "fp16 compiled", seeds)

@@ -41,8 +41,15 @@ def rates(ctx: Ctx, model: str, n: int, batch: int, workers: int, rounds: int, f
         return n / (time.perf_counter() - t0)
 
     def pipeline(r: int) -> float:
-        cfg = EmbedConfig(images=str(imgs), out=str(folder / f"cache_{model}_{r}"), encoder=spec, batch_size=batch,
-                          workers=workers, shard_size=n, device=ctx.device)
+        cfg = EmbedConfig(
+            images=str(imgs),
+            out=str(folder / f"cache_{model}_{r}"),
+            encoder=spec,
+            batch_size=batch,
+            workers=workers,
+            shard_size=n,
+            device=ctx.device,
+        )
         check_or_write_settings(Path(cfg.out), settings_of(cfg, refs, torch.device(ctx.device)))
         t0 = time.perf_counter()
         _extract(cfg, refs, enc, [0], Path(cfg.out))

@@ -8,8 +8,17 @@ import platform
 
 from common import Ctx, timed
 
-PACKAGES = ("triton", "diffusers", "transformers", "open_clip_torch", "faiss-cpu", "eai-sparsify", "numpy",
-            "scipy", "safetensors")
+PACKAGES = (
+    "triton",
+    "diffusers",
+    "transformers",
+    "open_clip_torch",
+    "faiss-cpu",
+    "eai-sparsify",
+    "numpy",
+    "scipy",
+    "safetensors",
+)
 
 
 def run(ctx: Ctx) -> None:
@@ -26,7 +35,9 @@ def run(ctx: Ctx) -> None:
             version = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             version = "not installed"
-        ctx.rec({"open_clip_torch": "open_clip", "faiss-cpu": "faiss", "eai-sparsify": "sparsify"}.get(pkg, pkg), version)
+        ctx.rec(
+            {"open_clip_torch": "open_clip", "faiss-cpu": "faiss", "eai-sparsify": "sparsify"}.get(pkg, pkg), version
+        )
     if not ctx.cuda:
         ctx.skip("ceilings", "no CUDA device")
         return
@@ -42,5 +53,9 @@ def run(ctx: Ctx) -> None:
     ctx.rec("bf16 matmul 8192³", round(2 * 8192**3 / t / 1e12, 1), "TFLOP/s", "random data")
     m32 = m.float()
     t, _, _ = timed(lambda: m32 @ m32, ctx.device, repeats=5, warmup=2)
-    ctx.rec("fp32 matmul 8192³ (default precision)", round(2 * 8192**3 / t / 1e12, 1), "TFLOP/s",
-            f"torch.get_float32_matmul_precision() = {torch.get_float32_matmul_precision()}")
+    ctx.rec(
+        "fp32 matmul 8192³ (default precision)",
+        round(2 * 8192**3 / t / 1e12, 1),
+        "TFLOP/s",
+        f"torch.get_float32_matmul_precision() = {torch.get_float32_matmul_precision()}",
+    )

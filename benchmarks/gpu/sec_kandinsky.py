@@ -20,10 +20,26 @@ PROMPT = "a red horse on a beach at sunset"
 def _parts(ctx: Ctx) -> dict:
     """What to measure: full size on the device, one tiny pass of every branch with --smoke."""
     if ctx.smoke:
-        return {"sizes": [64], "steps": [1, 2], "prior_steps": [2], "move_steps": [2], "precisions": ["float32"],
-                "repeats": 1, "d_sae": 256, "eager_at": (64, 2)}
-    return {"sizes": [512, 768], "steps": [12, 25, 50], "prior_steps": [25, 12], "move_steps": [12, 16],
-            "precisions": ["float16", "bfloat16"], "repeats": 3, "d_sae": 163_840, "eager_at": (512, 25)}
+        return {
+            "sizes": [64],
+            "steps": [1, 2],
+            "prior_steps": [2],
+            "move_steps": [2],
+            "precisions": ["float32"],
+            "repeats": 1,
+            "d_sae": 256,
+            "eager_at": (64, 2),
+        }
+    return {
+        "sizes": [512, 768],
+        "steps": [12, 25, 50],
+        "prior_steps": [25, 12],
+        "move_steps": [12, 16],
+        "precisions": ["float16", "bfloat16"],
+        "repeats": 3,
+        "d_sae": 163_840,
+        "eager_at": (512, 25),
+    }
 
 
 def build(ctx: Ctx):
@@ -37,8 +53,12 @@ def build(ctx: Ctx):
     prior_dir, decoder_dir, secs = save_tiny(ctx.work) if ctx.smoke else save_full(ctx.work, ctx.device)
     free_cuda()
     ctx.rec("build random weights", round(secs["build"], 1), "s", "on the device" if ctx.cuda else "")
-    ctx.rec("save_pretrained (prior + decoder)", round(secs["save"], 1), "s",
-            f"{folder_gb(prior_dir) + folder_gb(decoder_dir):.1f} GB")
+    ctx.rec(
+        "save_pretrained (prior + decoder)",
+        round(secs["save"], 1),
+        "s",
+        f"{folder_gb(prior_dir) + folder_gb(decoder_dir):.1f} GB",
+    )
     return prior_dir, decoder_dir
 
 
@@ -61,8 +81,9 @@ def measure_precision(ctx: Ctx, prior_dir, decoder_dir, precision: str, parts: d
     p = precision.replace("bfloat16", "bf16").replace("float16", "fp16").replace("float32", "fp32")
     t0 = time.perf_counter()
     with PeakMemory(ctx.device) as mem:
-        pipes = load_pipelines(str(prior_dir), str(decoder_dir), device=ctx.device,
-                               options=KandinskyOptions(precision=precision))
+        pipes = load_pipelines(
+            str(prior_dir), str(decoder_dir), device=ctx.device, options=KandinskyOptions(precision=precision)
+        )
     ctx.rec(f"load_pipelines {p}", round(time.perf_counter() - t0, 1), "s", f"weights on the device: {mem.gib} GiB")
     steerer = Steerer(pipes, steering_sae(pipes.embed_dim, parts["d_sae"], ctx.device), device=ctx.device)
     reps = parts["repeats"]
@@ -76,10 +97,16 @@ def measure_precision(ctx: Ctx, prior_dir, decoder_dir, precision: str, parts: d
                 ctx.skip(f"decoder {p} {size}px {steps} steps", "the section's budget is nearly spent")
                 continue
             with PeakMemory(ctx.device) as mem:
-                t, _, _ = timed(lambda: steerer.decode(x, neg, 0, steps, size), ctx.device,
-                                reps if size <= 512 or steps < 50 else 1)
-            ctx.rec(f"decoder {p} {size}px {steps} steps", round(t, 3), "s", f"peak {mem.gib} GiB",
-                    per_step_ms=round(1000 * t / steps, 1))
+                t, _, _ = timed(
+                    lambda: steerer.decode(x, neg, 0, steps, size), ctx.device, reps if size <= 512 or steps < 50 else 1
+                )
+            ctx.rec(
+                f"decoder {p} {size}px {steps} steps",
+                round(t, 3),
+                "s",
+                f"peak {mem.gib} GiB",
+                per_step_ms=round(1000 * t / steps, 1),
+            )
     latents = [i for i, _ in steerer.active_latents(x, n=8)]
     for steps in parts["move_steps"]:
         generate_rows(ctx, steerer, latents[0], parts["sizes"][0], steps, parts["prior_steps"][0], reps, p, seeds)
@@ -89,12 +116,17 @@ def measure_precision(ctx: Ctx, prior_dir, decoder_dir, precision: str, parts: d
         size, steps = parts["eager_at"]
         apply_options(pipes, KandinskyOptions(attention="eager"))
         t, _, _ = timed(lambda: steerer.decode(x, neg, 0, steps, size), ctx.device, reps)
-        ctx.rec(f"decoder {p} {size}px {steps} steps, eager attention", round(t, 3), "s",
-                "set_default_attn_processor (vs the SDPA row above)")
+        ctx.rec(
+            f"decoder {p} {size}px {steps} steps, eager attention",
+            round(t, 3),
+            "s",
+            "set_default_attn_processor (vs the SDPA row above)",
+        )
 
 
-def generate_rows(ctx: Ctx, steerer, latent: int, size: int, steps: int, prior_steps: int, reps: int, p: str,
-                  seeds) -> None:
+def generate_rows(
+    ctx: Ctx, steerer, latent: int, size: int, steps: int, prior_steps: int, reps: int, p: str, seeds
+) -> None:
     """A full Generate (new seed: prior + original + steered) then a slider move (another
     multiplier, same start: the steered image alone), `reps` times; medians."""
     from app.steer import Edit
@@ -104,14 +136,33 @@ def generate_rows(ctx: Ctx, steerer, latent: int, size: int, steps: int, prior_s
         seed = next(seeds)
         for value, times in ((2.0, full), (3.0, move)):
             before = (steerer.prior_calls, steerer.decoder_calls)
-            t, _, _ = timed(lambda: steerer.generate(PROMPT, [Edit(latent, "multiply", value)], seed=seed, steps=steps,
-                                                     size=size, prior_steps=prior_steps), ctx.device, 1, warmup=0)
+            t, _, _ = timed(
+                lambda: steerer.generate(
+                    PROMPT,
+                    [Edit(latent, "multiply", value)],
+                    seed=seed,
+                    steps=steps,
+                    size=size,
+                    prior_steps=prior_steps,
+                ),
+                ctx.device,
+                1,
+                warmup=0,
+            )
             times.append(t)
             calls.append(f"+{steerer.prior_calls - before[0]}/+{steerer.decoder_calls - before[1]}")
-    ctx.rec(f"full generate {p} {size}px {steps} steps", round(statistics.median(full), 3), "s",
-            f"prior {prior_steps} steps + original + steered (prior/decoder calls {calls[0]})")
-    ctx.rec(f"slider move {p} {size}px {steps} steps", round(statistics.median(move), 3), "s",
-            f"decoder only: the start and the original are cached (prior/decoder calls {calls[1]})")
+    ctx.rec(
+        f"full generate {p} {size}px {steps} steps",
+        round(statistics.median(full), 3),
+        "s",
+        f"prior {prior_steps} steps + original + steered (prior/decoder calls {calls[0]})",
+    )
+    ctx.rec(
+        f"slider move {p} {size}px {steps} steps",
+        round(statistics.median(move), 3),
+        "s",
+        f"decoder only: the start and the original are cached (prior/decoder calls {calls[1]})",
+    )
 
 
 def identity_rows(ctx: Ctx, steerer, latents: list[int], parts: dict, p: str) -> None:
@@ -123,8 +174,11 @@ def identity_rows(ctx: Ctx, steerer, latents: list[int], parts: dict, p: str) ->
     _, changed = steerer.steer(PROMPT, [Edit(latents[0], "multiply", 40.0)], seed=7, steps=steps, size=size)
     exact = bool(np.array_equal(np.asarray(original), np.asarray(same)))
     differs = not np.array_equal(np.asarray(original), np.asarray(changed))
-    ctx.rec(f"identity edit bit-exact ({p})", exact, note=f"{len(latents)} latents x1.0; a x40 edit changes the "
-            f"image: {differs}")
+    ctx.rec(
+        f"identity edit bit-exact ({p})",
+        exact,
+        note=f"{len(latents)} latents x1.0; a x40 edit changes the image: {differs}",
+    )
 
 
 def run(ctx: Ctx) -> None:

@@ -38,11 +38,16 @@ def _profile(ctx: Ctx, fn, name: str, per: int, unit: str) -> None:
     sort = "cuda_time_total" if ctx.cuda else "cpu_time_total"
     (ctx.out / f"profile_{name}.txt").write_text(
         f"{name}: {per} {unit}s on {ctx.device}, {seconds:.3f} s\nsync counts: {counts}\n\n"
-        + prof.key_averages().table(sort_by=sort, row_limit=30))
+        + prof.key_averages().table(sort_by=sort, row_limit=30)
+    )
     runtime = sum(counts.get(k, 0) for k in SYNC_RUNTIME)
     ops = sum(counts.get(k, 0) for k in SYNC_OPS if k != "aten::item")
-    ctx.rec(f"{name}: syncs per {unit}", round((runtime if ctx.cuda else ops) / per, 2), "",
-            f"{'CUDA runtime syncs' if ctx.cuda else 'sync-making ops'} over {per} {unit}s: {counts}")
+    ctx.rec(
+        f"{name}: syncs per {unit}",
+        round((runtime if ctx.cuda else ops) / per, 2),
+        "",
+        f"{'CUDA runtime syncs' if ctx.cuda else 'sync-making ops'} over {per} {unit}s: {counts}",
+    )
     ctx.rec(f"{name}: time per {unit}", round(1000 * seconds / per, 3), "ms", "under the profiler")
 
 
@@ -62,8 +67,13 @@ def train_loop(ctx: Ctx, rows: int, d: int, d_sae: int, k: int, batch: int):
     path = ctx.work / "acts.npy"
     np.save(path, np.random.default_rng(0).normal(size=(rows, d)).astype(np.float16))
     src = ActivationSource(path)
-    cfg, _ = resolve(TrainConfig(batch_size=batch, device=ctx.device, lr=2e-4, lr_warmup_steps=0, log_every=50),
-                     rows, d, d_sae, "topk")
+    cfg, _ = resolve(
+        TrainConfig(batch_size=batch, device=ctx.device, lr=2e-4, lr_warmup_steps=0, log_every=50),
+        rows,
+        d,
+        d_sae,
+        "topk",
+    )
     plan = make_plan(rows, cfg.batch_size, cfg.block_rows, cfg.chunk_rows)
     spec = RunSpec(name="k", cfg=SAEConfig(d_in=d, d_sae=d_sae, architecture="topk", k=k), l1_coefficient=0.0)
     run = SAETrainer(spec, cfg, torch.device(ctx.device))

@@ -34,8 +34,9 @@ SMOKE = {"wide": dict(rows=4096, d=16, atoms=48, active=3, d_sae=64, k=4, batch=
 HELD = 10_000
 
 
-def planted(path: Path, rows: int, d: int, atoms: int, active: int, device: str, seed: int = 7,
-            a: np.ndarray | None = None) -> np.ndarray:
+def planted(
+    path: Path, rows: int, d: int, atoms: int, active: int, device: str, seed: int = 7, a: np.ndarray | None = None
+) -> np.ndarray:
     """x = codes @ atoms + 0.01·noise with exactly `active` distinct unit atoms per row, written
     to `path` as float16 (generated on the device in blocks); returns the atoms (drawn from
     `seed` unless given as `a`)."""
@@ -59,7 +60,7 @@ def planted(path: Path, rows: int, d: int, atoms: int, active: int, device: str,
     return t.cpu().numpy()
 
 
-DRIVER = r'''
+DRIVER = r"""
 import json, sys, time
 t0 = time.perf_counter()
 a = json.loads(sys.argv[1])
@@ -72,7 +73,7 @@ rc = main(a["argv"])
 if torch.cuda.is_available():
     torch.cuda.synchronize()
 print(json.dumps({"import_s": t1 - t0, "main_s": time.perf_counter() - t1, "rc": rc}))
-'''
+"""
 
 
 def _log_time(line: str) -> float:
@@ -88,13 +89,44 @@ def loop_seconds(out: Path) -> float:
 
 
 def run_clipsae(ctx: Ctx, acts: Path, out: Path, s: dict, matmul: str | None) -> dict:
-    argv = ["train", "--acts", str(acts), "--out", str(out), "--arch", "topk", "--d-sae", str(s["d_sae"]), "--k",
-            str(s["k"]), "--epochs", str(s["epochs"]), "--device", ctx.device, "--batch-size", str(s["batch"]), "--lr",
-            str(s["lr"]), "--lr-warmup-steps", "0", "--lr-decay", "none", "--dead-latents", "none",
-            "--checkpoint-every", "0"]
+    argv = [
+        "train",
+        "--acts",
+        str(acts),
+        "--out",
+        str(out),
+        "--arch",
+        "topk",
+        "--d-sae",
+        str(s["d_sae"]),
+        "--k",
+        str(s["k"]),
+        "--epochs",
+        str(s["epochs"]),
+        "--device",
+        ctx.device,
+        "--batch-size",
+        str(s["batch"]),
+        "--lr",
+        str(s["lr"]),
+        "--lr-warmup-steps",
+        "0",
+        "--lr-decay",
+        "none",
+        "--dead-latents",
+        "none",
+        "--checkpoint-every",
+        "0",
+    ]
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", DRIVER, json.dumps({"argv": argv, "matmul": matmul})], cwd=REPO,
-                       capture_output=True, text=True, env=child_env(), timeout=max(10, ctx.left()))
+    r = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps({"argv": argv, "matmul": matmul})],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=max(10, ctx.left()),
+    )
     wall = time.perf_counter() - t0
     if r.returncode:
         raise RuntimeError(f"clipsae train failed: {r.stderr[-1500:]}")
@@ -102,14 +134,28 @@ def run_clipsae(ctx: Ctx, acts: Path, out: Path, s: dict, matmul: str | None) ->
 
 
 def run_sparsify(ctx: Ctx, acts: Path, out: Path, s: dict) -> dict:
-    arg = {"acts": str(acts), "out": str(out), "d_sae": s["d_sae"], "k": s["k"], "batch": s["batch"], "lr": s["lr"],
-           "epochs": s["epochs"], "repo": str(REPO), "device": ctx.device}
+    arg = {
+        "acts": str(acts),
+        "out": str(out),
+        "d_sae": s["d_sae"],
+        "k": s["k"],
+        "batch": s["batch"],
+        "lr": s["lr"],
+        "epochs": s["epochs"],
+        "repo": str(REPO),
+        "device": ctx.device,
+    }
     env = child_env()
     if not ctx.cuda:
         env["SPARSIFY_DISABLE_TRITON"] = "1"  # Triton has no CPU driver: sparsify's own eager fallback
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, str(HERE / "sparsify_loop.py"), json.dumps(arg)], capture_output=True,
-                       text=True, env=env, timeout=max(10, ctx.left()))
+    r = subprocess.run(
+        [sys.executable, str(HERE / "sparsify_loop.py"), json.dumps(arg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=max(10, ctx.left()),
+    )
     wall = time.perf_counter() - t0
     if r.returncode:
         raise RuntimeError(f"sparsify failed: {r.stderr[-1500:]}")
@@ -153,8 +199,12 @@ def bench_set(ctx: Ctx, name: str, s: dict) -> None:
     atoms = planted(acts, s["rows"], s["d"], s["atoms"], s["active"], ctx.device)
     planted(held_path, HELD if not ctx.smoke else 512, s["d"], s["atoms"], s["active"], ctx.device, seed=8, a=atoms)
     held = np.load(held_path)
-    ctx.rec(f"{name}: planted data", s["rows"], "rows", f"d={s['d']}, {s['atoms']} atoms, {s['active']} per row, "
-            f"generated in {time.perf_counter() - t0:.1f} s")
+    ctx.rec(
+        f"{name}: planted data",
+        s["rows"],
+        "rows",
+        f"d={s['d']}, {s['atoms']} atoms, {s['active']} per row, generated in {time.perf_counter() - t0:.1f} s",
+    )
     samples = s["rows"] * s["epochs"]
     runs = [("clipsae", None), ("clipsae tf32", "high")] if not ctx.smoke else [("clipsae", None)]
     results = {}
@@ -163,13 +213,21 @@ def bench_set(ctx: Ctx, name: str, s: dict) -> None:
         r = run_clipsae(ctx, acts, out, s, matmul)
         r.update(evaluate_clipsae(ctx, out, held, atoms))
         results[label] = r
-        ctx.rec(f"{name}: {label} (loop)", round(samples / r["loop_s"]), "samples/s",
-                f"whole command {samples / r['wall_s']:,.0f}/s ({r['wall_s']:.1f} s); EV {r['ev']}, mmc {r['mmc']}")
+        ctx.rec(
+            f"{name}: {label} (loop)",
+            round(samples / r["loop_s"]),
+            "samples/s",
+            f"whole command {samples / r['wall_s']:,.0f}/s ({r['wall_s']:.1f} s); EV {r['ev']}, mmc {r['mmc']}",
+        )
         free_cuda()
     gaps = missing("sparsify", "schedulefree", "simple_parsing", "natsort")
     if gaps or ctx.smoke:
-        ctx.skip(f"{name}: sparsify", f"not installed: {', '.join(gaps)}" if gaps else
-                 "--smoke: importing sparsify alone takes ~10 s on 2 cores (tests compile sparsify_loop.py)")
+        ctx.skip(
+            f"{name}: sparsify",
+            f"not installed: {', '.join(gaps)}"
+            if gaps
+            else "--smoke: importing sparsify alone takes ~10 s on 2 cores (tests compile sparsify_loop.py)",
+        )
         return
     out = ctx.work / f"{name}_sparsify"
     try:
@@ -178,12 +236,20 @@ def bench_set(ctx: Ctx, name: str, s: dict) -> None:
     except Exception as exc:  # noqa: BLE001 - the next set still runs
         ctx.rec(f"{name}: sparsify", f"failed: {type(exc).__name__}: {exc}"[:400])
         return
-    ctx.rec(f"{name}: sparsify (loop)", round(samples / r["loop_s"]), "samples/s",
-            f"decoder {r['decoder']}{'; ' + r['note'] if r.get('note') else ''}; whole command {samples / r['wall_s']:,.0f}/s ({r['wall_s']:.1f} s); "
-            f"EV {r['ev']}, mmc {r['mmc']}")
+    ctx.rec(
+        f"{name}: sparsify (loop)",
+        round(samples / r["loop_s"]),
+        "samples/s",
+        f"decoder {r['decoder']}{'; ' + r['note'] if r.get('note') else ''}; whole command {samples / r['wall_s']:,.0f}/s ({r['wall_s']:.1f} s); "
+        f"EV {r['ev']}, mmc {r['mmc']}",
+    )
     best = max(results.values(), key=lambda q: samples / q["loop_s"])
-    ctx.rec(f"{name}: clipsae / sparsify (loop)", round(r["loop_s"] / best["loop_s"], 2), "×",
-            f"whole command {r['wall_s'] / best['wall_s']:.2f}×; the faster clipsae row")
+    ctx.rec(
+        f"{name}: clipsae / sparsify (loop)",
+        round(r["loop_s"] / best["loop_s"], 2),
+        "×",
+        f"whole command {r['wall_s'] / best['wall_s']:.2f}×; the faster clipsae row",
+    )
 
 
 def run(ctx: Ctx) -> None:
@@ -191,8 +257,11 @@ def run(ctx: Ctx) -> None:
     if ctx.cuda:
         import importlib.util
 
-        ctx.rec("triton", "installed" if importlib.util.find_spec("triton") else "not installed",
-                note="sparsify's sparse decoder kernel")
+        ctx.rec(
+            "triton",
+            "installed" if importlib.util.find_spec("triton") else "not installed",
+            note="sparsify's sparse decoder kernel",
+        )
     for name, s in sets.items():
         if ctx.left() < 20 and not ctx.smoke:
             ctx.skip(name, "the section's budget is nearly spent")

@@ -64,5 +64,14 @@ t_end = time.perf_counter()
 if a.get("optimizer", "adam") != "adam":
     opt.eval()
 sae.save_to_disk(a["out"])
-print(json.dumps({"import_s": t_import - t0, "loop_s": t_end - t_loop, "steps": step, "decoder": decoder_impl.__name__,
-                  "note": note}))
+print(
+    json.dumps(
+        {
+            "import_s": t_import - t0,
+            "loop_s": t_end - t_loop,
+            "steps": step,
+            "decoder": decoder_impl.__name__,
+            "note": note,
+        }
+    )
+)

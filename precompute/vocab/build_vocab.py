@@ -96,7 +96,11 @@ def collect() -> list[str]:
     from torchvision.models import detection, video
 
     words = list(IMAGENET_CLASSNAMES)
-    words += [c for c in detection.FasterRCNN_ResNet50_FPN_Weights.DEFAULT.meta["categories"] if c not in ("__background__", "N/A")]
+    words += [
+        c
+        for c in detection.FasterRCNN_ResNet50_FPN_Weights.DEFAULT.meta["categories"]
+        if c not in ("__background__", "N/A")
+    ]
     words += video.R3D_18_Weights.DEFAULT.meta["categories"]
     words += [w.replace("_", " ") for w in CIFAR100.split()]
     for block in (SCENES, COLOURS, MATERIALS, STYLES, WEATHER, PEOPLE):

@@ -23,8 +23,16 @@ from typing import Any, Literal
 
 from ..cliargs import POSITIONAL
 
-__all__ = ["Hints", "ConvertConfig", "ExportSAEConfig", "Refused", "convert", "detect_source", "export_sae",
-           "EXPORT_TARGETS"]
+__all__ = [
+    "Hints",
+    "ConvertConfig",
+    "ExportSAEConfig",
+    "Refused",
+    "convert",
+    "detect_source",
+    "export_sae",
+    "EXPORT_TARGETS",
+]
 
 EXPORT_TARGETS = ("saelens", "sparsify")
 

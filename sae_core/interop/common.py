@@ -98,8 +98,10 @@ class Draft:
         mean, matrix, inverse = (t.to(torch.float64) for t in (mean, matrix, inverse))
         d = self.d_in
         if tuple(mean.shape) != (d,) or tuple(matrix.shape) != (d, d) or tuple(inverse.shape) != (d, d):
-            raise Refused(f"{why}: whitening shapes {list(mean.shape)}, {list(matrix.shape)}, "
-                          f"{list(inverse.shape)} do not match d_in={d}")
+            raise Refused(
+                f"{why}: whitening shapes {list(mean.shape)}, {list(matrix.shape)}, "
+                f"{list(inverse.shape)} do not match d_in={d}"
+            )
         self.W_enc = matrix @ self.W_enc
         self.b_dec = mean + self.b_dec @ inverse
         self.W_dec = self.W_dec @ inverse
@@ -111,9 +113,15 @@ class Draft:
         metadata = dict(self.metadata)
         if self.folds:
             metadata["converted_folds"] = list(self.folds)
-        cfg = SAEConfig(d_in=self.d_in, d_sae=self.d_sae, architecture=self.architecture,  # type: ignore[arg-type]
-                        k=self.k, normalize_activations=self.normalize,  # type: ignore[arg-type]
-                        layer_norm_variant=self.layer_norm_variant, metadata=metadata)  # type: ignore[arg-type]
+        cfg = SAEConfig(
+            d_in=self.d_in,
+            d_sae=self.d_sae,
+            architecture=self.architecture,  # type: ignore[arg-type]
+            k=self.k,
+            normalize_activations=self.normalize,  # type: ignore[arg-type]
+            layer_norm_variant=self.layer_norm_variant,
+            metadata=metadata,
+        )  # type: ignore[arg-type]
         tensors = {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
         if self.threshold is not None:
             tensors["threshold"] = self.threshold
@@ -133,8 +141,10 @@ def check_keys(tensors: dict[str, Tensor], allowed: set[str], where: str, what: 
     """Refuse tensors this importer does not know (they would change the SAE's function)."""
     unknown = sorted(set(tensors) - allowed)
     if unknown:
-        raise Refused(f"{where}: unknown tensor(s) {', '.join(unknown)} for {what}; clipsae honours "
-                      f"{', '.join(sorted(allowed))} only, and refuses the rest rather than ignore it")
+        raise Refused(
+            f"{where}: unknown tensor(s) {', '.join(unknown)} for {what}; clipsae honours "
+            f"{', '.join(sorted(allowed))} only, and refuses the rest rather than ignore it"
+        )
 
 
 def need(tensors: dict[str, Tensor], names: tuple[str, ...], where: str) -> None:
@@ -171,11 +181,15 @@ def load_pt(source: Path | bytes, where: str, stubs: dict[str, type] | None = No
         with torch.serialization.safe_globals(allowed):
             return torch.load(stream, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, AttributeError, TypeError) as exc:  # what weights_only refuses to build
-        raise Refused(f"{where} was refused: clipsae reads only plain tensors from .pt files "
-                      f"(torch.load weights_only=True) and this one holds more ({_first_line(exc)})") from None
+        raise Refused(
+            f"{where} was refused: clipsae reads only plain tensors from .pt files "
+            f"(torch.load weights_only=True) and this one holds more ({_first_line(exc)})"
+        ) from None
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise Refused(f"{where} is not a readable torch file ({size:,} bytes; torch.load: {_first_line(exc)}); "
-                      "if it was copied or downloaded, it may be incomplete: fetch it again") from None
+        raise Refused(
+            f"{where} is not a readable torch file ({size:,} bytes; torch.load: {_first_line(exc)}); "
+            "if it was copied or downloaded, it may be incomplete: fetch it again"
+        ) from None
 
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -200,8 +214,10 @@ def _damage(source: Path | bytes) -> str | None:
         with zipfile.ZipFile(opened) as archive:
             archive.infolist()
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        return (f"is truncated or damaged: it begins as a torch.save zip archive but its end is missing or broken "
-                f"({exc}; {size:,} bytes); copy or download it again")
+        return (
+            f"is truncated or damaged: it begins as a torch.save zip archive but its end is missing or broken "
+            f"({exc}; {size:,} bytes); copy or download it again"
+        )
     return None
 
 

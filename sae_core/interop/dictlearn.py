@@ -55,12 +55,17 @@ def without_config(weights: Path, keys: set[str] | None = None) -> str | None:
     if weights.name != "ae.pt" and not classes:
         return None
     config = weights.parent / "config.json"
-    found = ("its config.json has no 'trainer' section (not the one trainSAE writes)" if config.is_file()
-             else "there is no config.json beside it")
+    found = (
+        "its config.json has no 'trainer' section (not the one trainSAE writes)"
+        if config.is_file()
+        else "there is no config.json beside it"
+    )
     what = f"the tensors of {' or '.join(classes)}" if classes else "a dictionary-learning ae.pt"
-    return (f"{weights}: {what}, but {found}: dictionary-learning records the class in config.json's "
-            "trainer.dict_class, and the tensors cannot tell (AutoEncoderTopK and BatchTopKSAE have the same "
-            "ones and different activations); copy the trainer_N/config.json that trainSAE wrote next to ae.pt")
+    return (
+        f"{weights}: {what}, but {found}: dictionary-learning records the class in config.json's "
+        "trainer.dict_class, and the tensors cannot tell (AutoEncoderTopK and BatchTopKSAE have the same "
+        "ones and different activations); copy the trainer_N/config.json that trainSAE wrote next to ae.pt"
+    )
 
 
 def read_dictlearn(weights: Path, config: Path) -> Draft:
@@ -69,8 +74,7 @@ def read_dictlearn(weights: Path, config: Path) -> Draft:
     trainer = cfg.get("trainer") or {}
     cls = trainer.get("dict_class")
     if cls not in _KEYS:
-        raise Refused(f"{config}: trainer.dict_class={cls!r} is not one clipsae reads "
-                      f"({', '.join(sorted(_KEYS))})")
+        raise Refused(f"{config}: trainer.dict_class={cls!r} is not one clipsae reads ({', '.join(sorted(_KEYS))})")
     t = {k: v.to(torch.float64) for k, v in tensor_dict(load_pt(weights, str(weights)), str(weights)).items()}
     check_keys(t, _KEYS[cls], str(weights), cls)
     need(t, tuple(sorted(_KEYS[cls])), str(weights))
@@ -114,8 +118,14 @@ def _draft(cls: str, t: dict[str, torch.Tensor], where: str) -> Draft:
         draft = Draft("batchtopk", t["W_enc"], t["b_enc"], t["W_dec"], t["b_dec"], k=k)
         draft.metadata["source_group_sizes"] = [int(v) for v in t["group_sizes"].tolist()]
     else:
-        draft = Draft("topk" if cls == "AutoEncoderTopK" else "batchtopk", t["encoder.weight"].T,
-                      t["encoder.bias"], t["decoder.weight"].T, t["b_dec"], k=k)
+        draft = Draft(
+            "topk" if cls == "AutoEncoderTopK" else "batchtopk",
+            t["encoder.weight"].T,
+            t["encoder.bias"],
+            t["decoder.weight"].T,
+            t["b_dec"],
+            k=k,
+        )
     if draft.architecture == "batchtopk":
         draft.threshold = torch.full((draft.d_sae,), theta, dtype=torch.float64)
     else:

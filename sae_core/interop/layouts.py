@@ -45,7 +45,8 @@ def detect_source(src: str | Path) -> str:
         f"{src}: unknown SAE layout; clipsae converts SAELens folders (cfg.json + sae_weights.safetensors), "
         "sparsify folders (cfg.json + sae.safetensors) or trainer folders, ViT-Prisma folders (config.json + "
         "weights.pt) or n_images_N.pt, saev sae.pt, dictionary-learning ae.pt + config.json, and "
-        "overcomplete state dicts (.pt/.safetensors with --arch)")
+        "overcomplete state dicts (.pt/.safetensors with --arch)"
+    )
 
 
 def _read_file(src: Path, hints: Hints) -> tuple[str, Draft]:
@@ -59,23 +60,28 @@ def _read_file(src: Path, hints: Hints) -> tuple[str, Draft]:
             raise Refused(problem)
     if is_overcomplete_state(load_state(src)):
         return "overcomplete", read_overcomplete(src, hints.arch, hints.k, hints.dictionary_norm)
-    raise ValueError(f"{src}: neither a ViT-Prisma checkpoint ({{'cfg', 'state_dict'}}) nor an overcomplete "
-                     "state dict (dictionary._weights); see `clipsae convert --help` for the layouts read")
+    raise ValueError(
+        f"{src}: neither a ViT-Prisma checkpoint ({{'cfg', 'state_dict'}}) nor an overcomplete "
+        "state dict (dictionary._weights); see `clipsae convert --help` for the layouts read"
+    )
 
 
 def _check_hints(layout: str, hints: Hints) -> None:
     """A hint for something the source records is refused: the file's own value wins."""
-    given = {"--norm-scaling-factor": hints.norm_scaling_factor is not None and layout != "sae-lens",
-             "--arch": hints.arch is not None and layout != "overcomplete",
-             "--k": hints.k is not None and layout != "overcomplete",
-             "--dictionary-norm": hints.dictionary_norm != "l2" and layout != "overcomplete"}
+    given = {
+        "--norm-scaling-factor": hints.norm_scaling_factor is not None and layout != "sae-lens",
+        "--arch": hints.arch is not None and layout != "overcomplete",
+        "--k": hints.k is not None and layout != "overcomplete",
+        "--dictionary-norm": hints.dictionary_norm != "l2" and layout != "overcomplete",
+    }
     wrong = [flag for flag, bad in given.items() if bad]
     if wrong:
         raise ValueError(f"{', '.join(wrong)} is not for a {layout} source: it records that itself")
 
 
-def convert(src: str | Path, dst: str | Path,
-            hints: Hints = Hints()) -> tuple[str, list[tuple[Path, SparseAutoencoder]]]:
+def convert(
+    src: str | Path, dst: str | Path, hints: Hints = Hints()
+) -> tuple[str, list[tuple[Path, SparseAutoencoder]]]:
     """Convert another library's SAE (file or folder) into our layout at `dst`.
 
     Returns (source layout, [(written folder, sae), ...]): one SAE, or one per hookpoint of a
@@ -89,8 +95,10 @@ def convert(src: str | Path, dst: str | Path,
     _check_hints(layout, hints)
     if layout == "sparsify-trainer":
         run_cfg = read_json(src / "config.json") if (src / "config.json").is_file() else {}
-        drafts = [(dst / p.relative_to(src), read_sparsify(p, hookpoint_of(p, src), run_cfg), p)
-                  for p in sparsify_hookpoints(src)]
+        drafts = [
+            (dst / p.relative_to(src), read_sparsify(p, hookpoint_of(p, src), run_cfg), p)
+            for p in sparsify_hookpoints(src)
+        ]
         return layout, [(out, _write(draft, p, out)) for out, draft, p in drafts]
     if layout == "clipsae":
         sae = load_sae(src)

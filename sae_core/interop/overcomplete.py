@@ -55,8 +55,10 @@ def read_overcomplete(src: Path, arch: str | None, k: int | None, dictionary_nor
     t = {key: v.to(torch.float64) for key, v in load_state(src).items()}
     where = str(src)
     if arch not in ("relu", "topk", "jumprelu", "batchtopk"):
-        raise Refused(f"{where}: an overcomplete state dict does not record its class: pass --arch relu (SAE), "
-                      "topk (TopKSAE, with --k), jumprelu (JumpSAE) or batchtopk (BatchTopKSAE)")
+        raise Refused(
+            f"{where}: an overcomplete state dict does not record its class: pass --arch relu (SAE), "
+            "topk (TopKSAE, with --k), jumprelu (JumpSAE) or batchtopk (BatchTopKSAE)"
+        )
     if dictionary_norm not in NORMS:
         raise Refused(f"{where}: --dictionary-norm {dictionary_norm!r} is not one of {', '.join(NORMS)}")
     prefix = "encoder.final_block.0." if "encoder.final_block.0.weight" in t else "encoder."
@@ -64,14 +66,21 @@ def read_overcomplete(src: Path, arch: str | None, k: int | None, dictionary_nor
     known = {f"{prefix}weight", f"{prefix}bias", "dictionary._weights", "dictionary.multiplier"} | extra
     check_keys(t, known, where, f"an overcomplete {arch} SAE with the linear encoder")
     if arch == "batchtopk" and "running_threshold" not in t:
-        raise Refused(f"{where}: BatchTopKSAE's inference threshold running_threshold is a plain attribute that "
-                      "state_dict() does not save, so its eval-mode codes cannot be reproduced; add it to the "
-                      "state dict as 'running_threshold'")
+        raise Refused(
+            f"{where}: BatchTopKSAE's inference threshold running_threshold is a plain attribute that "
+            "state_dict() does not save, so its eval-mode codes cannot be reproduced; add it to the "
+            "state dict as 'running_threshold'"
+        )
     need(t, tuple(sorted(known)), where)
     dictionary = NORMS[dictionary_norm](t["dictionary._weights"]) * t["dictionary.multiplier"].exp()
     d = dictionary.shape[1]
-    draft = Draft("relu" if arch in ("relu",) else arch, t[f"{prefix}weight"].T, t[f"{prefix}bias"],
-                  dictionary, torch.zeros(d, dtype=torch.float64))
+    draft = Draft(
+        "relu" if arch in ("relu",) else arch,
+        t[f"{prefix}weight"].T,
+        t[f"{prefix}bias"],
+        dictionary,
+        torch.zeros(d, dtype=torch.float64),
+    )
     if arch == "topk":
         if k is None:
             raise Refused(f"{where}: TopKSAE does not save top_k; pass --k")
@@ -83,6 +92,9 @@ def read_overcomplete(src: Path, arch: str | None, k: int | None, dictionary_nor
     if arch == "batchtopk":
         draft.threshold = torch.full((draft.d_sae,), float(t["running_threshold"].reshape(-1)[0]), dtype=torch.float64)
         draft.architecture = "jumprelu"  # top_k is not saved either; the threshold is the inference rule
-    draft.metadata = {"converted_from": "overcomplete", "source_dictionary_norm": dictionary_norm,
-                      "source_architecture": arch}
+    draft.metadata = {
+        "converted_from": "overcomplete",
+        "source_dictionary_norm": dictionary_norm,
+        "source_architecture": arch,
+    }
     return draft

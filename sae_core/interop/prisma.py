@@ -85,11 +85,15 @@ def _plain(value: Any) -> Any:
 def _draft(raw: dict[str, Any], t: dict[str, torch.Tensor], where: str) -> Draft:
     cfg = {k: _plain(v) for k, v in raw.items()}
     if cfg.get("is_transcoder"):
-        raise Refused(f"{where}: is_transcoder=true is refused: a transcoder reconstructs "
-                      f"{cfg.get('layer_out_subtype')!r} of another layer, not its own input")
+        raise Refused(
+            f"{where}: is_transcoder=true is refused: a transcoder reconstructs "
+            f"{cfg.get('layer_out_subtype')!r} of another layer, not its own input"
+        )
     if cfg.get("hook_point_head_index") is not None:
-        raise Refused(f"{where}: hook_point_head_index={cfg['hook_point_head_index']!r}: an SAE on one "
-                      "attention head has no clipsae hook")
+        raise Refused(
+            f"{where}: hook_point_head_index={cfg['hook_point_head_index']!r}: an SAE on one "
+            "attention head has no clipsae hook"
+        )
     arch = cfg.get("architecture", "standard")
     act = cfg.get("activation_fn_str", "relu")
     if act not in ("relu", "topk"):
@@ -103,14 +107,18 @@ def _draft(raw: dict[str, Any], t: dict[str, torch.Tensor], where: str) -> Draft
             draft.k = integral((cfg.get("activation_fn_kwargs") or {}).get("k"), "activation_fn_kwargs.k", where)
     elif arch == "gated":
         if act != "relu":
-            raise Refused(f"{where}: architecture='gated' with activation_fn_str={act!r} is refused: the gate "
-                          "masks a top-k selection, which no clipsae rule computes")
+            raise Refused(
+                f"{where}: architecture='gated' with activation_fn_str={act!r} is refused: the gate "
+                "masks a top-k selection, which no clipsae rule computes"
+            )
         check_keys(t, {"W_enc", "b_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"}, where, "a Prisma gated SAE")
         need(t, ("W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"), where)
         w, b, theta = gated_to_jumprelu(t["W_enc"], t["b_gate"], t["r_mag"], t["b_mag"])
         draft = Draft("jumprelu", w, b, t["W_dec"], t["b_dec"], threshold=theta)
-        draft.folds.append("gated encoder as jumprelu: W_enc·e^r_mag, b_mag, θ = b_mag − e^r_mag·b_gate "
-                           "(Prisma's gated forward does not use b_enc)")
+        draft.folds.append(
+            "gated encoder as jumprelu: W_enc·e^r_mag, b_mag, θ = b_mag − e^r_mag·b_gate "
+            "(Prisma's gated forward does not use b_enc)"
+        )
     else:
         raise Refused(f"{where}: architecture={arch!r} is refused (ViT-Prisma's SAE defines standard and gated)")
     _normalisation(draft, cfg.get("normalize_activations"), where)
@@ -126,8 +134,10 @@ def _normalisation(draft: Draft, norm: Any, where: str) -> None:
         draft.normalize = "unit_norm"
         draft.fold_input_scale(math.sqrt(draft.d_in), "constant_norm_rescale = unit_norm × √d_in")
     elif norm not in (None, "none"):
-        raise Refused(f"{where}: normalize_activations={norm!r} is refused (ViT-Prisma's SAE applies "
-                      "layer_norm, constant_norm_rescale or nothing)")
+        raise Refused(
+            f"{where}: normalize_activations={norm!r} is refused (ViT-Prisma's SAE applies "
+            "layer_norm, constant_norm_rescale or nothing)"
+        )
 
 
 def _shapes(draft: Draft, cfg: dict[str, Any], where: str) -> None:
@@ -151,8 +161,9 @@ def _metadata(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         meta["hook_name"] = canonical_hook(hook) or hook
         meta["source_hook_name"] = hook
         if meta["hook_name"].startswith("blocks."):
-            meta["tokens"] = "cls" if cfg.get("cls_token_only") else (
-                "spatial" if cfg.get("use_patches_only") else "all")
+            meta["tokens"] = (
+                "cls" if cfg.get("cls_token_only") else ("spatial" if cfg.get("use_patches_only") else "all")
+            )
     if cfg.get("model_name"):
         meta["source_model_name"] = cfg["model_name"]
     return meta

@@ -76,8 +76,11 @@ def is_saelens_dir(src: Path) -> bool:
 # ---------------------------------------------------------------- in
 def _legacy(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """A config written before SAELens 6, read as SAELens's `handle_pre_6_0_config` reads it."""
-    renames = {"hook_point": "hook_name", "hook_point_head_index": "hook_head_index",
-               "activation_fn_str": "activation_fn"}
+    renames = {
+        "hook_point": "hook_name",
+        "hook_point_head_index": "hook_head_index",
+        "activation_fn_str": "activation_fn",
+    }
     cfg = {renames.get(k, k): v for k, v in cfg.items()}
     cfg.setdefault("architecture", "standard")
     cfg.setdefault("apply_b_dec_to_input", True)
@@ -88,8 +91,10 @@ def _legacy(cfg: dict[str, Any], where: str) -> dict[str, Any]:
             raise Refused(f"{where}: activation_fn='topk' without activation_fn_kwargs.k")
         cfg["architecture"], cfg["k"] = "topk", kwargs["k"]
     elif act != "relu":
-        raise Refused(f"{where}: activation_fn={act!r} is not relu or topk (SAELens 6 would load it as "
-                      "its architecture's own activation, silently); refused")
+        raise Refused(
+            f"{where}: activation_fn={act!r} is not relu or topk (SAELens 6 would load it as "
+            "its architecture's own activation, silently); refused"
+        )
     norm = cfg.get("normalize_activations")
     if isinstance(norm, bool):
         cfg["normalize_activations"] = "expected_average_only_in" if norm else "none"
@@ -118,18 +123,19 @@ def read_saelens(src: Path, norm_scaling_factor: float | None = None) -> Draft:
     if arch in _REFUSED_ARCHS:
         raise Refused(f"{where}: architecture={arch!r} is refused: {_REFUSED_ARCHS[arch]}")
     if arch not in _TENSORS:
-        raise Refused(f"{where}: unknown SAELens architecture {arch!r}; clipsae reads "
-                      f"{', '.join(sorted(_TENSORS))}")
+        raise Refused(f"{where}: unknown SAELens architecture {arch!r}; clipsae reads {', '.join(sorted(_TENSORS))}")
     meta = dict(cfg.get("metadata") or {})
     for key in ("hook_name", "model_name", "hook_head_index"):
         if key in cfg and key not in meta:
             meta[key] = cfg[key]
     if meta.get("hook_head_index") is not None:
-        raise Refused(f"{where}: hook_head_index={meta['hook_head_index']!r}: an SAE on one attention head "
-                      "has no clipsae hook")
+        raise Refused(
+            f"{where}: hook_head_index={meta['hook_head_index']!r}: an SAE on one attention head has no clipsae hook"
+        )
     if cfg.get("reshape_activations", "none") != "none":
-        raise Refused(f"{where}: reshape_activations={cfg['reshape_activations']!r} (per-head hook_z inputs) "
-                      "has no clipsae hook")
+        raise Refused(
+            f"{where}: reshape_activations={cfg['reshape_activations']!r} (per-head hook_z inputs) has no clipsae hook"
+        )
     t = {k: v.to(torch.float64) for k, v in read_safetensors(src / WEIGHTS).items()}
     _legacy_scaling_factor(t, where)
     check_keys(t, _TENSORS[arch], str(src / WEIGHTS), f"SAELens architecture {arch!r}")
@@ -146,8 +152,9 @@ def _legacy_scaling_factor(t: dict[str, torch.Tensor], where: str) -> None:
     """SAELens drops an all-ones `scaling_factor` tensor and cannot load any other one."""
     if "scaling_factor" in t:
         if not torch.equal(t["scaling_factor"], torch.ones_like(t["scaling_factor"])):
-            raise Refused(f"{where}: a finetuning scaling_factor other than 1 is refused (SAELens 6 cannot "
-                          "load it either)")
+            raise Refused(
+                f"{where}: a finetuning scaling_factor other than 1 is refused (SAELens 6 cannot load it either)"
+            )
         del t["scaling_factor"]
 
 
@@ -203,8 +210,10 @@ def _fold_normalisation(draft: Draft, cfg: dict[str, Any], src: Path, factor: fl
     norm = cfg.get("normalize_activations", "none")
     where = str(src / CFG)
     if factor is not None and norm != "expected_average_only_in":
-        raise Refused(f"{where}: --norm-scaling-factor {factor!r} is for normalize_activations="
-                      f"'expected_average_only_in'; this SAE's is {norm!r}, which the factor would not enter")
+        raise Refused(
+            f"{where}: --norm-scaling-factor {factor!r} is for normalize_activations="
+            f"'expected_average_only_in'; this SAE's is {norm!r}, which the factor would not enter"
+        )
     if norm == "none":
         return
     if norm == "layer_norm":
@@ -219,12 +228,15 @@ def _fold_normalisation(draft: Draft, cfg: dict[str, Any], src: Path, factor: fl
                 f"{where}: normalize_activations='expected_average_only_in' but the scaling factor is not "
                 f"folded and there is no {SCALER} with it beside cfg.json (SAELens applies nothing at "
                 "inference, so the codes would be wrong); pass --norm-scaling-factor F (SAELens's "
-                "pretrained_saes.yaml lists it for published SAEs)")
+                "pretrained_saes.yaml lists it for published SAEs)"
+            )
         draft.fold_input_scale(float(factor), "normalize_activations=expected_average_only_in")
     elif norm == "covariance_whitening":
         if not (src / WHITENING).is_file():
-            raise Refused(f"{where}: normalize_activations='covariance_whitening' but {WHITENING} is missing, "
-                          "so the whitening cannot be folded")
+            raise Refused(
+                f"{where}: normalize_activations='covariance_whitening' but {WHITENING} is missing, "
+                "so the whitening cannot be folded"
+            )
         w = read_safetensors(src / WHITENING)
         need(w, ("mean", "matrix", "inverse_matrix"), str(src / WHITENING))
         draft.fold_input_affine(w["mean"], w["matrix"], w["inverse_matrix"], "covariance_whitening")
@@ -241,8 +253,10 @@ def _scaling_factor(src: Path, given: float | None) -> float | None:
     if isinstance(recorded, bool) or not isinstance(recorded, (int, float)) or not recorded > 0:
         raise Refused(f"{src / SCALER}: scaling_factor={recorded!r} is not a positive number")
     if given is not None and float(given) != float(recorded):
-        raise Refused(f"{src / SCALER} records scaling_factor={recorded!r} but --norm-scaling-factor is {given!r}: "
-                      f"the file is what SAELens's trainer used; drop the flag (or give the same value)")
+        raise Refused(
+            f"{src / SCALER} records scaling_factor={recorded!r} but --norm-scaling-factor is {given!r}: "
+            f"the file is what SAELens's trainer used; drop the flag (or give the same value)"
+        )
     return float(recorded)
 
 
@@ -286,22 +300,37 @@ def saelens_form(sae: SparseAutoencoder) -> tuple[dict[str, Any], dict[str, torc
         t["W_enc"], t["b_dec"], t["W_dec"] = t["W_enc"] * s, t["b_dec"] / s, t["W_dec"] / s
         norm = "none"
     elif norm == "centred_unit_norm":
-        raise Refused("normalize_activations=centred_unit_norm ((x − c)/‖x − c‖) has no SAELens formula, and a "
-                      "per-input scale cannot be folded into weights")
+        raise Refused(
+            "normalize_activations=centred_unit_norm ((x − c)/‖x − c‖) has no SAELens formula, and a "
+            "per-input scale cannot be folded into weights"
+        )
     elif norm == "layer_norm" and c.layer_norm_variant != "saelens":
-        raise Refused(f"normalize_activations=layer_norm with layer_norm_variant={c.layer_norm_variant!r} "
-                      "(biased std + 1e-6) has no SAELens formula (SAELens: unbiased std + 1e-5)")
-    meta: dict[str, Any] = {"sae_lens_version": SAELENS_LAYOUT_VERSION, "sae_lens_training_version": None,
-                            "clipsae_metadata": c.metadata}
+        raise Refused(
+            f"normalize_activations=layer_norm with layer_norm_variant={c.layer_norm_variant!r} "
+            "(biased std + 1e-6) has no SAELens formula (SAELens: unbiased std + 1e-5)"
+        )
+    meta: dict[str, Any] = {
+        "sae_lens_version": SAELENS_LAYOUT_VERSION,
+        "sae_lens_training_version": None,
+        "clipsae_metadata": c.metadata,
+    }
     model = c.metadata.get("model_name") or c.metadata.get("source_model_name")
     hook = c.metadata.get("source_hook_name") or c.metadata.get("hook_name")
     if model is not None:
         meta["model_name"] = str(model)
     if hook is not None:  # SAELens and Prisma name hooks the TransformerLens way
         meta["hook_name"] = saelens_hook(str(hook))
-    cfg = {"architecture": arch, "d_in": c.d_in, "d_sae": c.d_sae, "dtype": "float32", "device": "cpu",
-           "apply_b_dec_to_input": True, "normalize_activations": norm, "reshape_activations": "none",
-           "metadata": meta}
+    cfg = {
+        "architecture": arch,
+        "d_in": c.d_in,
+        "d_sae": c.d_sae,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": norm,
+        "reshape_activations": "none",
+        "metadata": meta,
+    }
     if arch == "topk":
         cfg.update(k=c.k, rescale_acts_by_decoder_norm=False)
     return cfg, {k: v.float().contiguous() for k, v in t.items()}

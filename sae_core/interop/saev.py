@@ -18,8 +18,16 @@ import torch
 
 from .common import Draft, Refused, check_keys, load_pt, need, tensor_dict
 
-_HEADER_FIELDS = {"d_vit", "exp_factor", "sparsity_coeff", "n_reinit_samples", "ghost_grads",
-                  "remove_parallel_grads", "normalize_w_dec", "seed"}
+_HEADER_FIELDS = {
+    "d_vit",
+    "exp_factor",
+    "sparsity_coeff",
+    "n_reinit_samples",
+    "ghost_grads",
+    "remove_parallel_grads",
+    "normalize_w_dec",
+    "seed",
+}
 _MAX_HEADER = 1 << 20
 
 
@@ -43,16 +51,23 @@ def read_saev(src: Path) -> Draft:
         body = fh.read()
     unknown = sorted(set(header) - _HEADER_FIELDS)
     if unknown:
-        raise Refused(f"{src}: unknown header field(s) {', '.join(unknown)}; clipsae reads saev 0.1.0's "
-                      "ReLU SAE header and refuses other layouts rather than guess")
+        raise Refused(
+            f"{src}: unknown header field(s) {', '.join(unknown)}; clipsae reads saev 0.1.0's "
+            "ReLU SAE header and refuses other layouts rather than guess"
+        )
     t = {k: v.to(torch.float64) for k, v in tensor_dict(load_pt(body, str(src)), str(src)).items()}
     check_keys(t, {"W_enc", "b_enc", "W_dec", "b_dec"}, str(src), "a saev SAE")
     need(t, ("W_enc", "b_enc", "W_dec", "b_dec"), str(src))
     d_vit, d_sae = t["W_enc"].shape
     if header.get("d_vit") != d_vit or d_vit * header.get("exp_factor", 0) != d_sae:
-        raise Refused(f"{src}: header d_vit={header.get('d_vit')!r}, exp_factor={header.get('exp_factor')!r} "
-                      f"do not match W_enc {[d_vit, d_sae]}")
+        raise Refused(
+            f"{src}: header d_vit={header.get('d_vit')!r}, exp_factor={header.get('exp_factor')!r} "
+            f"do not match W_enc {[d_vit, d_sae]}"
+        )
     draft = Draft("relu", t["W_enc"], t["b_enc"], t["W_dec"], t["b_dec"])
-    draft.metadata = {"converted_from": "saev", "source_cfg": header,
-                      "not_recorded_by_source": "input scaling (scale_mean, scale_norm), model, layer"}
+    draft.metadata = {
+        "converted_from": "saev",
+        "source_cfg": header,
+        "not_recorded_by_source": "input scaling (scale_mean, scale_norm), model, layer",
+    }
     return draft

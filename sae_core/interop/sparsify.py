@@ -28,8 +28,17 @@ from .hooks import canonical_hook
 
 CFG = "cfg.json"
 WEIGHTS = "sae.safetensors"
-_KNOWN_FIELDS = {"activation", "expansion_factor", "normalize_decoder", "num_latents", "k", "multi_topk",
-                 "skip_connection", "transcode", "d_in"}
+_KNOWN_FIELDS = {
+    "activation",
+    "expansion_factor",
+    "normalize_decoder",
+    "num_latents",
+    "k",
+    "multi_topk",
+    "skip_connection",
+    "transcode",
+    "d_in",
+}
 
 
 def is_sparsify_dir(src: Path) -> bool:
@@ -56,16 +65,22 @@ def read_sparsify(src: Path, hookpoint: str | None = None, run_cfg: dict[str, An
     cfg = read_json(src / CFG)
     unknown = sorted(set(cfg) - _KNOWN_FIELDS)
     if unknown:
-        raise Refused(f"{where}: unknown field(s) {', '.join(unknown)}; clipsae knows sparsify 1.3's "
-                      "SparseCoderConfig fields only and refuses the rest rather than ignore them")
+        raise Refused(
+            f"{where}: unknown field(s) {', '.join(unknown)}; clipsae knows sparsify 1.3's "
+            "SparseCoderConfig fields only and refuses the rest rather than ignore them"
+        )
     activation = cfg.get("activation", "topk")
     if activation != "topk":
-        raise Refused(f"{where}: activation={activation!r} is refused: groupmax keeps the max of each of k "
-                      "groups of latents, which no clipsae rule computes (TopK would change which latents fire)")
+        raise Refused(
+            f"{where}: activation={activation!r} is refused: groupmax keeps the max of each of k "
+            "groups of latents, which no clipsae rule computes (TopK would change which latents fire)"
+        )
     for name in ("transcode", "skip_connection"):
         if cfg.get(name):
-            raise Refused(f"{where}: {name}=true is refused: clipsae SAEs reconstruct their own input "
-                          "with encoder, decoder and b_dec only")
+            raise Refused(
+                f"{where}: {name}=true is refused: clipsae SAEs reconstruct their own input "
+                "with encoder, decoder and b_dec only"
+            )
     t = {k: v.to(torch.float64) for k, v in read_safetensors(src / WEIGHTS).items()}
     check_keys(t, {"encoder.weight", "encoder.bias", "W_dec", "b_dec"}, str(src / WEIGHTS), "a sparsify SAE")
     need(t, ("encoder.weight", "encoder.bias", "W_dec", "b_dec"), str(src / WEIGHTS))
@@ -75,8 +90,14 @@ def read_sparsify(src: Path, hookpoint: str | None = None, run_cfg: dict[str, An
     latents = cfg.get("num_latents") or d_in * cfg.get("expansion_factor", 32)
     if latents != d_sae:
         raise Refused(f"{where}: num_latents / expansion_factor give {latents} latents, the tensors {d_sae}")
-    draft = Draft("topk", t["encoder.weight"].T, t["encoder.bias"], t["W_dec"], t["b_dec"],
-                  k=integral(cfg.get("k", 32), "k", where))
+    draft = Draft(
+        "topk",
+        t["encoder.weight"].T,
+        t["encoder.bias"],
+        t["W_dec"],
+        t["b_dec"],
+        k=integral(cfg.get("k", 32), "k", where),
+    )
     meta: dict[str, Any] = {"converted_from": "sparsify", "source_cfg": cfg}
     if hookpoint:
         meta["source_hook_name"] = hookpoint
@@ -94,7 +115,7 @@ def _hf_hook(name: str) -> str | None:
     parts = name.split(".")
     for i, part in enumerate(parts[:-1]):
         if part == "layers" and parts[i + 1].isdigit():
-            rest = parts[i + 2:]
+            rest = parts[i + 2 :]
             site = {(): "resid_post", ("mlp",): "mlp_out", ("self_attn",): "attn_out"}.get(tuple(rest))
             return f"blocks.{parts[i + 1]}.{site}" if site else None
     return None
@@ -111,12 +132,22 @@ def export_sparsify(sae: SparseAutoencoder, dst: Path) -> Path:
         s = float(c.norm_scaling_factor)  # type: ignore[arg-type]
         t["W_enc"], t["b_dec"], t["W_dec"] = t["W_enc"] * s, t["b_dec"] / s, t["W_dec"] / s
     elif c.normalize_activations != "none":
-        raise Refused(f"normalize_activations={c.normalize_activations!r}: sparsify has no input "
-                      "normalisation, and a per-input one cannot be folded into weights")
+        raise Refused(
+            f"normalize_activations={c.normalize_activations!r}: sparsify has no input "
+            "normalisation, and a per-input one cannot be folded into weights"
+        )
     unit_rows = bool(torch.allclose(t["W_dec"].norm(dim=1), torch.ones(c.d_sae, dtype=torch.float64), atol=1e-5))
-    cfg = {"activation": "topk", "expansion_factor": max(c.d_sae // c.d_in, 1), "normalize_decoder": unit_rows,
-           "num_latents": c.d_sae, "k": c.k, "multi_topk": False, "skip_connection": False, "transcode": False,
-           "d_in": c.d_in}
+    cfg = {
+        "activation": "topk",
+        "expansion_factor": max(c.d_sae // c.d_in, 1),
+        "normalize_decoder": unit_rows,
+        "num_latents": c.d_sae,
+        "k": c.k,
+        "multi_topk": False,
+        "skip_connection": False,
+        "transcode": False,
+        "d_in": c.d_in,
+    }
     tensors = {"encoder.weight": t["W_enc"].T, "encoder.bias": t["b_enc"], "W_dec": t["W_dec"], "b_dec": t["b_dec"]}
 
     def fill(tmp: Path) -> None:
