@@ -27,13 +27,23 @@ MASK_ALPHA = 0.55
 """Opacity of a patch at the colour scale's maximum (`overlay`)."""
 
 
+_FOLD = str.maketrans({"×": "x", "−": "-", "–": "-", "—": "-", "→": "->", "Σ": "sum ", "Δ": "d", "“": '"',
+                       "”": '"', "‘": "'", "’": "'", "≥": ">=", "≤": "<="})
+
+
+def drawable(text: str) -> str:
+    """Text the bundled PIL font can draw: symbols it has no glyph for (×, −, →, …) in ASCII,
+    so server-drawn labels never show missing-glyph boxes."""
+    return text.translate(_FOLD)
+
+
 def placeholder(text: str = "image unavailable", size: int = THUMB) -> Image.Image:
     """A grey tile with the text centred, wrapped to the tile."""
     im = Image.new("RGB", (size, size), (235, 235, 235))
     draw = ImageDraw.Draw(im)
     font = ImageFont.load_default(size=max(9, size // 9))
     lines, line = [], ""
-    for word in text.split():
+    for word in drawable(text).split():
         trial = f"{line} {word}".strip()
         if line and draw.textlength(trial, font=font) > size - 8:
             lines.append(line)
@@ -111,6 +121,7 @@ def colour_bar(
         w = draw.textlength(text, font=font)
         x = (x0, (x0 + x1) / 2 - w / 2, x1 - w)[k]
         draw.text((x, y1 + 2), text, fill=(40, 40, 40), font=font)
+    label = drawable(label)
     w = draw.textlength(label, font=font)
     draw.text(((width - w) / 2, y1 + 14) if w < width - 120 else (x0, y1 + 14), label, fill=(40, 40, 40), font=font)
     return bar
