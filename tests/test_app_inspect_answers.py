@@ -4,6 +4,8 @@ server-drawn labels use glyphs the bundled font has. Expected values come from t
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -65,3 +67,13 @@ def test_server_drawn_labels_have_no_missing_glyphs():
     label = drawable("edited − as is; gradient × input → 1–2")
     assert label == "edited - as is; gradient x input -> 1-2"
     assert all(not (_glyph(ch) == missing).all() for ch in set(label) - {" "})
+
+
+def test_text_search_logs_no_open_clip_lines_after_the_first(h, caplog):
+    encoder = h.inspector.encoder
+    first = encoder.text_embeddings(["a photo of a dog"])
+    with caplog.at_level(logging.INFO):
+        again = encoder.text_embeddings(["a photo of a dog"])
+        h.inspector.text_to_latents("a photo of a cat", 5)
+    assert [r.getMessage() for r in caplog.records] == []
+    assert np.array_equal(first.numpy(), again.numpy())
