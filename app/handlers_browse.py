@@ -171,7 +171,7 @@ class BrowseHandlers:
         n_bands = len(page.bands)
         for b in reversed(range(n_bands)):
             lo, hi = b / n_bands * page.max_activation, (b + 1) / n_bands * page.max_activation
-            band = page.bands[b]
+            band = sorted(page.bands[b], key=lambda q: -q["value"])  # highest first, as the bands are
             for k in range(4):
                 if k < len(band):
                     q = band[k]

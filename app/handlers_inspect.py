@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from evaluation.heatmap import heat_overlay
 
@@ -24,6 +24,43 @@ HEAT_SIZE = 336
 """The heat map's image side in pixels (the colour scale goes underneath)."""
 MAX_TEXT = 300
 PATCH_LATENTS = 10
+
+
+def mark_patch(heat: Image.Image, grid: int, x: float, y: float) -> Image.Image:
+    """The heat map with the patch under pixel (x, y) of its top HEAT_SIZE square outlined."""
+    out = heat.convert("RGB").copy()
+    if grid <= 0 or not (0 <= x < HEAT_SIZE and 0 <= y < HEAT_SIZE):
+        return out
+    side = HEAT_SIZE / grid
+    col, row = int(x / side), int(y / side)
+    box = [col * side, row * side, (col + 1) * side - 1, (row + 1) * side - 1]
+    draw = ImageDraw.Draw(out)
+    draw.rectangle(box, outline=(0, 0, 0), width=3)
+    draw.rectangle([box[0] + 1, box[1] + 1, box[2] - 1, box[3] - 1], outline=(255, 255, 255), width=1)
+    return out
+
+
+CAPTION_ROOM = 30
+"""White pixels under each gradient heat map: the gallery lays its caption over the image's
+bottom edge, which would hide the colour scale's top value."""
+
+
+def _caption_room(image: Image.Image) -> Image.Image:
+    out = Image.new("RGB", (image.width, image.height + CAPTION_ROOM), (255, 255, 255))
+    out.paste(image, (0, 0))
+    return out
+
+
+def _why_still(latent: int, factor: float, change: float) -> str:
+    """Why a heat map barely moved ("" when it moved): scale 1, or a latent not active here."""
+    if change >= 5e-4:
+        return ""
+    if factor == 1:
+        return " Scale 1 leaves the latent as it is, so nothing changes."
+    return (
+        f" Latent {latent} is not active on this image (or barely), so scaling it changes almost nothing: "
+        "pick a latent from Inspect's table, which lists the ones active here."
+    )
 
 
 class InspectHandlers:
@@ -95,7 +132,11 @@ class InspectHandlers:
                 for p in range(grid * grid)
             ]
         if chosen is not None:
-            which = "the most active" if latent in (None, "") else "chosen"
+            which = (
+                "chosen"
+                if latent not in (None, "")
+                else ("the most active" if not top or chosen == top[0][0] else "the most active that fires on a patch")
+            )
             table = (
                 f"Heat map: **latent {link(a, chosen)}** ({which}), its activation on each patch of the "
                 "model's centre crop"
@@ -136,7 +177,7 @@ class InspectHandlers:
         self, image: Any, text: str, latent: Any, scale: Any = 0.0, dataset_image: Any = None
     ) -> tuple[list, str]:
         """Gradient heat maps of cos(image, text): as is, with `latent` × `scale`, and the difference."""
-        image, _ = self._input_image(image, dataset_image)
+        image, note = self._input_image(image, dataset_image)
         if latent in (None, ""):
             raise ValueError("name the latent to remove or scale (run Inspect to see the active ones)")
         chosen = self.atlas.check_latent(latent)
@@ -148,7 +189,7 @@ class InspectHandlers:
         vmax = float(max(res.base.max(), res.edited.max()))
         dmax = float(np.abs(res.difference).max())
         short = text if len(text) <= 40 else text[:39] + "…"
-        label = "saliency (gradient × input, shared scale)"
+        label = "saliency (gradient x input, shared scale)"
         shown = [
             (with_colour_bar(heat_overlay(image, res.base, vmax), vmax, label, max_alpha=0.65), f"as is: “{short}”"),
             (
@@ -159,7 +200,7 @@ class InspectHandlers:
                 with_colour_bar(
                     heat_overlay(image, res.difference, signed=True),
                     dmax or 1.0,
-                    "edited − as is (red: more, blue: less)",
+                    "edited - as is (red: more, blue: less)",
                     signed=True,
                     max_alpha=0.65,
                 ),
@@ -170,9 +211,10 @@ class InspectHandlers:
         md = (
             f"Similarity {res.sim_base:.4f} → **{res.sim_edited:.4f}** with latent {chosen} × {factor:g} "
             f"(spliced back in at `{self.inspector.meta['hook_name']}`, SAE error kept). "  # type: ignore[union-attr]
-            f"Heat moved: Σ|Δ| / Σ = {change:.3f}."
+            f"Heat moved: Σ|Δ| / Σ = {change:.3f}." + _why_still(chosen, factor, change)
         )
-        return shown, md
+        shown = [(_caption_room(im), cap) for im, cap in shown]
+        return shown, (f"> ⚠️ {note}\n\n{md}" if note else md)
 
 
 def _most_active_on_patches(top: list, patches: np.ndarray | None) -> int | None:

@@ -27,13 +27,38 @@ MASK_ALPHA = 0.55
 """Opacity of a patch at the colour scale's maximum (`overlay`)."""
 
 
+_FOLD = str.maketrans(
+    {
+        "×": "x",
+        "−": "-",
+        "–": "-",
+        "—": "-",
+        "→": "->",
+        "Σ": "sum ",
+        "Δ": "d",
+        "“": '"',
+        "”": '"',
+        "‘": "'",
+        "’": "'",
+        "≥": ">=",
+        "≤": "<=",
+    }
+)
+
+
+def drawable(text: str) -> str:
+    """Text the bundled PIL font can draw: symbols it has no glyph for (×, −, →, …) in ASCII,
+    so server-drawn labels never show missing-glyph boxes."""
+    return text.translate(_FOLD)
+
+
 def placeholder(text: str = "image unavailable", size: int = THUMB) -> Image.Image:
     """A grey tile with the text centred, wrapped to the tile."""
     im = Image.new("RGB", (size, size), (235, 235, 235))
     draw = ImageDraw.Draw(im)
     font = ImageFont.load_default(size=max(9, size // 9))
     lines, line = [], ""
-    for word in text.split():
+    for word in drawable(text).split():
         trial = f"{line} {word}".strip()
         if line and draw.textlength(trial, font=font) > size - 8:
             lines.append(line)
@@ -111,6 +136,7 @@ def colour_bar(
         w = draw.textlength(text, font=font)
         x = (x0, (x0 + x1) / 2 - w / 2, x1 - w)[k]
         draw.text((x, y1 + 2), text, fill=(40, 40, 40), font=font)
+    label = drawable(label)
     w = draw.textlength(label, font=font)
     draw.text(((width - w) / 2, y1 + 14) if w < width - 120 else (x0, y1 + 14), label, fill=(40, 40, 40), font=font)
     return bar
@@ -152,7 +178,8 @@ def histogram_png(
     max_value: float,
     log_counts: bool = False,
     width: int = 640,
-    height: int = 230,
+    height: int = 250,
+    title: str = "Activation histogram",
 ) -> Path:
     """The activation histogram of one latent as a PNG: one bar per bin over (0, max], a few
     round ticks on each axis, counts on a linear or log scale. Drawn with PIL (a few ms;
@@ -161,7 +188,10 @@ def histogram_png(
     im = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(im)
     font, ink = _font(12), (40, 40, 40)
-    left, right, top, bottom = 54, width - 14, 10, height - 42
+    left, right, top, bottom = 54, width - 14, 30, height - 42
+    # the title is drawn here, and the page shows no block label over the image: a label
+    # overlaid at the top left would hide the top tick (issue 22, point 7)
+    draw.text(((width - draw.textlength(title, font=_font(13))) / 2, 6), title, fill=ink, font=_font(13))
     if counts.sum() <= 0 or max_value <= 0:
         draw.text((width / 2 - 90, height / 2 - 8), "never fires: no histogram", fill=ink, font=font)
         atomic_write_with(path, lambda tmp: im.save(tmp, "PNG"))
@@ -249,5 +279,5 @@ class RenderCache:
 
     def histogram(self, latent: int, counts: list[int], max_value: float, log_counts: bool = False) -> str:
         """The latent's histogram PNG, rendered once per (latent, axis)."""
-        path = self.root / f"hist_{latent}_{'log' if log_counts else 'lin'}.png"
+        path = self.root / f"hist2_{latent}_{'log' if log_counts else 'lin'}.png"  # 2: titled
         return str(path if path.exists() else histogram_png(path, counts, max_value, log_counts))

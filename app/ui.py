@@ -11,6 +11,7 @@ import gradio as gr
 
 from . import ui_browse, ui_inspect, ui_lists, ui_overview, ui_steer
 from .handlers import Handlers
+from .logcap import cap_log_records
 from .ui_common import UI, guard
 
 __all__ = ["TABS", "build_ui", "guard"]
@@ -22,6 +23,7 @@ TITLE, ID, create_ui(h) -> dict of components, wire(h, ui))."""
 
 def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
     """The app's Blocks: a banner, then one tab per module of TABS."""
+    cap_log_records()  # user input reaches log lines (refusals, library warnings): capped (app.logcap)
     with gr.Blocks(title="clipsae — what CLIP sees", analytics_enabled=False) as demo:
         gr.Markdown(f"# clipsae\n{banner}")
         with gr.Tabs() as tabs:

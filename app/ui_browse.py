@@ -70,8 +70,13 @@ def create_ui(h: Handlers) -> dict[str, Any]:
     )
     with gr.Row(equal_height=False):
         with gr.Column(min_width=300):
+            # no block label: it would cover the top tick; the PNG carries its title (render.histogram_png)
             c["hist"] = gr.Image(
-                label="Activation histogram", type="filepath", interactive=False, elem_id="latent-histogram"
+                label="Activation histogram",
+                show_label=False,
+                type="filepath",
+                interactive=False,
+                elem_id="latent-histogram",
             )
             with gr.Row():
                 c["log"] = gr.Checkbox(label="log counts", value=False, min_width=120)
@@ -106,6 +111,7 @@ def _view_outputs(c: dict[str, Any]) -> list:
         c["steer_this"],
         c["icon"],
         c["query"],
+        c["masks"],
     ]
 
 
@@ -147,7 +153,8 @@ def _view_values(h: Handlers, v: PageView) -> tuple:
         steer,
         icon,
         gr.Textbox(label=h.search_hint(v.sae)),
-    )
+        gr.Checkbox(visible=has_masks),
+    )  # no switch without masks
 
 
 def wire(h: Handlers, ui: UI) -> None:

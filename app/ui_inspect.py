@@ -13,7 +13,7 @@ from precompute.images import BadImage
 
 from . import ui_explore
 from .handlers import Handlers
-from .handlers_inspect import HEAT_SIZE
+from .handlers_inspect import HEAT_SIZE, mark_patch
 from .inputs import read_upload
 from .ui_answer import answer, answered
 from .ui_common import UI, guard, upload_image
@@ -70,6 +70,7 @@ def create_ui(h: Handlers) -> dict[str, Any]:
             )
     c.update(ui_explore.create_ui(h))  # explore a latent in place (app.ui_explore)
     c["data"] = gr.JSON(visible=False)
+    c["heat_clean"] = gr.State(None)  # the heat map as drawn, without a clicked patch's outline
     c["api_inspect"], c["api_heatmap"] = gr.Button(visible=False), gr.Button(visible=False)  # the documented API
     with gr.Accordion("Gradient heat map: what changes if this latent is removed?", open=False):
         gr.Markdown(
@@ -78,11 +79,18 @@ def create_ui(h: Handlers) -> dict[str, Any]:
         )
         with gr.Row():
             c["g_text"] = gr.Textbox(label="Text to compare with", value="a photo of a dog", scale=3)
-            c["g_latent"] = gr.Textbox(label="Latent", value="")
+            c["g_latent"] = gr.Textbox(label="Latent", value="", elem_id="inspect-g-latent")
             c["g_scale"] = gr.Number(label="Scale (0 = remove)", value=0.0)
         c["g_run"] = gr.Button("Compute heat maps")
-        c["g_md"] = gr.Markdown()
-        c["g_gallery"] = gr.Gallery(label="As is · edited · difference", columns=3, height="auto")
+        c["g_md"] = gr.Markdown(elem_id="inspect-gradient-md")
+        # contain, not the default square crop: the colour scale under each map stays whole
+        c["g_gallery"] = gr.Gallery(
+            label="As is · edited · difference",
+            columns=3,
+            height="auto",
+            object_fit="contain",
+            elem_id="inspect-gradient",
+        )
     return c
 
 
@@ -99,11 +107,16 @@ def wire(h: Handlers, ui: UI) -> None:
         return f"Decoded: {decoded.width}×{decoded.height} RGB. Press Inspect." if decoded is not None else ""
 
     @guard
-    def patch_click(data: dict | None, evt: gr.SelectData) -> str:
+    def patch_click(data: dict | None, clean: Any, evt: gr.SelectData) -> tuple[str, Any]:
         x, y = evt.index if evt is not None and evt.index is not None else (None, None)
         if x is None:
-            return ""
-        return h.patch_view(data, float(x), float(y))
+            return "", gr.skip()
+        marked = mark_patch(clean, int((data or {}).get("grid") or 0), float(x), float(y)) if clean else gr.skip()
+        return h.patch_view(data, float(x), float(y)), marked
+
+    def inspect_page(*args: Any) -> tuple:
+        out = h.inspect(*args)
+        return (*out, out[1])  # and the heat map kept clean for patch outlines
 
     c["upload"].upload(check_upload, [c["upload"]], c["upload_note"], api_name=False, queue=False)
     inspect_in, inspect_out = (
@@ -115,10 +128,14 @@ def wire(h: Handlers, ui: UI) -> None:
     # the buttons: a refusal is one line under the upload (or in the heat-map panel) and a toast,
     # the rest of the tab stays as it was (app.ui_answer); the API events raise for API clients
     c["run"].click(
-        answered(h.inspect, 5), inspect_in, [*inspect_out, c["upload_note"]], api_name=False, **encoder
+        answered(inspect_page, 6),
+        inspect_in,
+        [*inspect_out, c["heat_clean"], c["upload_note"]],
+        api_name=False,
+        **encoder,
     ).then(lambda: "", None, c["patch"], api_name=False, queue=False)
     c["api_inspect"].click(guard(h.inspect), inspect_in, inspect_out, api_name="inspect", **encoder)
-    c["heat"].select(patch_click, [c["data"]], c["patch"], api_name=False, queue=False)
+    c["heat"].select(patch_click, [c["data"], c["heat_clean"]], [c["patch"], c["heat"]], api_name=False, queue=False)
     c["g_run"].click(answer(h.heatmap, 2, status=1), heat_in, [c["g_gallery"], c["g_md"]], api_name=False, **encoder)
     c["api_heatmap"].click(guard(h.heatmap), heat_in, [c["g_gallery"], c["g_md"]], api_name="heatmap", **encoder)
     ui_explore.wire(h, ui)

@@ -54,6 +54,7 @@ class Encoder:
     n_patches: int
     metadata: dict[str, Any] = field(default_factory=dict)
     _capture: dict[str, torch.Tensor] = field(default_factory=dict)
+    _tokenizer: Any = field(default=None, repr=False)
 
     @property
     def tokens_per_image(self) -> int:
@@ -77,7 +78,9 @@ class Encoder:
 
         if self.spec.is_kandinsky or not hasattr(self.module, "encode_text"):
             raise ValueError(f"{self.spec.model} has no text tower; text embeddings need an OpenCLIP model")
-        tokenizer = open_clip.get_tokenizer(self.metadata["model_name"])
+        if self._tokenizer is None:  # once: open_clip logs three INFO lines per get_tokenizer call
+            self._tokenizer = open_clip.get_tokenizer(self.metadata["model_name"])
+        tokenizer = self._tokenizer
         device = next(self.module.parameters()).device
         parts = [
             self.module.encode_text(tokenizer(texts[i : i + batch_size]).to(device)).float()

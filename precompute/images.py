@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,13 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
+def _bomb_message(exc: BaseException, max_pixels: int) -> str:
+    """PIL's decompression-bomb refusal in our words (the declared pixel count when PIL gives it)."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    declared = f"{int(found.group(1))} pixels" if found else "its declared size"
+    return f"too large: {declared} exceeds the cap of {max_pixels} (refused before decoding)"
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Bytes -> RGB image (first frame, EXIF orientation applied), or `BadImage`."""
     if not data:
@@ -123,7 +131,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     except UnidentifiedImageError:
         raise BadImage("not an image (format not recognised)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImage(f"too large: {exc}") from None
+        raise BadImage(_bomb_message(exc, max_pixels)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadImage(f"unreadable or truncated: {exc}") from None
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from precompute.images import BadImage, decode_image, image_id, list_images
+from precompute.images import DEFAULT_MAX_PIXELS, BadImage, decode_image, image_id, list_images
 
 
 def encode(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -104,3 +104,27 @@ def test_listing_is_sorted_recursive_and_ids_are_stable(tmp_path):
     assert [r.rel_path for r in from_list] == ["a.JPG", "b/x.png"]
     with pytest.raises(FileNotFoundError):
         list_images(tmp_path / "missing")
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` (what a decompression bomb declares); no pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused_in_our_words():
+    # 30000 x 30000 is over twice PIL's own limit, so Image.open refuses it before our cap does
+    with pytest.raises(BadImage) as info:
+        decode_image(_png_header(30000, 30000))
+    message = str(info.value)
+    assert (
+        message
+        == f"too large: {30000 * 30000} pixels exceeds the cap of {DEFAULT_MAX_PIXELS} (refused before decoding)"
+    )
+    assert "DOS" not in message and "bomb" not in message.lower()
