@@ -5,9 +5,12 @@ folder, which Gradio serves as downloads."""
 
 from __future__ import annotations
 
+import atexit
 import csv
+import hashlib
 import io
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,14 +70,32 @@ def csv_text(tables: Sequence[Sequence[Sequence[Any]]]) -> str:
     return out.getvalue()
 
 
+_EXPORTS: Path | None = None
+
+
+def export_file(text: str, name: str) -> str:
+    """`text` as a download named `name`: in this process's one export folder (removed at
+    exit), under a sub-folder named by the content's hash, so a repeated download reuses its
+    file and the folder grows only with distinct contents, never per click."""
+    global _EXPORTS
+    if _EXPORTS is None:
+        _EXPORTS = Path(tempfile.mkdtemp(prefix="clipsae-exports-"))
+        atexit.register(shutil.rmtree, _EXPORTS, True)
+    data = text.encode("utf-8")
+    path = _EXPORTS / hashlib.sha256(data).hexdigest()[:16] / name
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return str(path)
+
+
 def write_csv(tables: Sequence[Sequence[Sequence[Any]]], stem: str) -> str | None:
-    """A CSV file of the tables, named `<stem>.csv` in a fresh temp folder; None when there is no row."""
+    """A CSV file of the tables, named `<stem>.csv` (`export_file`); None when there is no row."""
     if not any(len(t) > 1 for t in tables):
         return None
-    folder = Path(tempfile.mkdtemp(prefix="clipsae-csv-"))
-    path = folder / f"{SAFE_STEM.sub('_', stem)[:60] or 'table'}.csv"
-    path.write_text(csv_text(tables), encoding="utf-8")
-    return str(path)
+    return export_file(csv_text(tables), f"{SAFE_STEM.sub('_', stem)[:60] or 'table'}.csv")
 
 
 def frame_rows(value: Any, headers: Sequence[str] = ()) -> list[list[Any]]:

@@ -7,7 +7,6 @@ Lists table opens that latent's page in Browse.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import gradio as gr
 
 from . import lists as L
 from .handlers import Handlers
-from .tables import frame_rows, markdown_tables, write_csv
+from .tables import export_file, frame_rows, markdown_tables, write_csv
 from .ui_answer import answer
 from .ui_common import UI, guard
 
@@ -140,9 +139,7 @@ def wire(h: Handlers, ui: UI) -> None:
     def export(lists: dict | None, kind: str) -> str:
         if not lists:
             raise ValueError("there is no list to export yet: bookmark a latent first")
-        path = Path(tempfile.mkdtemp(prefix="clipsae-lists-")) / f"clipsae-lists.{kind}"
-        path.write_text(L.to_json(lists) if kind == "json" else L.to_csv(lists), encoding="utf-8")
-        return str(path)
+        return export_file(L.to_json(lists) if kind == "json" else L.to_csv(lists), f"clipsae-lists.{kind}")
 
     def load_file(lists: dict | None, path: str | None) -> tuple:
         if not path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,3 +190,14 @@ def test_interpretation_texts_join_the_words_and_are_quoted_on_the_page():
     md = side.markdown(0)
     assert "“a dog on a sofa" in md and "…”" in md  # a long text is shortened, in quotes
     assert side.search("sofa") == [0] and side.search("zebra") == []
+
+
+def test_downloads_reuse_one_file_per_content_and_make_no_folder_per_click():
+    from app.tables import export_file, write_csv
+
+    table = [["latent", "label"], [3, "dog"]]
+    first, again = write_csv([table], "latents"), write_csv([table], "latents")
+    assert first == again and Path(first).name == "latents.csv"
+    assert Path(first).read_text(encoding="utf-8") == "latent,label\n3,dog\n"
+    other = export_file("x\n", "latents.csv")
+    assert other != first and Path(other).parent.parent == Path(first).parent.parent  # one export folder
