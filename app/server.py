@@ -21,6 +21,7 @@ from sae_core.io import load_sae
 
 from .atlas import Atlas
 from .auth import login_checker
+from .file_cache import ImmutableFiles
 from .handlers import Handlers
 from .icons import IconSpec, IconStore
 from .inputs import MAX_UPLOAD
@@ -160,13 +161,17 @@ def launch(
     """Launch the Blocks with the app's safety settings: the given interface only (127.0.0.1 by
     default), no share link unless asked, uploads capped at MAX_UPLOAD, analytics off (app/__init__.py);
     and its stylesheet and page script (in-place navigation). `auth`: Gradio's login check
-    (`app.auth.login_checker`), None for no login."""
+    (`app.auth.login_checker`), None for no login. Content-addressed files get a long browser-cache
+    lifetime (app/file_cache.py)."""
+    from starlette.middleware import Middleware
+
     demo.launch(
         server_name=host,
         server_port=port,
         share=share,
         max_file_size=MAX_UPLOAD,
         show_error=True,
+        app_kwargs={"middleware": [Middleware(ImmutableFiles)]},
         prevent_thread_lock=prevent_thread_lock,
         quiet=True,
         css=CSS,

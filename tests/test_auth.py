@@ -115,6 +115,19 @@ def test_no_route_answers_before_login(tmp_path):
         assert files, stream[:300]
         file_path = files[0][files[0].index("/gradio_api/file=") :]
         assert _open(user, base + file_path)[0] == 200  # the logged-in user gets the thumbnail
+        with user.open(base + file_path) as r:  # content-addressed: the browser keeps it for good
+            assert "immutable" in r.headers["Cache-Control"] and "max-age=31536000" in r.headers["Cache-Control"]
+        folder = file_path.rsplit("/", 2)[0]
+        for bad in [
+            f"{folder}/../../../../etc/passwd",
+            "/gradio_api/file=/etc/passwd",
+            f"{folder}/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        ]:
+            try:
+                status, body = _open(user, base + bad)
+            except Exception:  # a refused path may close the connection
+                continue
+            assert status != 200 or b"root:" not in body, bad
 
         stranger = urllib.request.build_opener()
         status, page = _open(stranger, f"{base}/")
