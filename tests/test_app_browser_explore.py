@@ -12,18 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from app_fixtures import serve_app
 from browser import open_browser, overflows_sideways, wait_header, wait_text, why_not
 
 pytestmark = pytest.mark.skipif(why_not() is not None, reason=why_not() or "")
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    s = serve_app(tmp_path_factory.mktemp("browser-explore"))
-    s.handlers.text_sides[s.handlers.atlas.name].get(wait=120)
-    yield s
-    s.demo.close()
+def served(served_app):
+    served_app.handlers.text_sides[served_app.handlers.atlas.name].get(wait=120)
+    return served_app  # conftest's: one server for the suite
 
 
 @pytest.fixture(scope="module")
