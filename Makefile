@@ -42,8 +42,11 @@ browser:
 	  echo "chromium: installed with apt-get"; \
 	else echo "chromium is not installed: install Debian's chromium (sudo apt-get install chromium, or make browser as root); until then the browser tests are skipped"; fi
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), each test file on one of them so
+# its module fixtures are built once; TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: setup-dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # ruff's lint rules and formatter (pyproject.toml [tool.ruff]); CI runs it before the tests.
 lint: setup-dev

@@ -10,6 +10,10 @@ from pathlib import Path
 # numpy/torch load their OpenMP runtimes.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("KMP_BLOCKTIME", "0")
+# Under `pytest -n N` (make test) each worker takes one core's worth of threads, and so do the
+# interpreters it starts: N workers x all cores would oversubscribe the machine.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

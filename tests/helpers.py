@@ -82,3 +82,26 @@ def build_tiny_clip_atlas(folder: Path, n_images: int = 10, d_sae: int = 24, k: 
         )
     )
     return folder / "atlas"
+
+
+def kill_training_at(monkeypatch, step: int, npy, out: Path, specs, cfg) -> None:
+    """Run `train` into `out` and kill it (KeyboardInterrupt) when the trainer reaches `step`,
+    as a Ctrl-C or a lost machine would; the trainer is restored afterwards."""
+    import pytest
+
+    from sae_core.train import train
+    from sae_core.trainer import SAETrainer
+
+    real_step = SAETrainer.step
+
+    def crash(self, x, at, *a, **kw):
+        if at == step:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(self, x, at, *a, **kw)
+
+    monkeypatch.setattr(SAETrainer, "step", crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(npy, out, specs, cfg)
+    finally:
+        monkeypatch.setattr(SAETrainer, "step", real_step)

@@ -210,20 +210,26 @@ def test_the_workbench_grid_history_and_comparison(page, served, tmp_path):
     _shot(page, tmp_path, "history_compare")
 
 
-TAB_CONTENT = {"Browse": "#latent-header", "Steer": "#steer-generate", "Inspect": "#inspect-upload"}
+TAB_CONTENT = {
+    "Browse": "#latent-header",
+    "Steer": "#steer-generate",
+    "Inspect": "#inspect-upload",
+    "Lists": "#lists-table",
+}
 
 
-@pytest.mark.parametrize("tab", ["Browse", "Steer", "Inspect"])
-def test_pages_fit_a_600px_screen(browser, served, tab, tmp_path):
+def test_pages_fit_a_600px_screen(browser, served, tmp_path):
+    """Each tab on a 600-px-wide screen, one page load visiting them in turn."""
     ctx = browser.new_context(viewport={"width": 600, "height": 900})
     pg = ctx.new_page()
     try:
         pg.goto(served.url)
         wait_header(pg, "Latent")
-        pg.locator("button[role=tab]", has_text=tab).click()
-        pg.wait_for_selector(TAB_CONTENT[tab], state="visible", timeout=60_000)  # the tab has rendered
-        pg.screenshot(path=str(tmp_path / f"{tab.lower()}_600.png"), full_page=True)
-        assert not overflows_sideways(pg)
+        for tab in ("Steer", "Inspect", "Lists", "Browse"):
+            pg.locator("button[role=tab]", has_text=tab).click()
+            pg.wait_for_selector(TAB_CONTENT[tab], state="visible", timeout=60_000)  # the tab has rendered
+            pg.screenshot(path=str(tmp_path / f"{tab.lower()}_600.png"), full_page=True)
+            assert not overflows_sideways(pg), tab
     finally:
         ctx.close()
 

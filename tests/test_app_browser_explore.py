@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import open_browser, overflows_sideways, wait_header, wait_text, why_not
+from browser import open_browser, wait_header, wait_text, why_not
 
 pytestmark = pytest.mark.skipif(why_not() is not None, reason=why_not() or "")
 
@@ -124,18 +124,3 @@ def test_lists_bookmark_export_import_and_open(page, served, tmp_path):
     shot(page, tmp_path, "lists_tab")
     page.locator("#lists-table [role=gridcell]", has_text="look at this").first.click()
     wait_header(page, "Latent 1")
-
-
-@pytest.mark.parametrize("tab", ["Lists", "Inspect"])
-def test_the_new_panels_fit_a_600px_screen(browser, served, tab, tmp_path):
-    ctx = browser.new_context(viewport={"width": 600, "height": 900})
-    pg = ctx.new_page()
-    try:
-        pg.goto(served.url)
-        wait_header(pg, "Latent")
-        pg.locator("button[role=tab]", has_text=tab).click()
-        pg.wait_for_timeout(500)
-        shot(pg, tmp_path, f"{tab.lower()}_600")
-        assert not overflows_sideways(pg)
-    finally:
-        ctx.close()

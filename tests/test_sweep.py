@@ -17,7 +17,9 @@ from safetensors.torch import load_file
 from sae_core.config import SAEConfig, TrainConfig
 from sae_core.sweep import make_specs
 from sae_core.train import train
-from sae_core.trainer import SAETrainer
+
+from helpers import kill_training_at
+
 
 QUIET = dict(checkpoint_every=0, log_every=10**9, init_rows=512)
 
@@ -73,17 +75,7 @@ def test_a_seed_sweep_resumes_exactly(tmp_path, small_npy, monkeypatch):
         init_rows=512,
     )
     full = train(small_npy, tmp_path / "full", specs, cfg)
-    real_step = SAETrainer.step
-
-    def crash(self, x, step, *a, **kw):
-        if step == 25:
-            raise KeyboardInterrupt("simulated kill")
-        return real_step(self, x, step, *a, **kw)
-
-    monkeypatch.setattr(SAETrainer, "step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(small_npy, tmp_path / "resumed", specs, cfg)
-    monkeypatch.setattr(SAETrainer, "step", real_step)
+    kill_training_at(monkeypatch, 25, small_npy, tmp_path / "resumed", specs, cfg)
     with pytest.raises(ValueError, match="different specs"):  # another seed list is another run
         train(small_npy, tmp_path / "resumed", make_specs(base, [0.1, 1.0], [None], [0, 2]), cfg, resume=True)
     resumed = train(small_npy, tmp_path / "resumed", specs, cfg, resume=True)

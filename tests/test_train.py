@@ -11,7 +11,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sae_core.trainer import SAETrainer
 from sae_core.config import K_ARCHS, SAEConfig, TrainConfig
 from sae_core.data import ActivationSource
 from sae_core.errors import TrainingDiverged
@@ -21,6 +20,7 @@ from sae_core.sweep import make_specs
 from sae_core.train import train
 
 from conftest import make_dictionary_data
+from helpers import kill_training_at
 
 QUIET = dict(checkpoint_every=0, log_every=10**9, init_rows=4096)
 
@@ -142,17 +142,7 @@ RESUME_CASES = {  # name: (architecture, λ, lr); relu twice: codes dense, and s
 
 
 def _crash_and_resume(tmp_path, npy, specs, cfg, monkeypatch, crash_at: int, name: str = "resumed") -> Path:
-    real_step = SAETrainer.step
-
-    def crash(self, x, step, *a, **kw):
-        if step == crash_at:
-            raise KeyboardInterrupt("simulated kill")
-        return real_step(self, x, step, *a, **kw)
-
-    monkeypatch.setattr(SAETrainer, "step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(npy, tmp_path / name, specs, cfg)
-    monkeypatch.setattr(SAETrainer, "step", real_step)
+    kill_training_at(monkeypatch, crash_at, npy, tmp_path / name, specs, cfg)
     with pytest.raises(FileExistsError, match="--resume"):
         train(npy, tmp_path / name, specs, cfg)
     [resumed] = train(npy, tmp_path / name, specs, cfg, resume=True)
@@ -403,9 +393,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=300)
 
 
-def test_cli_train_metrics_and_errors(tmp_path, small_npy):
-    r = run_cli("--help")
-    assert r.returncode == 0 and all(c in r.stdout for c in ("train", "metrics", "convert"))
+def test_cli_train_metrics_and_errors(tmp_path, small_npy, capsys):
+    """`clipsae train` as its own interpreter (the console entry point, a k list, the log), then
+    `clipsae metrics` and each refusal through the same `main` in this process."""
+    from app.cli import main
+
     r = run_cli(
         "train",
         "--acts",
@@ -428,24 +420,25 @@ def test_cli_train_metrics_and_errors(tmp_path, small_npy):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "s/k_2/cfg.json").exists() and (tmp_path / "s/k_4/cfg.json").exists()
     assert "step" in (tmp_path / "s/train.log").read_text()
-    r = run_cli("metrics", "--acts", small_npy, "--sae", str(tmp_path / "s"), "--out", str(tmp_path / "m.md"))
-    assert r.returncode == 0, r.stderr
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("| k_")]
-    assert len(lines) == 2 and "Avg. L0" in r.stdout
+    capsys.readouterr()
+    assert main(["metrics", "--acts", small_npy, "--sae", str(tmp_path / "s"), "--out", str(tmp_path / "m.md")]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("| k_")]
+    assert len(lines) == 2 and "Avg. L0" in out
     records = json.loads((tmp_path / "m.json").read_text())
     assert [round(rec["l0"], 6) <= k for rec, k in zip(records, (2, 4))] == [True, True]
-    r = run_cli("train", "--acts", small_npy, "--out", str(tmp_path / "t"), "--arch", "topk", "--d-sae", "32")
-    assert r.returncode == 2 and "needs --k" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("train", "--acts", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "t"), "--d-sae", "8")
-    assert r.returncode == 2 and "no such activation file" in r.stderr
     for args, message in (
-        (["--arch", "matryoshka", "--k", "2"], "needs groups"),
-        (["--arch", "topk", "--k", "2", "--groups", "8,32"], "only used by matryoshka"),
-        (["--arch", "matryoshka", "--k", "2", "--groups", "8,16"], "ending at d_sae=32"),
-        (["--arch", "topk", "--k", "2", "--l1", "0.1"], "--l1 is for relu/jumprelu"),
+        (["--acts", small_npy, "--arch", "topk"], "needs --k"),
+        (["--acts", str(tmp_path / "missing.npy")], "no such activation file"),
+        (["--acts", small_npy, "--arch", "matryoshka", "--k", "2"], "needs groups"),
+        (["--acts", small_npy, "--arch", "topk", "--k", "2", "--groups", "8,32"], "only used by matryoshka"),
+        (["--acts", small_npy, "--arch", "matryoshka", "--k", "2", "--groups", "8,16"], "ending at d_sae=32"),
+        (["--acts", small_npy, "--arch", "topk", "--k", "2", "--l1", "0.1"], "--l1 is for relu/jumprelu"),
     ):
-        r = run_cli("train", "--acts", small_npy, "--out", str(tmp_path / "t"), "--d-sae", "32", *args)
-        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert main(["train", "--out", str(tmp_path / "t"), "--d-sae", "32", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (args, err)
+        assert not (tmp_path / "t").exists()
 
 
 def test_cli_trains_a_matryoshka_sae_and_reports_each_prefix(tmp_path, caplog, capsys):
@@ -518,17 +511,7 @@ def test_a_checkpoint_from_before_a_new_train_config_field_still_resumes(tmp_pat
     )
     specs = make_specs(base, [0.0], [4])
     [full] = train(small_npy, tmp_path / "full", specs, cfg)
-    real_step = SAETrainer.step
-
-    def crash(self, x, step, *a, **kw):
-        if step == 15:
-            raise KeyboardInterrupt("simulated kill")
-        return real_step(self, x, step, *a, **kw)
-
-    monkeypatch.setattr(SAETrainer, "step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(small_npy, tmp_path / "old", specs, cfg)
-    monkeypatch.setattr(SAETrainer, "step", real_step)
+    kill_training_at(monkeypatch, 15, small_npy, tmp_path / "old", specs, cfg)
     state_file = tmp_path / "old/checkpoint/state.json"
     state = json.loads(state_file.read_text())
     del state["train_config"]["data_seed"]  # as written before data_seed existed
