@@ -46,7 +46,7 @@ browser:
 # its module fixtures are built once; TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
 test: setup-dev
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # ruff's lint rules and formatter (pyproject.toml [tool.ruff]); CI runs it before the tests.
 lint: setup-dev

@@ -69,3 +69,29 @@ def served_app(app_data):
     s = serve_app(app_data, built=True)
     yield s
     s.demo.close()
+
+
+# The files that take longest (seconds under `make test`'s two workers), started first so no
+# worker is left running one of them alone at the end; `make test` passes --no-loadscope-reorder
+# so pytest-xdist keeps this order instead of ordering files by their number of tests.
+LONG_FILES = (
+    "test_app_browser.py",  # ~90
+    "test_demo_experiments.py",  # ~60: builds the demo
+    "test_train.py",  # ~50
+    "test_gpu_bench.py",  # ~45: benchmarks/gpu/run.sh --smoke
+    "test_app.py",  # ~35
+    "test_distributed.py",  # ~27: torchrun ranks
+    "test_activations.py",
+    "test_app_browser_answers.py",
+    "test_app_browser_explore.py",
+    "test_kandinsky.py",
+    "test_eval_segment.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under xdist, the long files first (a stable sort: the rest keep their order)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))

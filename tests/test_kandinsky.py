@@ -95,29 +95,32 @@ def _run(code: str, cache: Path) -> str:
 
 
 def test_load_pipelines_through_the_hf_cache_and_refuse_an_incomplete_one(saved, tmp_path):
+    """One fresh interpreter (the cache is read when the hub client loads): the default hub ids
+    load offline from the cache; with the decoder's UNet weights deleted, steering is refused
+    by name."""
     d, _ = saved
     cache = tmp_path / "hub"
     _hub_cache(d, cache)
+    unet = cache / f"models--{DECODER_ID.replace('/', '--')}" / "snapshots"
     out = _run(
-        "from app.kandinsky import kandinsky_available, load_pipelines\n"
+        "import pathlib\n"
+        "from app.kandinsky import DECODER_ID, PRIOR_ID, kandinsky_available, load_pipelines, missing_parts\n"
+        "from app.server import _pipelines\n"
         "assert kandinsky_available()\n"
         "p = load_pipelines()\n"  # the default hub ids, resolved in the cache, offline
-        "print(p.embed_dim, p.tiny, next(p.decoder.unet.parameters()).dtype)",
-        cache,
-    )
-    assert out.split() == [str(TINY_DIM), "False", "torch.float32"]
-    for weights in (cache / f"models--{DECODER_ID.replace('/', '--')}" / "snapshots").rglob("unet/*.safetensors"):
-        weights.unlink()
-    out = _run(
-        "from app.kandinsky import DECODER_ID, PRIOR_ID, kandinsky_available, missing_parts\n"
-        "from app.server import _pipelines\n"
+        "print(p.embed_dim, p.tiny, next(p.decoder.unet.parameters()).dtype)\n"
+        f"weights = list(pathlib.Path({str(unet)!r}).rglob('unet/*.safetensors'))\n"
+        "assert weights\n"
+        "for w in weights: w.unlink()\n"
         "notes = []\n"
         "assert not kandinsky_available() and missing_parts(DECODER_ID) == ['unet/ (weights)']\n"
         "assert _pipelines(PRIOR_ID, DECODER_ID, False, 'cpu', notes) is None\n"
         "print(notes[0])",
         cache,
     )
-    assert out.startswith("Steering is unavailable") and "unet/ (weights)" in out
+    first, note = out.split("\n", 1)
+    assert first.split() == [str(TINY_DIM), "False", "torch.float32"]
+    assert note.startswith("Steering is unavailable") and "unet/ (weights)" in note
 
 
 @pytest.mark.slow
