@@ -3,7 +3,9 @@
 Gradio serves every image it hands the browser from `/gradio_api/file=<cache>/<sha256 of the
 content>/<name>`: the folder is the hash of the file's bytes, so one URL always names the same
 bytes and a browser may keep it for good. Gradio itself sends no lifetime, so every latent page
-re-fetched its ~13 thumbnails. `ImmutableFiles` (pure ASGI, streams untouched) adds
+re-fetched its ~13 thumbnails. The app's render folders (thumbnails, overlays, histograms;
+app/render.py) are Gradio static paths, served from where they lie: their URLs are fixed per atlas
+and render version in the same way. `ImmutableFiles` (pure ASGI, streams untouched) adds
 `Cache-Control: private, max-age=31536000, immutable` to successful GET/HEAD answers for such
 URLs only; the route, its login check and its path checks stay Gradio's own. "private": with
 --auth-file the files are a logged-in user's, never for shared proxies.
@@ -16,12 +18,16 @@ from urllib.parse import unquote
 
 CACHE_CONTROL = b"private, max-age=31536000, immutable"
 _HASHED = re.compile(r"/gradio_api/file=.*/[0-9a-f]{64}/[^/]+$")
+# The app's render folders (app/render.py), served as static files: a folder is named by the
+# atlas's content hash and the render version, and a file in it by what it draws.
+_RENDERED = re.compile(r"/gradio_api/file=.*/clipsae-render-[0-9a-f]{16}/[^/]+\.(?:jpg|png)$")
 
 
 def is_content_addressed(path: str) -> bool:
-    """True for a Gradio file URL path whose folder is a SHA-256 content hash (no `..` part)."""
+    """True for a Gradio file URL path whose folder is a SHA-256 content hash, or a render
+    folder of the app's (no `..` part)."""
     path = unquote(path)
-    return bool(_HASHED.search(path)) and "/../" not in path.replace("\\", "/")
+    return bool(_HASHED.search(path) or _RENDERED.search(path)) and "/../" not in path.replace("\\", "/")
 
 
 class ImmutableFiles:

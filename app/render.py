@@ -226,6 +226,12 @@ def histogram_png(
     return path
 
 
+RENDER_PREFIX = "clipsae-render-"
+RENDER_VERSION = 1
+"""Part of a render folder's name: bump it whenever a drawing changes, so that no browser keeps
+an old drawing under a name it was told never changes (app/file_cache.py)."""
+
+
 class RenderCache:
     """Thumbnails and overlays rendered once to small JPEG files and reused by path, so a
     latent page costs file lookups instead of decoding, resizing and re-encoding images.
@@ -239,8 +245,8 @@ class RenderCache:
         # the atlas's content hash (its manifest hashes every file) and the images root in use:
         # a rebuild in place or another --images-root never meets an old render
         root_used = str(atlas.images_root.resolve()) if atlas.images_root is not None else ""
-        key = hashlib.sha256(f"{atlas.content_hash}:{root_used}".encode()).hexdigest()[:16]
-        self.root = Path(root or tempfile.gettempdir()) / f"clipsae-render-{key}"
+        key = hashlib.sha256(f"{RENDER_VERSION}:{atlas.content_hash}:{root_used}".encode()).hexdigest()[:16]
+        self.root = Path(root or tempfile.gettempdir()) / f"{RENDER_PREFIX}{key}"
         self.root.mkdir(parents=True, exist_ok=True)
         self.atlas, self.size = atlas, size
 

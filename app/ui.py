@@ -24,6 +24,9 @@ TITLE, ID, create_ui(h) -> dict of components, wire(h, ui))."""
 def build_ui(h: Handlers, banner: str = "") -> gr.Blocks:
     """The app's Blocks: a banner, then one tab per module of TABS."""
     cap_log_records()  # user input reaches log lines (refusals, library warnings): capped (app.logcap)
+    # The render folders' files go out as they are (their names are fixed per atlas): Gradio
+    # skips hashing and copying each thumbnail into its own cache on every page (app/file_cache.py)
+    gr.set_static_paths([str(render.root) for _, render in h.browsable.values()])
     with gr.Blocks(title="clipsae — what CLIP sees", analytics_enabled=False) as demo:
         gr.Markdown(f"# clipsae\n{banner}")
         with gr.Tabs() as tabs:

@@ -7,7 +7,8 @@ bounded time, on 127.0.0.1 only; steering jobs join for the second half.
 
 --mode browser: ONE asyncio process plays `--browsers` browsers (as browsers on other
 machines would: the load generator itself costs little). Each loops over latent pages
-with no pause: the page's API call (POST /gradio_api/call/latent_page, then its event
+with no pause, each in its own Gradio session as a browser tab is: the page's API call (POST
+/gradio_api/call/latent_page, then its event
 stream), then every file the answer names (thumbnails, histogram) over at most 6
 connections, as a browser does; files already fetched are reused when the server allowed
 caching (Cache-Control max-age, or an ETag revalidated with If-None-Match). A page's time
@@ -150,10 +151,14 @@ async def browser(
 ) -> None:
     """One browser: latent pages back to back, each its API call then its files (6 connections)."""
     cache: dict[str, str | None] = {}  # url -> ETag (None: reusable without asking)
+    session = f"{rng.getrandbits(64):016x}"  # a browser tab keeps one Gradio session for all its pages
     while time.time() < until:
         t0, name = time.perf_counter(), f"latent page {phase()}"
         try:
-            r = await http.post(f"{base}/gradio_api/call/latent_page", json={"data": [rng.choice(latents), sae]})
+            r = await http.post(
+                f"{base}/gradio_api/call/latent_page",
+                json={"data": [rng.choice(latents), sae], "session_hash": session},
+            )
             r.raise_for_status()
             stream = await http.get(f"{base}/gradio_api/call/latent_page/{r.json()['event_id']}")
             if "event: complete" not in stream.text:

@@ -113,7 +113,9 @@ def test_no_route_answers_before_login(tmp_path):
         assert status == 200 and b"event: complete" in stream
         files = sorted({u for u in json.dumps(stream.decode()).split('\\"') if "/gradio_api/file=" in u})
         assert files, stream[:300]
-        file_path = files[0][files[0].index("/gradio_api/file=") :]
+        rendered = [u for u in files if "/clipsae-render-" in u]  # served from the render folder, not copied
+        assert rendered, files
+        file_path = rendered[0][rendered[0].index("/gradio_api/file=") :]
         assert _open(user, base + file_path)[0] == 200  # the logged-in user gets the thumbnail
         with user.open(base + file_path) as r:  # content-addressed: the browser keeps it for good
             assert "immutable" in r.headers["Cache-Control"] and "max-age=31536000" in r.headers["Cache-Control"]

@@ -15,6 +15,16 @@ def test_only_hashed_file_urls_count_as_content_addressed():
     assert not is_content_addressed("/config") and not is_content_addressed(f"/x/{HASH}/y.jpg")
 
 
+def test_render_folder_files_count_as_content_addressed():
+    """app/render.py's folders are named by the atlas's content hash and the render version."""
+    folder = "/gradio_api/file=/tmp/clipsae-render-0123456789abcdef"
+    assert is_content_addressed(f"{folder}/img_3_160.jpg") and is_content_addressed(f"{folder}/hist2_4_lin.png")
+    assert not is_content_addressed(f"{folder}/text_side_0123.npz")  # data, not a drawing
+    assert not is_content_addressed(f"{folder}/../etc/passwd.png")
+    assert not is_content_addressed("/gradio_api/file=/tmp/clipsae-render-0123456789abcdeg/img_3_160.jpg")
+    assert not is_content_addressed("/x/clipsae-render-0123456789abcdef/img_3_160.jpg")
+
+
 def _run(path: str, status: int, method: str = "GET") -> list[tuple[bytes, bytes]]:
     sent = []
 
