@@ -16,11 +16,13 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
+from .render import RENDER_PREFIX
+
 CACHE_CONTROL = b"private, max-age=31536000, immutable"
 _HASHED = re.compile(r"/gradio_api/file=.*/[0-9a-f]{64}/[^/]+$")
 # The app's render folders (app/render.py), served as static files: a folder is named by the
 # atlas's content hash and the render version, and a file in it by what it draws.
-_RENDERED = re.compile(r"/gradio_api/file=.*/clipsae-render-[0-9a-f]{16}/[^/]+\.(?:jpg|png)$")
+_RENDERED = re.compile(rf"/gradio_api/file=.*/{re.escape(RENDER_PREFIX)}[0-9a-f]{{16}}/[^/]+\.(?:jpg|png)$")
 
 
 def is_content_addressed(path: str) -> bool:

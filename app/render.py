@@ -236,7 +236,8 @@ class RenderCache:
     """Thumbnails and overlays rendered once to small JPEG files and reused by path, so a
     latent page costs file lookups instead of decoding, resizing and re-encoding images.
 
-    Lives in the temp dir (which Gradio serves from by default), one folder per atlas.
+    Lives in the temp dir, one folder per atlas, which app.ui makes a Gradio static path (its
+    files are served where they lie, with a cache-forever lifetime: app/file_cache.py).
     """
 
     def __init__(self, atlas, root: Path | None = None, size: int = 160):
