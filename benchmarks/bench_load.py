@@ -7,10 +7,9 @@ bounded time, on 127.0.0.1 only; steering jobs join for the second half.
 
 --mode browser: ONE asyncio process plays `--browsers` browsers (as browsers on other
 machines would: the load generator itself costs little). Each loops over latent pages
-with no pause, each in its own Gradio session as a browser tab is: the page's API call (POST
-/gradio_api/call/latent_page, then its event
-stream), then every file the answer names (thumbnails, histogram) over at most 6
-connections, as a browser does; files already fetched are reused when the server allowed
+with no pause, in one Gradio session of its own as a browser tab is: the page's API call
+(POST /gradio_api/call/latent_page, then its event stream), then every file the answer
+names (thumbnails, histogram) over at most 6 connections, as a browser does; files already fetched are reused when the server allowed
 caching (Cache-Control max-age, or an ETag revalidated with If-None-Match). A page's time
 is from the API call to its last file. The steering job (gradio_client, --steer-size px)
 loops in a thread during the second half. Reports p50/p95 and pages/s per phase.

@@ -101,7 +101,7 @@ def test_load_pipelines_through_the_hf_cache_and_refuse_an_incomplete_one(saved,
     d, _ = saved
     cache = tmp_path / "hub"
     _hub_cache(d, cache)
-    unet = cache / f"models--{DECODER_ID.replace('/', '--')}" / "snapshots"
+    snapshots = cache / f"models--{DECODER_ID.replace('/', '--')}" / "snapshots"
     out = _run(
         "import pathlib\n"
         "from app.kandinsky import DECODER_ID, PRIOR_ID, kandinsky_available, load_pipelines, missing_parts\n"
@@ -109,7 +109,7 @@ def test_load_pipelines_through_the_hf_cache_and_refuse_an_incomplete_one(saved,
         "assert kandinsky_available()\n"
         "p = load_pipelines()\n"  # the default hub ids, resolved in the cache, offline
         "print(p.embed_dim, p.tiny, next(p.decoder.unet.parameters()).dtype)\n"
-        f"weights = list(pathlib.Path({str(unet)!r}).rglob('unet/*.safetensors'))\n"
+        f"weights = list(pathlib.Path({str(snapshots)!r}).rglob('unet/*.safetensors'))\n"
         "assert weights\n"
         "for w in weights: w.unlink()\n"
         "notes = []\n"

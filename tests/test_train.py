@@ -398,6 +398,10 @@ def test_cli_train_metrics_and_errors(tmp_path, small_npy, capsys):
     `clipsae metrics` and each refusal through the same `main` in this process."""
     from app.cli import main
 
+    with pytest.raises(SystemExit) as help_exit:
+        main(["--help"])
+    usage = capsys.readouterr().out
+    assert help_exit.value.code == 0 and all(c in usage for c in ("train", "metrics", "convert"))
     r = run_cli(
         "train",
         "--acts",
