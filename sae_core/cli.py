@@ -36,8 +36,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         helps={
             "normalize_activations": "input normalisation, undone on the output: none, unit_norm, "
             "layer_norm, expected_average_only_in, centred_unit_norm (see SAEConfig). Unset: "
-            "centred_unit_norm for batchtopk and matryoshka, none for the others "
-            "(config.TRAIN_NORMALIZE)"
+            "centred_unit_norm (config.TRAIN_NORMALIZE; SAELens cannot read it: pass none or "
+            "unit_norm to export to SAELens)"
         },
     )
     add_config_flags(m, SweepConfig, skip=("acts", "out", "resume", "overwrite", "seed"))

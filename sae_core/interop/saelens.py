@@ -302,7 +302,7 @@ def saelens_form(sae: SparseAutoencoder) -> tuple[dict[str, Any], dict[str, torc
     elif norm == "centred_unit_norm":
         raise Refused(
             "normalize_activations=centred_unit_norm ((x − c)/‖x − c‖) has no SAELens formula, and a "
-            "per-input scale cannot be folded into weights"
+            "per-input scale cannot be folded into weights (train with --normalize none or unit_norm to export)"
         )
     elif norm == "layer_norm" and c.layer_norm_variant != "saelens":
         raise Refused(
