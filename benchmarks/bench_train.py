@@ -3,8 +3,7 @@
     .venv/bin/python benchmarks/bench_train.py                  # small + wide, equal settings + defaults
     .venv/bin/python benchmarks/bench_train.py --suite small    # only d=96, 1024 latents, k=8, batch 512
     .venv/bin/python benchmarks/bench_train.py --data-order     # read throughput of the epoch order
-    nice -n 5 .venv/bin/python benchmarks/bench_train.py --encoder-like   # every arch at default flags
-                                                                          # vs sparsify TopK on encoder-shaped data
+    nice -n 5 .venv/bin/python benchmarks/bench_train.py --encoder-like   # = benchmarks/bench_encoder_like.py
 
 Data: a planted dictionary (unit atoms, exactly `active` of them per row with codes in
 [0.5, 1.5], noise 0.01), written to a temporary `.npy` with held-out rows of the same atoms.
@@ -45,7 +44,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from sae_core.synthetic import encoder_like, planted_dictionary  # noqa: E402
+from sae_core.synthetic import planted_dictionary  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks/gpu"))
+from common import equal_train_argv  # noqa: E402
 
 SUITES = {  # rows, d, atoms, active, d_sae, k, batch, lr (equal settings), epochs
     "small": dict(rows=100_000, d=96, atoms=512, active=6, d_sae=1024, k=8, batch=512, lr=8e-4, epochs=5),
@@ -73,28 +75,12 @@ def quality(w_dec: np.ndarray, encode_decode, held: np.ndarray, atoms: np.ndarra
 
 
 def run_clipsae(acts: Path, out: Path, s: dict, equal: bool) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "train",
-        "--acts",
-        str(acts),
-        "--out",
-        str(out),
-        "--arch",
-        "topk",
-        "--d-sae",
-        str(s["d_sae"]),
-        "--k",
-        str(s["k"]),
-        "--epochs",
-        str(s["epochs"]),
-        "--device",
-        "cpu",
-    ]
+    """The whole `clipsae train`: at the equal settings (with our AuxK) or at our defaults."""
     if equal:
-        cmd += ["--batch-size", str(s["batch"]), "--lr", str(s["lr"]), "--lr-warmup-steps", "0", "--lr-decay", "none"]
+        cmd = [sys.executable, "-m", "app.cli", *equal_train_argv(acts, out, s, "cpu", dead_latents="auto")]
+    else:
+        cmd = [sys.executable, "-m", "app.cli", "train", "--acts", str(acts), "--out", str(out), "--arch", "topk"]
+        cmd += ["--d-sae", str(s["d_sae"]), "--k", str(s["k"]), "--epochs", str(s["epochs"]), "--device", "cpu"]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.perf_counter() - t0
@@ -213,108 +199,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-ENCODER_LIKE = dict(rows=60_000, d=64, atoms=256, active=6, d_sae=1024, k=8, epochs=2)
-"""A reduced encoder_like set (`synthetic.encoder_like`: shared mean 4× the rows' norm, Zipf
-frequencies, per-atom scales, co-firing pairs, 1% rows at 10×) that runs in minutes on a CPU."""
-
-
-def _ev(x_hat: np.ndarray, x: np.ndarray) -> float:
-    e = x_hat.astype(np.float64) - x
-    return float(1 - (e**2).sum() / ((x - x.mean(0)) ** 2).sum())
-
-
-def encoder_like_table(tmp: Path, seed: int) -> str:
-    """Every architecture at default flags (`clipsae train`, k given to the k architectures)
-    against sparsify's TopK at our default batch and sparsify's lr rule, on the same rows:
-    EV overall and on ordinary (non-outlier) held-out rows, L0, dead % (never fired on them)."""
-    import torch
-    from sae_core.io import load_sae
-
-    s = ENCODER_LIKE
-    x, _, outlier = encoder_like(s["rows"] + 10_000, s["d"], s["atoms"], s["active"], seed=seed)
-    held, ordinary = x[s["rows"] :], ~outlier[s["rows"] :]
-    acts = tmp / "encoder_like.npy"
-    np.save(acts, x[: s["rows"]])
-    lines = ["| arch | normalisation | EV | EV ordinary rows | L0 | dead % |", "|---|---|---|---|---|---|"]
-    batch = None
-    for arch in ("topk", "batchtopk", "matryoshka", "jumprelu", "relu"):
-        out = tmp / f"el_{arch}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "train",
-            "--acts",
-            str(acts),
-            "--out",
-            str(out),
-            "--arch",
-            arch,
-            "--d-sae",
-            str(s["d_sae"]),
-            "--epochs",
-            str(s["epochs"]),
-            "--device",
-            "cpu",
-            "--checkpoint-every",
-            "0",
-        ]
-        if arch in ("topk", "batchtopk", "matryoshka"):
-            cmd += ["--k", str(s["k"])]
-        if arch == "matryoshka":
-            cmd += ["--groups", f"{s['d_sae'] // 8},{s['d_sae'] // 2},{s['d_sae']}"]
-        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-        if r.returncode:
-            raise RuntimeError(r.stderr[-2000:])
-        batch = batch or json.loads((out / "train_config.json").read_text())["train_config"]["batch_size"]
-        sae = load_sae(out)
-        with torch.no_grad():
-            o = sae.eval()(torch.from_numpy(held))
-        x_hat, f = o.x_hat_bd.numpy(), o.f_bs
-        lines.append(
-            f"| {arch} | {sae.cfg.normalize_activations} | {_ev(x_hat, held):.3f} | "
-            f"{_ev(x_hat[ordinary], held[ordinary]):.3f} | {float((f > 0).sum(1).double().mean()):.1f} | "
-            f"{100 * float((f > 0).any(0).logical_not().double().mean()):.1f} |"
-        )
-        print(lines[-1], flush=True)
-    out = tmp / "el_sparsify"
-    lr = 2e-4 / (s["d_sae"] / 2**14) ** 0.5
-    arg = {
-        "acts": str(acts),
-        "out": str(out),
-        "d_sae": s["d_sae"],
-        "k": s["k"],
-        "batch": batch,
-        "lr": lr,
-        "epochs": s["epochs"],
-        "optimizer": "adam",
-        "repo": str(REPO),
-        "device": "cpu",
-    }
-    r = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/gpu/sparsify_loop.py"), json.dumps(arg)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "SPARSIFY_DISABLE_TRITON": "1"},
-    )
-    if r.returncode:
-        raise RuntimeError(r.stderr[-2000:])
-    os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
-    from sparsify import SparseCoder
-
-    sp = SparseCoder.load_from_disk(out)
-    with torch.no_grad():
-        o = sp(torch.from_numpy(held))
-    x_hat = o.sae_out.numpy()
-    fired = torch.zeros(s["d_sae"], dtype=torch.bool)
-    fired[o.latent_indices.flatten()] = True
-    lines.append(
-        f"| sparsify topk (batch {batch}, lr {lr:.2g}) | none | {_ev(x_hat, held):.3f} | "
-        f"{_ev(x_hat[ordinary], held[ordinary]):.3f} | {s['k']:.1f} | {100 * (1 - float(fired.double().mean())):.1f} |"
-    )
-    return "\n".join(lines)
-
-
 def data_order(tmp: Path, rows: int = 400_000, d: int = 512, repeats: int = 3) -> str:
     """Rows/s of one epoch of batches from an fp16 cache-like matrix (page cache warm):
     contiguous blocks in a random order (chunk = block, the old order) vs chunks of 1,024 rows."""
@@ -396,39 +280,7 @@ def gemm_table(rows: list[dict]) -> str:
 
 def train_cmd(acts: Path, out: Path, s: dict, k: str, seed: str, extra: tuple[str, ...] = ()) -> dict:
     """One `clipsae train` at the equal settings of `s` (constant lr): whole-command and loop seconds."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "train",
-        "--acts",
-        str(acts),
-        "--out",
-        str(out),
-        "--arch",
-        "topk",
-        "--d-sae",
-        str(s["d_sae"]),
-        "--k",
-        k,
-        "--seed",
-        seed,
-        "--epochs",
-        str(s["epochs"]),
-        "--device",
-        "cpu",
-        "--batch-size",
-        str(s["batch"]),
-        "--lr",
-        str(s["lr"]),
-        "--lr-warmup-steps",
-        "0",
-        "--lr-decay",
-        "none",
-        "--checkpoint-every",
-        "0",
-        *extra,
-    ]
+    cmd = [sys.executable, "-m", "app.cli", *equal_train_argv(acts, out, s, "cpu", k, seed, "auto"), *extra]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.perf_counter() - t0
@@ -514,6 +366,8 @@ def main() -> None:
             )
             return
         if a.encoder_like:
+            from bench_encoder_like import encoder_like_table
+
             print(encoder_like_table(Path(tmp), a.seed))
             return
         rows = []

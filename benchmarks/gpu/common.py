@@ -164,3 +164,18 @@ def import_sparsify() -> str:
         import sparsify  # noqa: F401
 
         return f"datasets stubbed ({type(exc).__name__}: {exc})"[:200]
+
+
+def equal_train_argv(
+    acts: Path, out: Path, s: dict, device: str, k: str | None = None, seed: str = "0", dead_latents: str = "none"
+) -> list[str]:
+    """`clipsae train`'s arguments at a suite's equal settings with sparsify (benchmarks/bench_train.py,
+    sec_train.py): its batch and constant lr, no warm-up or decay, raw inputs (sparsify has no
+    normalisation), no checkpoints; `dead_latents` none as sparsify's plain loop (auto: our AuxK)."""
+    return [
+        "train",
+        *("--acts", str(acts), "--out", str(out), "--arch", "topk", "--d-sae", str(s["d_sae"])),
+        *("--k", k or str(s["k"]), "--seed", seed, "--epochs", str(s["epochs"]), "--device", device),
+        *("--batch-size", str(s["batch"]), "--lr", str(s["lr"]), "--lr-warmup-steps", "0", "--lr-decay", "none"),
+        *("--normalize", "none", "--dead-latents", dead_latents, "--checkpoint-every", "0"),
+    ]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import HERE, REPO, Ctx, child_env, free_cuda, import_sparsify, missing
+from common import HERE, REPO, Ctx, child_env, equal_train_argv, free_cuda, import_sparsify, missing
 
 SETS = {  # rows, d, atoms, active, d_sae, k, batch, lr (sparsify's rule 2e-4 / sqrt(d_sae / 2^14)), epochs
     "wide": dict(rows=1_000_000, d=512, atoms=4096, active=24, d_sae=16_384, k=32, batch=4096, lr=2e-4, epochs=2),
@@ -89,35 +89,7 @@ def loop_seconds(out: Path) -> float:
 
 
 def run_clipsae(ctx: Ctx, acts: Path, out: Path, s: dict, matmul: str | None) -> dict:
-    argv = [
-        "train",
-        "--acts",
-        str(acts),
-        "--out",
-        str(out),
-        "--arch",
-        "topk",
-        "--d-sae",
-        str(s["d_sae"]),
-        "--k",
-        str(s["k"]),
-        "--epochs",
-        str(s["epochs"]),
-        "--device",
-        ctx.device,
-        "--batch-size",
-        str(s["batch"]),
-        "--lr",
-        str(s["lr"]),
-        "--lr-warmup-steps",
-        "0",
-        "--lr-decay",
-        "none",
-        "--dead-latents",
-        "none",
-        "--checkpoint-every",
-        "0",
-    ]
+    argv = equal_train_argv(acts, out, s, ctx.device)
     t0 = time.perf_counter()
     r = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps({"argv": argv, "matmul": matmul})],
