@@ -46,17 +46,18 @@ def test_jumprelu_starts_from_the_best_scale_of_its_family():
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("planted")
-    x, atoms = planted_dictionary(70_000, 64, 256, 6, 0.02, seed=45)
-    np.save(tmp / "x.npy", x[:60_000])
-    return tmp, x[60_000:], atoms
+    x, atoms = planted_dictionary(40_000, 48, 128, 5, 0.02, seed=45)
+    np.save(tmp / "x.npy", x[:30_000])
+    return tmp, x[30_000:], atoms
 
 
 def test_default_jumprelu_recovers_a_planted_dictionary(planted):
     """`clipsae train --arch jumprelu` with no other choice (λ, lr, normalisation, refit all default)
-    on 60k rows of 6 atoms each: issue 20's bar, mean-max-cosine >= 0.9, EV >= 0.85 and L0 <= 3× the
-    true L0 (measured on seeds 41–44: 0.993–0.994, 0.857–0.859, 6.7–6.9)."""
+    on 30k rows of 5 atoms each (d=48, 128 atoms, 512 latents): issue 20's bar, mean-max-cosine >= 0.9,
+    EV >= 0.85 and L0 <= 3× the true L0 (measured on seeds 46 and 41–44 at other sizes: 0.99, 0.86–0.89,
+    L0 5.7–6.9)."""
     tmp, held, atoms = planted
-    args = ["train", "--acts", str(tmp / "x.npy"), "--out", str(tmp / "j"), "--arch", "jumprelu", "--d-sae", "1024"]
+    args = ["train", "--acts", str(tmp / "x.npy"), "--out", str(tmp / "j"), "--arch", "jumprelu", "--d-sae", "512"]
     assert main([*args, "--epochs", "2", "--device", "cpu", "--checkpoint-every", "0"]) == 0
     sae = load_sae(tmp / "j").eval()
     assert sae.cfg.normalize_activations == "centred_unit_norm"
@@ -69,4 +70,4 @@ def test_default_jumprelu_recovers_a_planted_dictionary(planted):
     mmc = float((atoms @ (w / np.linalg.norm(w, axis=1, keepdims=True)).T).max(axis=1).mean())
     assert mmc >= 0.9, mmc
     assert ev >= 0.85, ev
-    assert l0 <= 18, l0
+    assert l0 <= 15, l0
