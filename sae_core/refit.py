@@ -73,6 +73,10 @@ def normal_equations(sae: SparseAutoencoder, x_nd: Tensor, batch_size: int = 409
 RIDGE_GRID = (0.0, 1e-2, 1e-1, 1.0, 10.0)
 """Ridge strengths ρ tried by the validated refit, pulling every latent towards its trained
 weights with weight ρ·mean_s (FᵀF)_ss (so ρ has no units); ∞ (keep them) is tried too."""
+REFIT_MAX_LATENTS = 8192
+"""Widest SAE refitted: the normal equations are dense (d_sae + 1)² float64 matrices, a few of
+them at once (about 0.5 GiB each at 8,192 latents; 137 GiB each at 131,072). Wider SAEs are
+saved as trained (`too_large`), with the reason in their metadata."""
 MIN_VALIDATION_ROWS = 256
 """Fewer rows than twice this: no validation, ρ = 0 (the plain least squares)."""
 
@@ -151,6 +155,18 @@ def choose_ridge(
         if err < best_err:
             best, best_err = rho, err
     return best, (keep - best_err) / keep if keep > 0 else 0.0
+
+
+def too_large(sae: SparseAutoencoder) -> str | None:
+    """Why `sae` is not refitted (wider than REFIT_MAX_LATENTS), or None."""
+    s = sae.cfg.d_sae
+    if s <= REFIT_MAX_LATENTS:
+        return None
+    gib = (s + 1) ** 2 * 8 / 2**30
+    return (
+        f"{s} latents > {REFIT_MAX_LATENTS}: the refit's dense normal equations would need "
+        f"{gib:.0f} GiB per matrix; saved as trained"
+    )
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ from .errors import TrainingDiverged
 from .files import atomic_write_dir, atomic_write_text
 from .init import init_runs
 from .progress import Progress
-from .refit import BEFORE_REFIT_DIR, REFIT_ARCHS, refit_
+from .refit import BEFORE_REFIT_DIR, REFIT_ARCHS, refit_, too_large
 from .schedule import resolve
 from .sweep import RunSpec, sae_dir
 from .trainer import SAETrainer
@@ -205,7 +205,13 @@ def _save_runs(
             if not torch.isfinite(t).all():
                 raise TrainingDiverged(f"SAE {run.spec.name!r}: {name} contains NaN/inf after training; not saved")
         before = None
-        if cfg.refit != "none" and run.spec.cfg.architecture in REFIT_ARCHS:
+        skip = too_large(run.sae) if cfg.refit != "none" and run.spec.cfg.architecture in REFIT_ARCHS else None
+        if skip:
+            log.warning("%s: no refit: %s", run.spec.name, skip)
+            run.sae.cfg = SAEConfig.from_dict(
+                {**run.sae.cfg.to_dict(), "metadata": {**cfg_meta, "refit": "none", "refit_skipped": skip}}
+            )
+        elif cfg.refit != "none" and run.spec.cfg.architecture in REFIT_ARCHS:
             if refit_x is None:
                 refit_x = torch.from_numpy(sample_rows(source, cfg.refit_rows, cfg.seed + 2))
             before = copy.deepcopy(run.sae)

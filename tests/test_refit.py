@@ -188,3 +188,22 @@ def test_validated_refit_does_not_overfit_rows_that_dominate_the_error(tmp_path)
     assert after >= ev(plain), (after, ev(plain))
     scale = validated.W_enc.detach().norm(dim=0) / trained.W_enc.detach().norm(dim=0)
     assert float(scale.max()) < 5, float(scale.max())
+
+
+def test_an_sae_too_wide_for_the_dense_refit_is_saved_as_trained_and_says_why(tmp_path, monkeypatch, caplog):
+    """The refit's normal equations are dense (d_sae + 1)² matrices: at the seeds' 131,072 latents
+    137 GiB each. Above REFIT_MAX_LATENTS training must not crash after its last step: the SAE
+    is saved as trained, its metadata and the log say why, and no before_refit/ is written."""
+    import sae_core.refit as refit_mod
+
+    monkeypatch.setattr(refit_mod, "REFIT_MAX_LATENTS", 16)
+    x, _ = planted_dictionary(1024, 16, 24, 2, noise=0.02, seed=2044)
+    np.save(tmp_path / "x.npy", x)
+    spec = make_specs(SAEConfig(d_in=16, d_sae=32), [0.1], [None])
+    with caplog.at_level("WARNING"):
+        [path] = train(tmp_path / "x.npy", tmp_path / "wide", spec, TrainConfig(**QUIET))
+    meta = load_sae(path).cfg.metadata
+    assert meta["refit"] == "none" and "32 latents > 16" in meta["refit_skipped"], meta
+    assert "no refit: 32 latents > 16" in caplog.text
+    assert not (path / BEFORE_REFIT_DIR).exists()
+    assert refit_mod.too_large(SparseAutoencoder(SAEConfig(d_in=8, d_sae=131_072))).startswith("131072 latents")
