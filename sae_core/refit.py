@@ -157,16 +157,37 @@ def choose_ridge(
     return best, (keep - best_err) / keep if keep > 0 else 0.0
 
 
-def too_large(sae: SparseAutoencoder) -> str | None:
-    """Why `sae` is not refitted (wider than REFIT_MAX_LATENTS), or None."""
+def too_large(sae: SparseAutoencoder, mode: str = "scale") -> str | None:
+    """Why `sae` is not refitted in `mode`, or None: wider than REFIT_MAX_LATENTS, the decoder
+    mode would need dense normal equations (the scale mode then runs matrix-free, `refit_cg`)."""
     s = sae.cfg.d_sae
-    if s <= REFIT_MAX_LATENTS:
+    if s <= REFIT_MAX_LATENTS or mode != "decoder":
         return None
     gib = (s + 1) ** 2 * 8 / 2**30
     return (
-        f"{s} latents > {REFIT_MAX_LATENTS}: the refit's dense normal equations would need "
-        f"{gib:.0f} GiB per matrix; saved as trained"
+        f"{s} latents > {REFIT_MAX_LATENTS}: the decoder refit's dense normal equations would need "
+        f"{gib:.0f} GiB per matrix (--refit scale runs without them); saved as trained"
     )
+
+
+def _fold_(sae: SparseAutoencoder, lat: Tensor, rows: Tensor, b_dec_new: Tensor) -> Tensor:
+    """Store refitted decoder rows D_s (latents `lat`) as unit rows with their norms folded into the
+    encoder, and the new b_dec; return the folded scales (see the module docstring)."""
+    b_dec_new = b_dec_new.to(sae.b_dec.dtype)
+    norms = rows.norm(dim=1)
+    keep = norms > MIN_SCALE
+    lat, rows, norms = lat[keep], rows[keep], norms[keep]
+    # b_enc absorbs b_dec's change so that every pre-activation stays the same, then the scales fold in:
+    # (x − b_new)·W + b_enc' = (x − b_old)·W + b_enc gives b_enc' = h(b_new) under the old b_dec.
+    sae.b_enc.copy_(sae.pre_activation(b_dec_new[None])[0])
+    sae.b_dec.copy_(b_dec_new)
+    scale = norms.to(sae.W_enc.dtype)
+    sae.W_dec[lat] = (rows / norms[:, None]).to(sae.W_dec.dtype)
+    sae.W_enc[:, lat] *= scale
+    sae.b_enc[lat] *= scale
+    if sae.cfg.architecture == "jumprelu":
+        sae.threshold[lat] *= scale
+    return scale
 
 
 @torch.no_grad()
@@ -192,6 +213,10 @@ def refit_(
     sae.eval()
     if ridge is None and x_nd.shape[0] < 2 * MIN_VALIDATION_ROWS:
         ridge = 0.0
+    if sae.cfg.d_sae > REFIT_MAX_LATENTS:
+        if mode != "scale":
+            raise ValueError(too_large(sae, mode))
+        return _refit_wide_(sae, x_nd, ridge, batch_size, was_training)
     halves = [x_nd] if ridge is not None else [x_nd[: x_nd.shape[0] // 2], x_nd[x_nd.shape[0] // 2 :]]
     eqs = [normal_equations(sae, h, batch_size) for h in halves]
     gram, cross = sum(g for g, _ in eqs), sum(c for _, c in eqs)
@@ -209,21 +234,28 @@ def refit_(
         return info
     theta = _solve_towards(*_system(sae, gram[idx][:, idx], cross[idx], lat, mode), len(lat), float(ridge))
     rows, b_dec_new = _rows_and_bias(sae, theta, lat, mode)
-    b_dec_new = b_dec_new.to(sae.b_dec.dtype)
-    norms = rows.norm(dim=1)
-    keep = norms > MIN_SCALE
-    lat, rows, norms = lat[keep], rows[keep], norms[keep]
-    # b_enc absorbs b_dec's change so that every pre-activation stays the same, then the scales fold in:
-    # (x − b_new)·W + b_enc' = (x − b_old)·W + b_enc gives b_enc' = h(b_new) under the old b_dec.
-    sae.b_enc.copy_(sae.pre_activation(b_dec_new[None])[0])
-    sae.b_dec.copy_(b_dec_new)
-    scale = norms.to(sae.W_enc.dtype)
-    sae.W_dec[lat] = (rows / norms[:, None]).to(sae.W_dec.dtype)
-    sae.W_enc[:, lat] *= scale
-    sae.b_enc[lat] *= scale
-    if sae.cfg.architecture == "jumprelu":
-        sae.threshold[lat] *= scale
+    scale = _fold_(sae, lat, rows, b_dec_new)
     sae.train(was_training)
-    info.update(refit_latents=float(len(lat)), refit_mean_scale=float(scale.mean()) if len(lat) else 1.0)
-    log.info("refit: %d latents, mean scale %.4g, ridge %g", len(lat), info["refit_mean_scale"], ridge)
+    info.update(refit_latents=float(len(scale)), refit_mean_scale=float(scale.mean()) if len(scale) else 1.0)
+    log.info("refit: %d latents, mean scale %.4g, ridge %g", len(scale), info["refit_mean_scale"], ridge)
+    return info
+
+
+def _refit_wide_(
+    sae: SparseAutoencoder, x_nd: Tensor, ridge: float | None, batch_size: int, was_training: bool
+) -> dict:
+    """The scale refit of an SAE wider than REFIT_MAX_LATENTS, matrix-free (`refit_cg`)."""
+    from . import refit_cg
+
+    a, b, info = refit_cg.scale_fit(sae, x_nd, ridge, RIDGE_GRID, RIDGE, min(batch_size, 1024))
+    info.update(refit_latents=0.0, refit_mean_scale=1.0)
+    if ridge is None and info["refit_ridge"] is None:
+        sae.train(was_training)
+        log.info("refit: kept the SAE as trained (no refit did better on held-out rows)")
+        return info
+    lat = torch.arange(sae.cfg.d_sae, device=a.device)
+    scale = _fold_(sae, lat, a[:, None] * sae.W_dec.double(), b)
+    sae.train(was_training)
+    info.update(refit_latents=float(len(scale)), refit_mean_scale=float(scale.mean()) if len(scale) else 1.0)
+    log.info("refit (conjugate gradients): %d latents, mean scale %.4g", len(scale), info["refit_mean_scale"])
     return info

@@ -205,7 +205,9 @@ def _save_runs(
             if not torch.isfinite(t).all():
                 raise TrainingDiverged(f"SAE {run.spec.name!r}: {name} contains NaN/inf after training; not saved")
         before = None
-        skip = too_large(run.sae) if cfg.refit != "none" and run.spec.cfg.architecture in REFIT_ARCHS else None
+        skip = (
+            too_large(run.sae, cfg.refit) if cfg.refit != "none" and run.spec.cfg.architecture in REFIT_ARCHS else None
+        )
         if skip:
             log.warning("%s: no refit: %s", run.spec.name, skip)
             run.sae.cfg = SAEConfig.from_dict(

@@ -190,10 +190,29 @@ def test_validated_refit_does_not_overfit_rows_that_dominate_the_error(tmp_path)
     assert float(scale.max()) < 5, float(scale.max())
 
 
-def test_an_sae_too_wide_for_the_dense_refit_is_saved_as_trained_and_says_why(tmp_path, monkeypatch, caplog):
-    """The refit's normal equations are dense (d_sae + 1)² matrices: at the seeds' 131,072 latents
-    137 GiB each. Above REFIT_MAX_LATENTS training must not crash after its last step: the SAE
-    is saved as trained, its metadata and the log say why, and no before_refit/ is written."""
+@pytest.mark.parametrize("ridge", [0.0, 0.1, None])
+def test_the_matrix_free_scale_refit_of_a_wide_sae_equals_the_dense_one(monkeypatch, ridge):
+    """Wider than REFIT_MAX_LATENTS the scale refit runs by conjugate gradients (`refit_cg`): the
+    same ridge least squares as the dense normal equations, and the same ρ chosen by
+    cross-validation (here the limit is lowered so that both can run on one SAE)."""
+    import sae_core.refit as refit_mod
+
+    sae, x = _random_sae("relu", 2045)
+    dense, wide = copy.deepcopy(sae), copy.deepcopy(sae)
+    info_dense = refit_(dense, x, ridge=ridge)
+    monkeypatch.setattr(refit_mod, "REFIT_MAX_LATENTS", 8)
+    info_wide = refit_(wide, x, ridge=ridge)
+    assert info_wide["refit_solver"] == "conjugate gradients"
+    assert info_wide["refit_ridge"] == info_dense["refit_ridge"], (info_wide, info_dense)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x).x_hat_bd, dense(x).x_hat_bd, rtol=1e-4, atol=1e-4)
+        assert torch.equal(wide(x).f_bs > 0, sae(x).f_bs > 0)  # the support is frozen
+
+
+def test_an_sae_too_wide_for_the_dense_decoder_refit_is_saved_as_trained_and_says_why(tmp_path, monkeypatch, caplog):
+    """The decoder refit's normal equations are dense (d_sae + 1)² matrices: at the seeds' 131,072
+    latents 137 GiB each. Above REFIT_MAX_LATENTS training must not crash after its last step: the
+    SAE is saved as trained, its metadata and the log say why, and no before_refit/ is written."""
     import sae_core.refit as refit_mod
 
     monkeypatch.setattr(refit_mod, "REFIT_MAX_LATENTS", 16)
@@ -201,9 +220,10 @@ def test_an_sae_too_wide_for_the_dense_refit_is_saved_as_trained_and_says_why(tm
     np.save(tmp_path / "x.npy", x)
     spec = make_specs(SAEConfig(d_in=16, d_sae=32), [0.1], [None])
     with caplog.at_level("WARNING"):
-        [path] = train(tmp_path / "x.npy", tmp_path / "wide", spec, TrainConfig(**QUIET))
+        [path] = train(tmp_path / "x.npy", tmp_path / "wide", spec, TrainConfig(refit="decoder", **QUIET))
     meta = load_sae(path).cfg.metadata
     assert meta["refit"] == "none" and "32 latents > 16" in meta["refit_skipped"], meta
     assert "no refit: 32 latents > 16" in caplog.text
     assert not (path / BEFORE_REFIT_DIR).exists()
-    assert refit_mod.too_large(SparseAutoencoder(SAEConfig(d_in=8, d_sae=131_072))).startswith("131072 latents")
+    wide = SparseAutoencoder(SAEConfig(d_in=8, d_sae=131_072))
+    assert refit_mod.too_large(wide, "decoder").startswith("131072 latents") and refit_mod.too_large(wide) is None
