@@ -267,9 +267,9 @@ TRAIN_NORMALIZE = {a: "centred_unit_norm" for a in ("topk", "batchtopk", "matryo
 default stays none). Real encoder activations share a large mean and have rare inputs of ~10×
 the norm: raw, those inputs hold most of the squared error, take most of a batch's k·B slots
 (batchtopk, matryoshka) and pull the dictionary to themselves. On `synthetic.encoder_like`
-(benchmarks/bench_encoder_like.py, issue 20) centred_unit_norm raised held-out EV over none
-from 0.75 to 0.89 (topk, k=8), 0.69 to 0.92 (relu) and mean-max-cosine from 0.61 to 0.80 and
-0.46 to 0.94; unit_norm is in between (topk 0.85). On zero-mean planted data it is as good as
+(benchmarks/bench_encoder_like.py, seed 0, issue 20) centred_unit_norm raised held-out EV over
+none from 0.75 to 0.89 (topk, k=8) and from 0.69 at L0 19.7 to 0.90 at L0 19.2 (relu, default
+λ each), mean-max-cosine from 0.61 to 0.80 and 0.46 to 0.93; unit_norm is in between (topk 0.85). On zero-mean planted data it is as good as
 none. SAELens has no formula for it: `clipsae convert --to saelens` refuses such an SAE, so
 train with --normalize none or unit_norm to export one."""
 """λ when --l1 is not given, in the scaled convention (README "Loss convention"), chosen with

@@ -12,7 +12,8 @@ Both read the same normal equations FᵀF, Fᵀx. A plain least squares can over
 that dominate the squared error (on encoder-shaped data 1% of rows at 10× the norm hold about
 half of it: the fitted rows' EV rose, held-out EV fell), so by default the fit is pulled towards
 the trained weights by a ridge chosen on held-out rows, and the SAE is kept as trained when no
-ridge does better there (`choose_ridge`).
+ridge does better there (`choose_ridge`). SAEs wider than REFIT_MAX_LATENTS solve the scale
+refit by conjugate gradients instead (`refit_cg.py`).
 
 The result stays in the SAE format (sae_core/FORMAT.md): each refitted decoder row
 D_s = n_s·u_s is stored as the unit row u_s, and its scale n_s > 0 is folded into the
@@ -74,9 +75,9 @@ RIDGE_GRID = (0.0, 1e-2, 1e-1, 1.0, 10.0)
 """Ridge strengths ρ tried by the validated refit, pulling every latent towards its trained
 weights with weight ρ·mean_s (FᵀF)_ss (so ρ has no units); ∞ (keep them) is tried too."""
 REFIT_MAX_LATENTS = 8192
-"""Widest SAE refitted: the normal equations are dense (d_sae + 1)² float64 matrices, a few of
-them at once (about 0.5 GiB each at 8,192 latents; 137 GiB each at 131,072). Wider SAEs are
-saved as trained (`too_large`), with the reason in their metadata."""
+"""Widest SAE refitted through dense normal equations ((d_sae + 1)² float64 matrices, a few at
+once: about 0.5 GiB each at 8,192 latents, 137 GiB at 131,072). Wider SAEs take the scale refit
+matrix-free (`refit_cg`); their decoder refit is skipped (`too_large`), the reason in their metadata."""
 MIN_VALIDATION_ROWS = 256
 """Fewer rows than twice this: no validation, ρ = 0 (the plain least squares)."""
 
