@@ -134,7 +134,8 @@ def export_sparsify(sae: SparseAutoencoder, dst: Path) -> Path:
     elif c.normalize_activations != "none":
         raise Refused(
             f"normalize_activations={c.normalize_activations!r}: sparsify has no input "
-            "normalisation, and a per-input one cannot be folded into weights"
+            "normalisation, and a per-input one cannot be folded into weights (train with "
+            "--normalize none to export)"
         )
     unit_rows = bool(torch.allclose(t["W_dec"].norm(dim=1), torch.ones(c.d_sae, dtype=torch.float64), atol=1e-5))
     cfg = {
