@@ -108,6 +108,19 @@ class SteerHandlers:
         )
         return k, Edit(s.latent, "add", s.value), s.origin, message
 
+    def slot_from_list(
+        self, sae: str | None, latent: Any, slots: list[Any]
+    ) -> tuple[int, Edit, tuple[str, int] | None, str]:
+        """A latent picked in a list outside the Steer tab (Inspect's table or patch list,
+        Browse's page) put in a Steer slot while the user stays where they are: a steering
+        latent goes in as itself, a CLIP latent through its most co-activating linked steering
+        latent (refused by name when it has none); otherwise as `steer_this_edit`."""
+        if isinstance(latent, str):
+            latent = latent.split()[0] if latent.strip() else latent
+        linked = self.linked_choices(latent, sae or "")  # type: ignore[attr-defined]
+        k, edit, origin, message = self.steer_this_edit(sae, latent, linked[0] if linked else None, slots)
+        return k, edit, origin, message.replace("Press Generate.", "Generate in the Steer tab.")
+
     def generation_params(self, seed: Any, steps: Any, resolution: Any) -> tuple[int, int, int]:
         """Checked (seed, steps, resolution); None steps/resolution mean the device's defaults."""
         t = self.timings or Timings(device=self.steerer.device if self.steerer is not None else "cpu")

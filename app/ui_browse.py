@@ -51,6 +51,7 @@ def create_ui(h: Handlers) -> dict[str, Any]:
     with gr.Row(equal_height=False):
         c["linked"] = gr.Dropdown(label="Linked steering latents", choices=[], scale=3, min_width=200)
         c["steer_this"] = gr.Button("Steer this", scale=1, min_width=120, elem_id="steer-this")
+        c["slot_here"] = gr.Button("Put in a slot, stay here", scale=1, min_width=120, elem_id="slot-here")
         c["icon"] = gr.Image(
             label="Feature icon",
             visible=False,
@@ -109,6 +110,7 @@ def _view_outputs(c: dict[str, Any]) -> list:
         c["data"],
         c["linked"],
         c["steer_this"],
+        c["slot_here"],
         c["icon"],
         c["query"],
         c["masks"],
@@ -133,6 +135,7 @@ def _view_values(h: Handlers, v: PageView) -> tuple:
         interactive=v.steerable,
         visible=h.steerer is not None,
     )
+    here = gr.Button(interactive=v.steerable, visible=h.steerer is not None)
     icon = gr.Image(value=v.icon, visible=on_steering and not v.data["dead"])
     has_masks = h.pick(v.sae)[0].masks is not None
     gallery = gr.Gallery(
@@ -151,6 +154,7 @@ def _view_values(h: Handlers, v: PageView) -> tuple:
         v.data,
         linked,
         steer,
+        here,
         icon,
         gr.Textbox(label=h.search_hint(v.sae)),
         gr.Checkbox(visible=has_masks),

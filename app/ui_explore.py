@@ -50,6 +50,11 @@ def create_ui(h: Handlers) -> dict[str, Any]:
             allow_custom_value=True,
             elem_id="explore-pick",
         )
+        with gr.Row(equal_height=True):
+            c["x_slot"] = gr.Button(
+                "Put it in a Steer slot", visible=h.steerer is not None, scale=0, min_width=180, elem_id="explore-slot"
+            )
+            c["x_slot_md"] = gr.Markdown(elem_id="explore-slot-line")
         c["x_md"] = gr.Markdown(elem_id="explore-header")
         with gr.Row(equal_height=False):
             c["x_heat"] = gr.Image(

@@ -17,7 +17,7 @@ from sae_core.edit import Edit
 from .handlers import Handlers
 from .handlers_steer import MODES, SteerView, slot_edits_from
 from .jobs import Job
-from . import ui_steer_bench
+from . import ui_answer, ui_steer_bench
 from .steer import DEFAULT_GUIDANCE, MAX_GUIDANCE, MAX_STEPS, parse_edits
 from .steer_history import record
 from .timing import UI_RESOLUTIONS
@@ -320,6 +320,48 @@ def _wire_steer_this(h: Handlers, ui: UI) -> None:
         answered(steer_this, len(outs) + 4),
         [b["data"], b["linked"], c["origins"], *slot_latents],
         [*outs, c["status"], c["origins"], c["strip_latent"], ui.tabs, b["notice"]],
+        api_name=False,
+        concurrency_limit=None,
+    )
+    _wire_stay_here(h, ui, outs, slot_latents)
+
+
+def _wire_stay_here(h: Handlers, ui: UI, outs: list, slot_latents: list) -> None:
+    """Browse's "Put in a slot, stay here" and Inspect's explore "Put in a Steer slot": the
+    latent goes in a Steer slot and the user stays in the tab, told which slot on its line."""
+    b, x, c = ui.comps["browse"], ui.comps["inspect"], ui.comps[ID]
+
+    def put(sae: str | None, latent: Any, choice: str | None, origins: dict | None, latents: tuple) -> tuple:
+        if choice:
+            k, edit, origin, message = h.steer_this_edit(sae, latent, choice, list(latents))
+            message = message.replace("Press Generate.", "Generate in the Steer tab.")
+        else:
+            k, edit, origin, message = h.slot_from_list(sae, latent, list(latents))
+        slots, origins = ui_steer_bench.fill_slot(h, k, edit, origin, origins, len(latents))
+        return (*slots, origins, f"**Slot {k + 1}** — {message}")
+
+    def from_browse(data: dict | None, choice: str | None, origins: dict | None, *latents: str) -> tuple:
+        if not data:
+            raise ValueError("open a latent's page first")
+        return put(data["sae"], data["latent"], choice, origins, latents)
+
+    def from_inspect(latent: str | None, origins: dict | None, *latents: str) -> tuple:
+        if not (latent or "").strip():
+            raise ValueError("choose a latent to explore first (in the menu, the table or a patch's list)")
+        return put(h.atlas.name, latent, None, origins, latents)
+
+    n = len(outs) + 2  # the slots, the origins, the tab's line
+    b["slot_here"].click(
+        ui_answer.answer(from_browse, n, status=n - 1),
+        [b["data"], b["linked"], c["origins"], *slot_latents],
+        [*outs, c["origins"], b["notice"]],
+        api_name=False,
+        concurrency_limit=None,
+    )
+    x["x_slot"].click(
+        ui_answer.answer(from_inspect, n, status=n - 1),
+        [x["x_pick"], c["origins"], *slot_latents],
+        [*outs, c["origins"], x["x_slot_md"]],
         api_name=False,
         concurrency_limit=None,
     )

@@ -92,6 +92,54 @@ def test_inspect_explores_a_latent_in_place(page, served, tmp_path):
     assert not page.locator("#latent-header").is_visible()
 
 
+def _slot(pg, k: int) -> str:
+    return pg.input_value(f"#slot-{k}-latent textarea, #slot-{k}-latent input")
+
+
+def test_a_latent_goes_in_a_steer_slot_from_browse_and_inspect_without_leaving(page, served, tmp_path):
+    h = served.handlers
+    landing = h.landing()[1]
+    linked = h.linked_choices(landing)
+    assert linked, "the landing latent has a linked steering latent (the Steer this tests rely on it too)"
+    page.click("#slot-here")
+    notice = wait_text(page, "#browse-notice", "Slot 1", 30_000)
+    assert f"Latent {linked[0].split()[0]}, linked from" in notice and "Generate in the Steer tab" in notice
+    assert page.is_visible("#latent-header") and not page.is_visible("#steer-generate")
+    shot(page, tmp_path, "slot_from_browse")
+    # Inspect: a latent of the table with a linked steering latent, explored, then put in a slot
+    page.locator("button[role=tab]", has_text="Inspect").click()
+    page.get_by_label("…or a dataset image by index", exact=False).fill("3")
+    page.get_by_role("button", name="Inspect", exact=True).click()
+    wait_text(page, "#inspect-table", "Heat map")
+    links = page.locator("#inspect-table table a")
+    names = [links.nth(i).inner_text().strip() for i in range(links.count())]
+    with_link = [n for n in names if n.isdigit() and h.linked_choices(int(n)) and int(n) != landing]
+    unlinked = [n for n in names if n.isdigit() and not h.linked_choices(int(n))]
+    if unlinked:  # refused by name, on Inspect's line, and no slot changes
+        links.nth(names.index(unlinked[0])).click()
+        wait_text(page, "#explore-header", f"Exploring latent {unlinked[0]}")
+        page.click("#explore-slot")
+        wait_text(page, "#explore-slot-line", "no linked steering latent", 30_000)
+        shot(page, tmp_path, "slot_from_inspect_refused")
+    assert with_link, f"image 3's table {names} has a latent with a linked steering latent"
+    target = with_link[0]
+    links.nth(names.index(target)).click()
+    wait_text(page, "#explore-header", f"Exploring latent {target}")
+    page.click("#explore-slot")
+    line = wait_text(page, "#explore-slot-line", "Slot", 30_000)
+    steering = h.linked_choices(int(target))[0].split()[0]
+    assert not page.is_visible("#latent-header") and page.is_visible("#inspect-table")
+    shot(page, tmp_path, "slot_from_inspect")
+    page.locator("button[role=tab]", has_text="Steer").click()
+    held = [_slot(page, k) for k in range(4)]
+    first = linked[0].split()[0]
+    if steering == first:  # the same steering latent keeps its one slot
+        assert "already in slot 1" in line and held == [first, "", "", ""]
+    else:
+        assert f"Slot 2** — Latent {steering}" in line or "Slot 2" in line
+        assert held == [first, steering, "", ""]
+
+
 def test_lists_bookmark_export_import_and_open(page, served, tmp_path):
     h = served.handlers
     landing = h.landing()[1]
