@@ -63,6 +63,7 @@ def test_no_mask_switch_on_an_atlas_without_masks(h):
             "data",
             "linked",
             "steer_this",
+            "slot_here",
             "icon",
             "query",
         )
