@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .handlers_browse import caption, link
+from .inputs import menu_latent
 from .render import centre_square, overlay, with_colour_bar
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class ExploreHandlers:
         if latent in (None, ""):
             raise ValueError("choose a latent in Inspect's table or in a patch's list")
         a = self.atlas
-        chosen = a.check_latent(str(latent).split()[0] if isinstance(latent, str) else latent)
+        chosen = a.check_latent(menu_latent(latent))
         picture, _ = self._input_image(image, dataset_image)  # type: ignore[attr-defined]
         res = self.explorer.activations(self.inspector, picture)  # type: ignore[arg-type]
         value = float(res["scores"][chosen])

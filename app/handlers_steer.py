@@ -14,7 +14,7 @@ from PIL import Image
 
 from sae_core.edit import Edit, validate_edits
 
-from .inputs import MAX_SEED, finite_number, read_upload, whole_number
+from .inputs import MAX_SEED, finite_number, menu_latent, read_upload, whole_number
 from .jobs import Job
 from .readout import EditReadout, causal_check, edit_readout
 from .render import for_display
@@ -91,12 +91,13 @@ class SteerHandlers:
         return self.steerer
 
     def steer_this_edit(
-        self, sae: str | None, latent: Any, choice: str | None, slots: list[Any]
+        self, sae: str | None, latent: Any, choice: str | None, slots: list[Any], then: str = "Press Generate."
     ) -> tuple[int, Edit, tuple[str, int] | None, str]:
         """'Steer this' (or a latent picked in the Steer tab) → (slot index, edit, linked CLIP
         latent, message). The edit *adds* the latent's direction × its highest activation over the
         atlas, so the latent moves up from wherever the prompt already has it (a `set` to that
-        value would weaken a latent the prompt has more of); a latent already in a slot keeps it."""
+        value would weaken a latent the prompt has more of); a latent already in a slot keeps it.
+        The message ends with `then`, the user's next step."""
         s = self.steer_this(sae, latent, choice)  # type: ignore[attr-defined]
         k, again = free_slot(slots, s.latent)
         why = f", linked from {s.origin[0]} latent {s.origin[1]}" if s.origin else ""
@@ -104,22 +105,23 @@ class SteerHandlers:
         message = (
             f"Latent {s.latent}{why} {where} **+ direction × {s.value:.3g}** (its highest activation over "
             f"the atlas's images), added to what the prompt already has, so the feature only grows. "
-            "Press Generate."
+            f"{then}"
         )
         return k, Edit(s.latent, "add", s.value), s.origin, message
 
     def slot_from_list(
-        self, sae: str | None, latent: Any, slots: list[Any]
+        self, sae: str | None, latent: Any, slots: list[Any], choice: str | None = None
     ) -> tuple[int, Edit, tuple[str, int] | None, str]:
         """A latent picked in a list outside the Steer tab (Inspect's table or patch list,
         Browse's page) put in a Steer slot while the user stays where they are: a steering
-        latent goes in as itself, a CLIP latent through its most co-activating linked steering
-        latent (refused by name when it has none); otherwise as `steer_this_edit`."""
-        if isinstance(latent, str):
-            latent = latent.split()[0] if latent.strip() else latent
-        linked = self.linked_choices(latent, sae or "")  # type: ignore[attr-defined]
-        k, edit, origin, message = self.steer_this_edit(sae, latent, linked[0] if linked else None, slots)
-        return k, edit, origin, message.replace("Press Generate.", "Generate in the Steer tab.")
+        latent goes in as itself, a CLIP latent through the linked steering latent `choice`,
+        else its most co-activating one (refused by name when it has none); otherwise as
+        `steer_this_edit`."""
+        latent = menu_latent(latent)
+        if not choice:
+            linked = self.linked_choices(latent, sae or "")  # type: ignore[attr-defined]
+            choice = linked[0] if linked else None
+        return self.steer_this_edit(sae, latent, choice, slots, then="Generate in the Steer tab.")
 
     def generation_params(self, seed: Any, steps: Any, resolution: Any) -> tuple[int, int, int]:
         """Checked (seed, steps, resolution); None steps/resolution mean the device's defaults."""

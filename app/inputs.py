@@ -46,6 +46,13 @@ def read_upload(upload: str | Path | bytes | Image.Image | None, what: str = "th
         raise BadImage(f"{what} cannot be used: {exc}") from None
 
 
+def menu_latent(value: Any) -> Any:
+    """The latent id of a menu entry ("12 (0.53)" → "12"; the menus of Inspect's explore panel
+    show the value after the id); anything that is not a non-empty string is returned as is,
+    for `latent_id` to check."""
+    return value.split()[0] if isinstance(value, str) and value.strip() else value
+
+
 def whole_number(value: Any, name: str, lo: int, hi: int) -> int:
     """A whole number in [lo, hi] from a number or numeric text; a ValueError otherwise
     (never truncated: 2.5 is refused, not read as 2)."""

@@ -332,11 +332,7 @@ def _wire_stay_here(h: Handlers, ui: UI, outs: list, slot_latents: list) -> None
     b, x, c = ui.comps["browse"], ui.comps["inspect"], ui.comps[ID]
 
     def put(sae: str | None, latent: Any, choice: str | None, origins: dict | None, latents: tuple) -> tuple:
-        if choice:
-            k, edit, origin, message = h.steer_this_edit(sae, latent, choice, list(latents))
-            message = message.replace("Press Generate.", "Generate in the Steer tab.")
-        else:
-            k, edit, origin, message = h.slot_from_list(sae, latent, list(latents))
+        k, edit, origin, message = h.slot_from_list(sae, latent, list(latents), choice)
         slots, origins = ui_steer_bench.fill_slot(h, k, edit, origin, origins, len(latents))
         return (*slots, origins, f"**Slot {k + 1}** — {message}")
 

@@ -18,6 +18,7 @@ import gradio as gr
 from sae_core.edit import Edit
 
 from .handlers import Handlers
+from .inputs import menu_latent
 from .jobs import Cancelled
 from .steer_history import Run, choices, compare, find, record
 from .ui_common import EXPECTED, UI, run_job
@@ -168,7 +169,7 @@ def wire(h: Handlers, ui: UI, jobs: dict) -> Any:
             return (*[gr.skip()] * len(slot_comps), gr.skip(), gr.skip())
         try:
             k, edit, origin, message = h.steer_this_edit(
-                h.steer_atlas.name if h.steer_atlas else None, choice.split()[0], None, list(held)
+                h.steer_atlas.name if h.steer_atlas else None, menu_latent(choice), None, list(held)
             )
         except ValueError as exc:
             return (*[gr.skip()] * len(slot_comps), refused(exc), gr.skip())
