@@ -147,7 +147,10 @@ def test_two_gloo_ranks_link_like_one_process(cache, tmp_path):
 
 
 def test_a_failing_rank_is_one_line_and_a_nonzero_exit(cache):
-    """Each rank reports the user error in one line (torchrun's launcher then adds its own report)."""
+    """A rank that reaches the error reports it in one line (torchrun's launcher then adds its own report).
+
+    At least one rank does; the other may be stopped by the launcher before it gets there (a busy
+    machine), so the count is not fixed, but every error line is the one-line message."""
     r = torchrun(
         "precompute.atlas",
         "--acts",
@@ -160,7 +163,9 @@ def test_a_failing_rank_is_one_line_and_a_nonzero_exit(cache):
         "cpu",
     )
     assert r.returncode != 0
-    assert r.stderr.count("precompute.atlas: error: --acts must be a .npy matrix [N, d] or an activation cache") == 2
+    message = "precompute.atlas: error: --acts must be a .npy matrix [N, d] or an activation cache folder; got "
+    errors = [line for line in r.stderr.splitlines() if "precompute.atlas: error:" in line]
+    assert 1 <= len(errors) <= 2 and all(line.startswith(message) for line in errors), r.stderr[-3000:]
     assert "precompute/atlas.py" not in r.stderr and not (cache / "x").exists()
 
 
