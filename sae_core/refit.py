@@ -50,14 +50,19 @@ MIN_SCALE = 1e-6
 
 
 @torch.no_grad()
-def normal_equations(sae: SparseAutoencoder, x_nd: Tensor, batch_size: int = 4096) -> tuple[Tensor, Tensor]:
-    """(G [S+1, S+1], C [S+1, d]) in float64: AᵀA and Aᵀx for A = [f(x), 1] over the rows of x
-    (raw inputs, normalised here), with f the SAE's inference codes. On a CPU the Gram is
-    accumulated from the sparse codes (cost nnz·S), on CUDA by dense GEMMs."""
+def normal_equations(
+    sae: SparseAutoencoder, x_nd: Tensor, batch_size: int = 4096
+) -> tuple[Tensor, Tensor, float]:
+    """(G [S+1, S+1], C [S+1, d], Σ‖x‖²) in float64: AᵀA, Aᵀx and the squared norm for A =
+    [f(x), 1] over the rows of x (raw inputs, normalised here), with f the SAE's inference
+    codes. On a CPU the Gram is accumulated from the sparse codes (cost nnz·S), on CUDA by
+    dense GEMMs. With them the squared error of any decoder on these rows needs no second
+    pass over the data (`_squared_error`)."""
     s, d = sae.cfg.d_sae, sae.cfg.d_in
     dev = sae.W_dec.device
     gram = torch.zeros(s + 1, s + 1, dtype=torch.float64, device=dev)
     cross = torch.zeros(s + 1, d, dtype=torch.float64, device=dev)
+    sq = 0.0
     for lo in range(0, x_nd.shape[0], batch_size):
         x = x_nd[lo : lo + batch_size].to(dev)
         x_norm = sae.normalize(x)[0]
@@ -68,7 +73,8 @@ def normal_equations(sae: SparseAutoencoder, x_nd: Tensor, batch_size: int = 409
         else:
             gram += torch.sparse.mm(a.to_sparse().t(), a).double()
         cross += (a.T @ x_norm).double()
-    return gram, cross
+        sq += float(x_norm.double().pow(2).sum())
+    return gram, cross, sq
 
 
 RIDGE_GRID = (0.0, 1e-2, 1e-1, 1.0, 10.0)
@@ -124,19 +130,18 @@ def _rows_and_bias(sae: SparseAutoencoder, theta: Tensor, lat: Tensor, mode: str
     return theta[:n] * sae.W_dec[lat].double(), theta[n:, 0]
 
 
-@torch.no_grad()
-def _validation_error(sae: SparseAutoencoder, x_nd: Tensor, lat: Tensor, rows: Tensor, b: Tensor, bs: int) -> float:
-    """Σ‖x − x̂‖² over x (normalised here) with x̂ = f_lat·rows + b: a refit candidate on unseen rows."""
-    err = 0.0
-    for lo in range(0, x_nd.shape[0], bs):
-        x = sae.normalize(x_nd[lo : lo + bs].to(sae.W_dec.device))[0].double()
-        f = sae.activate(sae.pre_activation(x.to(sae.W_dec.dtype)))[:, lat].double()
-        err += float((x - f @ rows - b).pow(2).sum())
-    return err
+def _squared_error(eq: tuple[Tensor, Tensor, float], idx: Tensor, rows: Tensor, b: Tensor) -> float:
+    """Σ‖x − x̂‖² over the rows whose normal equations are `eq` (G, C, Σ‖x‖²), for x̂ = f_lat·rows
+    + b (lat = idx without its last, bias, entry): ‖x‖² − 2⟨P, C⟩ + ⟨P, G·P⟩ with P = [rows; b],
+    exact algebra, so scoring a refit candidate on unseen rows costs no pass over them."""
+    g, c, sq = eq
+    p = torch.cat([rows, b[None]])
+    c, g = c[idx], g[idx][:, idx]
+    return max(sq - 2.0 * float((p * c).sum()) + float((p * (g @ p)).sum()), 0.0)
 
 
 def choose_ridge(
-    sae: SparseAutoencoder, halves: list[Tensor], eqs: list[tuple[Tensor, Tensor]], idx: Tensor, mode: str, bs: int
+    sae: SparseAutoencoder, eqs: list[tuple[Tensor, Tensor, float]], idx: Tensor, mode: str
 ) -> tuple[float, float]:
     """(ρ, relative gain in held-out squared error over the trained SAE) by two-fold
     cross-validation: each half's fit (normal equations `eqs[i]`, restricted to `idx`) is scored
@@ -145,14 +150,14 @@ def choose_ridge(
     encoder-shaped inputs: 1% of rows at 10× the norm hold about half of it): it raised the
     fitted rows' EV from 0.51 to 0.76 and lowered held-out EV from 0.69 to 0.56 (issue 20)."""
     lat = idx[:-1]
-    systems = [_system(sae, g[idx][:, idx], c[idx], lat, mode) for g, c in eqs]
-    keep = sum(_validation_error(sae, x, lat, *_rows_and_bias(sae, systems[0][2], lat, mode), bs) for x in halves)
+    systems = [_system(sae, g[idx][:, idx], c[idx], lat, mode) for g, c, _ in eqs]
+    keep = sum(_squared_error(eq, idx, *_rows_and_bias(sae, systems[0][2], lat, mode)) for eq in eqs)
     best, best_err = math.inf, keep
     for rho in RIDGE_GRID:
         err = 0.0
-        for system, other in zip(systems, halves[::-1]):
+        for system, other in zip(systems, eqs[::-1]):
             theta = _solve_towards(*system, len(lat), rho)
-            err += _validation_error(sae, other, lat, *_rows_and_bias(sae, theta, lat, mode), bs)
+            err += _squared_error(other, idx, *_rows_and_bias(sae, theta, lat, mode))
         if err < best_err:
             best, best_err = rho, err
     return best, (keep - best_err) / keep if keep > 0 else 0.0
@@ -220,13 +225,13 @@ def refit_(
         return _refit_wide_(sae, x_nd, ridge, batch_size, was_training)
     halves = [x_nd] if ridge is not None else [x_nd[: x_nd.shape[0] // 2], x_nd[x_nd.shape[0] // 2 :]]
     eqs = [normal_equations(sae, h, batch_size) for h in halves]
-    gram, cross = sum(g for g, _ in eqs), sum(c for _, c in eqs)
+    gram, cross = sum(g for g, _, _ in eqs), sum(c for _, c, _ in eqs)
     active = gram.diagonal()[: sae.cfg.d_sae] > 0
     idx = torch.cat([active, torch.ones(1, dtype=torch.bool, device=gram.device)]).nonzero().squeeze(1)
     lat = idx[:-1]
     info: dict[str, float | None] = {"refit_latents": 0.0, "refit_mean_scale": 1.0, "refit_ridge": ridge}
     if ridge is None and len(lat):
-        ridge, info["refit_validation_gain"] = choose_ridge(sae, halves, eqs, idx, mode, batch_size)
+        ridge, info["refit_validation_gain"] = choose_ridge(sae, eqs, idx, mode)
         info["refit_ridge"] = ridge
     if len(lat) == 0 or ridge == math.inf:
         info["refit_ridge"] = None  # JSON has no ∞: None with latents 0 says "kept as trained"
