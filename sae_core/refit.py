@@ -50,9 +50,7 @@ MIN_SCALE = 1e-6
 
 
 @torch.no_grad()
-def normal_equations(
-    sae: SparseAutoencoder, x_nd: Tensor, batch_size: int = 4096
-) -> tuple[Tensor, Tensor, float]:
+def normal_equations(sae: SparseAutoencoder, x_nd: Tensor, batch_size: int = 4096) -> tuple[Tensor, Tensor, float]:
     """(G [S+1, S+1], C [S+1, d], Σ‖x‖²) in float64: AᵀA, Aᵀx and the squared norm for A =
     [f(x), 1] over the rows of x (raw inputs, normalised here), with f the SAE's inference
     codes. On a CPU the Gram is accumulated from the sparse codes (cost nnz·S), on CUDA by
