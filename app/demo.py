@@ -75,8 +75,9 @@ def _package_dir(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def bundled_photos() -> list[Path]:
-    """Paths of the photos bundled in the installed scikit-image / scikit-learn wheels."""
+def bundled_photos(limit: int | None = None) -> list[Path]:
+    """Paths of the photos bundled in the installed scikit-image / scikit-learn wheels (the
+    first `limit` of them when given)."""
     sk = _package_dir("skimage") / "data"
     sl = _package_dir("sklearn") / "datasets" / "images"
     found = [sk / n for n in SKIMAGE_PHOTOS if (sk / n).exists()] + [
@@ -84,14 +85,15 @@ def bundled_photos() -> list[Path]:
     ]
     if not found:
         raise FileNotFoundError("no bundled photos found in scikit-image / scikit-learn; run `make setup`")
-    return found
+    return found[:limit]
 
 
-def write_demo_images(dest: Path) -> int:
-    """Each photo, its mirror image and four corner crops, as PNG files under `dest`."""
+def write_demo_images(dest: Path, photos: int | None = None) -> int:
+    """Each photo (the first `photos` of them when given), its mirror image and four corner
+    crops, as PNG files under `dest`."""
     dest.mkdir(parents=True, exist_ok=True)
     n = 0
-    for path in bundled_photos():
+    for path in bundled_photos(photos):
         with Image.open(path) as im:
             im = im.convert("RGB")
         stem = path.stem
@@ -197,8 +199,12 @@ def _write_demo_info(root: Path, info: dict) -> None:
     )
 
 
-def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: str = "auto") -> dict:
-    """Build (or reuse) the demo: images, ViT-B-32 `embed` activations with patch tokens, an SAE."""
+def build_demo(
+    root: str | Path = "demo_cache", rebuild: bool = False, device: str = "auto", photos: int | None = None
+) -> dict:
+    """Build (or reuse) the demo: images, ViT-B-32 `embed` activations with patch tokens, an SAE.
+    `photos`: only the first that many bundled photos (6 images each; the suite builds a smaller
+    demo this way), else all of them."""
     paths = DemoPaths(Path(root))
     if rebuild and paths.root.exists():
         shutil.rmtree(paths.root)
@@ -211,7 +217,7 @@ def build_demo(root: str | Path = "demo_cache", rebuild: bool = False, device: s
             info = card_demo({**info, "kandinsky_cache": str(paths.k_cache)}, paths.card, device)
             _write_demo_info(paths.root, info)
         return info
-    n = write_demo_images(paths.images)
+    n = write_demo_images(paths.images, photos)
     weights = resolve_clip_weights()
     random_weights = weights == "none"
     log.info(
